@@ -1,1 +1,114 @@
-fn main() {}
+//! `skiff`: lazy, verified container images.
+
+mod commands;
+mod exit;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// skiff: container images that start lazily and verify every byte.
+///
+/// Convert an OCI image into a skiff image (a merged metadata tree plus
+/// content-addressed, compressed chunks, stored as an ordinary OCI
+/// artifact), then inspect, check or unpack it.
+#[derive(Parser)]
+#[command(name = "skiff", version, propagate_version = true, after_help = EXIT_CODES)]
+struct Cli {
+    /// Where skiff keeps node state: chunk cache, staging, logs.
+    #[arg(
+        long,
+        global = true,
+        env = "SKIFF_ROOT",
+        default_value = "/var/lib/skiff",
+        value_name = "DIR"
+    )]
+    root: PathBuf,
+
+    /// Talk plain HTTP to non-loopback registries (loopback ones always use HTTP).
+    #[arg(long, global = true)]
+    plain_http: bool,
+
+    /// More log output (-v info, -vv debug, -vvv trace). SKIFF_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// No progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 failure, 2 usage error, 3 verification failed.\n\
+Image references: REGISTRY/REPO[:TAG][@sha256:DIGEST], oci:DIR[:TAG], docker-archive:FILE[:REPO:TAG].";
+
+#[derive(Subcommand)]
+enum Command {
+    Convert(commands::convert::Args),
+    Inspect(commands::inspect::Args),
+    Check(commands::check::Args),
+    Unpack(commands::unpack::Args),
+}
+
+/// Options every command shares.
+pub struct Global {
+    pub root: PathBuf,
+    pub registry: skiff_oci::RegistryOptions,
+    pub quiet: bool,
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    init_logging(cli.verbose);
+    let global = Global {
+        root: cli.root,
+        registry: skiff_oci::RegistryOptions {
+            plain_http: cli.plain_http,
+            ..Default::default()
+        },
+        quiet: cli.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let result = match cli.command {
+        Command::Convert(a) => commands::convert::run(&global, a),
+        Command::Inspect(a) => commands::inspect::run(&global, a),
+        Command::Check(a) => commands::check::run(&global, a),
+        Command::Unpack(a) => commands::unpack::run(&global, a),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("skiff: error: {e:#}");
+            std::process::exit(exit::for_error(&e));
+        }
+    }
+}

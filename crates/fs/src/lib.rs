@@ -1,1 +1,5 @@
+//! Filesystem views of skiff images.
 
+pub mod unpack;
+
+pub use unpack::{unpack, UnpackError, UnpackOptions, UnpackStats};

@@ -1,0 +1,72 @@
+//! `skiff check IMAGE`
+
+use anyhow::Result;
+use skiff_oci::Platform;
+use skiff_store::check_image;
+
+use super::{open_image, parse_platform, print_json};
+use crate::progress::{bytes_bar, multi};
+use crate::{exit, Global};
+
+/// Verify a skiff image: its metadata against the root digest, every blob
+/// against its digest, and every chunk against its own.
+///
+/// On failure names the first bad chunk and the files that read it, and
+/// exits 3.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The skiff image (registry reference, oci:DIR[:TAG]).
+    image: String,
+    /// For a multi-platform image (default: this host's platform).
+    #[arg(long, value_parser = parse_platform, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<Platform>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(global: &Global, a: Args) -> Result<i32> {
+    let image = open_image(global, &a.image, a.platform.as_ref())?;
+    let total: u64 = image.blob_layers.iter().map(|l| l.size).sum();
+    let m = multi(global.quiet || a.json);
+    let bar = bytes_bar(&m, total, "checking");
+    let report = check_image(&image, |n| bar.inc(n))?;
+    bar.finish_and_clear();
+    if a.json {
+        print_json(&report)?;
+    } else if report.ok() {
+        println!(
+            "ok: {} (root {}): {} chunks in {} blobs verified, {} inodes",
+            report.image, report.root_digest, report.chunks_checked, report.blobs, report.inodes
+        );
+    } else {
+        eprintln!("FAILED: {}", report.image);
+        for b in &report.bad_blobs {
+            eprintln!("  {b}");
+        }
+        if let Some(first) = report.bad_chunks.first() {
+            eprintln!(
+                "  first bad chunk: #{} {} in blob {}: {}",
+                first.index, first.digest, first.blob, first.reason
+            );
+            let shown: Vec<&str> = first.files.iter().take(20).map(String::as_str).collect();
+            eprintln!(
+                "  used by: {}",
+                if shown.is_empty() {
+                    "(no file)".into()
+                } else {
+                    shown.join(", ")
+                }
+            );
+            if first.files.len() > shown.len() {
+                eprintln!("  ... and {} more files", first.files.len() - shown.len());
+            }
+            eprintln!("  {} bad chunks in all", report.bad_chunks.len());
+        }
+    }
+    Ok(if report.ok() {
+        exit::OK
+    } else {
+        exit::VERIFY_FAILED
+    })
+}

@@ -1,0 +1,78 @@
+//! One module per command.
+
+pub mod check;
+pub mod convert;
+pub mod inspect;
+pub mod unpack;
+
+use anyhow::{bail, Context, Result};
+use skiff_oci::{resolve, ImageRef, Platform};
+use skiff_store::SkiffImage;
+
+use crate::Global;
+
+pub fn parse_platform(s: &str) -> Result<Platform, String> {
+    Platform::parse(s).ok_or_else(|| format!("{s:?} is not OS/ARCH[/VARIANT], e.g. linux/amd64"))
+}
+
+/// The platform this binary runs on, in OCI terms.
+pub fn host_platform() -> Platform {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    Platform {
+        os: "linux".into(),
+        architecture: arch.into(),
+        variant: None,
+        os_version: None,
+    }
+}
+
+/// Opens a skiff image by reference, verifying its metadata. An index
+/// resolves to `platform`, or to the host's.
+pub fn open_image(
+    global: &Global,
+    reference: &str,
+    platform: Option<&Platform>,
+) -> Result<SkiffImage> {
+    let r = ImageRef::parse(reference)?;
+    let opened = r
+        .open(&global.registry)
+        .with_context(|| format!("opening {reference}"))?;
+    let host = host_platform();
+    let resolved = resolve(
+        opened.repo.as_ref(),
+        opened.reference.as_deref().unwrap_or(""),
+        None,
+    )
+    .with_context(|| format!("resolving {reference}"))?;
+    let image = if resolved.images.len() == 1 {
+        &resolved.images[0]
+    } else {
+        let want = platform.unwrap_or(&host);
+        match resolved.images.iter().find(|i| {
+            i.descriptor
+                .platform
+                .as_ref()
+                .is_some_and(|p| p.matches(want))
+        }) {
+            Some(i) => i,
+            None => bail!("{reference} has no image for platform {want}; pick one with --platform"),
+        }
+    };
+    Ok(SkiffImage::open(opened.repo.clone(), image)
+        .with_context(|| format!("opening skiff image {reference}"))?)
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn human(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
