@@ -122,7 +122,7 @@ pub fn build_image(
         }
     }
     let mut tree = MergeTree::new();
-    let mut chunker = Chunker::new(opts.chunking, opts.digest);
+    let mut chunker = Chunker::new(opts.chunking, opts.digest, dict.clone());
     let mut pipeline = Pipeline::start(opts.digest, opts.codec, staging, dict, opts.threads);
     let compressed = TarCounter(Arc::new(AtomicU64::new(0)));
     let mut stats = BuildStats {

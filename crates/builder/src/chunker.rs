@@ -10,12 +10,14 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::Arc;
 
 use skiff_format::{Chunking, Digest, DigestAlgorithm};
 
+use crate::dict::ChunkDict;
 use crate::error::{BuildError, Result};
 use crate::layer::{LayerEntry, LayerStream};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{PackedFile, Pipeline};
 use crate::tree::PendingRef;
 
 /// Longest hole a single reference describes.
@@ -33,11 +35,13 @@ pub struct ChunkerStats {
 
 pub struct Chunker {
     chunking: Chunking,
+    dict: Arc<ChunkDict>,
     alg: DigestAlgorithm,
     /// Unit → sequence number in the pipeline, once submitted.
     units: Vec<Option<u64>>,
     small_files: HashMap<Digest, (u32, u32)>,
     pack: Vec<u8>,
+    pack_files: Vec<PackedFile>,
     pack_unit: Option<u32>,
     pub stats: ChunkerStats,
 }
@@ -66,13 +70,15 @@ fn push_hole(refs: &mut Vec<PendingRef>, mut offset: u64, mut len: u64) {
 }
 
 impl Chunker {
-    pub fn new(chunking: Chunking, alg: DigestAlgorithm) -> Self {
+    pub fn new(chunking: Chunking, alg: DigestAlgorithm, dict: Arc<ChunkDict>) -> Self {
         Self {
             chunking,
+            dict,
             alg,
             units: Vec::new(),
             small_files: HashMap::new(),
             pack: Vec::new(),
+            pack_files: Vec::new(),
             pack_unit: None,
             stats: ChunkerStats::default(),
         }
@@ -97,7 +103,8 @@ impl Chunker {
     /// each layer's chunks go to that layer's blob.
     pub fn seal_pack(&mut self, slot: u32, pipeline: &mut Pipeline) -> Result<()> {
         if let Some(unit) = self.pack_unit.take() {
-            let seq = pipeline.submit(slot, std::mem::take(&mut self.pack))?;
+            let files = std::mem::take(&mut self.pack_files);
+            let seq = pipeline.submit_pack(slot, std::mem::take(&mut self.pack), files)?;
             self.units[unit as usize] = Some(seq);
             self.stats.packs += 1;
         }
@@ -121,6 +128,19 @@ impl Chunker {
                 length: len,
             });
         }
+        if let Some((chunk, unit_offset, length)) = self.dict.file(&digest) {
+            if length == len {
+                let unit = self.new_unit();
+                self.units[unit as usize] = Some(pipeline.submit_known(slot, chunk)?);
+                self.small_files.insert(digest, (unit, unit_offset));
+                return Ok(PendingRef {
+                    file_offset: 0,
+                    unit: Some(unit),
+                    unit_offset,
+                    length,
+                });
+            }
+        }
         if !self.pack.is_empty() && self.pack.len() + data.len() > self.chunking.max as usize {
             self.seal_pack(slot, pipeline)?;
         }
@@ -134,6 +154,11 @@ impl Chunker {
         };
         let unit_offset = self.pack.len() as u32;
         self.pack.extend_from_slice(&data);
+        self.pack_files.push(PackedFile {
+            digest,
+            offset: unit_offset,
+            length: len,
+        });
         self.small_files.insert(digest, (unit, unit_offset));
         self.stats.packed_files += 1;
         // Close the pack with probability len/avg, decided by content.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use skiff_format::{BlobInfo, ChunkInfo, Chunking, Digest, DigestAlgorithm};
 use skiff_oci::{Descriptor, Repository};
-use skiff_store::SkiffImage;
+use skiff_store::{read_blob_tail, SkiffImage};
 
 use crate::error::{BuildError, Result};
 
@@ -21,6 +21,8 @@ pub struct ChunkDict {
     chunks: HashMap<Digest, (usize, ChunkInfo)>,
     blobs: Vec<DictBlob>,
     by_digest: HashMap<Digest, usize>,
+    /// Small-file digest → (chunk digest, offset, length) inside a packed chunk.
+    files: HashMap<Digest, (Digest, u32, u32)>,
     params: Option<(DigestAlgorithm, Chunking)>,
     pub images: Vec<String>,
 }
@@ -41,6 +43,11 @@ impl ChunkDict {
 
     pub fn get(&self, digest: &Digest) -> Option<(usize, ChunkInfo)> {
         self.chunks.get(digest).copied()
+    }
+
+    /// Where a small file with this content sits in a dictionary pack.
+    pub fn file(&self, digest: &Digest) -> Option<(Digest, u32, u32)> {
+        self.files.get(digest).copied()
     }
 
     pub fn blob(&self, index: usize) -> &DictBlob {
@@ -77,6 +84,14 @@ impl ChunkDict {
                 self.blobs.len() - 1
             });
             local.push(idx);
+            // The blob's file table lets single small files be reused.
+            let tail = read_blob_tail(image.repo.as_ref(), &image.blob_layers[b as usize])?;
+            for f in tail.files {
+                let chunk = tail.chunks[f.chunk as usize].digest;
+                self.files
+                    .entry(f.digest)
+                    .or_insert((chunk, f.offset, f.length));
+            }
         }
         for c in 0..md.chunk_count() {
             let info = md.chunk(c)?;
@@ -84,6 +99,9 @@ impl ChunkDict {
                 .entry(info.digest)
                 .or_insert((local[info.blob as usize], ChunkInfo { blob: 0, ..info }));
         }
+        // Only files whose chunk is known can be referenced.
+        self.files
+            .retain(|_, (chunk, _, _)| self.chunks.contains_key(chunk));
         self.images.push(image.name());
         Ok(())
     }

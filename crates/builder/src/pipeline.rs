@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use sha2::{Digest as _, Sha256};
-use skiff_format::blob::encode_tail;
+use skiff_format::blob::{encode_tail, BlobFile};
 use skiff_format::{BlobInfo, ChunkInfo, Codec, Compression, Digest, DigestAlgorithm};
 
 use crate::dict::ChunkDict;
@@ -25,10 +25,28 @@ use crate::error::{BuildError, Result};
 /// Chunks submitted but not yet written.
 const IN_FLIGHT: usize = 64;
 
+/// A small file inside a packed chunk.
+#[derive(Debug, Clone, Copy)]
+pub struct PackedFile {
+    pub digest: Digest,
+    pub offset: u32,
+    pub length: u32,
+}
+
+enum Payload {
+    /// Chunk bytes to hash and store; `files` lists a pack's members.
+    Data {
+        data: Vec<u8>,
+        files: Vec<PackedFile>,
+    },
+    /// A chunk known by digest, already in this image or a dictionary.
+    Known(Digest),
+}
+
 struct Job {
     seq: u64,
     slot: u32,
-    data: Vec<u8>,
+    payload: Payload,
 }
 
 struct Done {
@@ -37,6 +55,8 @@ struct Done {
     digest: Digest,
     len: u32,
     stored: Option<(Compression, Vec<u8>)>,
+    files: Vec<PackedFile>,
+    known: bool,
 }
 
 /// A blob in the output image's blob table.
@@ -71,6 +91,8 @@ pub struct WriteStats {
     pub dup_bytes_in_image: u64,
     pub dict_chunks: u64,
     pub dict_bytes: u64,
+    /// Small files referenced inside a dictionary's packed chunks.
+    pub dict_files: u64,
 }
 
 pub struct WriterOutput {
@@ -96,6 +118,7 @@ struct OpenBlob {
     hasher: Sha256,
     len: u64,
     chunks: Vec<ChunkInfo>,
+    files: Vec<BlobFile>,
 }
 
 struct Writer {
@@ -114,7 +137,7 @@ impl Writer {
         let Some(mut b) = self.open.take() else {
             return Ok(());
         };
-        let tail = encode_tail(self.alg, b.len, &b.chunks);
+        let tail = encode_tail(self.alg, b.len, &b.chunks, &b.files);
         b.file
             .write_all(&tail)
             .map_err(BuildError::io("writing a blob"))?;
@@ -147,6 +170,7 @@ impl Writer {
         digest: Digest,
         len: u32,
         stored: Option<(Compression, Vec<u8>)>,
+        files: &[PackedFile],
     ) -> Result<u32> {
         if self.open.as_ref().is_some_and(|b| b.slot != slot) {
             self.seal()?;
@@ -172,6 +196,7 @@ impl Writer {
                 hasher: Sha256::new(),
                 len: 0,
                 chunks: Vec::new(),
+                files: Vec::new(),
             });
         }
         let (compression, bytes) = stored
@@ -190,7 +215,14 @@ impl Writer {
             uncompressed_size: len,
         };
         b.len += bytes.len() as u64;
+        let local = b.chunks.len() as u32;
         b.chunks.push(info);
+        b.files.extend(files.iter().map(|f| BlobFile {
+            digest: f.digest,
+            chunk: local,
+            offset: f.offset,
+            length: f.length,
+        }));
         self.out.stats.new_chunks += 1;
         self.out.stats.new_bytes += len as u64;
         self.out.stats.new_compressed_bytes += bytes.len() as u64;
@@ -199,9 +231,14 @@ impl Writer {
     }
 
     fn accept(&mut self, d: Done) -> Result<()> {
+        if d.known {
+            self.out.stats.dict_files += 1;
+        }
         let idx = if let Some(&i) = self.index.get(&d.digest) {
-            self.out.stats.dup_chunks_in_image += 1;
-            self.out.stats.dup_bytes_in_image += d.len as u64;
+            if !d.known {
+                self.out.stats.dup_chunks_in_image += 1;
+                self.out.stats.dup_bytes_in_image += d.len as u64;
+            }
             i
         } else if let Some((dict_blob, info)) = self.dict.get(&d.digest) {
             let next = self.out.blobs.len() as u32;
@@ -214,12 +251,17 @@ impl Writer {
             }
             self.out.chunks.push(ChunkInfo { blob, ..info });
             self.out.stats.dict_chunks += 1;
-            self.out.stats.dict_bytes += d.len as u64;
+            self.out.stats.dict_bytes += info.uncompressed_size as u64;
             self.out.chunks.len() as u32 - 1
         } else {
             // Workers skip compression only for digests already indexed here
             // or in the dictionary, so new chunks always carry their data.
-            self.write_new(d.slot, d.digest, d.len, d.stored)?
+            if d.known {
+                return Err(BuildError::Invalid(
+                    "internal: a dictionary chunk went missing".into(),
+                ));
+            }
+            self.write_new(d.slot, d.digest, d.len, d.stored, &d.files)?
         };
         self.index.entry(d.digest).or_insert(idx);
         if let Ok(mut k) = self.known.write() {
@@ -247,20 +289,35 @@ fn worker(
                 Err(_) => return,
             }
         };
-        let digest = alg.digest(&job.data);
-        let already = dict.get(&digest).is_some()
-            || known.read().map(|k| k.contains(&digest)).unwrap_or(false);
-        let stored = if already {
-            None
-        } else {
-            Some(codec.compress(&job.data))
-        };
-        let d = Done {
-            seq: job.seq,
-            slot: job.slot,
-            digest,
-            len: job.data.len() as u32,
-            stored,
+        let d = match job.payload {
+            Payload::Known(digest) => Done {
+                seq: job.seq,
+                slot: job.slot,
+                digest,
+                len: 0,
+                stored: None,
+                files: Vec::new(),
+                known: true,
+            },
+            Payload::Data { data, files } => {
+                let digest = alg.digest(&data);
+                let already = dict.get(&digest).is_some()
+                    || known.read().map(|k| k.contains(&digest)).unwrap_or(false);
+                let stored = if already {
+                    None
+                } else {
+                    Some(codec.compress(&data))
+                };
+                Done {
+                    seq: job.seq,
+                    slot: job.slot,
+                    digest,
+                    len: data.len() as u32,
+                    stored,
+                    files,
+                    known: false,
+                }
+            }
         };
         if done.send(d).is_err() {
             return;
@@ -344,6 +401,26 @@ impl Pipeline {
 
     /// Queues a chunk for layer blob `slot`; returns its sequence number.
     pub fn submit(&mut self, slot: u32, data: Vec<u8>) -> Result<u64> {
+        self.send(
+            slot,
+            Payload::Data {
+                data,
+                files: Vec::new(),
+            },
+        )
+    }
+
+    /// Queues a pack of small files.
+    pub fn submit_pack(&mut self, slot: u32, data: Vec<u8>, files: Vec<PackedFile>) -> Result<u64> {
+        self.send(slot, Payload::Data { data, files })
+    }
+
+    /// Queues a reference to a chunk the dictionary holds.
+    pub fn submit_known(&mut self, slot: u32, digest: Digest) -> Result<u64> {
+        self.send(slot, Payload::Known(digest))
+    }
+
+    fn send(&mut self, slot: u32, payload: Payload) -> Result<u64> {
         if self.permits.recv().is_err() {
             return Err(self.fail());
         }
@@ -351,7 +428,7 @@ impl Pipeline {
         let sent = self
             .jobs
             .as_ref()
-            .map(|j| j.send(Job { seq, slot, data }).is_ok())
+            .map(|j| j.send(Job { seq, slot, payload }).is_ok())
             .unwrap_or(false);
         if !sent {
             return Err(self.fail());

@@ -11,7 +11,7 @@ pub const HEADER_SIZE: usize = 256;
 
 pub const BLOB_MAGIC: [u8; 8] = *b"SKIFBLOB";
 pub const BLOB_VERSION: u32 = 1;
-pub const BLOB_FOOTER_SIZE: usize = 32;
+pub const BLOB_FOOTER_SIZE: usize = 40;
 
 /// Sentinel chunk index in a chunk reference: the range reads as zeros.
 pub const HOLE_CHUNK: u32 = u32::MAX;
@@ -191,6 +191,20 @@ pub struct RawBlobFooter {
     pub reserved: [u8; 3],
     pub toc_offset: U64,
     pub chunk_count: U64,
+    pub file_count: U64,
+}
+
+/// A small file packed into one of the blob's chunks, for dictionary builds.
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RawBlobFile {
+    /// Digest of the file's content (same algorithm as the chunks).
+    pub digest: [u8; 32],
+    /// Index into this blob's chunk table.
+    pub chunk: U32,
+    pub offset: U32,
+    pub length: U32,
+    pub reserved: U32,
 }
 
 const _: () = {
@@ -202,4 +216,5 @@ const _: () = {
     assert!(size_of::<RawBlob>() == 48);
     assert!(size_of::<RawXattr>() == 16);
     assert!(size_of::<RawBlobFooter>() == BLOB_FOOTER_SIZE);
+    assert!(size_of::<RawBlobFile>() == 48);
 };

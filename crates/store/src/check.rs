@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 
 use serde::Serialize;
-use skiff_format::blob::{parse_footer, parse_toc};
-use skiff_format::layout::BLOB_FOOTER_SIZE;
+use skiff_format::blob::BlobFile;
 use skiff_format::{ChunkInfo, InodeKind};
 
 use crate::chunks::verify_chunk;
 use crate::error::{format_err, Result, StoreError};
 use crate::image::SkiffImage;
+use crate::tail::read_blob_tail;
 
 #[derive(Debug, Serialize)]
 pub struct BadChunk {
@@ -69,6 +69,32 @@ pub fn check_image(image: &SkiffImage, mut progress: impl FnMut(u64)) -> Result<
         let mut chunks = by_blob.remove(&(blob_index as u32)).unwrap_or_default();
         chunks.sort_by_key(|(_, c)| c.compressed_offset);
         chunks.dedup_by_key(|(_, c)| c.compressed_offset);
+        // The blob's own tables must agree with the metadata; their file
+        // entries are checked against the chunk data as it streams past.
+        let mut packed: HashMap<u64, Vec<BlobFile>> = HashMap::new();
+        match read_blob_tail(image.repo.as_ref(), layer) {
+            Ok(tail) => {
+                let by_offset: HashMap<u64, &ChunkInfo> = tail
+                    .chunks
+                    .iter()
+                    .map(|c| (c.compressed_offset, c))
+                    .collect();
+                for (index, c) in &chunks {
+                    if by_offset.get(&c.compressed_offset).copied()
+                        != Some(&ChunkInfo { blob: 0, ..*c })
+                    {
+                        report
+                            .bad_blobs
+                            .push(format!("blob {}: its chunk table disagrees with the metadata about chunk {index}", layer.digest));
+                    }
+                }
+                for f in tail.files {
+                    let off = tail.chunks[f.chunk as usize].compressed_offset;
+                    packed.entry(off).or_default().push(f);
+                }
+            }
+            Err(e) => report.bad_blobs.push(format!("blob {}: {e}", layer.digest)),
+        }
         let mut stream = image.repo.open_blob(layer)?;
         let mut pos = 0u64;
         let mut failed: Option<String> = None;
@@ -96,12 +122,31 @@ pub fn check_image(image: &SkiffImage, mut progress: impl FnMut(u64)) -> Result<
                     pos = c.compressed_offset + c.compressed_size as u64;
                     report.chunks_checked += 1;
                     report.bytes_checked += c.compressed_size as u64;
-                    if let Err(e) = verify_chunk(md, *index, &buf) {
-                        let reason = match e {
-                            StoreError::ChunkCorrupt { reason, .. } => reason,
-                            other => other.to_string(),
-                        };
-                        bad.push((*index, layer.digest.clone(), reason));
+                    match verify_chunk(md, *index, &buf) {
+                        Ok(data) => {
+                            for f in packed.get(&c.compressed_offset).into_iter().flatten() {
+                                let slice = data.get(
+                                    f.offset as usize..(f.offset as usize + f.length as usize),
+                                );
+                                if slice.is_none_or(|s| {
+                                    md.header().digest_algorithm.digest(s) != f.digest
+                                }) {
+                                    report.bad_blobs.push(format!(
+                                        "blob {}: its file table misdescribes bytes {}..{} of chunk {index}",
+                                        layer.digest,
+                                        f.offset,
+                                        f.offset + f.length
+                                    ));
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let reason = match e {
+                                StoreError::ChunkCorrupt { reason, .. } => reason,
+                                other => other.to_string(),
+                            };
+                            bad.push((*index, layer.digest.clone(), reason));
+                        }
                     }
                 }
                 Err(e) => {
@@ -111,18 +156,12 @@ pub fn check_image(image: &SkiffImage, mut progress: impl FnMut(u64)) -> Result<
             }
         }
         if failed.is_none() {
-            let mut rest = 0u64;
             match io::copy(&mut stream, &mut io::sink()) {
-                Ok(n) => rest += n,
+                Ok(n) => progress(n),
                 Err(e) => failed = Some(e.to_string()),
             }
-            progress(rest);
         }
         if let Some(e) = failed {
-            report.bad_blobs.push(format!("blob {}: {e}", layer.digest));
-            continue;
-        }
-        if let Err(e) = check_blob_table(image, layer, &chunks) {
             report.bad_blobs.push(format!("blob {}: {e}", layer.digest));
         }
     }
@@ -144,45 +183,6 @@ pub fn check_image(image: &SkiffImage, mut progress: impl FnMut(u64)) -> Result<
         }
     }
     Ok(report)
-}
-
-/// A blob's own chunk table must agree with the metadata about every chunk
-/// the metadata places in it.
-fn check_blob_table(
-    image: &SkiffImage,
-    layer: &skiff_oci::Descriptor,
-    chunks: &[(u32, ChunkInfo)],
-) -> Result<(), String> {
-    let size = layer.size;
-    if size < BLOB_FOOTER_SIZE as u64 {
-        return Err("too small to hold a footer".into());
-    }
-    let foot = image
-        .repo
-        .read_range(
-            &layer.digest,
-            size - BLOB_FOOTER_SIZE as u64,
-            BLOB_FOOTER_SIZE as u64,
-        )
-        .map_err(|e| e.to_string())?;
-    let footer = parse_footer(&foot, size).map_err(|e| e.to_string())?;
-    let toc_bytes = image
-        .repo
-        .read_range(&layer.digest, footer.toc_offset, footer.toc_len())
-        .map_err(|e| e.to_string())?;
-    let toc = parse_toc(&toc_bytes, &footer).map_err(|e| e.to_string())?;
-    let by_offset: HashMap<u64, &ChunkInfo> =
-        toc.iter().map(|c| (c.compressed_offset, c)).collect();
-    for (index, c) in chunks {
-        let mut expected = *c;
-        expected.blob = 0;
-        if by_offset.get(&c.compressed_offset).copied() != Some(&expected) {
-            return Err(format!(
-                "its chunk table disagrees with the metadata about chunk {index}"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Maps chunk index → paths of the regular files that read it.
