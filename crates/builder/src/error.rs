@@ -40,6 +40,18 @@ pub enum BuildError {
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 
 impl BuildError {
+    /// Whether this means stored bytes do not match their digests.
+    pub fn is_verification_failure(&self) -> bool {
+        match self {
+            BuildError::Oci(o) => o.is_verification_failure(),
+            BuildError::Store(s) => s.is_verification_failure(),
+            BuildError::LayerIo { source, .. } | BuildError::Io { source, .. } => {
+                skiff_oci::error::io_is_verification_failure(source)
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn layer_io(layer: &str, source: io::Error) -> Self {
         BuildError::LayerIo {
             layer: layer.to_string(),

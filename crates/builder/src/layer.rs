@@ -210,6 +210,94 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Decompresses on its own thread, a few buffers ahead of the reader, so
+/// inflating and digest checking overlap with tar parsing and chunking.
+struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+const READ_AHEAD_BUF: usize = 256 * 1024;
+
+impl ReadAhead {
+    fn spawn(mut src: Box<dyn Read + Send>) -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        std::thread::Builder::new()
+            .name("skiff-inflate".into())
+            .spawn(move || loop {
+                let mut buf = vec![0u8; READ_AHEAD_BUF];
+                let mut filled = 0;
+                let result = loop {
+                    match src.read(&mut buf[filled..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == buf.len() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                buf.truncate(filled);
+                let end = filled == 0 || result.is_err();
+                let msg = match result {
+                    Ok(()) => Ok(buf),
+                    Err(e) if filled > 0 => {
+                        // Deliver what arrived, then the error.
+                        if tx.send(Ok(buf)).is_err() {
+                            return;
+                        }
+                        Err(e)
+                    }
+                    Err(e) => Err(e),
+                };
+                // The reader went away (an error upstream): stop quietly.
+                if tx.send(msg).is_err() || end {
+                    return;
+                }
+            })?;
+        Ok(Self {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        })
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(b)) if b.is_empty() => self.done = true,
+                Ok(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Err(io::Error::other("the decompression thread stopped"));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// An open layer: a tar reader over the decompressed, digest-checked blob.
 pub struct LayerStream {
     pub name: String,
@@ -259,6 +347,7 @@ impl LayerStream {
             ),
             LayerCompression::None => Box::new(blob),
         };
+        let reader = ReadAhead::spawn(reader).map_err(|e| BuildError::layer_io(&name, e))?;
         let tar_bytes = Arc::new(AtomicU64::new(0));
         let counter = tar_bytes.clone();
         let reader: Box<dyn Read + Send> = Box::new(Counting {

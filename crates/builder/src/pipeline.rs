@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 
 use sha2::{Digest as _, Sha256};
 use skiff_format::blob::{encode_tail, BlobFile};
+use skiff_format::compression::ChunkCompressor;
 use skiff_format::{BlobInfo, ChunkInfo, Codec, Compression, Digest, DigestAlgorithm};
 
 use crate::dict::ChunkDict;
@@ -281,6 +282,7 @@ fn worker(
     known: Arc<RwLock<HashSet<Digest>>>,
     dict: Arc<ChunkDict>,
 ) {
+    let mut compressor = ChunkCompressor::new(codec);
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -306,7 +308,7 @@ fn worker(
                 let stored = if already {
                     None
                 } else {
-                    Some(codec.compress(&data))
+                    Some(compressor.compress(&data))
                 };
                 Done {
                     seq: job.seq,

@@ -11,21 +11,44 @@ pub const VERIFY_FAILED: i32 = 3;
 
 /// Picks the exit code for an error.
 pub fn for_error(e: &anyhow::Error) -> i32 {
-    for cause in e.chain() {
-        if let Some(s) = cause.downcast_ref::<skiff_store::StoreError>() {
-            if matches!(
-                s,
-                skiff_store::StoreError::ChunkCorrupt { .. }
-                    | skiff_store::StoreError::RootDigestMismatch { .. }
-            ) {
-                return VERIFY_FAILED;
-            }
+    let verification = e.chain().any(|cause| {
+        if let Some(x) = cause.downcast_ref::<skiff_store::StoreError>() {
+            return x.is_verification_failure();
         }
-        if let Some(skiff_oci::OciError::DigestMismatch { .. }) =
-            cause.downcast_ref::<skiff_oci::OciError>()
-        {
-            return VERIFY_FAILED;
+        if let Some(x) = cause.downcast_ref::<skiff_oci::OciError>() {
+            return x.is_verification_failure();
         }
+        if let Some(x) = cause.downcast_ref::<skiff_builder::BuildError>() {
+            return x.is_verification_failure();
+        }
+        if let Some(x) = cause.downcast_ref::<skiff_fs::UnpackError>() {
+            return x.is_verification_failure();
+        }
+        if let Some(x) = cause.downcast_ref::<std::io::Error>() {
+            return skiff_oci::error::io_is_verification_failure(x);
+        }
+        false
+    });
+    if verification {
+        VERIFY_FAILED
+    } else {
+        FAILURE
     }
-    FAILURE
+}
+
+/// Renders an error and its causes on one line, skipping a cause whose text
+/// the message already contains (error types here embed their sources).
+pub fn render(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if msg.contains(&s) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&s);
+    }
+    msg
 }

@@ -107,7 +107,7 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("skiff: error: {e:#}");
+            eprintln!("skiff: error: {}", exit::render(&e));
             std::process::exit(exit::for_error(&e));
         }
     }

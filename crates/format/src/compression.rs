@@ -88,6 +88,35 @@ impl Codec {
     }
 }
 
+/// A codec with a reusable compression context, for one thread compressing
+/// many chunks: avoids reallocating zstd's tables per chunk.
+pub struct ChunkCompressor {
+    codec: Codec,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl ChunkCompressor {
+    pub fn new(codec: Codec) -> Self {
+        let zstd = match codec.compression {
+            Compression::Zstd => zstd::bulk::Compressor::new(codec.level).ok(),
+            _ => None,
+        };
+        Self { codec, zstd }
+    }
+
+    /// Same output as [`Codec::compress`].
+    pub fn compress(&mut self, data: &[u8]) -> (Compression, Vec<u8>) {
+        match &mut self.zstd {
+            Some(z) => match z.compress(data) {
+                Ok(p) if p.len() < data.len() => (Compression::Zstd, p),
+                Ok(_) => (Compression::None, data.to_vec()),
+                Err(_) => self.codec.compress(data),
+            },
+            None => self.codec.compress(data),
+        }
+    }
+}
+
 /// Decompresses one chunk into exactly `expected_len` bytes.
 ///
 /// `expected_len` comes from trusted metadata, so a hostile chunk can neither
@@ -136,6 +165,16 @@ mod tests {
             let codec = Codec::parse(c).unwrap();
             let (used, packed) = codec.compress(&data);
             assert_eq!(decompress(used, &packed, data.len()).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn reused_context_matches_one_shot() {
+        let codec = Codec::default();
+        let mut c = ChunkCompressor::new(codec);
+        for i in 0..5u8 {
+            let data: Vec<u8> = (0..50_000u32).map(|j| (j % 251) as u8 ^ i).collect();
+            assert_eq!(c.compress(&data), codec.compress(&data));
         }
     }
 

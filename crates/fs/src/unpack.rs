@@ -40,6 +40,13 @@ pub enum UnpackError {
 
 type Result<T, E = UnpackError> = std::result::Result<T, E>;
 
+impl UnpackError {
+    /// Whether this means stored bytes do not match their digests.
+    pub fn is_verification_failure(&self) -> bool {
+        matches!(self, UnpackError::Store(s) if s.is_verification_failure())
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct UnpackOptions {
     /// Apply uids and gids (needs root). Otherwise files belong to the caller.

@@ -55,6 +55,25 @@ pub enum OciError {
 
 pub type Result<T, E = OciError> = std::result::Result<T, E>;
 
+impl OciError {
+    /// Whether this means stored bytes do not match their digest or size.
+    pub fn is_verification_failure(&self) -> bool {
+        match self {
+            OciError::DigestMismatch { .. } | OciError::SizeMismatch { .. } => true,
+            OciError::Io { source, .. } => io_is_verification_failure(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error carries a verification failure (as the verifying
+/// blob reader reports them).
+pub fn io_is_verification_failure(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<OciError>())
+        .is_some_and(OciError::is_verification_failure)
+}
+
 pub(crate) trait IoContext<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T>;
 }

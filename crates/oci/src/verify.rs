@@ -5,6 +5,8 @@ use std::io::{self, Read};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::error::OciError;
+
 pub struct VerifyingReader<R> {
     inner: R,
     hasher: Sha256,
@@ -39,8 +41,8 @@ impl<R: Read> VerifyingReader<R> {
     }
 }
 
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
+fn invalid(e: OciError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 impl<R: Read> Read for VerifyingReader<R> {
@@ -51,25 +53,28 @@ impl<R: Read> Read for VerifyingReader<R> {
         let n = self.inner.read(buf)?;
         self.seen += n as u64;
         if self.seen > self.expected_size {
-            return Err(invalid(format!(
-                "{} is longer than the {} bytes its descriptor says",
-                self.what, self.expected_size
-            )));
+            return Err(invalid(OciError::SizeMismatch {
+                what: self.what.clone(),
+                expected: self.expected_size,
+                actual: self.seen,
+            }));
         }
         if n == 0 {
             self.done = true;
             if self.seen != self.expected_size {
-                return Err(invalid(format!(
-                    "{} ended after {} of {} bytes (truncated)",
-                    self.what, self.seen, self.expected_size
-                )));
+                return Err(invalid(OciError::SizeMismatch {
+                    what: self.what.clone(),
+                    expected: self.expected_size,
+                    actual: self.seen,
+                }));
             }
             let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
             if actual != self.expected_digest {
-                return Err(invalid(format!(
-                    "{} is corrupt: expected digest {}, got {actual}",
-                    self.what, self.expected_digest
-                )));
+                return Err(invalid(OciError::DigestMismatch {
+                    what: self.what.clone(),
+                    expected: self.expected_digest.clone(),
+                    actual,
+                }));
             }
             return Ok(0);
         }

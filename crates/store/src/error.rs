@@ -41,6 +41,18 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// Whether this means stored bytes do not match their digests.
+    pub fn is_verification_failure(&self) -> bool {
+        match self {
+            StoreError::ChunkCorrupt { .. } | StoreError::RootDigestMismatch { .. } => true,
+            StoreError::Oci(o) => o.is_verification_failure(),
+            StoreError::Io { source, .. } => skiff_oci::error::io_is_verification_failure(source),
+            _ => false,
+        }
+    }
+}
+
 pub(crate) fn format_err(context: impl Into<String>) -> impl FnOnce(FormatError) -> StoreError {
     let context = context.into();
     move |source| StoreError::Format { context, source }

@@ -1,0 +1,125 @@
+//! Shared support for skiff's integration tests: real registries, the real
+//! Debian test image, OCI layouts built from tar layers, and tree comparison.
+#![allow(dead_code)]
+
+pub mod layers;
+pub mod registry;
+pub mod trees;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A `skiff` command with its own `--root`.
+pub struct Skiff {
+    pub root: tempfile::TempDir,
+}
+
+impl Skiff {
+    pub fn new() -> Self {
+        Self {
+            root: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        c.env("SKIFF_ROOT", self.root.path())
+            .env_remove("SKIFF_LOG");
+        c
+    }
+
+    /// Runs skiff; panics with its output unless it exits 0.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "skiff {args:?} failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("running skiff")
+    }
+
+    /// Runs skiff expecting failure; returns (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "skiff {args:?} unexpectedly succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// Runs a command, panicking with its output on failure.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The real multi-layer Debian image (tags base, pkgs, full), built once by
+/// `tests/images/build-debian.sh` and cached under ~/.cache/skiff.
+pub fn debian_image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let script = repo_root().join("tests/images/build-debian.sh");
+        let out = sh(Command::new("bash").arg(script));
+        PathBuf::from(out.trim().lines().last().unwrap())
+    })
+}
+
+/// `umoci unpack` of an OCI layout image, as the reference tree.
+pub fn umoci_unpack(image: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    sh(Command::new("umoci")
+        .args(["unpack", "--image", image])
+        .arg(&bundle));
+    (dir, bundle.join("rootfs"))
+}
+
+/// Flips one byte of a file at `offset`.
+pub fn flip_byte(path: &Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x5a;
+    f.write_all_at(&b, offset).unwrap();
+}
