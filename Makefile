@@ -1,8 +1,54 @@
+# skiff: `make demo` and `make test` work on a fresh Debian 12 machine as root.
+# Build output and test images live outside the clone, under ~/.cache/skiff.
+
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/skiff/target
+export SKIFF_CACHE ?= $(HOME)/.cache/skiff
 CARGO ?= cargo
 
-.PHONY: test
-test:
+# System packages the tests and the demo use.
+DEB_PACKAGES := docker-registry skopeo umoci debootstrap fuse3 python3 \
+	python3-cryptography ca-certificates curl gzip tar jq gcc libc6-dev make
+
+.PHONY: all build release deps rust images test lint unit demo bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@$(MAKE) --no-print-directory rust
+
+rust:
+	@if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$(HOME)/.cargo/bin/cargo" ]; then \
+		echo "installing Rust with rustup"; \
+		curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt -c clippy; \
+	fi
+
+build: deps
+	$(CARGO) build --workspace
+
+release: deps
+	$(CARGO) build --release -p skiff
+
+# The real multi-layer Debian test image (debootstrap + umoci), cached.
+images: deps
+	bash tests/images/build-debian.sh >/dev/null
+
+lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: deps images lint
 	$(CARGO) test --workspace
+
+demo: release images
+	bash scripts/demo.sh
+
+bench: release images
+	bench/convert.py
+
+clean:
+	rm -rf $(CARGO_TARGET_DIR)

@@ -220,10 +220,13 @@ struct ReadAhead {
 }
 
 const READ_AHEAD_BUF: usize = 256 * 1024;
+/// Buffers decompressed ahead: enough to keep both cores busy while the
+/// builder skips deleted files or waits on compression.
+const READ_AHEAD_DEPTH: usize = 32;
 
 impl ReadAhead {
     fn spawn(mut src: Box<dyn Read + Send>) -> io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(READ_AHEAD_DEPTH);
         std::thread::Builder::new()
             .name("skiff-inflate".into())
             .spawn(move || loop {

@@ -24,7 +24,7 @@ use crate::dict::ChunkDict;
 use crate::error::{BuildError, Result};
 
 /// Chunks submitted but not yet written.
-const IN_FLIGHT: usize = 64;
+const IN_FLIGHT: usize = 256;
 
 /// A small file inside a packed chunk.
 #[derive(Debug, Clone, Copy)]

@@ -144,7 +144,7 @@ fn token_auth_with_docker_config() {
 
 #[test]
 fn expired_token_is_refreshed() {
-    use skiff_oci::{ImageRef, RegistryOptions, Repository};
+    use skiff_oci::{ImageRef, RegistryOptions};
     let work = tempfile::tempdir().unwrap();
     let (tokens, reg) = auth_registry(work.path(), 2);
     push_small_image(work.path(), &reg);

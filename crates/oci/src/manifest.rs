@@ -167,7 +167,7 @@ pub struct Index {
 /// A fetched manifest document, told apart by media type or by shape.
 #[derive(Debug, Clone)]
 pub enum ManifestDoc {
-    Image(Manifest),
+    Image(Box<Manifest>),
     Index(Index),
 }
 
@@ -221,6 +221,17 @@ pub fn verify_bytes(bytes: &[u8], expected: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses anything but a well-formed `sha256:` digest (it is used in paths and URLs).
+pub fn valid_digest_or_err(d: &str) -> Result<()> {
+    if crate::reference::valid_digest(d) {
+        Ok(())
+    } else {
+        Err(OciError::Unsupported(format!(
+            "digest {d:?} is not sha256:<64 lowercase hex digits>"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,16 +259,5 @@ mod tests {
         assert!(ManifestDoc::parse(br#"{"schemaVersion":1}"#, None, "x").is_err());
         assert!(ManifestDoc::parse(b"nope", None, "x").is_err());
         assert_eq!(layer_compression("application/vnd.in-toto+json"), None);
-    }
-}
-
-/// Refuses anything but a well-formed `sha256:` digest (it is used in paths and URLs).
-pub fn valid_digest_or_err(d: &str) -> Result<()> {
-    if crate::reference::valid_digest(d) {
-        Ok(())
-    } else {
-        Err(OciError::Unsupported(format!(
-            "digest {d:?} is not sha256:<64 lowercase hex digits>"
-        )))
     }
 }

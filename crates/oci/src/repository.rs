@@ -75,6 +75,14 @@ pub trait Repository: Send + Sync {
         open: &mut dyn FnMut() -> io::Result<Box<dyn Read + Send>>,
     ) -> Result<()>;
 
+    /// Uploads a blob held in a local file whose digest the caller computed
+    /// while writing it. Backends on the same filesystem may take the file.
+    fn push_blob_file(&self, desc: &Descriptor, path: &std::path::Path) -> Result<()> {
+        self.push_blob(desc, &mut || {
+            Ok(Box::new(std::fs::File::open(path)?) as Box<dyn Read + Send>)
+        })
+    }
+
     /// Stores a manifest, under `tag` if given. Returns its digest.
     fn push_manifest(&self, bytes: &[u8], media_type: &str, tag: Option<&str>) -> Result<String>;
 
@@ -193,7 +201,7 @@ pub fn resolve(
                 index: None,
                 images: vec![ResolvedImage {
                     descriptor,
-                    manifest,
+                    manifest: *manifest,
                 }],
             })
         }
@@ -213,7 +221,7 @@ pub fn resolve(
                 match ManifestDoc::parse(&fetched.bytes, Some(&d.media_type), &what)? {
                     ManifestDoc::Image(manifest) => images.push(ResolvedImage {
                         descriptor: d.clone(),
-                        manifest,
+                        manifest: *manifest,
                     }),
                     ManifestDoc::Index(_) => {
                         return Err(OciError::Unsupported(format!(

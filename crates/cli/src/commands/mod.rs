@@ -63,8 +63,8 @@ pub fn open_image(
             None => bail!("{reference} has no image for platform {want}; pick one with --platform"),
         }
     };
-    Ok(SkiffImage::open(opened.repo.clone(), image)
-        .with_context(|| format!("opening skiff image {reference}"))?)
+    SkiffImage::open(opened.repo.clone(), image)
+        .with_context(|| format!("opening skiff image {reference}"))
 }
 
 /// Prints a value as pretty JSON on stdout.

@@ -96,7 +96,7 @@ fn node(path: &Path, dir_mtime: bool) -> (Node, (u64, u64)) {
         mode: m.mode(),
         uid: m.uid(),
         gid: m.gid(),
-        size: ft.is_file().then(|| m.len()),
+        size: ft.is_file().then_some(m.len()),
         mtime: match kind {
             "symlink" => None,
             "dir" if !dir_mtime => None,
