@@ -574,3 +574,188 @@ impl<R: Read> Read for MemberData<'_, R> {
 fn padding_for(size: u64) -> u64 {
     (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn octal(field: &mut [u8], v: u64) {
+        let s = format!("{:0w$o}", v, w = field.len() - 1);
+        field[..s.len()].copy_from_slice(s.as_bytes());
+    }
+
+    fn header(name: &[u8], typeflag: u8, size: u64) -> [u8; BLOCK] {
+        let mut h = [0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name);
+        octal(&mut h[100..108], 0o644);
+        octal(&mut h[108..116], 0);
+        octal(&mut h[116..124], 0);
+        octal(&mut h[124..136], size);
+        octal(&mut h[136..148], 1234);
+        h[156] = typeflag;
+        h[257..263].copy_from_slice(b"ustar\0");
+        fix(&mut h);
+        h
+    }
+
+    fn fix(h: &mut [u8; BLOCK]) {
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u64 = h.iter().map(|&b| b as u64).sum();
+        octal(&mut h[148..155], sum);
+    }
+
+    fn member(out: &mut Vec<u8>, name: &[u8], typeflag: u8, data: &[u8]) {
+        out.extend(header(name, typeflag, data.len() as u64));
+        out.extend(data);
+        out.resize(out.len().next_multiple_of(BLOCK), 0);
+    }
+
+    fn pax(out: &mut Vec<u8>, records: &[(&str, &[u8])]) {
+        let mut body = Vec::new();
+        for (k, v) in records {
+            let rest = [b" ", k.as_bytes(), b"=", v, b"\n"].concat();
+            let mut n = rest.len() + 1;
+            while format!("{n}").len() + rest.len() != n {
+                n = format!("{n}").len() + rest.len();
+            }
+            body.extend(format!("{n}").as_bytes());
+            body.extend(rest);
+        }
+        member(out, b"pax", b'x', &body);
+    }
+
+    fn all(bytes: &[u8]) -> io::Result<Vec<(TarEntry, Vec<u8>)>> {
+        let mut r = TarReader::new(bytes);
+        let mut out = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            let mut data = Vec::new();
+            r.data().read_to_end(&mut data)?;
+            out.push((e, data));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_number(b"0000644\0", "m").unwrap(), 0o644);
+        assert_eq!(parse_number(b"  12 \0", "m").unwrap(), 0o12);
+        assert_eq!(parse_number(b"\0\0\0", "m").unwrap(), 0);
+        assert_eq!(parse_number(&[0x80, 0, 0, 1, 0], "m").unwrap(), 256);
+        assert!(parse_number(&[0xff; 12], "m").is_err());
+        assert!(parse_number(b"0009", "m").is_err());
+        assert!(parse_number(
+            &[0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            "m"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn pax_records_apply_to_the_next_member() {
+        let mut t = Vec::new();
+        let long = "d/".repeat(80) + "file";
+        pax(
+            &mut t,
+            &[
+                ("path", long.as_bytes()),
+                ("mtime", b"1700000000.25"),
+                ("SCHILY.xattr.user.a", b"v\0x"),
+                ("uid", b"4294967295"),
+            ],
+        );
+        member(&mut t, b"short", b'0', b"data");
+        member(&mut t, b"next", b'0', b"");
+        t.extend([0u8; 1024]);
+        let e = all(&t).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].0.path, long.as_bytes());
+        assert_eq!(
+            (e[0].0.mtime, e[0].0.mtime_nsec),
+            (1_700_000_000, 250_000_000)
+        );
+        assert_eq!(e[0].0.xattrs, vec![(b"user.a".to_vec(), b"v\0x".to_vec())]);
+        assert_eq!(e[0].0.uid, 4294967295);
+        assert_eq!(e[0].1, b"data");
+        assert_eq!(e[1].0.path, b"next");
+        assert_eq!(e[1].0.index, 1);
+    }
+
+    #[test]
+    fn negative_pax_time() {
+        assert_eq!(parse_pax_time(b"-1.5").unwrap(), (-2, 500_000_000));
+        assert_eq!(parse_pax_time(b"-3").unwrap(), (-3, 0));
+        assert!(parse_pax_time(b"1.x").is_err());
+    }
+
+    #[test]
+    fn gnu_long_names_and_sparse_maps() {
+        let mut t = Vec::new();
+        let long = vec![b'n'; 300];
+        let mut name = long.clone();
+        name.push(0);
+        member(&mut t, b"././@LongLink", b'L', &name);
+        member(&mut t, b"ignored", b'0', b"x");
+        // A sparse member: 10 bytes at 0, 5 bytes at 1 MiB, real size 2 MiB.
+        let mut h = header(b"sparse", b'S', 15);
+        h[257..265].copy_from_slice(b"ustar  \0");
+        octal(&mut h[386..398], 0);
+        octal(&mut h[398..410], 10);
+        octal(&mut h[410..422], 1 << 20);
+        octal(&mut h[422..434], 5);
+        octal(&mut h[483..495], 2 << 20);
+        fix(&mut h);
+        t.extend(h);
+        t.extend(b"0123456789abcde");
+        t.resize(t.len().next_multiple_of(BLOCK), 0);
+        t.extend([0u8; 1024]);
+        let e = all(&t).unwrap();
+        assert_eq!(e[0].0.path, long);
+        assert_eq!(e[1].0.size, 2 << 20);
+        assert_eq!(e[1].0.sparse, Some(vec![(0, 10), (1 << 20, 5)]));
+        assert_eq!(e[1].1, b"0123456789abcde");
+    }
+
+    #[test]
+    fn hostile_records_are_bounded() {
+        let mut t = Vec::new();
+        t.extend(header(b"././@LongLink", b'L', MAX_LONG_NAME + 1));
+        assert!(all(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("exceeds the limit"));
+        let mut t = Vec::new();
+        t.extend(header(b"pax", b'x', MAX_PAX + 1));
+        assert!(all(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("exceeds the limit"));
+        let mut t = Vec::new();
+        member(&mut t, b"f", b'0', b"abc");
+        t.truncate(600);
+        assert_eq!(all(&t).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        let mut h = header(b"f", b'0', 0);
+        h[0] = b'g';
+        assert!(all(&h).unwrap_err().to_string().contains("checksum"));
+        let mut t = Vec::new();
+        pax(&mut t, &[("GNU.sparse.major", b"1")]);
+        member(&mut t, b"f", b'0', b"");
+        assert!(all(&t).unwrap_err().to_string().contains("pax sparse"));
+        assert!(all(&header(b"f", b'M', 0)).is_err());
+    }
+
+    #[test]
+    fn end_without_marker_and_unread_data() {
+        let mut t = Vec::new();
+        member(&mut t, b"a", b'0', &[1u8; 1000]);
+        member(&mut t, b"b", b'0', b"bee");
+        let mut r = TarReader::new(&t[..]);
+        assert_eq!(r.next_entry().unwrap().unwrap().path, b"a");
+        // Skip a's data without reading it.
+        let b = r.next_entry().unwrap().unwrap();
+        assert_eq!(b.path, b"b");
+        let mut d = Vec::new();
+        r.data().read_to_end(&mut d).unwrap();
+        assert_eq!(d, b"bee");
+        assert!(r.next_entry().unwrap().is_none());
+    }
+}

@@ -644,3 +644,203 @@ impl FinalTree {
         &self.tree.inodes[id as usize]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{normalize, LayerEntry};
+
+    enum E<'a> {
+        File(&'a str, &'a str),
+        Dir(&'a str),
+        Link(&'a str, &'a str),
+        Sym(&'a str, &'a str),
+        Wh(&'a str),
+        Opq(&'a str),
+    }
+
+    /// Applies layers (listed bottom first) and lists the final tree as
+    /// `path -> description`, with content standing in for file data.
+    fn merge(layers: &[&[E]]) -> Result<Vec<String>> {
+        let mut tree = MergeTree::new();
+        let mut data: HashMap<InodeId, String> = HashMap::new();
+        for (i, layer) in layers.iter().enumerate().rev() {
+            tree.begin_layer(i as u16 + 1, &format!("layer{}", i + 1));
+            let entries: Vec<(LayerEntry, String)> = layer
+                .iter()
+                .enumerate()
+                .map(|(idx, e)| {
+                    let (path, kind, content) = match e {
+                        E::File(p, c) => (*p, EntryKind::File, c.to_string()),
+                        E::Dir(p) => (*p, EntryKind::Directory, String::new()),
+                        E::Link(p, t) => (
+                            *p,
+                            EntryKind::HardLink(normalize(t.as_bytes()).unwrap()),
+                            String::new(),
+                        ),
+                        E::Sym(p, t) => {
+                            (*p, EntryKind::Symlink(t.as_bytes().to_vec()), String::new())
+                        }
+                        E::Wh(p) => (*p, EntryKind::Whiteout, String::new()),
+                        E::Opq(p) => (*p, EntryKind::Opaque, String::new()),
+                    };
+                    let e = LayerEntry {
+                        index: idx as u64,
+                        path: normalize(path.as_bytes()).unwrap(),
+                        kind,
+                        meta: EntryMeta::default(),
+                        size: content.len() as u64,
+                        sparse: None,
+                    };
+                    (e, content)
+                })
+                .collect();
+            for (e, content) in &entries {
+                if let Action::Capture(inode) = tree.add_entry(e)? {
+                    data.insert(inode, content.clone());
+                }
+            }
+            for (index, ph) in tree.end_layer() {
+                let (e, content) = &entries[index as usize];
+                if let Action::Capture(inode) = tree.fill(e, ph)? {
+                    data.insert(inode, content.clone());
+                }
+            }
+        }
+        let t = tree.finish()?;
+        let mut out = Vec::new();
+        let mut stack = vec![(t.root(), String::new())];
+        while let Some((node, path)) = stack.pop() {
+            match t.node(node) {
+                Some(FinalNode::Directory { children, .. }) => {
+                    if !path.is_empty() {
+                        out.push(format!("{path}/"));
+                    }
+                    for (name, c) in children.into_iter().rev() {
+                        stack.push((c, format!("{path}/{}", String::from_utf8_lossy(name))));
+                    }
+                }
+                Some(FinalNode::Other { inode }) => {
+                    let desc = match &t.inode(inode).content {
+                        Content::Symlink(s) => format!("-> {}", String::from_utf8_lossy(s)),
+                        _ => data.get(&inode).cloned().unwrap_or_default(),
+                    };
+                    out.push(format!("{path}={desc}#{inode}"));
+                }
+                None => {}
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn paths(v: &[String]) -> Vec<String> {
+        v.iter()
+            .map(|s| s.split(['=', '#']).next().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn upper_wins_and_whiteouts_delete() {
+        let t = merge(&[
+            &[
+                E::Dir("a"),
+                E::File("a/x", "old"),
+                E::File("a/y", "y"),
+                E::File("z", "z"),
+            ],
+            &[E::File("a/x", "new"), E::Wh("a/y"), E::Wh("z")],
+        ])
+        .unwrap();
+        assert_eq!(paths(&t), vec!["/a/", "/a/x"]);
+        assert!(t[1].starts_with("/a/x=new"));
+    }
+
+    #[test]
+    fn opaque_hides_lower_children_only() {
+        let t = merge(&[
+            &[E::Dir("d"), E::File("d/lower", "l"), E::File("keep", "k")],
+            &[E::Dir("d"), E::Opq("d"), E::File("d/upper", "u")],
+        ])
+        .unwrap();
+        assert_eq!(paths(&t), vec!["/d/", "/d/upper", "/keep"]);
+    }
+
+    #[test]
+    fn whiteouts_do_not_hide_their_own_layer() {
+        let t = merge(&[&[E::File("f", "1")], &[E::Wh("f"), E::File("f", "2")]]).unwrap();
+        assert!(t[0].starts_with("/f=2"));
+        let t = merge(&[&[E::File("f", "1")], &[E::File("f", "2"), E::Wh("f")]]).unwrap();
+        assert!(t[0].starts_with("/f=2"));
+    }
+
+    #[test]
+    fn file_replaces_directory_and_back() {
+        let t = merge(&[
+            &[E::Dir("p"), E::File("p/c", "c")],
+            &[E::File("p", "now a file")],
+        ])
+        .unwrap();
+        assert_eq!(paths(&t), vec!["/p"]);
+        let t = merge(&[&[E::File("p", "file")], &[E::File("p/c", "c")]]).unwrap();
+        assert_eq!(paths(&t), vec!["/p/", "/p/c"]);
+    }
+
+    #[test]
+    fn hardlinks_keep_the_content_of_their_time() {
+        // Layer 2 links to f, then rewrites f: the link keeps layer 1's f.
+        let t = merge(&[
+            &[E::File("f", "one")],
+            &[E::Link("g", "f"), E::File("f", "two")],
+        ])
+        .unwrap();
+        let f = t.iter().find(|s| s.starts_with("/f=")).unwrap();
+        let g = t.iter().find(|s| s.starts_with("/g=")).unwrap();
+        assert!(f.starts_with("/f=two") && g.starts_with("/g=one"), "{t:?}");
+        // Same layer: link then target shadowed by an upper layer.
+        let t = merge(&[
+            &[E::File("f", "one"), E::Link("g", "f")],
+            &[E::File("f", "two")],
+        ])
+        .unwrap();
+        let g = t.iter().find(|s| s.starts_with("/g=")).unwrap();
+        assert!(g.starts_with("/g=one"), "{t:?}");
+        // Links in one layer share an inode.
+        let t = merge(&[&[E::File("f", "x"), E::Link("g", "f"), E::Link("h", "g")]]).unwrap();
+        let inos: Vec<&str> = t.iter().map(|s| s.rsplit('#').next().unwrap()).collect();
+        assert_eq!(inos[0], inos[1]);
+        assert_eq!(inos[1], inos[2]);
+    }
+
+    #[test]
+    fn shadowed_files_are_not_captured() {
+        let mut tree = MergeTree::new();
+        tree.begin_layer(2, "top");
+        let top = LayerEntry {
+            index: 0,
+            path: normalize(b"f").unwrap(),
+            kind: EntryKind::File,
+            meta: EntryMeta::default(),
+            size: 1,
+            sparse: None,
+        };
+        assert!(matches!(tree.add_entry(&top).unwrap(), Action::Capture(_)));
+        tree.end_layer();
+        tree.begin_layer(1, "bottom");
+        assert_eq!(tree.add_entry(&top).unwrap(), Action::Done);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(merge(&[&[E::Sym("s", "/etc"), E::File("s/passwd", "x")]]).is_err());
+        assert!(merge(&[&[E::Link("g", "nowhere")]]).is_err());
+        assert!(merge(&[&[E::Dir("d"), E::Link("g", "d")]]).is_err());
+        assert!(merge(&[&[E::File("f", "x")], &[E::Wh("f")], &[E::Link("g", "f")]]).is_err());
+        // A whiteout below a file of its own layer is ignored (umoci writes these).
+        assert!(merge(&[
+            &[E::Dir("d"), E::File("d/x", "x")],
+            &[E::File("d", "f"), E::Wh("d/x")]
+        ])
+        .is_ok());
+    }
+}
