@@ -124,7 +124,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         let mbps = s.tar_bytes as f64 / s.seconds.max(1e-9) / 1e6;
         println!(
             "{}{} -> {}",
-            report.target,
+            a.target,
             img.platform
                 .as_ref()
                 .map(|p| format!(" [{p}]"))
