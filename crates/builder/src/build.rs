@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use skiff_format::metadata::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK};
 use skiff_format::{
-    Attributes, ChunkRef, Chunking, Codec, Content, DigestAlgorithm, InodeKind, InodeSpec,
+    Attributes, ChunkRef, Chunking, Codec, Content, Counts, DigestAlgorithm, InodeKind, InodeSpec,
     MetadataWriter,
 };
 use skiff_oci::manifest::layer_compression;
@@ -254,9 +254,20 @@ fn assemble(
     let mut links: Vec<u32> = Vec::new();
     let mut subdirs: Vec<u32> = Vec::new();
     let mut stack: Vec<(NodeId, u32)> = vec![(tree.root(), 1)];
+    let mut counts = Counts {
+        chunks: written.chunks.len() as u32,
+        blobs: written.blobs.len() as u32,
+        ..Default::default()
+    };
+    let xattr_bytes = |m: &EntryMeta| {
+        m.xattrs
+            .iter()
+            .map(|(n, v)| (n.len() + v.len()) as u64)
+            .sum::<u64>()
+    };
     while let Some((node, parent)) = stack.pop() {
         match tree.node(node) {
-            Some(FinalNode::Directory { children, .. }) => {
+            Some(FinalNode::Directory { children, meta }) => {
                 slots.push(Slot::Dir { node, parent });
                 links.push(0);
                 subdirs.push(0);
@@ -265,7 +276,13 @@ fn assemble(
                 if ino != 1 {
                     subdirs[parent as usize - 1] += 1;
                 }
-                for &(_, child) in children.iter().rev() {
+                if let Some(m) = meta {
+                    counts.xattrs += m.xattrs.len() as u64;
+                    counts.pool_bytes += xattr_bytes(m);
+                }
+                for &(name, child) in children.iter().rev() {
+                    counts.dirents += 1;
+                    counts.pool_bytes += name.len() as u64;
                     stack.push((child, ino));
                 }
             }
@@ -274,6 +291,16 @@ fn assemble(
                     slots.push(Slot::Other(inode));
                     links.push(0);
                     subdirs.push(0);
+                    let ind = tree.inode(inode);
+                    counts.xattrs += ind.meta.xattrs.len() as u64;
+                    counts.pool_bytes += xattr_bytes(&ind.meta);
+                    match &ind.content {
+                        TreeContent::File(refs) => {
+                            counts.chunk_refs += refs.as_slice().len() as u64
+                        }
+                        TreeContent::Symlink(t) => counts.pool_bytes += t.len() as u64,
+                        _ => {}
+                    }
                     slots.len() as u32
                 });
                 links[ino as usize - 1] += 1;
@@ -281,12 +308,13 @@ fn assemble(
             None => {}
         }
     }
-    let mut w = MetadataWriter::new(opts.digest, opts.codec.compression, opts.chunking);
+    counts.inodes = slots.len() as u32;
+    let mut w = MetadataWriter::new(opts.digest, opts.codec.compression, opts.chunking, counts)?;
     for b in &written.blobs {
-        w.add_blob(*b.info());
+        w.add_blob(*b.info())?;
     }
     for c in &written.chunks {
-        w.add_chunk(*c);
+        w.add_chunk(*c)?;
     }
     let no_xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for (i, slot) in slots.iter().enumerate() {
@@ -320,6 +348,7 @@ fn assemble(
                 let content = match &ind.content {
                     TreeContent::File(pending) => {
                         refs = pending
+                            .as_slice()
                             .iter()
                             .map(|p| ChunkRef {
                                 file_offset: p.file_offset,

@@ -35,11 +35,35 @@ pub struct PendingRef {
     pub length: u32,
 }
 
+/// A regular file's references; most files have one, kept inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileRefs {
+    One(PendingRef),
+    Many(Vec<PendingRef>),
+}
+
+impl FileRefs {
+    pub fn from_vec(mut v: Vec<PendingRef>) -> Self {
+        if v.len() == 1 {
+            FileRefs::One(v.pop().expect("one element"))
+        } else {
+            FileRefs::Many(v)
+        }
+    }
+
+    pub fn as_slice(&self) -> &[PendingRef] {
+        match self {
+            FileRefs::One(r) => std::slice::from_ref(r),
+            FileRefs::Many(v) => v,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
     None,
     Symlink(Vec<u8>),
-    File(Vec<PendingRef>),
+    File(FileRefs),
     /// A placeholder waiting for a hardlink target.
     Unfilled,
 }
@@ -91,13 +115,14 @@ enum LayerSlot {
     /// The member was shadowed and its data skipped; its index allows a re-read.
     Skipped(u64),
     /// A hardlink that was not materialised: resolve its target instead.
-    Alias(Vec<u8>),
+    Alias(PathKey),
 }
 
 struct Waiter {
     layer: u16,
     inode: InodeId,
     link_path: String,
+    target_path: String,
 }
 
 enum Walk {
@@ -122,14 +147,46 @@ pub struct MergeTree {
     inodes: Vec<Inode>,
     layer: u16,
     layer_name: String,
-    layer_paths: HashMap<Vec<u8>, LayerSlot>,
-    waiters: HashMap<Vec<u8>, Vec<Waiter>>,
+    layer_paths: HashMap<PathKey, LayerSlot, KeyHasher>,
+    waiters: HashMap<PathKey, Vec<Waiter>, KeyHasher>,
     refetch: Vec<(u64, InodeId)>,
 }
 
-fn key(path: &[Vec<u8>]) -> Vec<u8> {
-    path.join(&b'/')
+/// A path, hashed to 128 bits. Per-layer indexes hold one per entry; full
+/// paths would cost more memory than the rest of the tree. Accidental
+/// collisions are negligible and deliberate ones need ~2^64 work.
+type PathKey = u128;
+
+fn key(path: &[Vec<u8>]) -> PathKey {
+    let mut h = blake3::Hasher::new();
+    for (i, comp) in path.iter().enumerate() {
+        if i > 0 {
+            h.update(b"/");
+        }
+        h.update(comp);
+    }
+    u128::from_le_bytes(h.finalize().as_bytes()[..16].try_into().expect("16 bytes"))
 }
+
+/// `PathKey`s are already uniform: hash them by taking their low bits.
+#[derive(Default)]
+struct KeyHash(u64);
+
+impl std::hash::Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+type KeyHasher = std::hash::BuildHasherDefault<KeyHash>;
 
 fn kind_of(k: &EntryKind) -> InodeKind {
     match k {
@@ -161,8 +218,8 @@ impl MergeTree {
             inodes: Vec::new(),
             layer: u16::MAX,
             layer_name: String::new(),
-            layer_paths: HashMap::new(),
-            waiters: HashMap::new(),
+            layer_paths: HashMap::default(),
+            waiters: HashMap::default(),
             refetch: Vec::new(),
         }
     }
@@ -205,7 +262,7 @@ impl MergeTree {
     fn new_inode(&mut self, e: &LayerEntry) -> InodeId {
         let content = match &e.kind {
             EntryKind::Symlink(t) => Content::Symlink(t.clone()),
-            EntryKind::File => Content::File(Vec::new()),
+            EntryKind::File => Content::File(FileRefs::Many(Vec::new())),
             _ => Content::None,
         };
         let size = match &e.kind {
@@ -360,16 +417,16 @@ impl MergeTree {
         }
     }
 
-    fn take_waiters(&mut self, k: &[u8]) -> Vec<Waiter> {
+    fn take_waiters(&mut self, k: PathKey) -> Vec<Waiter> {
         let layer = self.layer;
-        match self.waiters.get_mut(k) {
+        match self.waiters.get_mut(&k) {
             None => Vec::new(),
             Some(list) => {
                 let (upper, same): (Vec<Waiter>, Vec<Waiter>) =
                     list.drain(..).partition(|w| w.layer > layer);
                 *list = same;
                 if list.is_empty() {
-                    self.waiters.remove(k);
+                    self.waiters.remove(&k);
                 }
                 upper
             }
@@ -407,7 +464,7 @@ impl MergeTree {
     fn plain(&mut self, e: &LayerEntry) -> Result<Action> {
         let is_dir = e.kind == EntryKind::Directory;
         let k = key(&e.path);
-        let waiters = self.take_waiters(&k);
+        let waiters = self.take_waiters(k);
         let placement = self.place(&e.path, is_dir)?;
         if placement.is_none() && waiters.is_empty() {
             self.layer_paths.insert(k, LayerSlot::Skipped(e.index));
@@ -452,6 +509,7 @@ impl MergeTree {
                         layer: self.layer,
                         inode: ph,
                         link_path: display_path(link_path),
+                        target_path: display_path(target),
                     };
                     self.waiters.entry(tkey).or_default().push(w);
                     return Ok(ph);
@@ -466,7 +524,7 @@ impl MergeTree {
         if target == e.path.as_slice() {
             return Err(self.hostile(&e.path, "is a hardlink to itself"));
         }
-        let waiters = self.take_waiters(&k);
+        let waiters = self.take_waiters(k);
         let placement = self.place(&e.path, false)?;
         if placement.is_none() && waiters.is_empty() {
             self.layer_paths.insert(k, LayerSlot::Alias(key(target)));
@@ -484,7 +542,7 @@ impl MergeTree {
     fn mark(&mut self, e: &LayerEntry, opaque: bool) -> Result<Action> {
         let k = key(&e.path);
         if !opaque {
-            let waiters = self.take_waiters(&k);
+            let waiters = self.take_waiters(k);
             if let Some(w) = waiters.first() {
                 return Err(self.hostile(
                     &e.path,
@@ -541,7 +599,7 @@ impl MergeTree {
 
     /// Stores a captured regular file's data references.
     pub fn set_file(&mut self, inode: InodeId, refs: Vec<PendingRef>) {
-        self.inodes[inode as usize].content = Content::File(refs);
+        self.inodes[inode as usize].content = Content::File(FileRefs::from_vec(refs));
     }
 
     /// Ends the current layer's main pass. Returns the members (by index) to
@@ -577,11 +635,10 @@ impl MergeTree {
 
     /// Checks that every hardlink found its target.
     pub fn finish(self) -> Result<FinalTree> {
-        if let Some((target, ws)) = self.waiters.iter().next() {
+        if let Some(w) = self.waiters.values().flatten().next() {
             return Err(BuildError::Invalid(format!(
                 "hardlink {} points to {:?}, which no layer below it contains",
-                ws.first().map(|w| w.link_path.as_str()).unwrap_or("?"),
-                String::from_utf8_lossy(target)
+                w.link_path, w.target_path
             )));
         }
         Ok(FinalTree { tree: self })

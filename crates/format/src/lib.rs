@@ -16,7 +16,7 @@ pub use error::{FormatError, Result};
 pub use metadata::{
     Attributes, BlobInfo, ChunkInfo, ChunkRef, Chunking, DirEntry, Header, InodeKind, Metadata,
 };
-pub use writer::{Content, InodeSpec, MetadataWriter};
+pub use writer::{Content, Counts, InodeSpec, MetadataWriter};
 
 #[cfg(test)]
 mod tests;

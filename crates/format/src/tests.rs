@@ -1,6 +1,7 @@
 //! Round trips through the writer and reader, and the reader against damage.
 
 use crate::metadata::*;
+use crate::writer::Counts;
 use crate::*;
 
 fn attrs(mode: u32, nlink: u32, size: u64) -> Attributes {
@@ -30,20 +31,34 @@ pub(crate) fn sample() -> Vec<u8> {
         DigestAlgorithm::Blake3,
         Compression::Zstd,
         Chunking::default(),
-    );
-    let blob = w.add_blob(BlobInfo {
-        digest: Digest([9; 32]),
-        size: 1000,
-        chunk_count: 1,
-    });
-    let chunk = w.add_chunk(ChunkInfo {
-        digest: DigestAlgorithm::Blake3.digest(b"x"),
-        blob,
-        compression: Compression::Zstd,
-        compressed_offset: 0,
-        compressed_size: 10,
-        uncompressed_size: 20,
-    });
+        Counts {
+            inodes: 6,
+            dirents: 6,
+            chunk_refs: 2,
+            chunks: 1,
+            blobs: 1,
+            xattrs: 2,
+            pool_bytes: 256,
+        },
+    )
+    .unwrap();
+    let blob = w
+        .add_blob(BlobInfo {
+            digest: Digest([9; 32]),
+            size: 1000,
+            chunk_count: 1,
+        })
+        .unwrap();
+    let chunk = w
+        .add_chunk(ChunkInfo {
+            digest: DigestAlgorithm::Blake3.digest(b"x"),
+            blob,
+            compression: Compression::Zstd,
+            compressed_offset: 0,
+            compressed_size: 10,
+            uncompressed_size: 20,
+        })
+        .unwrap();
     let x: Vec<(Vec<u8>, Vec<u8>)> = vec![(b"user.k".to_vec(), b"v".to_vec())];
     let none: Vec<(Vec<u8>, Vec<u8>)> = vec![];
     let root = w
@@ -166,7 +181,14 @@ fn writer_rejects_bad_trees() {
         DigestAlgorithm::Blake3,
         Compression::Zstd,
         Chunking::default(),
-    );
+        Counts {
+            inodes: 1,
+            dirents: 1,
+            pool_bytes: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     w.add_inode(InodeSpec {
         attrs: attrs(S_IFDIR | 0o755, 2, 0),
         parent: 1,
@@ -180,7 +202,14 @@ fn writer_rejects_bad_trees() {
         DigestAlgorithm::Blake3,
         Compression::Zstd,
         Chunking::default(),
-    );
+        Counts {
+            inodes: 1,
+            dirents: 1,
+            pool_bytes: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let r = w.add_inode(InodeSpec {
         attrs: attrs(S_IFDIR | 0o755, 2, 0),
         parent: 1,
@@ -194,7 +223,14 @@ fn writer_rejects_bad_trees() {
         DigestAlgorithm::Blake3,
         Compression::Zstd,
         Chunking::default(),
-    );
+        Counts {
+            inodes: 2,
+            dirents: 1,
+            pool_bytes: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     w.add_inode(InodeSpec {
         attrs: attrs(S_IFDIR | 0o755, 2, 0),
         parent: 1,
@@ -294,4 +330,66 @@ fn walk_visits_every_path_once() {
     .map(|(p, i)| (p.to_string(), *i))
     .collect();
     assert_eq!(seen, want);
+}
+
+#[test]
+fn declared_counts_are_enforced() {
+    let none: Vec<(Vec<u8>, Vec<u8>)> = vec![];
+    let root = |w: &mut MetadataWriter| {
+        w.add_inode(InodeSpec {
+            attrs: attrs(S_IFDIR | 0o755, 2, 0),
+            parent: 1,
+            xattrs: &none,
+            content: Content::Directory(vec![]),
+        })
+    };
+    let counts = Counts {
+        inodes: 1,
+        pool_bytes: 8,
+        ..Default::default()
+    };
+    let mut w = MetadataWriter::new(
+        DigestAlgorithm::Blake3,
+        Compression::Zstd,
+        Chunking::default(),
+        counts,
+    )
+    .unwrap();
+    root(&mut w).unwrap();
+    assert!(
+        root(&mut w).is_err(),
+        "a second inode beyond the declared one"
+    );
+    let counts = Counts {
+        inodes: 2,
+        pool_bytes: 8,
+        ..Default::default()
+    };
+    let mut w = MetadataWriter::new(
+        DigestAlgorithm::Blake3,
+        Compression::Zstd,
+        Chunking::default(),
+        counts,
+    )
+    .unwrap();
+    root(&mut w).unwrap();
+    assert!(w.finish().is_err(), "fewer inodes than declared");
+    // A pool bound that is too small still works (the buffer grows).
+    let counts = Counts {
+        inodes: 1,
+        pool_bytes: 0,
+        ..Default::default()
+    };
+    let mut w = MetadataWriter::new(
+        DigestAlgorithm::Blake3,
+        Compression::Zstd,
+        Chunking::default(),
+        counts,
+    )
+    .unwrap();
+    root(&mut w).unwrap();
+    Metadata::parse(w.finish().unwrap())
+        .unwrap()
+        .validate()
+        .unwrap();
 }

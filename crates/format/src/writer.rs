@@ -1,11 +1,11 @@
-//! Serializes a metadata tree. The builder hands inodes over in inode-number
-//! order; the writer lays out the sections, pools strings, and checks its own
-//! output with [`Metadata::validate`] before returning it.
+//! Serializes a metadata tree. The builder declares the record counts, then
+//! hands inodes over in inode-number order; each record is written once, in
+//! place. The writer checks its own output with [`Metadata::validate`].
 
 use std::collections::HashMap;
 
 use zerocopy::little_endian::{I64, U16, U32, U64};
-use zerocopy::IntoBytes;
+use zerocopy::{Immutable, IntoBytes};
 
 use crate::compression::Compression;
 use crate::digest::DigestAlgorithm;
@@ -34,17 +34,33 @@ pub struct InodeSpec<'a> {
     pub content: Content<'a>,
 }
 
+/// How many records of each kind the tree has, and an upper bound on the
+/// byte pool, declared up front so every record is written once, straight
+/// into the output buffer: peak memory stays near the metadata's own size.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub inodes: u32,
+    pub dirents: u64,
+    pub chunk_refs: u64,
+    pub chunks: u32,
+    pub blobs: u32,
+    pub xattrs: u64,
+    /// At least the total length of all names, symlink targets, xattr names
+    /// and values.
+    pub pool_bytes: u64,
+}
+
 pub struct MetadataWriter {
     digest_algorithm: DigestAlgorithm,
     compression: Compression,
     chunking: Chunking,
-    inodes: Vec<RawInode>,
-    dirents: Vec<RawDirent>,
-    refs: Vec<RawChunkRef>,
-    chunks: Vec<RawChunk>,
-    blobs: Vec<RawBlob>,
-    xattrs: Vec<RawXattr>,
-    pool: Vec<u8>,
+    counts: Counts,
+    out: Vec<u8>,
+    /// Start of sections 0 to 5, whose sizes are fixed by `counts`.
+    starts: [usize; 6],
+    written: [u64; 6],
+    pool_start: usize,
+    /// Shared pool entries: symlink targets and xattrs repeat; names do not.
     pooled: HashMap<Vec<u8>, u32>,
     prefetch: Vec<u32>,
 }
@@ -53,26 +69,92 @@ fn too_large(what: &str) -> FormatError {
     FormatError::TooLarge(what.to_string())
 }
 
+const FIXED: [Section; 6] = [
+    Section::Inodes,
+    Section::Dirents,
+    Section::ChunkRefs,
+    Section::Chunks,
+    Section::Blobs,
+    Section::Xattrs,
+];
+
 impl MetadataWriter {
     pub fn new(
         digest_algorithm: DigestAlgorithm,
         compression: Compression,
         chunking: Chunking,
-    ) -> Self {
-        Self {
+        counts: Counts,
+    ) -> Result<Self> {
+        let records = [
+            counts.inodes as u64,
+            counts.dirents,
+            counts.chunk_refs,
+            counts.chunks as u64,
+            counts.blobs as u64,
+            counts.xattrs,
+        ];
+        let mut starts = [0usize; 6];
+        let mut pos = HEADER_SIZE as u64;
+        for (i, section) in FIXED.iter().enumerate() {
+            pos = pos.next_multiple_of(8);
+            starts[i] = usize::try_from(pos).map_err(|_| too_large("metadata"))?;
+            pos = records[i]
+                .checked_mul(section.record_size() as u64)
+                .and_then(|b| b.checked_add(pos))
+                .ok_or_else(|| too_large("metadata"))?;
+        }
+        let pool_start =
+            usize::try_from(pos.next_multiple_of(8)).map_err(|_| too_large("metadata"))?;
+        let capacity = usize::try_from(counts.pool_bytes).map_err(|_| too_large("metadata"))?;
+        let mut out = Vec::with_capacity(pool_start + capacity + 8);
+        out.resize(pool_start, 0);
+        Ok(Self {
             digest_algorithm,
             compression,
             chunking,
-            inodes: Vec::new(),
-            dirents: Vec::new(),
-            refs: Vec::new(),
-            chunks: Vec::new(),
-            blobs: Vec::new(),
-            xattrs: Vec::new(),
-            pool: Vec::new(),
+            counts,
+            out,
+            starts,
+            written: [0; 6],
+            pool_start,
             pooled: HashMap::new(),
             prefetch: Vec::new(),
+        })
+    }
+
+    fn declared(&self, i: usize) -> u64 {
+        [
+            self.counts.inodes as u64,
+            self.counts.dirents,
+            self.counts.chunk_refs,
+            self.counts.chunks as u64,
+            self.counts.blobs as u64,
+            self.counts.xattrs,
+        ][i]
+    }
+
+    /// Writes the next record of fixed section `i`; returns its index.
+    fn put<T: IntoBytes + Immutable>(&mut self, i: usize, record: &T) -> Result<u64> {
+        let index = self.written[i];
+        if index >= self.declared(i) {
+            return Err(too_large(&format!(
+                "more {} than declared",
+                FIXED[i].name()
+            )));
         }
+        let bytes = record.as_bytes();
+        let at = self.starts[i] + index as usize * bytes.len();
+        self.out[at..at + bytes.len()].copy_from_slice(bytes);
+        self.written[i] += 1;
+        Ok(index)
+    }
+
+    /// Appends bytes to the pool; returns their offset in it.
+    fn append(&mut self, bytes: &[u8]) -> Result<u32> {
+        let off = u32::try_from(self.out.len() - self.pool_start)
+            .map_err(|_| too_large("string pool over 4 GiB"))?;
+        self.out.extend_from_slice(bytes);
+        Ok(off)
     }
 
     /// Stores bytes once in the pool, returning their offset.
@@ -80,26 +162,23 @@ impl MetadataWriter {
         if let Some(&off) = self.pooled.get(bytes) {
             return Ok(off);
         }
-        let off =
-            u32::try_from(self.pool.len()).map_err(|_| too_large("string pool over 4 GiB"))?;
-        self.pool.extend_from_slice(bytes);
+        let off = self.append(bytes)?;
         self.pooled.insert(bytes.to_vec(), off);
         Ok(off)
     }
 
-    pub fn add_blob(&mut self, blob: BlobInfo) -> u32 {
-        self.blobs.push(RawBlob {
+    pub fn add_blob(&mut self, blob: BlobInfo) -> Result<u32> {
+        let raw = RawBlob {
             digest: blob.digest.0,
             size: U64::new(blob.size),
             chunk_count: U32::new(blob.chunk_count),
             flags: U32::new(0),
-        });
-        self.blobs.len() as u32 - 1
+        };
+        Ok(self.put(4, &raw)? as u32)
     }
 
-    pub fn add_chunk(&mut self, c: ChunkInfo) -> u32 {
-        self.chunks.push(encode_chunk(&c));
-        self.chunks.len() as u32 - 1
+    pub fn add_chunk(&mut self, c: ChunkInfo) -> Result<u32> {
+        Ok(self.put(3, &encode_chunk(&c))? as u32)
     }
 
     pub fn set_prefetch(&mut self, inodes: Vec<u32>) {
@@ -108,51 +187,61 @@ impl MetadataWriter {
 
     /// Adds the next inode; returns its number (1 for the first).
     pub fn add_inode(&mut self, spec: InodeSpec<'_>) -> Result<u32> {
-        let ino =
-            u32::try_from(self.inodes.len() + 1).map_err(|_| too_large("more than 2^32 inodes"))?;
         let a = spec.attrs;
         let kind = InodeKind::from_mode(a.mode).ok_or_else(|| too_large("unknown file type"))?;
-        let xattr_start = self.xattrs.len() as u32;
+        let xattr_start = self.written[5];
         for (name, value) in spec.xattrs {
             let name_offset = self.pool(name)?;
             let value_offset = self.pool(value)?;
-            self.xattrs.push(RawXattr {
-                name_offset: U32::new(name_offset),
-                value_offset: U32::new(value_offset),
-                name_len: U16::new(u16::try_from(name.len()).map_err(|_| too_large("xattr name"))?),
-                reserved: U16::new(0),
-                value_len: U32::new(
-                    u32::try_from(value.len()).map_err(|_| too_large("xattr value"))?,
-                ),
-            });
+            self.put(
+                5,
+                &RawXattr {
+                    name_offset: U32::new(name_offset),
+                    value_offset: U32::new(value_offset),
+                    name_len: U16::new(
+                        u16::try_from(name.len()).map_err(|_| too_large("xattr name"))?,
+                    ),
+                    reserved: U16::new(0),
+                    value_len: U32::new(
+                        u32::try_from(value.len()).map_err(|_| too_large("xattr value"))?,
+                    ),
+                },
+            )?;
         }
         let (data_start, data_len) = match spec.content {
             Content::Directory(mut entries) => {
                 entries.sort_by(|x, y| x.0.cmp(y.0));
-                let start = self.dirents.len() as u64;
+                let start = self.written[1];
                 for (name, child) in &entries {
                     check_name(name)?;
-                    let name_offset = self.pool(name)?;
-                    self.dirents.push(RawDirent {
-                        ino: U32::new(*child),
-                        name_offset: U32::new(name_offset),
-                        name_len: U16::new(name.len() as u16),
-                        file_type: 0, // filled in by finish(), once every inode exists
-                        reserved: 0,
-                    });
+                    // Entry names are mostly unique: append, do not index.
+                    let name_offset = self.append(name)?;
+                    self.put(
+                        1,
+                        &RawDirent {
+                            ino: U32::new(*child),
+                            name_offset: U32::new(name_offset),
+                            name_len: U16::new(name.len() as u16),
+                            file_type: 0, // filled in by finish(), once every inode exists
+                            reserved: 0,
+                        },
+                    )?;
                 }
                 (start, entries.len() as u32)
             }
             Content::File(refs) => {
-                let start = self.refs.len() as u64;
+                let start = self.written[2];
                 for r in refs {
-                    self.refs.push(RawChunkRef {
-                        file_offset: U64::new(r.file_offset),
-                        chunk: U32::new(r.chunk.unwrap_or(HOLE_CHUNK)),
-                        chunk_offset: U32::new(r.chunk_offset),
-                        length: U32::new(r.length),
-                        reserved: U32::new(0),
-                    });
+                    self.put(
+                        2,
+                        &RawChunkRef {
+                            file_offset: U64::new(r.file_offset),
+                            chunk: U32::new(r.chunk.unwrap_or(HOLE_CHUNK)),
+                            chunk_offset: U32::new(r.chunk_offset),
+                            length: U32::new(r.length),
+                            reserved: U32::new(0),
+                        },
+                    )?;
                 }
                 (
                     start,
@@ -162,7 +251,7 @@ impl MetadataWriter {
             Content::Symlink(target) => (self.pool(target)? as u64, target.len() as u32),
             Content::Special => (0, 0),
         };
-        self.inodes.push(RawInode {
+        let raw = RawInode {
             mode: U32::new(a.mode),
             uid: U32::new(a.uid),
             gid: U32::new(a.gid),
@@ -180,46 +269,58 @@ impl MetadataWriter {
             } else {
                 0
             }),
-            xattr_start: U32::new(xattr_start),
+            xattr_start: U32::new(u32::try_from(xattr_start).map_err(|_| too_large("xattrs"))?),
             xattr_count: U32::new(spec.xattrs.len() as u32),
-        });
-        Ok(ino)
+        };
+        Ok(self.put(0, &raw)? as u32 + 1)
     }
 
-    /// Lays out the file and validates it.
+    /// Finishes the layout and validates it.
     pub fn finish(mut self) -> Result<Vec<u8>> {
-        for i in 0..self.dirents.len() {
-            let child = self.dirents[i].ino.get();
-            let mode = child
-                .checked_sub(1)
-                .and_then(|c| self.inodes.get(c as usize))
-                .map(|r| r.mode.get())
-                .ok_or(FormatError::NoSuchInode(child as u64))?;
-            self.dirents[i].file_type =
-                InodeKind::from_mode(mode).map_or(0, InodeKind::dirent_type);
+        for (i, section) in FIXED.iter().enumerate() {
+            if self.written[i] != self.declared(i) {
+                return Err(FormatError::Corrupt(format!(
+                    "{} {} written, {} declared",
+                    self.written[i],
+                    section.name(),
+                    self.declared(i)
+                )));
+            }
         }
-        let prefetch: Vec<U32> = self.prefetch.iter().map(|&i| U32::new(i)).collect();
-        let parts: [&[u8]; SECTION_COUNT] = [
-            self.inodes.as_bytes(),
-            self.dirents.as_bytes(),
-            self.refs.as_bytes(),
-            self.chunks.as_bytes(),
-            self.blobs.as_bytes(),
-            self.xattrs.as_bytes(),
-            &self.pool,
-            prefetch.as_bytes(),
-        ];
-        let mut out = vec![0u8; HEADER_SIZE];
+        let inode_size = size_of::<RawInode>();
+        let dirent_size = size_of::<RawDirent>();
+        for d in 0..self.counts.dirents as usize {
+            let at = self.starts[1] + d * dirent_size;
+            let child = u32::from_le_bytes(self.out[at..at + 4].try_into().expect("4 bytes"));
+            if child == 0 || child > self.counts.inodes {
+                return Err(FormatError::NoSuchInode(child as u64));
+            }
+            let m = self.starts[0] + (child as usize - 1) * inode_size;
+            let mode = u32::from_le_bytes(self.out[m..m + 4].try_into().expect("4 bytes"));
+            self.out[at + 10] = InodeKind::from_mode(mode).map_or(0, InodeKind::dirent_type);
+        }
+        self.pooled = HashMap::new();
+        let pool_len = self.out.len() - self.pool_start;
+        self.out.resize(self.out.len().next_multiple_of(8), 0);
+        let prefetch_start = self.out.len();
+        for &ino in &self.prefetch {
+            self.out.extend_from_slice(&ino.to_le_bytes());
+        }
         let mut sections = [RawSection::default(); SECTION_COUNT];
-        for (i, part) in parts.iter().enumerate() {
-            // Sections start 8-byte aligned so an mmap reader can use them in place.
-            out.resize(out.len().next_multiple_of(8), 0);
+        for (i, section) in FIXED.iter().enumerate() {
             sections[i] = RawSection {
-                offset: U64::new(out.len() as u64),
-                length: U64::new(part.len() as u64),
+                offset: U64::new(self.starts[i] as u64),
+                length: U64::new(self.declared(i) * section.record_size() as u64),
             };
-            out.extend_from_slice(part);
         }
+        sections[Section::Bytes as usize] = RawSection {
+            offset: U64::new(self.pool_start as u64),
+            length: U64::new(pool_len as u64),
+        };
+        sections[Section::Prefetch as usize] = RawSection {
+            offset: U64::new(prefetch_start as u64),
+            length: U64::new(self.prefetch.len() as u64 * 4),
+        };
         let header = RawHeader {
             magic: METADATA_MAGIC,
             version: U32::new(METADATA_VERSION),
@@ -232,14 +333,14 @@ impl MetadataWriter {
             chunk_avg: U32::new(self.chunking.avg),
             chunk_max: U32::new(self.chunking.max),
             pack_threshold: U32::new(self.chunking.pack_threshold),
-            inode_count: U32::new(self.inodes.len() as u32),
+            inode_count: U32::new(self.counts.inodes),
             root_ino: U32::new(ROOT_INO),
             sections,
             reserved1: [0; 80],
         };
-        out[..HEADER_SIZE].copy_from_slice(header.as_bytes());
-        Metadata::parse(&out[..])?.validate()?;
-        Ok(out)
+        self.out[..HEADER_SIZE].copy_from_slice(header.as_bytes());
+        Metadata::parse(&self.out[..])?.validate()?;
+        Ok(self.out)
     }
 }
 
