@@ -86,11 +86,20 @@ fn registry_round_trip_matches_umoci() {
     let unpacked = dir.path().join("rootfs");
     skiff.ok(&["unpack", &dst, unpacked.to_str().unwrap()]);
     let (_keep, reference) = umoci_unpack(&format!("{}:full", image.display()));
-    assert_same(
-        &snapshot(&unpacked, true),
-        &snapshot(&reference, true),
-        "unpack vs umoci",
+    let ours = snapshot(&unpacked, true);
+    assert_same(&ours, &snapshot(&reference, true), "unpack vs umoci");
+    // The comparison covers real xattrs, devices and hardlinks.
+    let ping = &ours.nodes[&b"/usr/bin/ping"[..]];
+    assert!(
+        ping.xattrs.contains_key(&b"security.capability"[..]),
+        "{ping:?}"
     );
+    assert_eq!(ours.nodes[&b"/dev/null"[..]].rdev, Some((1, 3)));
+    assert!(ours
+        .links
+        .iter()
+        .any(|g| g.contains(&b"/usr/local/bin/dpkg-hardlink".to_vec())));
+    assert_eq!(ours.nodes[&b"/var/local/test.fifo"[..]].kind, "fifo");
 }
 
 #[test]
