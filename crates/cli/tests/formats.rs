@@ -209,3 +209,96 @@ fn help_and_usage_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("zstd"), "{err}");
 }
+
+#[test]
+fn concurrent_writers_keep_every_tag() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("src");
+    two_layer_image(&layout, "v1", b"shared");
+    let out = work.path().join("out");
+    let skiff = Skiff::new();
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            skiff
+                .cmd()
+                .args([
+                    "convert",
+                    "-q",
+                    &format!("oci:{}:v1", layout.display()),
+                    &format!("oci:{}:t{i}", out.display()),
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    let mut tags: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    tags.sort();
+    assert_eq!(tags, (0..6).map(|i| format!("t{i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn unpack_without_root_skips_what_needs_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let image = common::debian_image();
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(skiff.root.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dst = format!("oci:{}:full", work.path().join("img").display());
+    skiff.ok(&[
+        "convert",
+        "-q",
+        &format!("oci:{}:full", image.display()),
+        &dst,
+    ]);
+    sh(Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(work.path().join("img")));
+    let rootfs = work.path().join("rootfs");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "--root",
+            skiff.root.path().to_str().unwrap(),
+            "unpack",
+            &dst,
+            rootfs.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("skipped") && stderr.contains("device nodes"),
+        "{stderr}"
+    );
+    let ping = std::fs::metadata(rootfs.join("usr/bin/ping")).unwrap();
+    assert_eq!(ping.uid(), 65534);
+    assert!(!rootfs.join("dev/null").exists());
+    assert_eq!(
+        std::fs::read(rootfs.join("etc/motd")).unwrap(),
+        b"rewritten by layer 3\n"
+    );
+}

@@ -145,8 +145,25 @@ impl Unpacker<'_> {
         }
     }
 
+    /// Without root, `security.*` and `trusted.*` cannot be set: skip them.
+    fn settable(&self, name: &[u8], path: &[u8]) -> bool {
+        let privileged = name.starts_with(b"security.") || name.starts_with(b"trusted.");
+        if privileged && !self.opts.ownership {
+            tracing::warn!(
+                path = %String::from_utf8_lossy(path),
+                xattr = %String::from_utf8_lossy(name),
+                "skipping a privileged xattr (needs root)"
+            );
+            return false;
+        }
+        true
+    }
+
     fn xattrs_on_fd(&self, fd: &OwnedFd, path: &[u8], ino: u32) -> Result<()> {
         for (name, value) in self.reader.image().metadata.xattrs(ino)? {
+            if !self.settable(name, path) {
+                continue;
+            }
             rustix::fs::fsetxattr(fd, OsStr::from_bytes(name), value, XattrFlags::empty())
                 .map_err(sys(path, "setxattr"))?;
         }
@@ -161,6 +178,9 @@ impl Unpacker<'_> {
         // Every component of `path` is a directory this unpacker created.
         let full = self.dest.join(OsStr::from_bytes(path));
         for (name, value) in xs {
+            if !self.settable(name, path) {
+                continue;
+            }
             rustix::fs::lsetxattr(&full, OsStr::from_bytes(name), value, XattrFlags::empty())
                 .map_err(sys(path, "setxattr"))?;
         }

@@ -270,6 +270,15 @@ impl Repository for OciLayout {
             write_atomic(&path, bytes)?;
         }
         let _guard = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Other processes may write this layout too: hold an exclusive lock
+        // on the directory across the read-modify-write of index.json.
+        let dir = File::open(&self.dir).context(|| format!("opening {}", self.dir.display()))?;
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            OciError::Io {
+                context: format!("locking {}", self.dir.display()),
+                source: e.into(),
+            }
+        })?;
         let mut index = self.read_index()?;
         let mut desc = Descriptor::for_bytes(media_type, bytes);
         if let Some(t) = tag {
