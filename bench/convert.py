@@ -105,7 +105,7 @@ def main():
 
     # Sizes per codec.
     codecs = []
-    for codec in ["zstd:3", "zstd:1", "zstd:9", "lz4", "none"]:
+    for codec in ["zstd:3", "zstd:2", "zstd:1", "zstd:9", "lz4", "none"]:
         out = os.path.join(work, "c-" + codec.replace(":", ""))
         t0 = time.time()
         r = json.loads(sh([SKIFF, "convert", "-q", "--json", "--compression", codec, src, f"oci:{out}:full"], env=env))
