@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_platform, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<Platform>,
     /// Chunk codec: zstd[:LEVEL], lz4 or none.
-    #[arg(long, default_value = "zstd:3", value_parser = parse_codec)]
+    #[arg(long, default_value = "zstd:2", value_parser = parse_codec)]
     compression: Codec,
     /// Average chunk size, e.g. 64K or 1M (4K..4M). Minimum is a quarter,
     /// maximum four times; files under the minimum are packed together.
