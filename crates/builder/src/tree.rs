@@ -362,6 +362,25 @@ impl MergeTree {
         })
     }
 
+    /// The child `name` of `parent`, created as a mark-only node if missing.
+    fn child_or_absent(&mut self, parent: NodeId, name: &[u8]) -> NodeId {
+        if let Some(&c) = self.nodes[parent as usize].children.get(name) {
+            return c;
+        }
+        self.nodes.push(Node {
+            children: BTreeMap::new(),
+            state: State::Absent,
+            layer: self.layer,
+            hide_below: 0,
+            opaque_below: 0,
+        });
+        let id = self.nodes.len() as NodeId - 1;
+        self.nodes[parent as usize]
+            .children
+            .insert(name.to_vec(), id);
+        id
+    }
+
     /// Creates the missing nodes of `path`, and turns
     /// ancestors that only carried marks into implicit directories.
     fn materialize(&mut self, path: &[Vec<u8>], state: State) -> NodeId {
@@ -369,21 +388,7 @@ impl MergeTree {
         let mut cur = ROOT;
         for (i, comp) in path.iter().enumerate() {
             let last = i + 1 == path.len();
-            let next = match self.nodes[cur as usize].children.get(comp) {
-                Some(&c) => c,
-                None => {
-                    self.nodes.push(Node {
-                        children: BTreeMap::new(),
-                        state: State::Absent,
-                        layer: k,
-                        hide_below: 0,
-                        opaque_below: 0,
-                    });
-                    let id = self.nodes.len() as NodeId - 1;
-                    self.nodes[cur as usize].children.insert(comp.clone(), id);
-                    id
-                }
-            };
+            let next = self.child_or_absent(cur, comp);
             if !last && self.nodes[next as usize].state == State::Absent {
                 self.nodes[next as usize].state = State::Implicit;
                 self.nodes[next as usize].layer = self.nodes[next as usize].layer.max(k);
@@ -575,24 +580,9 @@ impl MergeTree {
 
     /// Creates nodes for a mark without making any ancestor appear.
     fn materialize_marks_only(&mut self, path: &[Vec<u8>]) -> NodeId {
-        let k = self.layer;
         let mut cur = ROOT;
         for comp in path {
-            cur = match self.nodes[cur as usize].children.get(comp) {
-                Some(&c) => c,
-                None => {
-                    self.nodes.push(Node {
-                        children: BTreeMap::new(),
-                        state: State::Absent,
-                        layer: k,
-                        hide_below: 0,
-                        opaque_below: 0,
-                    });
-                    let id = self.nodes.len() as NodeId - 1;
-                    self.nodes[cur as usize].children.insert(comp.clone(), id);
-                    id
-                }
-            };
+            cur = self.child_or_absent(cur, comp);
         }
         cur
     }

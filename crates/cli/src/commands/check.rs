@@ -1,10 +1,9 @@
 //! `skiff check IMAGE`
 
 use anyhow::Result;
-use skiff_oci::Platform;
 use skiff_store::check_image;
 
-use super::{open_image, parse_platform, print_json};
+use super::{print_json, ImageArgs};
 use crate::progress::{bytes_bar, multi};
 use crate::{exit, Global};
 
@@ -15,18 +14,15 @@ use crate::{exit, Global};
 /// exits 3.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The skiff image (registry reference, oci:DIR[:TAG]).
-    image: String,
-    /// For a multi-platform image (default: this host's platform).
-    #[arg(long, value_parser = parse_platform, value_name = "OS/ARCH[/VARIANT]")]
-    platform: Option<Platform>,
+    #[command(flatten)]
+    image: ImageArgs,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let image = open_image(global, &a.image, a.platform.as_ref())?;
+    let image = a.image.open(global)?;
     let total: u64 = image.blob_layers.iter().map(|l| l.size).sum();
     let m = multi(global.quiet || a.json);
     let bar = bytes_bar(&m, total, "checking");

@@ -5,19 +5,15 @@ use std::collections::HashSet;
 use anyhow::Result;
 use serde::Serialize;
 use skiff_format::{InodeKind, Metadata};
-use skiff_oci::Platform;
 
-use super::{human, open_image, parse_platform, print_json};
+use super::{human, print_json, ImageArgs};
 use crate::{exit, Global};
 
 /// Show a skiff image: sizes, chunks, dedup and compression, and its tree.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The skiff image (registry reference, oci:DIR[:TAG]).
-    image: String,
-    /// For a multi-platform image (default: this host's platform).
-    #[arg(long, value_parser = parse_platform, value_name = "OS/ARCH[/VARIANT]")]
-    platform: Option<Platform>,
+    #[command(flatten)]
+    image: ImageArgs,
     /// Also list every entry of the tree.
     #[arg(long)]
     tree: bool,
@@ -165,7 +161,7 @@ pub fn summarize<B: AsRef<[u8]>>(md: &Metadata<B>, with_tree: bool) -> Result<Su
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let image = open_image(global, &a.image, a.platform.as_ref())?;
+    let image = a.image.open(global)?;
     let mut s = summarize(&image.metadata, a.tree)?;
     s.image = image.name();
     s.root_digest = image.root_digest.clone();

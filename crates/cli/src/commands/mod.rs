@@ -31,6 +31,22 @@ pub fn host_platform() -> Platform {
     }
 }
 
+/// The image a command reads, and which platform of it.
+#[derive(clap::Args)]
+pub struct ImageArgs {
+    /// The skiff image (registry reference, oci:DIR[:TAG]).
+    pub image: String,
+    /// For a multi-platform image (default: this host's platform).
+    #[arg(long, value_parser = parse_platform, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<Platform>,
+}
+
+impl ImageArgs {
+    pub fn open(&self, global: &Global) -> Result<SkiffImage> {
+        open_image(global, &self.image, self.platform.as_ref())
+    }
+}
+
 /// Opens a skiff image by reference, verifying its metadata. An index
 /// resolves to `platform`, or to the host's.
 pub fn open_image(

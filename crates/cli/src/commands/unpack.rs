@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use skiff_fs::{unpack, UnpackOptions};
-use skiff_oci::Platform;
 use skiff_store::ChunkReader;
 
-use super::{human, open_image, parse_platform, print_json};
+use super::{human, print_json, ImageArgs};
 use crate::progress::{bytes_bar, multi};
 use crate::{exit, Global};
 
@@ -17,20 +16,17 @@ use crate::{exit, Global};
 /// empty. As root, owners, device nodes and capabilities are kept.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The skiff image (registry reference, oci:DIR[:TAG]).
-    image: String,
+    #[command(flatten)]
+    image: ImageArgs,
     /// The directory to create the tree in.
     dir: PathBuf,
-    /// For a multi-platform image (default: this host's platform).
-    #[arg(long, value_parser = parse_platform, value_name = "OS/ARCH[/VARIANT]")]
-    platform: Option<Platform>,
     /// Print statistics as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let image = open_image(global, &a.image, a.platform.as_ref())?;
+    let image = a.image.open(global)?;
     let m = multi(global.quiet || a.json);
     let spool_dir = global.root.join("tmp");
     let reader = if image.repo.registry_location().is_some() {
