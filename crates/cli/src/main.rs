@@ -2,6 +2,7 @@
 
 mod commands;
 mod exit;
+mod mounts;
 mod progress;
 
 use std::path::PathBuf;
@@ -51,6 +52,10 @@ enum Command {
     Inspect(commands::inspect::Args),
     Check(commands::check::Args),
     Unpack(commands::unpack::Args),
+    Mount(commands::mount::Args),
+    Umount(commands::umount::Args),
+    Stats(commands::stats::Args),
+    Cache(commands::cache::Args),
 }
 
 /// Options every command shares.
@@ -103,6 +108,10 @@ fn main() {
         Command::Inspect(a) => commands::inspect::run(&global, a),
         Command::Check(a) => commands::check::run(&global, a),
         Command::Unpack(a) => commands::unpack::run(&global, a),
+        Command::Mount(a) => commands::mount::run(&global, a),
+        Command::Umount(a) => commands::umount::run(&global, a),
+        Command::Stats(a) => commands::stats::run(&global, a),
+        Command::Cache(a) => commands::cache::run(&global, a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,5 +1,11 @@
-//! Filesystem views of skiff images.
+//! Filesystem views of skiff images: a directory on disk (`unpack`) and a
+//! lazily fetched FUSE mount (`fuse`, `mount`).
 
+pub mod control;
+pub mod fuse;
+pub mod mount;
 pub mod unpack;
 
+pub use fuse::{SkiffFs, TraceRecorder};
+pub use mount::{mount, MountOptions};
 pub use unpack::{unpack, UnpackError, UnpackOptions, UnpackStats};

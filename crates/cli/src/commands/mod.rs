@@ -1,8 +1,12 @@
 //! One module per command.
 
+pub mod cache;
 pub mod check;
 pub mod convert;
 pub mod inspect;
+pub mod mount;
+pub mod stats;
+pub mod umount;
 pub mod unpack;
 
 use anyhow::{bail, Context, Result};

@@ -1,0 +1,68 @@
+//! The node's record of running mounts: `ROOT/mounts/ID.json`, with the
+//! daemon's control socket at `ROOT/run/ID.sock`. ID derives from the
+//! mountpoint's absolute path, so a broken mount can still be found.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct MountRecord {
+    pub mountpoint: PathBuf,
+    pub image: String,
+    pub pid: u32,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The absolute path, without resolving symlinks (a dead FUSE mountpoint
+/// cannot be resolved).
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+pub fn id(mountpoint: &Path) -> String {
+    let hash = blake3::hash(mountpoint.as_os_str().as_encoded_bytes());
+    hash.to_hex()[..16].to_string()
+}
+
+pub struct Paths {
+    pub record: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+pub fn paths(root: &Path, mountpoint: &Path) -> Paths {
+    let id = id(mountpoint);
+    Paths {
+        record: root.join("mounts").join(format!("{id}.json")),
+        socket: root.join("run").join(format!("{id}.sock")),
+        log: root.join("logs").join(format!("mount-{id}.log")),
+    }
+}
+
+pub fn write(root: &Path, rec: &MountRecord) -> Result<()> {
+    let p = paths(root, &rec.mountpoint);
+    std::fs::create_dir_all(p.record.parent().expect("has a parent"))?;
+    let tmp = p.record.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(rec)?)?;
+    std::fs::rename(&tmp, &p.record)?;
+    Ok(())
+}
+
+pub fn read(root: &Path, mountpoint: &Path) -> Option<MountRecord> {
+    let p = paths(root, mountpoint);
+    serde_json::from_slice(&std::fs::read(p.record).ok()?).ok()
+}
+
+pub fn remove(root: &Path, mountpoint: &Path) {
+    let p = paths(root, mountpoint);
+    let _ = std::fs::remove_file(p.record);
+    let _ = std::fs::remove_file(p.socket);
+}
+
+pub fn alive(pid: u32) -> bool {
+    rustix::process::Pid::from_raw(pid as i32)
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}

@@ -1,0 +1,414 @@
+//! The read-only FUSE filesystem behind `skiff mount`.
+//!
+//! Inode numbers are the metadata's own (the root is 1, as FUSE wants).
+//! Everything but file data is answered from the in-memory metadata; file
+//! data comes from the [`Fetcher`], verified. The image never changes, so
+//! entries and attributes are cached by the kernel for a day, and file pages
+//! are kept across opens. Every call that would modify it gets `EROFS`.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
+};
+use skiff_format::{Attributes, InodeKind, Metadata};
+use skiff_store::{FetchError, Fetcher};
+
+/// Kernel cache lifetime for entries and attributes: the tree is immutable.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+const BLOCK: u64 = 4096;
+
+/// Records the order in which files are first read, as paths, one per line.
+pub struct TraceRecorder {
+    seen: Mutex<(std::collections::HashSet<u32>, std::fs::File)>,
+}
+
+impl TraceRecorder {
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            seen: Mutex::new((Default::default(), std::fs::File::create(path)?)),
+        })
+    }
+
+    fn record<B: AsRef<[u8]>>(&self, md: &Metadata<B>, ino: u32) {
+        let Ok(mut g) = self.seen.lock() else { return };
+        if !g.0.insert(ino) {
+            return;
+        }
+        if let Some(path) = path_of(md, ino) {
+            let _ = g.1.write_all(&path);
+            let _ = g.1.write_all(b"\n");
+        }
+    }
+}
+
+/// Some path of `ino` (the first found), found by walking; traces are rare.
+fn path_of<B: AsRef<[u8]>>(md: &Metadata<B>, ino: u32) -> Option<Vec<u8>> {
+    let mut found = None;
+    let _ = md.walk(|p, e| {
+        if found.is_none() && e.ino == ino {
+            found = Some([b"/", p].concat());
+        }
+        Ok(())
+    });
+    found
+}
+
+pub struct SkiffFs {
+    fetcher: Arc<Fetcher>,
+    trace: Option<TraceRecorder>,
+    passthrough: bool,
+}
+
+fn errno_of(e: &skiff_format::FormatError) -> Errno {
+    match e {
+        skiff_format::FormatError::NoSuchInode(_) => Errno::ENOENT,
+        skiff_format::FormatError::WrongKind { .. } => Errno::EINVAL,
+        _ => Errno::EIO,
+    }
+}
+
+fn time(secs: i64, nsec: u32) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+fn file_type(kind: InodeKind) -> FileType {
+    match kind {
+        InodeKind::Directory => FileType::Directory,
+        InodeKind::File => FileType::RegularFile,
+        InodeKind::Symlink => FileType::Symlink,
+        InodeKind::CharDevice => FileType::CharDevice,
+        InodeKind::BlockDevice => FileType::BlockDevice,
+        InodeKind::Fifo => FileType::NamedPipe,
+        InodeKind::Socket => FileType::Socket,
+    }
+}
+
+impl SkiffFs {
+    pub fn new(fetcher: Arc<Fetcher>, trace: Option<TraceRecorder>) -> Self {
+        Self {
+            fetcher,
+            trace,
+            passthrough: false,
+        }
+    }
+
+    fn md(&self) -> &Metadata<Vec<u8>> {
+        &self.fetcher.image().metadata
+    }
+
+    fn attr(&self, ino: u32) -> Result<FileAttr, Errno> {
+        let a: Attributes = self.md().attributes(ino).map_err(|e| errno_of(&e))?;
+        let kind = a.kind();
+        // Blocks as a 4 KiB-block filesystem would allocate them: holes take none.
+        let (size, blocks) = match kind {
+            InodeKind::Directory => (BLOCK, BLOCK / 512),
+            InodeKind::File => {
+                let stored: u64 = self
+                    .md()
+                    .chunk_refs(ino)
+                    .map_err(|e| errno_of(&e))?
+                    .iter()
+                    .filter(|r| r.chunk.is_some())
+                    .map(|r| r.length as u64)
+                    .sum();
+                (a.size, stored.div_ceil(BLOCK) * (BLOCK / 512))
+            }
+            _ => (a.size, 0),
+        };
+        let t = time(a.mtime, a.mtime_nsec);
+        Ok(FileAttr {
+            ino: INodeNo(ino as u64),
+            size,
+            blocks,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: file_type(kind),
+            perm: (a.mode & 0o7777) as u16,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: (a.rdev_major << 8 & 0xfff00)
+                | (a.rdev_minor & 0xff)
+                | ((a.rdev_minor & !0xff) << 12),
+            blksize: BLOCK as u32,
+            flags: 0,
+        })
+    }
+
+    fn ino(n: INodeNo) -> Result<u32, Errno> {
+        u32::try_from(n.0).map_err(|_| Errno::ENOENT)
+    }
+}
+
+impl Filesystem for SkiffFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_readahead(1 << 20);
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS;
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        if config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH) {
+            self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(2).is_ok();
+        }
+        tracing::info!(passthrough = self.passthrough, "FUSE session started");
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let result = Self::ino(parent).and_then(|p| match self.md().lookup(p, name.as_bytes()) {
+            Ok(Some(ino)) => self.attr(ino),
+            Ok(None) => Err(Errno::ENOENT),
+            Err(e) => Err(errno_of(&e)),
+        });
+        match result {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match Self::ino(ino).and_then(|i| self.attr(i)) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match Self::ino(ino).and_then(|i| self.md().symlink_target(i).map_err(|e| errno_of(&e))) {
+            Ok(t) => reply.data(t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc_o_trunc() != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        let Ok(i) = Self::ino(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.md().attributes(i) {
+            Ok(a) if a.kind() == InodeKind::File => {}
+            Ok(_) => return reply.error(Errno::EINVAL),
+            Err(e) => return reply.error(errno_of(&e)),
+        }
+        if let Some(t) = &self.trace {
+            t.record(self.md(), i);
+        }
+        // The kernel may keep this file's pages across opens: it never changes.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Ok(i) = Self::ino(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.fetcher.read(i, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(FetchError::Timeout) | Err(FetchError::Failed(_)) => reply.error(Errno::EIO),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match Self::ino(ino).and_then(|i| self.md().dir_len(i).map_err(|e| errno_of(&e))) {
+            Ok(_) => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
+            Err(e) => reply.error(if e == Errno::EINVAL {
+                Errno::ENOTDIR
+            } else {
+                e
+            }),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Ok(dir) = Self::ino(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let md = self.md();
+        let Ok(parent) = md.parent(dir) else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        // Offsets: 1 is ".", 2 is "..", 3 + i is entry i.
+        let mut next = offset;
+        loop {
+            let full = match next {
+                0 => reply.add(INodeNo(dir as u64), 1, FileType::Directory, "."),
+                1 => reply.add(INodeNo(parent as u64), 2, FileType::Directory, ".."),
+                n => match md.dir_entry(dir, (n - 2) as usize) {
+                    Ok(Some(e)) => {
+                        let kind = md
+                            .attributes(e.ino)
+                            .map(|a| file_type(a.kind()))
+                            .unwrap_or(FileType::RegularFile);
+                        reply.add(
+                            INodeNo(e.ino as u64),
+                            n + 1,
+                            kind,
+                            OsStr::from_bytes(e.name),
+                        )
+                    }
+                    Ok(None) => break,
+                    Err(e) => return reply.error(errno_of(&e)),
+                },
+            };
+            if full {
+                break;
+            }
+            next += 1;
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Ok(dir) = Self::ino(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let md = self.md();
+        let Ok(parent) = md.parent(dir) else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        let mut next = offset;
+        loop {
+            let (child, name): (u32, &[u8]) = match next {
+                0 => (dir, b"."),
+                1 => (parent, b".."),
+                n => match md.dir_entry(dir, (n - 2) as usize) {
+                    Ok(Some(e)) => (e.ino, e.name),
+                    Ok(None) => break,
+                    Err(e) => return reply.error(errno_of(&e)),
+                },
+            };
+            let attr = match self.attr(child) {
+                Ok(a) => a,
+                Err(e) => return reply.error(e),
+            };
+            if reply.add(
+                INodeNo(child as u64),
+                next + 1,
+                OsStr::from_bytes(name),
+                &TTL,
+                &attr,
+                Generation(0),
+            ) {
+                break;
+            }
+            next += 1;
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let md = self.md();
+        let mut stored = 0u64;
+        for c in 0..md.chunk_count() {
+            if let Ok(info) = md.chunk(c) {
+                stored += info.uncompressed_size as u64;
+            }
+        }
+        reply.statfs(
+            stored.div_ceil(BLOCK),
+            0,
+            0,
+            md.inode_count() as u64,
+            0,
+            BLOCK as u32,
+            255,
+            BLOCK as u32,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Ok(i) = Self::ino(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let xs = match self.md().xattrs(i) {
+            Ok(x) => x,
+            Err(e) => return reply.error(errno_of(&e)),
+        };
+        match xs.iter().find(|(n, _)| *n == name.as_bytes()) {
+            None => reply.error(Errno::ENODATA),
+            Some((_, v)) if size == 0 => reply.size(v.len() as u32),
+            Some((_, v)) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Some((_, v)) => reply.data(v),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let Ok(i) = Self::ino(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let xs = match self.md().xattrs(i) {
+            Ok(x) => x,
+            Err(e) => return reply.error(errno_of(&e)),
+        };
+        let mut list = Vec::new();
+        for (n, _) in xs {
+            list.extend_from_slice(n);
+            list.push(0);
+        }
+        if size == 0 {
+            reply.size(list.len() as u32)
+        } else if list.len() > size as usize {
+            reply.error(Errno::ERANGE)
+        } else {
+            reply.data(&list)
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if mask.contains(AccessFlags::W_OK) {
+            return reply.error(Errno::EROFS);
+        }
+        match Self::ino(ino).and_then(|i| self.md().attributes(i).map_err(|e| errno_of(&e))) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+fn libc_o_trunc() -> i32 {
+    0o1000
+}

@@ -1,0 +1,628 @@
+//! Lazy, verified chunk fetching for mounts.
+//!
+//! A read asks for chunks; each comes from memory, else from the node cache
+//! (verified), else from the registry. Missing chunks are grouped by blob,
+//! and chunks that sit next to each other (within `merge_gap`) become one
+//! range request of at most `max_request` bytes. Range requests run on a
+//! worker pool. A chunk already being fetched is waited for, not fetched
+//! twice. Every fetched chunk is verified before any reader sees it; a
+//! mismatch fails the reads that need it and is counted.
+//!
+//! Prefetch jobs queue behind foreground work and use at most half the
+//! workers, and they claim chunks only when they start, so a queued prefetch
+//! never holds up a read.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use skiff_format::ChunkInfo;
+
+use crate::cache::ChunkCache;
+use crate::chunks::verify_chunk;
+use crate::image::SkiffImage;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, Copy)]
+pub struct FetchConfig {
+    /// Range requests in flight at once.
+    pub parallel: usize,
+    /// Wanted chunks this close together share one request.
+    pub merge_gap: u64,
+    /// Largest single range request.
+    pub max_request: u64,
+    /// How long a read waits for its chunks before failing with EIO.
+    pub read_timeout: Duration,
+    /// Decompressed, verified chunks kept in memory.
+    pub memory_bytes: usize,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            parallel: 8,
+            merge_gap: 32 * 1024,
+            max_request: 4 << 20,
+            read_timeout: Duration::from_secs(60),
+            memory_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// The chunks did not arrive within the read timeout.
+    Timeout,
+    /// Fetching or verifying failed; the message says why.
+    Failed(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Timeout => f.write_str("timed out waiting for the registry"),
+            FetchError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+type ChunkData = Arc<Vec<u8>>;
+type Outcome = Result<ChunkData, String>;
+
+#[derive(Default)]
+struct Flight {
+    outcome: Mutex<Option<Outcome>>,
+    done: Condvar,
+}
+
+impl Flight {
+    fn wait(&self, deadline: Instant) -> Result<ChunkData, FetchError> {
+        let mut g = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(o) = g.as_ref() {
+                return o.clone().map_err(FetchError::Failed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(FetchError::Timeout);
+            }
+            g = self
+                .done
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Decompressed chunks by index, evicting the least recently used.
+struct MemoryCache {
+    map: HashMap<u32, (ChunkData, u64)>,
+    bytes: usize,
+    limit: usize,
+    tick: u64,
+}
+
+impl MemoryCache {
+    fn get(&mut self, idx: u32) -> Option<ChunkData> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(&idx).map(|e| {
+            e.1 = tick;
+            e.0.clone()
+        })
+    }
+
+    fn insert(&mut self, idx: u32, data: ChunkData) {
+        self.tick += 1;
+        self.bytes += data.len();
+        if let Some((old, _)) = self.map.insert(idx, (data, self.tick)) {
+            self.bytes -= old.len();
+        }
+        if self.bytes > self.limit {
+            let mut by_age: Vec<(u64, u32)> = self.map.iter().map(|(k, v)| (v.1, *k)).collect();
+            by_age.sort_unstable();
+            for (_, k) in by_age {
+                if self.bytes <= self.limit * 3 / 4 {
+                    break;
+                }
+                if let Some((d, _)) = self.map.remove(&k) {
+                    self.bytes -= d.len();
+                }
+            }
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct QueueState {
+    high: VecDeque<Job>,
+    low: VecDeque<Job>,
+    low_running: usize,
+    shutdown: bool,
+}
+
+/// Workers that run foreground jobs first and cap background ones.
+struct WorkQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    max_low: usize,
+}
+
+impl WorkQueue {
+    fn push(&self, job: Job, background: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if background {
+            s.low.push_back(job);
+        } else {
+            s.high.push_back(job);
+        }
+        drop(s);
+        self.ready.notify_one();
+    }
+
+    fn low_backlog(&self) -> usize {
+        self.state.lock().map(|s| s.low.len()).unwrap_or(0)
+    }
+
+    fn run_worker(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(job) = s.high.pop_front() {
+                drop(s);
+                job();
+                s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            } else if s.low_running < self.max_low && !s.low.is_empty() {
+                let job = s.low.pop_front().expect("not empty");
+                s.low_running += 1;
+                drop(s);
+                job();
+                s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                s.low_running -= 1;
+                // A slot freed: another waiting worker may take a low job.
+                self.ready.notify_one();
+            } else if s.shutdown {
+                return;
+            } else {
+                s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shutdown = true;
+        self.ready.notify_all();
+    }
+}
+
+struct Inner {
+    image: Arc<SkiffImage>,
+    cache: Option<Arc<ChunkCache>>,
+    memory: Mutex<MemoryCache>,
+    inflight: Mutex<HashMap<u32, Arc<Flight>>>,
+    queue: WorkQueue,
+    metrics: Arc<Metrics>,
+    config: FetchConfig,
+}
+
+/// Fetches and verifies the chunks of one mounted image.
+pub struct Fetcher {
+    inner: Arc<Inner>,
+}
+
+/// A contiguous byte range of one blob covering some wanted chunks.
+struct Range {
+    blob: u32,
+    start: u64,
+    end: u64,
+    chunks: Vec<(u32, ChunkInfo)>,
+}
+
+fn plan_ranges(mut wanted: Vec<(u32, ChunkInfo)>, gap: u64, max: u64) -> Vec<Range> {
+    wanted.sort_by_key(|(_, c)| (c.blob, c.compressed_offset));
+    let mut out: Vec<Range> = Vec::new();
+    for (idx, c) in wanted {
+        let start = c.compressed_offset;
+        let end = start + c.compressed_size as u64;
+        if let Some(r) = out.last_mut() {
+            if r.blob == c.blob && start >= r.end && start - r.end <= gap && end - r.start <= max {
+                r.end = end;
+                r.chunks.push((idx, c));
+                continue;
+            }
+        }
+        out.push(Range {
+            blob: c.blob,
+            start,
+            end,
+            chunks: vec![(idx, c)],
+        });
+    }
+    out
+}
+
+impl Inner {
+    fn complete(&self, idx: u32, outcome: Outcome) {
+        let flight = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&idx);
+        if let Some(f) = flight {
+            *f.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+            f.done.notify_all();
+        }
+    }
+
+    fn lookup_local(&self, idx: u32, info: &ChunkInfo) -> Option<ChunkData> {
+        if let Some(d) = self.memory.lock().ok().and_then(|mut m| m.get(idx)) {
+            self.metrics.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(d);
+        }
+        let alg = self.image.metadata.header().digest_algorithm;
+        let data = self
+            .cache
+            .as_ref()?
+            .get(alg, &info.digest, info.uncompressed_size)?;
+        let data = Arc::new(data);
+        self.metrics.disk_hits.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.memory.lock() {
+            m.insert(idx, data.clone());
+        }
+        Some(data)
+    }
+
+    /// Fetches one range and completes the flights of its chunks.
+    fn fetch_range(&self, r: Range) {
+        let layer = &self.image.blob_layers[r.blob as usize];
+        let m = &self.metrics;
+        m.fetch_requests.fetch_add(1, Ordering::Relaxed);
+        m.inflight_requests.fetch_add(1, Ordering::Relaxed);
+        let result = self
+            .image
+            .repo
+            .read_range(&layer.digest, r.start, r.end - r.start);
+        m.inflight_requests.fetch_sub(1, Ordering::Relaxed);
+        let bytes = match result {
+            Ok(b) => b,
+            Err(e) => {
+                m.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(blob = %layer.digest, start = r.start, len = r.end - r.start, error = %e, "range request failed");
+                for (idx, _) in r.chunks {
+                    self.complete(idx, Err(format!("fetching blob {}: {e}", layer.digest)));
+                }
+                return;
+            }
+        };
+        m.fetched_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let md = &self.image.metadata;
+        let alg = md.header().digest_algorithm;
+        for (idx, info) in r.chunks {
+            let at = (info.compressed_offset - r.start) as usize;
+            let stored = &bytes[at..at + info.compressed_size as usize];
+            match verify_chunk(md, idx, stored) {
+                Ok(data) => {
+                    m.fetched_chunks.fetch_add(1, Ordering::Relaxed);
+                    let data = Arc::new(data);
+                    if let Ok(mut mem) = self.memory.lock() {
+                        mem.insert(idx, data.clone());
+                    }
+                    self.complete(idx, Ok(data.clone()));
+                    if let Some(c) = &self.cache {
+                        c.put(alg, &info.digest, &data);
+                    }
+                }
+                Err(e) => {
+                    m.verify_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(chunk = idx, error = %e, "chunk failed verification; not serving it");
+                    self.complete(idx, Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+impl Fetcher {
+    pub fn new(
+        image: Arc<SkiffImage>,
+        cache: Option<Arc<ChunkCache>>,
+        config: FetchConfig,
+    ) -> Self {
+        let parallel = config.parallel.max(1);
+        let inner = Arc::new(Inner {
+            image,
+            cache,
+            memory: Mutex::new(MemoryCache {
+                map: HashMap::new(),
+                bytes: 0,
+                limit: config.memory_bytes,
+                tick: 0,
+            }),
+            inflight: Mutex::new(HashMap::new()),
+            queue: WorkQueue {
+                state: Mutex::new(QueueState::default()),
+                ready: Condvar::new(),
+                max_low: (parallel / 2).max(1),
+            },
+            metrics: Arc::new(Metrics::default()),
+            config,
+        });
+        for i in 0..parallel {
+            let w = inner.clone();
+            std::thread::Builder::new()
+                .name(format!("skiff-fetch-{i}"))
+                .spawn(move || w.queue.run_worker())
+                .expect("spawning a fetch worker");
+        }
+        Self { inner }
+    }
+
+    pub fn image(&self) -> &Arc<SkiffImage> {
+        &self.inner.image
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Verified chunks by index, in the order asked.
+    pub fn chunks(&self, idxs: &[u32]) -> Result<Vec<ChunkData>, FetchError> {
+        let inner = &self.inner;
+        let md = &inner.image.metadata;
+        let deadline = Instant::now() + inner.config.read_timeout;
+        let mut out: Vec<Option<ChunkData>> = vec![None; idxs.len()];
+        let mut waits = Vec::new();
+        let mut wanted = Vec::new();
+        for (pos, &idx) in idxs.iter().enumerate() {
+            let info = md
+                .chunk(idx)
+                .map_err(|e| FetchError::Failed(e.to_string()))?;
+            if let Some(d) = inner.lookup_local(idx, &info) {
+                out[pos] = Some(d);
+                continue;
+            }
+            inner.metrics.misses.fetch_add(1, Ordering::Relaxed);
+            let mut inflight = inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let flight = match inflight.get(&idx) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    inflight.insert(idx, f.clone());
+                    wanted.push((idx, info));
+                    f
+                }
+            };
+            waits.push((pos, flight));
+        }
+        for r in plan_ranges(wanted, inner.config.merge_gap, inner.config.max_request) {
+            let w = inner.clone();
+            inner.queue.push(Box::new(move || w.fetch_range(r)), false);
+        }
+        for (pos, flight) in waits {
+            out[pos] = Some(flight.wait(deadline)?);
+        }
+        Ok(out.into_iter().map(|d| d.expect("filled above")).collect())
+    }
+
+    /// Reads `size` bytes at `offset` of regular file `ino`, verified.
+    pub fn read(&self, ino: u32, offset: u64, size: u32) -> Result<Vec<u8>, FetchError> {
+        let started = Instant::now();
+        let m = &self.inner.metrics;
+        m.reads.fetch_add(1, Ordering::Relaxed);
+        let result = self.read_inner(ino, offset, size);
+        match &result {
+            Ok(d) => {
+                m.read_bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+            Err(FetchError::Timeout) => {
+                m.read_errors.fetch_add(1, Ordering::Relaxed);
+                m.read_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(ino, offset, size, "read timed out waiting for the registry");
+            }
+            Err(FetchError::Failed(e)) => {
+                m.read_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(ino, offset, size, error = %e, "read failed");
+            }
+        }
+        m.observe_read(started.elapsed());
+        result
+    }
+
+    fn read_inner(&self, ino: u32, offset: u64, size: u32) -> Result<Vec<u8>, FetchError> {
+        let md = &self.inner.image.metadata;
+        let fail = |e: skiff_format::FormatError| FetchError::Failed(e.to_string());
+        let file_size = md.attributes(ino).map_err(fail)?.size;
+        let end = offset.saturating_add(size as u64).min(file_size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let refs = md.chunk_refs_in(ino, offset, end - offset).map_err(fail)?;
+        let mut idxs: Vec<u32> = refs.iter().filter_map(|r| r.chunk).collect();
+        idxs.dedup();
+        let data = self.chunks(&idxs)?;
+        let by_idx: HashMap<u32, &ChunkData> = idxs.iter().copied().zip(data.iter()).collect();
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for r in refs {
+            let seg_start = offset.max(r.file_offset);
+            let seg_end = end.min(r.file_offset + r.length as u64);
+            if seg_start >= seg_end {
+                continue;
+            }
+            let n = (seg_end - seg_start) as usize;
+            match r.chunk {
+                None => out.resize(out.len() + n, 0),
+                Some(c) => {
+                    let from = r.chunk_offset as usize + (seg_start - r.file_offset) as usize;
+                    let chunk = by_idx[&c];
+                    let slice = chunk.get(from..from + n).ok_or_else(|| {
+                        FetchError::Failed(format!("inode {ino} reads past chunk {c}"))
+                    })?;
+                    out.extend_from_slice(slice);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether every chunk of a regular file is in memory or the node cache.
+    pub fn is_local(&self, ino: u32) -> bool {
+        let md = &self.inner.image.metadata;
+        let Ok(refs) = md.chunk_refs(ino) else {
+            return false;
+        };
+        refs.iter().filter_map(|r| r.chunk).all(|c| {
+            md.chunk(c).is_ok_and(|info| {
+                let in_memory = self
+                    .inner
+                    .memory
+                    .lock()
+                    .is_ok_and(|m| m.map.contains_key(&c));
+                in_memory
+                    || self.inner.cache.as_ref().is_some_and(|cache| {
+                        cache
+                            .get(
+                                md.header().digest_algorithm,
+                                &info.digest,
+                                info.uncompressed_size,
+                            )
+                            .is_some()
+                    })
+            })
+        })
+    }
+
+    /// Fetches these files' chunks in the background, in order, behind
+    /// foreground reads. Returns at once.
+    pub fn prefetch(&self, inodes: Vec<u32>) {
+        let inner = self.inner.clone();
+        std::thread::Builder::new()
+            .name("skiff-prefetch".into())
+            .spawn(move || {
+                let md = &inner.image.metadata;
+                let mut batch: Vec<(u32, ChunkInfo)> = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                let flush = |batch: &mut Vec<(u32, ChunkInfo)>| {
+                    if batch.is_empty() {
+                        return;
+                    }
+                    // Keep the background queue short so order is kept and
+                    // memory bounded.
+                    while inner.queue.low_backlog() > inner.queue.max_low * 2 {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    let chunks = std::mem::take(batch);
+                    let w = inner.clone();
+                    inner.queue.push(
+                        Box::new(move || {
+                            // Claim only chunks nobody has or is fetching.
+                            let mut claimed = Vec::new();
+                            for (idx, info) in chunks {
+                                if w.lookup_local(idx, &info).is_some() {
+                                    continue;
+                                }
+                                let mut inflight =
+                                    w.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                                if let std::collections::hash_map::Entry::Vacant(e) =
+                                    inflight.entry(idx)
+                                {
+                                    e.insert(Arc::new(Flight::default()));
+                                    claimed.push((idx, info));
+                                }
+                            }
+                            w.metrics
+                                .prefetched_chunks
+                                .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+                            for r in plan_ranges(claimed, w.config.merge_gap, w.config.max_request)
+                            {
+                                w.fetch_range(r);
+                            }
+                        }),
+                        true,
+                    );
+                };
+                for ino in inodes {
+                    let Ok(refs) = md.chunk_refs(ino) else {
+                        continue;
+                    };
+                    for c in refs.iter().filter_map(|r| r.chunk) {
+                        if !seen.insert(c) {
+                            continue;
+                        }
+                        if let Ok(info) = md.chunk(c) {
+                            batch.push((c, info));
+                        }
+                        if batch
+                            .iter()
+                            .map(|b| b.1.compressed_size as u64)
+                            .sum::<u64>()
+                            >= inner.config.max_request
+                        {
+                            flush(&mut batch);
+                        }
+                    }
+                }
+                flush(&mut batch);
+            })
+            .expect("spawning the prefetch thread");
+    }
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        self.inner.queue.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_format::{Compression, Digest};
+
+    fn c(blob: u32, off: u64, size: u32) -> ChunkInfo {
+        ChunkInfo {
+            digest: Digest::default(),
+            blob,
+            compression: Compression::Zstd,
+            compressed_offset: off,
+            compressed_size: size,
+            uncompressed_size: size * 2,
+        }
+    }
+
+    #[test]
+    fn ranges_merge_adjacent_chunks_within_bounds() {
+        let wanted = vec![
+            (3, c(0, 300, 100)),
+            (1, c(0, 0, 100)),
+            (2, c(0, 100, 100)),
+            (9, c(1, 0, 50)),
+            (5, c(0, 10_000, 10)),
+        ];
+        let r = plan_ranges(wanted.clone(), 0, 1 << 20);
+        let spans: Vec<(u32, u64, u64, usize)> = r
+            .iter()
+            .map(|r| (r.blob, r.start, r.end, r.chunks.len()))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (0, 0, 200, 2),
+                (0, 300, 400, 1),
+                (0, 10_000, 10_010, 1),
+                (1, 0, 50, 1)
+            ]
+        );
+        // A gap allowance joins the chunk at 300; a size cap splits again.
+        let r = plan_ranges(wanted.clone(), 100, 1 << 20);
+        assert_eq!(r[0].end, 400);
+        let r = plan_ranges(wanted, 100, 250);
+        assert_eq!((r[0].start, r[0].end, r[1].start), (0, 200, 300));
+    }
+}
