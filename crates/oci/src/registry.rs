@@ -5,14 +5,17 @@
 //! token refresh mid-stream, none of which that crate exposes. It is small.
 //!
 //! Transient faults (connection errors, timeouts, HTTP 5xx and 429, truncated
-//! bodies) are retried with exponential backoff, up to `retries` attempts.
+//! bodies) are retried with exponential backoff for up to `retry_for` per
+//! request (a stream: since it last made progress). A bound in time rather
+//! than in attempts keeps reads working through a flaky link while still
+//! failing within a known delay when the registry is gone.
 //! A 401 triggers one (re-)authentication per request, so expired tokens are
 //! refreshed transparently.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::http::Response;
 use ureq::{Agent, Body, SendBody};
@@ -31,11 +34,11 @@ pub const MAX_DOCUMENT: u64 = 8 << 20;
 pub struct RegistryOptions {
     /// Use plain HTTP even for non-loopback registries.
     pub plain_http: bool,
-    /// Attempts for a request that fails transiently.
-    pub retries: u32,
+    /// How long to keep retrying a request that fails transiently.
+    pub retry_for: Duration,
     /// Connect timeout and longest wait for any single read.
     pub timeout: Duration,
-    /// First backoff delay; doubles per attempt, capped at 4 s.
+    /// First backoff delay; doubles per attempt, capped at 2 s.
     pub backoff: Duration,
 }
 
@@ -43,7 +46,7 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         Self {
             plain_http: false,
-            retries: 5,
+            retry_for: Duration::from_secs(30),
             timeout: Duration::from_secs(30),
             backoff: Duration::from_millis(200),
         }
@@ -78,6 +81,38 @@ enum ReqBody<'a> {
 
 fn transient_status(s: u16) -> bool {
     s == 429 || s == 408 || (500..=599).contains(&s)
+}
+
+fn is_transient(e: &OciError) -> bool {
+    match e {
+        OciError::Io { .. } | OciError::Network { .. } => true,
+        OciError::Http { status, .. } => transient_status(*status),
+        _ => false,
+    }
+}
+
+/// One logical request's retries: exponential backoff, bounded by time.
+struct Retry {
+    started: Instant,
+    attempt: u32,
+    budget: Duration,
+    base: Duration,
+}
+
+impl Retry {
+    /// Sleeps before the next attempt; false once the time budget is spent.
+    fn wait(&mut self) -> bool {
+        let delay = self
+            .base
+            .saturating_mul(1 << self.attempt.min(4))
+            .min(Duration::from_secs(2));
+        if self.started.elapsed() + delay > self.budget {
+            return false;
+        }
+        std::thread::sleep(delay);
+        self.attempt += 1;
+        true
+    }
 }
 
 fn read_error_body(resp: Response<Body>) -> String {
@@ -138,13 +173,13 @@ impl RegistryClient {
         &self.registry
     }
 
-    fn backoff(&self, attempt: u32) {
-        let d = self
-            .options
-            .backoff
-            .saturating_mul(1 << attempt.min(5))
-            .min(Duration::from_secs(4));
-        std::thread::sleep(d);
+    fn retry(&self) -> Retry {
+        Retry {
+            started: Instant::now(),
+            attempt: 0,
+            budget: self.options.retry_for,
+            base: self.options.backoff,
+        }
     }
 
     fn cached_auth(&self, scope: &str) -> Option<String> {
@@ -245,7 +280,7 @@ impl RegistryClient {
         what: &str,
     ) -> Result<Response<Body>> {
         let mut authenticated = false;
-        let mut attempt = 0;
+        let mut retry = self.retry();
         loop {
             let auth = self.cached_auth(scope);
             let result = {
@@ -308,25 +343,23 @@ impl RegistryClient {
                             what: what.to_string(),
                         });
                     }
-                    if transient_status(status) && attempt + 1 < self.options.retries {
+                    if transient_status(status) {
                         tracing::warn!(
                             url,
                             status,
-                            attempt,
-                            "registry returned a transient error; retrying"
+                            attempt = retry.attempt,
+                            "registry returned a transient error"
                         );
-                        drop(resp);
-                        self.backoff(attempt);
-                        attempt += 1;
-                        continue;
+                        if retry.wait() {
+                            drop(resp);
+                            continue;
+                        }
                     }
                     return Ok(resp);
                 }
                 Err(e) => {
-                    if attempt + 1 < self.options.retries {
-                        tracing::warn!(url, error = %e, attempt, "registry request failed; retrying");
-                        self.backoff(attempt);
-                        attempt += 1;
+                    tracing::warn!(url, error = %e, attempt = retry.attempt, "registry request failed");
+                    if retry.wait() {
                         continue;
                     }
                     return Err(OciError::Network {
@@ -422,7 +455,8 @@ struct ResumingReader {
     size: u64,
     pos: u64,
     body: Option<Box<dyn Read + Send>>,
-    failures: u32,
+    /// Retries since the stream last made progress.
+    retry: Option<Retry>,
 }
 
 impl Read for ResumingReader {
@@ -455,6 +489,7 @@ impl Read for ResumingReader {
                 }
                 Ok(n) => {
                     self.pos += n as u64;
+                    self.retry = None;
                     return Ok(n);
                 }
                 Err(e) => {
@@ -468,8 +503,10 @@ impl Read for ResumingReader {
 
 impl ResumingReader {
     fn fail(&mut self, e: io::Error) -> io::Result<()> {
-        self.failures += 1;
-        if self.failures >= self.repo.client.options.retries {
+        let client = &self.repo.client;
+        let retry = self.retry.get_or_insert_with(|| client.retry());
+        tracing::warn!(digest = %self.digest, pos = self.pos, error = %e, "blob download interrupted");
+        if !retry.wait() {
             return Err(io::Error::new(
                 e.kind(),
                 format!(
@@ -478,8 +515,6 @@ impl ResumingReader {
                 ),
             ));
         }
-        tracing::warn!(digest = %self.digest, pos = self.pos, error = %e, "blob download interrupted; resuming");
-        self.repo.client.backoff(self.failures - 1);
         Ok(())
     }
 }
@@ -539,7 +574,7 @@ impl Repository for Arc<RegistryRepository> {
             size: desc.size,
             pos: 0,
             body: None,
-            failures: 0,
+            retry: None,
         };
         let what = format!("blob {} from {}", desc.digest, self.describe());
         Ok(Box::new(VerifyingReader::new(
@@ -552,7 +587,7 @@ impl Repository for Arc<RegistryRepository> {
 
     fn read_range(&self, digest: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         valid_digest_or_err(digest)?;
-        let mut attempt = 0;
+        let mut retry = self.client.retry();
         loop {
             let result = (|| -> Result<Vec<u8>> {
                 let (resp, partial) = self.get_blob_from(digest, offset, Some(offset + len))?;
@@ -585,12 +620,13 @@ impl Repository for Arc<RegistryRepository> {
                 Ok(out)
             })();
             match result {
-                Err(OciError::Io { context, source })
-                    if attempt + 1 < self.client.options.retries =>
-                {
-                    tracing::warn!(%context, error = %source, "range read broke off; retrying");
-                    self.client.backoff(attempt);
-                    attempt += 1;
+                // A body cut short, a reset, or a 5xx that outlived the
+                // request's own retries: try the whole range again.
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(digest, offset, len, error = %e, "range read failed");
+                    if !retry.wait() {
+                        return Err(e);
+                    }
                 }
                 other => return other,
             }

@@ -122,8 +122,13 @@ impl ChunkCache {
     /// The chunk with this digest, verified; `None` if absent or corrupt.
     pub fn get(&self, alg: DigestAlgorithm, digest: &Digest, len: u32) -> Option<Vec<u8>> {
         let path = self.path(alg, digest);
-        let data = match fs::read(&path) {
-            Ok(d) => d,
+        let read = fs::File::open(&path).and_then(|mut f| {
+            let mut d = Vec::with_capacity(len as usize);
+            std::io::Read::read_to_end(&mut f, &mut d)?;
+            Ok((d, f.metadata()?))
+        });
+        let (data, meta) = match read {
+            Ok(x) => x,
             Err(e) if e.kind() == ErrorKind::NotFound => return None,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cache entry unreadable");
@@ -133,7 +138,11 @@ impl ChunkCache {
         if data.len() != len as usize || alg.digest(&data) != *digest {
             tracing::warn!(path = %path.display(), "cache entry corrupt; removing it and fetching again");
             self.corrupt.fetch_add(1, Ordering::Relaxed);
-            if fs::remove_file(&path).is_ok() {
+            // Remove it only if nobody has replaced it with a good copy meanwhile.
+            use std::os::unix::fs::MetadataExt;
+            let same =
+                fs::metadata(&path).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev());
+            if same && fs::remove_file(&path).is_ok() {
                 self.used.fetch_sub(
                     (data.len() as u64).min(self.used.load(Ordering::Relaxed)),
                     Ordering::Relaxed,

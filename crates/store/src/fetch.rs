@@ -248,16 +248,31 @@ fn plan_ranges(mut wanted: Vec<(u32, ChunkInfo)>, gap: u64, max: u64) -> Vec<Ran
 }
 
 impl Inner {
+    /// Hands the outcome to everyone waiting on the chunk. A success stays
+    /// findable in the in-flight map until [`Self::retire`], so that nobody
+    /// fetches it again between leaving memory and reaching the disk cache.
     fn complete(&self, idx: u32, outcome: Outcome) {
+        let failed = outcome.is_err();
         let flight = self
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&idx);
+            .get(&idx)
+            .cloned();
         if let Some(f) = flight {
             *f.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
             f.done.notify_all();
         }
+        if failed {
+            self.retire(idx);
+        }
+    }
+
+    fn retire(&self, idx: u32) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&idx);
     }
 
     fn lookup_local(&self, idx: u32, info: &ChunkInfo) -> Option<ChunkData> {
@@ -318,6 +333,7 @@ impl Inner {
                     if let Some(c) = &self.cache {
                         c.put(alg, &info.digest, &data);
                     }
+                    self.retire(idx);
                 }
                 Err(e) => {
                     m.verify_failures.fetch_add(1, Ordering::Relaxed);
@@ -390,6 +406,12 @@ impl Fetcher {
             }
             inner.metrics.misses.fetch_add(1, Ordering::Relaxed);
             let mut inflight = inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            // Memory is filled before a flight is retired: look again under
+            // the lock, or a chunk completed meanwhile is fetched twice.
+            if let Some(d) = inner.memory.lock().ok().and_then(|mut m| m.get(idx)) {
+                out[pos] = Some(d);
+                continue;
+            }
             let flight = match inflight.get(&idx) {
                 Some(f) => f.clone(),
                 None => {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod layers;
+pub mod proxy;
 pub mod registry;
 pub mod trees;
 
@@ -122,4 +123,43 @@ pub fn flip_byte(path: &Path, offset: u64) {
     f.read_exact_at(&mut b, offset).unwrap();
     b[0] ^= 0x5a;
     f.write_all_at(&b, offset).unwrap();
+}
+
+/// A `skiff mount --daemon`, unmounted when dropped.
+pub struct Mounted<'a> {
+    pub skiff: &'a Skiff,
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl<'a> Mounted<'a> {
+    pub fn new(skiff: &'a Skiff, image: &str, extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mnt");
+        let mut args = vec!["mount", "--daemon", image, dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        skiff.ok(&args);
+        Self {
+            skiff,
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.skiff.ok(&["stats", self.dir.to_str().unwrap()])).unwrap()
+    }
+
+    /// The daemon's pid, from the mount record.
+    pub fn pid(&self) -> i32 {
+        self.stats()["pid"].as_i64().unwrap() as i32
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .skiff
+            .run(&["umount", "--lazy", self.dir.to_str().unwrap()]);
+    }
 }

@@ -1,0 +1,316 @@
+//! `skiff mount` against the real Debian image in a real registry: the
+//! mounted tree, lazy fetching counted on the wire, tampering, crashes and
+//! registry faults.
+
+mod common;
+
+use std::io::Read;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::proxy::{Faults, Proxy};
+use common::registry::Registry;
+use common::trees::{assert_same, snapshot};
+use common::{debian_image, flip_byte, umoci_unpack, Mounted, Skiff};
+
+/// A registry holding the Debian image converted to skiff, as `skiff/debian:full`.
+fn converted() -> (Registry, Skiff, String) {
+    let reg = Registry::start();
+    reg.push_layout(
+        &format!("oci:{}:full", debian_image().display()),
+        "src/debian:full",
+    );
+    let skiff = Skiff::new();
+    let dst = reg.reference("skiff/debian:full");
+    skiff.ok(&["convert", "-q", &reg.reference("src/debian:full"), &dst]);
+    (reg, skiff, dst)
+}
+
+/// Where a file's chunks live: (blob digest, compressed offset, compressed
+/// size, chunk digest hex) for each distinct chunk, in file order.
+fn chunks_of(image: &str, path: &str) -> Vec<(String, u64, u32, String)> {
+    let opened = skiff_oci::ImageRef::parse(image)
+        .unwrap()
+        .open(&skiff_oci::RegistryOptions::default())
+        .unwrap();
+    let resolved = skiff_oci::resolve(
+        opened.repo.as_ref(),
+        opened.reference.as_deref().unwrap(),
+        None,
+    )
+    .unwrap();
+    let img = skiff_store::SkiffImage::open(opened.repo.clone(), &resolved.images[0]).unwrap();
+    let md = &img.metadata;
+    let ino = md.resolve(path.as_bytes()).unwrap().unwrap();
+    let mut out: Vec<(String, u64, u32, String)> = Vec::new();
+    for r in md.chunk_refs(ino).unwrap() {
+        let Some(c) = r.chunk else { continue };
+        let info = md.chunk(c).unwrap();
+        let entry = (
+            img.blob_layers[info.blob as usize].digest.clone(),
+            info.compressed_offset,
+            info.compressed_size,
+            info.digest.to_hex(),
+        );
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    out
+}
+
+fn read(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+#[test]
+fn mounted_tree_equals_umoci_unpack() {
+    let (_reg, skiff, image) = converted();
+    let m = Mounted::new(&skiff, &image, &[]);
+    let (_keep, reference) = umoci_unpack(&format!("{}:full", debian_image().display()));
+    let ours = snapshot(&m.dir, true);
+    assert_same(&ours, &snapshot(&reference, true), "mount vs umoci");
+    assert!(ours.nodes[&b"/usr/bin/ping"[..]]
+        .xattrs
+        .contains_key(&b"security.capability"[..]));
+    let stats = m.stats();
+    let metrics = &stats["metrics"];
+    assert_eq!(metrics["verify_failures"], 0);
+    assert_eq!(metrics["read_errors"], 0);
+    // Every chunk was fetched once: singleflight and the cache hold.
+    let chunk_count = skiff.json(&["inspect", &image])["chunks"].as_u64().unwrap();
+    assert!(metrics["fetched_chunks"].as_u64().unwrap() <= chunk_count);
+    // Read-only.
+    let e = std::fs::write(m.dir.join("etc/new-file"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(30), "{e}"); // EROFS
+    assert_eq!(
+        std::fs::create_dir(m.dir.join("newdir"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(30)
+    );
+    assert_eq!(
+        std::fs::remove_file(m.dir.join("etc/motd"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(30)
+    );
+}
+
+#[test]
+fn a_read_fetches_only_what_it_needs() {
+    let (reg, skiff, _image) = converted();
+    let proxy = Proxy::start(&reg.addr);
+    let image = proxy.reference("skiff/debian:full");
+    let file = "/usr/bin/python3.11";
+    let chunks = chunks_of(&image, file);
+    let compressed: u64 = chunks.iter().map(|c| c.2 as u64).sum();
+    let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);
+    let before = proxy.bytes();
+    let data = read(&m.dir.join(&file[1..])).unwrap();
+    let fetched = proxy.bytes() - before;
+    let (_keep, reference) = umoci_unpack(&format!("{}:full", debian_image().display()));
+    assert_eq!(data, std::fs::read(reference.join(&file[1..])).unwrap());
+    assert!(data.len() > 4 << 20, "the test needs a file of several MB");
+    assert!(
+        fetched as f64 <= 1.5 * compressed as f64,
+        "reading {file} ({compressed} compressed bytes) moved {fetched} bytes"
+    );
+    // Nothing else of the image's 38 MB moved.
+    let blob_total: u64 = skiff.json(&["inspect", &image])["blob_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(fetched * 4 < blob_total);
+    // A second read is served locally.
+    let before = proxy.bytes();
+    read(&m.dir.join(&file[1..])).unwrap();
+    assert_eq!(proxy.bytes(), before);
+}
+
+#[test]
+fn tampered_registry_blob_fails_only_the_affected_file() {
+    let (reg, skiff, image) = converted();
+    let victim = "/usr/bin/python3.11";
+    let chunks = chunks_of(&image, victim);
+    let (blob, offset, _, _) = &chunks[chunks.len() / 2];
+    flip_byte(&reg.blob_path(blob), offset + 7);
+    let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);
+    let err = read(&m.dir.join(&victim[1..])).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(5), "{err}"); // EIO
+    assert_eq!(
+        read(&m.dir.join("etc/motd")).unwrap(),
+        b"rewritten by layer 3\n"
+    );
+    assert!(read(&m.dir.join("usr/bin/dpkg")).unwrap().len() > 100_000);
+    let metrics = &m.stats()["metrics"];
+    assert!(metrics["verify_failures"].as_u64().unwrap() >= 1);
+    assert!(metrics["read_errors"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn tampered_cache_entry_is_never_served() {
+    let (_reg, skiff, image) = converted();
+    let file = "usr/bin/dpkg";
+    let good = {
+        let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);
+        read(&m.dir.join(file)).unwrap()
+    };
+    // Damage every cached chunk of the file.
+    let chunks = chunks_of(&image, &format!("/{file}"));
+    for (_, _, _, hex) in &chunks {
+        let p = skiff
+            .root
+            .path()
+            .join("cache/chunks/blake3")
+            .join(&hex[..2])
+            .join(hex);
+        flip_byte(&p, 100);
+    }
+    let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);
+    // The damage is detected, the chunks fetched again, and the file correct.
+    assert_eq!(read(&m.dir.join(file)).unwrap(), good);
+    let stats = m.stats();
+    // Concurrent readers may each detect one damaged entry: at least one
+    // detection per entry, and each chunk fetched again exactly once.
+    assert!(stats["cache_corrupt_entries"].as_u64().unwrap() >= chunks.len() as u64);
+    assert_eq!(
+        stats["metrics"]["fetched_chunks"].as_u64().unwrap(),
+        chunks.len() as u64
+    );
+    // The cache holds good copies again.
+    for (_, _, _, hex) in &chunks {
+        let p = skiff
+            .root
+            .path()
+            .join("cache/chunks/blake3")
+            .join(&hex[..2])
+            .join(hex);
+        let data = std::fs::read(&p).unwrap();
+        assert_eq!(
+            &skiff_format::DigestAlgorithm::Blake3.digest(&data).to_hex(),
+            hex
+        );
+    }
+}
+
+#[test]
+fn killed_daemon_leaves_a_mount_umount_clears_and_remount_reuses_the_cache() {
+    let (_reg, skiff, image) = converted();
+    let (_keep, reference) = umoci_unpack(&format!("{}:full", debian_image().display()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mnt");
+    let d = dir.to_str().unwrap();
+    skiff.ok(&["mount", "--daemon", &image, d]);
+    let pid: i32 = serde_json::from_str::<serde_json::Value>(&skiff.ok(&["stats", d])).unwrap()
+        ["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // Read the whole tree in the background, and kill the daemon mid-way.
+    let mut reader = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "find {d} -type f -exec cat {{}} + > /dev/null 2>&1"
+        ))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = reader.wait();
+    let err = std::fs::read_dir(&dir).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(107), "{err}"); // ENOTCONN
+    skiff.ok(&["umount", d]);
+    assert!(!std::fs::read_to_string("/proc/mounts").unwrap().contains(d));
+    let cached = skiff.json(&["cache", "stats"])["entries"].as_u64().unwrap();
+    assert!(cached > 0, "nothing was cached before the kill");
+    let m = Mounted::new(&skiff, &image, &[]);
+    assert_same(
+        &snapshot(&m.dir, true),
+        &snapshot(&reference, true),
+        "remount after kill -9",
+    );
+    assert_eq!(m.stats()["metrics"]["verify_failures"], 0);
+}
+
+#[test]
+fn registry_faults_are_retried() {
+    let (reg, skiff, _image) = converted();
+    let proxy = Proxy::start(&reg.addr);
+    let image = proxy.reference("skiff/debian:full");
+    let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);
+    proxy.set_faults(Faults {
+        fail_every: 3,
+        reset_every: 5,
+        blackhole: false,
+    });
+    // Read everything through the faults with 16 readers at once, as a
+    // starting container would; then compare (now from cache) with umoci.
+    let mut files = Vec::new();
+    let mut stack = vec![m.dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                files.push(e.path());
+            }
+        }
+    }
+    let files = std::sync::Arc::new(std::sync::Mutex::new(files));
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let files = files.clone();
+            std::thread::spawn(move || loop {
+                let Some(f) = files.lock().unwrap().pop() else {
+                    return;
+                };
+                read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let (_keep, reference) = umoci_unpack(&format!("{}:full", debian_image().display()));
+    assert_same(
+        &snapshot(&m.dir, true),
+        &snapshot(&reference, true),
+        "mount through faults",
+    );
+    use std::sync::atomic::Ordering;
+    assert!(proxy.counters.injected_503.load(Ordering::SeqCst) > 0);
+    assert!(proxy.counters.injected_resets.load(Ordering::SeqCst) > 0);
+    assert_eq!(m.stats()["metrics"]["read_errors"], 0);
+}
+
+#[test]
+fn a_stalled_registry_fails_reads_with_eio_and_the_daemon_keeps_serving() {
+    let (reg, skiff, _image) = converted();
+    let proxy = Proxy::start(&reg.addr);
+    let image = proxy.reference("skiff/debian:full");
+    let m = Mounted::new(&skiff, &image, &["--no-prefetch", "--read-timeout", "2"]);
+    let motd = read(&m.dir.join("etc/motd")).unwrap();
+    proxy.set_faults(Faults {
+        blackhole: true,
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let err = read(&m.dir.join("usr/bin/python3.11")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(5), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the read hung for {:?}",
+        started.elapsed()
+    );
+    // Still serving: metadata, cached data, and the control socket.
+    assert_eq!(read(&m.dir.join("etc/motd")).unwrap(), motd);
+    assert!(std::fs::read_dir(m.dir.join("usr/lib")).unwrap().count() > 10);
+    assert!(m.stats()["metrics"]["read_timeouts"].as_u64().unwrap() >= 1);
+    proxy.set_faults(Faults::default());
+}
