@@ -98,6 +98,7 @@ pub fn build_image(
     opts: &BuildOptions,
     staging: &Path,
     progress: Arc<dyn Progress>,
+    prefetch: &[Vec<u8>],
 ) -> Result<BuiltImage> {
     let started = Instant::now();
     let layers = &manifest.layers;
@@ -192,7 +193,7 @@ pub fn build_image(
     stats.write = written.stats;
     let units = chunker.into_units()?;
     let tree = tree.finish()?;
-    let metadata = assemble(&tree, &written, &units, opts)?;
+    let metadata = assemble(&tree, &written, &units, opts, prefetch)?;
     stats.inodes = skiff_format::Metadata::parse(&metadata[..])?.inode_count();
     stats.metadata_bytes = metadata.len() as u64;
     stats.seconds = started.elapsed().as_secs_f64();
@@ -243,6 +244,7 @@ fn assemble(
     written: &WriterOutput,
     units: &[u64],
     opts: &BuildOptions,
+    prefetch: &[Vec<u8>],
 ) -> Result<Vec<u8>> {
     let implicit_dir = EntryMeta {
         mode: 0o755,
@@ -310,6 +312,24 @@ fn assemble(
     }
     counts.inodes = slots.len() as u32;
     let mut w = MetadataWriter::new(opts.digest, opts.codec.compression, opts.chunking, counts)?;
+    // The prefetch list: regular files of the trace, in order, once each.
+    let mut order = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for path in prefetch {
+        let ino = match tree.lookup(path).and_then(|n| tree.node(n)) {
+            Some(FinalNode::Other { inode }) if tree.inode(inode).kind == InodeKind::File => {
+                inode_ino[&inode]
+            }
+            _ => {
+                tracing::debug!(path = %String::from_utf8_lossy(path), "prefetch trace names no regular file; skipped");
+                continue;
+            }
+        };
+        if listed.insert(ino) {
+            order.push(ino);
+        }
+    }
+    w.set_prefetch(order);
     for b in &written.blobs {
         w.add_blob(*b.info())?;
     }

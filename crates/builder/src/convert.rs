@@ -34,6 +34,8 @@ pub struct ConvertOptions {
     pub platform: Option<Platform>,
     /// Where blobs are staged before upload (removed afterwards).
     pub staging: std::path::PathBuf,
+    /// Paths in the order a workload reads them (`skiff mount --record-trace`).
+    pub prefetch: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -167,6 +169,7 @@ pub fn convert(
             &build,
             staging.path(),
             progress.clone(),
+            &opts.prefetch,
         )?;
         tracing::info!(seconds = phase.elapsed().as_secs_f64(), "built");
         let phase = std::time::Instant::now();

@@ -690,6 +690,20 @@ impl FinalTree {
     pub fn inode(&self, id: InodeId) -> &Inode {
         &self.tree.inodes[id as usize]
     }
+
+    /// The node at an absolute or relative path, if the final tree has it.
+    pub fn lookup(&self, path: &[u8]) -> Option<NodeId> {
+        let mut cur = ROOT;
+        for comp in path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+        {
+            let next = *self.tree.nodes[cur as usize].children.get(comp)?;
+            self.node(next)?;
+            cur = next;
+        }
+        Some(cur)
+    }
 }
 
 #[cfg(test)]

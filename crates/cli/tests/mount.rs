@@ -314,3 +314,74 @@ fn a_stalled_registry_fails_reads_with_eio_and_the_daemon_keeps_serving() {
     assert!(m.stats()["metrics"]["read_timeouts"].as_u64().unwrap() >= 1);
     proxy.set_faults(Faults::default());
 }
+
+#[test]
+fn recorded_trace_becomes_a_prefetch_order() {
+    let (reg, skiff, image) = converted();
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    {
+        let m = Mounted::new(
+            &skiff,
+            &image,
+            &["--record-trace", trace.path().to_str().unwrap()],
+        );
+        for f in [
+            "usr/bin/python3.11",
+            "etc/os-release",
+            "usr/bin/dpkg",
+            "etc/os-release",
+        ] {
+            read(&m.dir.join(f)).unwrap();
+        }
+    }
+    let recorded = std::fs::read_to_string(trace.path()).unwrap();
+    assert_eq!(
+        recorded.lines().collect::<Vec<_>>(),
+        [
+            "/usr/bin/python3.11",
+            "/usr/lib/os-release",
+            "/usr/bin/dpkg"
+        ],
+        "first reads, in order, once each (os-release is a symlink to /usr/lib)"
+    );
+    let traced = reg.reference("skiff/debian:traced");
+    skiff.ok(&[
+        "convert",
+        "-q",
+        &reg.reference("src/debian:full"),
+        &traced,
+        "--prefetch-trace",
+        trace.path().to_str().unwrap(),
+    ]);
+    assert_eq!(skiff.json(&["inspect", &traced])["prefetch_files"], 3);
+    // A fresh node mounts it through a counting proxy and prefetches.
+    let proxy = Proxy::start(&reg.addr);
+    let fresh = Skiff::new();
+    let m = Mounted::new(&fresh, &proxy.reference("skiff/debian:traced"), &[]);
+    let expected: u64 = [
+        "/usr/bin/python3.11",
+        "/usr/lib/os-release",
+        "/usr/bin/dpkg",
+    ]
+    .iter()
+    .flat_map(|f| chunks_of(&traced, f))
+    .map(|c| c.3)
+    .collect::<std::collections::HashSet<_>>()
+    .len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while m.stats()["metrics"]["prefetched_chunks"].as_u64().unwrap() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "prefetch did not finish: {}",
+            m.stats()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Reading the traced files now moves nothing over the wire.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = proxy.bytes();
+    for f in ["usr/bin/python3.11", "usr/lib/os-release", "usr/bin/dpkg"] {
+        read(&m.dir.join(f)).unwrap();
+    }
+    assert_eq!(proxy.bytes(), before);
+}

@@ -44,6 +44,10 @@ pub struct Args {
     /// Chunk digest: blake3 or sha256.
     #[arg(long, default_value = "blake3", value_parser = parse_digest)]
     digest: DigestAlgorithm,
+    /// Embed this read order (one path per line, as `skiff mount
+    /// --record-trace` writes) so mounts prefetch in that order.
+    #[arg(long, value_name = "FILE")]
+    prefetch_trace: Option<std::path::PathBuf>,
     /// Hashing and compression threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -112,6 +116,15 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         chunking_explicit: a.chunk_size.is_some(),
         platform: a.platform,
         staging: global.root.join("tmp"),
+        prefetch: match &a.prefetch_trace {
+            Some(p) => std::fs::read(p)
+                .with_context(|| format!("reading the prefetch trace {}", p.display()))?
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect(),
+            None => Vec::new(),
+        },
     };
     let bars = Arc::new(ConvertBars::new(multi(global.quiet)));
     let report = convert(&source, &target, dict, &opts, bars).context("converting")?;
