@@ -31,6 +31,15 @@ struct Cli {
     #[arg(long, global = true)]
     plain_http: bool,
 
+    /// An HTTP(S) proxy for registry requests (default: HTTPS_PROXY etc.).
+    #[arg(long, global = true, env = "SKIFF_PROXY", value_name = "URL")]
+    proxy: Option<String>,
+
+    /// A pull-through registry mirror, or a P2P daemon in mirror mode (such as
+    /// Dragonfly's), tried first for every pull; the registry is the fallback.
+    #[arg(long, global = true, env = "SKIFF_MIRROR", value_name = "URL")]
+    mirror: Option<String>,
+
     /// More log output (-v info, -vv debug, -vvv trace). SKIFF_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -99,6 +108,8 @@ fn main() {
         root: cli.root,
         registry: skiff_oci::RegistryOptions {
             plain_http: cli.plain_http,
+            proxy: cli.proxy,
+            mirror: cli.mirror,
             ..Default::default()
         },
         quiet: cli.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()),

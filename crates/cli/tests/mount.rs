@@ -385,3 +385,25 @@ fn recorded_trace_becomes_a_prefetch_order() {
     }
     assert_eq!(proxy.bytes(), before);
 }
+
+#[test]
+fn pulls_go_through_a_mirror_and_fall_back_to_the_registry() {
+    let (reg, skiff, image) = converted();
+    let mirror = Proxy::start(&reg.addr);
+    let url = format!("http://{}", mirror.addr);
+    let m = Mounted::new(&skiff, &image, &["--no-prefetch", "--mirror", &url]);
+    let dpkg = read(&m.dir.join("usr/bin/dpkg")).unwrap();
+    let via_mirror = mirror.counters.blob_gets.lock().unwrap().len();
+    assert!(via_mirror > 0, "nothing went through the mirror");
+    // The mirror fails every request: reads still work, from the registry.
+    mirror.set_faults(Faults {
+        fail_every: 1,
+        ..Default::default()
+    });
+    let python = read(&m.dir.join("usr/bin/python3.11")).unwrap();
+    assert!(python.len() > 4 << 20);
+    assert!(dpkg.len() > 100_000);
+    assert_eq!(m.stats()["metrics"]["read_errors"], 0);
+    use std::sync::atomic::Ordering;
+    assert!(mirror.counters.injected_503.load(Ordering::SeqCst) > 0);
+}

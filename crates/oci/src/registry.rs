@@ -40,6 +40,11 @@ pub struct RegistryOptions {
     pub timeout: Duration,
     /// First backoff delay; doubles per attempt, capped at 2 s.
     pub backoff: Duration,
+    /// An HTTP(S) proxy for every request (default: `HTTPS_PROXY` and friends).
+    pub proxy: Option<String>,
+    /// A pull-through mirror (a registry mirror, or a P2P daemon such as
+    /// Dragonfly's in mirror mode) tried first for every pull.
+    pub mirror: Option<String>,
 }
 
 impl Default for RegistryOptions {
@@ -49,6 +54,8 @@ impl Default for RegistryOptions {
             retry_for: Duration::from_secs(30),
             timeout: Duration::from_secs(30),
             backoff: Duration::from_millis(200),
+            proxy: None,
+            mirror: None,
         }
     }
 }
@@ -56,6 +63,8 @@ impl Default for RegistryOptions {
 /// One registry host; shared by every repository on it.
 pub struct RegistryClient {
     agent: Agent,
+    /// `scheme://host[:port]` of the pull-through mirror, if any.
+    mirror: Option<String>,
     base: String,
     registry: String,
     credentials: Option<Credentials>,
@@ -144,13 +153,28 @@ fn qs(v: &str) -> String {
 }
 
 impl RegistryClient {
-    pub fn new(registry_ref: &RegistryRef, options: RegistryOptions) -> Arc<Self> {
+    pub fn new(registry_ref: &RegistryRef, options: RegistryOptions) -> Result<Arc<Self>> {
         let scheme = if options.plain_http || registry_ref.is_loopback() {
             "http"
         } else {
             "https"
         };
-        let agent: Agent = Agent::config_builder()
+        let mut config = Agent::config_builder();
+        if let Some(p) = &options.proxy {
+            let proxy = ureq::Proxy::new(p).map_err(|e| {
+                OciError::Unsupported(format!("proxy {p:?} is not a proxy URL: {e}"))
+            })?;
+            config = config.proxy(Some(proxy));
+        }
+        let mirror = options.mirror.as_ref().map(|m| {
+            let m = m.trim_end_matches('/');
+            if m.contains("://") {
+                m.to_string()
+            } else {
+                format!("https://{m}")
+            }
+        });
+        let agent: Agent = config
             .http_status_as_error(false)
             .timeout_connect(Some(options.timeout))
             .timeout_per_read(Some(options.timeout))
@@ -159,14 +183,15 @@ impl RegistryClient {
             .max_idle_connections_per_host(16)
             .build()
             .into();
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             agent,
+            mirror,
             base: format!("{scheme}://{}", registry_ref.api_host()),
             registry: registry_ref.registry.clone(),
             credentials: lookup_credentials(&registry_ref.registry),
             auth_cache: Mutex::new(HashMap::new()),
             options,
-        })
+        }))
     }
 
     pub fn registry(&self) -> &str {
@@ -174,10 +199,14 @@ impl RegistryClient {
     }
 
     fn retry(&self) -> Retry {
+        self.retry_within(self.options.retry_for)
+    }
+
+    fn retry_within(&self, budget: Duration) -> Retry {
         Retry {
             started: Instant::now(),
             attempt: 0,
-            budget: self.options.retry_for,
+            budget,
             base: self.options.backoff,
         }
     }
@@ -276,11 +305,34 @@ impl RegistryClient {
         url: &str,
         scope: &str,
         headers: &[(&str, String)],
-        mut body: ReqBody<'_>,
+        body: ReqBody<'_>,
         what: &str,
     ) -> Result<Response<Body>> {
+        self.send_within(
+            method,
+            url,
+            scope,
+            headers,
+            body,
+            what,
+            self.options.retry_for,
+        )
+    }
+
+    /// [`Self::send`], retrying transient faults for at most `budget`.
+    #[allow(clippy::too_many_arguments)]
+    fn send_within(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+        headers: &[(&str, String)],
+        mut body: ReqBody<'_>,
+        what: &str,
+        budget: Duration,
+    ) -> Result<Response<Body>> {
         let mut authenticated = false;
-        let mut retry = self.retry();
+        let mut retry = self.retry_within(budget);
         loop {
             let auth = self.cached_auth(scope);
             let result = {
@@ -390,6 +442,49 @@ impl RegistryRepository {
         format!("{}/v2/{}/{tail}", self.client.base, self.repository)
     }
 
+    /// Sends a pull to the mirror first, if one is set and answers with an
+    /// accepted status, else to the registry. Returns the response and its URL.
+    fn pull(
+        &self,
+        method: Method,
+        tail: &str,
+        headers: &[(&str, String)],
+        what: &str,
+        accept: impl Fn(u16) -> bool,
+    ) -> Result<(Response<Body>, String)> {
+        if let Some(m) = &self.client.mirror {
+            let url = format!("{m}/v2/{}/{tail}", self.repository);
+            // One attempt: a failing mirror must not delay the fallback.
+            match self.client.send_within(
+                method,
+                &url,
+                &self.pull_scope(),
+                headers,
+                ReqBody::Empty,
+                what,
+                Duration::ZERO,
+            ) {
+                Ok(resp) if accept(resp.status().as_u16()) => return Ok((resp, url)),
+                Ok(resp) => tracing::debug!(
+                    url,
+                    status = resp.status().as_u16(),
+                    "mirror declined; asking the registry"
+                ),
+                Err(e) => tracing::debug!(url, error = %e, "mirror failed; asking the registry"),
+            }
+        }
+        let url = self.url(tail);
+        let resp = self.client.send(
+            method,
+            &url,
+            &self.pull_scope(),
+            headers,
+            ReqBody::Empty,
+            what,
+        )?;
+        Ok((resp, url))
+    }
+
     fn pull_scope(&self) -> String {
         format!("repository:{}:pull", self.repository)
     }
@@ -415,7 +510,6 @@ impl RegistryRepository {
         offset: u64,
         end: Option<u64>,
     ) -> Result<(Response<Body>, bool)> {
-        let url = self.url(&format!("blobs/{digest}"));
         let mut headers = Vec::new();
         if offset > 0 || end.is_some() {
             let range = match end {
@@ -425,13 +519,12 @@ impl RegistryRepository {
             headers.push(("Range", range));
         }
         let what = format!("blob {digest} in {}", self.repository);
-        let resp = self.client.send(
+        let (resp, url) = self.pull(
             Method::Get,
-            &url,
-            &self.pull_scope(),
+            &format!("blobs/{digest}"),
             &headers,
-            ReqBody::Empty,
             &what,
+            |s| s == 200 || s == 206,
         )?;
         match resp.status().as_u16() {
             206 => Ok((resp, true)),
@@ -529,15 +622,13 @@ impl Repository for Arc<RegistryRepository> {
     }
 
     fn fetch_manifest(&self, reference: &str) -> Result<FetchedManifest> {
-        let url = self.url(&format!("manifests/{reference}"));
         let what = format!("manifest {}:{reference}", self.describe());
-        let resp = self.client.send(
+        let (resp, url) = self.pull(
             Method::Get,
-            &url,
-            &self.pull_scope(),
+            &format!("manifests/{reference}"),
             &[("Accept", MANIFEST_ACCEPT.to_string())],
-            ReqBody::Empty,
             &what,
+            |s| s == 200,
         )?;
         match resp.status().as_u16() {
             200 => {}
@@ -634,6 +725,7 @@ impl Repository for Arc<RegistryRepository> {
     }
 
     fn has_blob(&self, digest: &str) -> Result<bool> {
+        // Origin only: this guards pushes, which a mirror must never satisfy.
         let url = self.url(&format!("blobs/{digest}"));
         let resp = self.client.send(
             Method::Head,
@@ -641,7 +733,7 @@ impl Repository for Arc<RegistryRepository> {
             &self.pull_scope(),
             &[],
             ReqBody::Empty,
-            &url,
+            digest,
         )?;
         match resp.status().as_u16() {
             200 => Ok(true),

@@ -116,7 +116,7 @@ impl ImageRef {
     pub fn open(&self, options: &RegistryOptions) -> Result<OpenedRef> {
         Ok(match self {
             ImageRef::Registry(r) => {
-                let client = RegistryClient::new(r, options.clone());
+                let client = RegistryClient::new(r, options.clone())?;
                 OpenedRef {
                     repo: Arc::new(Arc::new(RegistryRepository::new(client, &r.repository))),
                     reference: Some(r.reference().to_string()),
