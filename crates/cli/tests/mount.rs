@@ -407,3 +407,121 @@ fn pulls_go_through_a_mirror_and_fall_back_to_the_registry() {
     use std::sync::atomic::Ordering;
     assert!(mirror.counters.injected_503.load(Ordering::SeqCst) > 0);
 }
+
+#[test]
+fn posix_read_only_semantics() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("src");
+    common::images::edge_image(&layout);
+    // Add a sparse file over 4 GiB as a fourth image.
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let size: u64 = (5 << 30) + 123;
+    let f = std::fs::File::create(tree.join("sparse")).unwrap();
+    f.set_len(size).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"past four gib", 4_500_000_000).unwrap();
+    drop(f);
+    let tar = work.path().join("sparse.tar");
+    common::sh(
+        Command::new("tar")
+            .args(["--sparse", "--format=gnu", "-cf"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(&tree)
+            .arg("sparse"),
+    );
+    common::layers::write_image(
+        &layout,
+        "sparse",
+        &[common::layers::LayerBlob::gzip(
+            &std::fs::read(&tar).unwrap(),
+        )],
+        ("linux", "amd64"),
+    );
+    let skiff = Skiff::new();
+    let edge = format!("oci:{}:edge", work.path().join("out").display());
+    let sparse = format!("oci:{}:sparse", work.path().join("out").display());
+    skiff.ok(&[
+        "convert",
+        "-q",
+        &format!("oci:{}:edge", layout.display()),
+        &edge,
+    ]);
+    skiff.ok(&[
+        "convert",
+        "-q",
+        &format!("oci:{}:sparse", layout.display()),
+        &sparse,
+    ]);
+
+    let m = Mounted::new(&skiff, &edge, &[]);
+    let (_keep, reference) = umoci_unpack(&format!("{}:edge", layout.display()));
+    assert_same(
+        &snapshot(&m.dir, true),
+        &snapshot(&reference, true),
+        "edge image mounted vs umoci",
+    );
+    let d = &m.dir;
+    // Hardlinks are one inode; nlink counts them.
+    let a = std::fs::metadata(d.join("hl/link1")).unwrap();
+    let b = std::fs::metadata(d.join("hl/link2")).unwrap();
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+    assert_ne!(a.ino(), std::fs::metadata(d.join("hl/orig")).unwrap().ino());
+    // Devices, fifos and symlinks keep their types.
+    let dev = std::fs::symlink_metadata(d.join("dev-null")).unwrap();
+    assert!(dev.file_type().is_char_device());
+    assert_eq!((libc::major(dev.rdev()), libc::minor(dev.rdev())), (1, 3));
+    assert!(std::fs::symlink_metadata(d.join("dev-loop"))
+        .unwrap()
+        .file_type()
+        .is_block_device());
+    assert!(std::fs::symlink_metadata(d.join("fifo1"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(
+        std::fs::read_link(d.join("ln")).unwrap(),
+        std::path::Path::new("a/keep")
+    );
+    // The mount is nodev: a device node cannot be opened through it.
+    assert!(std::fs::File::open(d.join("dev-null")).is_err());
+    // st_blocks: a 4 KiB-block filesystem's allocation.
+    let big = std::fs::metadata(d.join("big")).unwrap();
+    assert_eq!(big.blocks(), 200_000u64.div_ceil(4096) * 8);
+    assert_eq!(std::fs::metadata(d.join("empty")).unwrap().blocks(), 0);
+    // Permissions: default_permissions makes the kernel enforce modes.
+    let owned = d.join("owned");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(&owned)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a 0600 file of uid 1000 was readable by nobody"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(d.join("a/keep"))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"keep me");
+    drop(m);
+
+    let m = Mounted::new(&skiff, &sparse, &[]);
+    let meta = std::fs::metadata(m.dir.join("sparse")).unwrap();
+    assert_eq!(meta.len(), size);
+    assert!(
+        meta.blocks() <= 16,
+        "holes counted as blocks: {}",
+        meta.blocks()
+    );
+    let f = std::fs::File::open(m.dir.join("sparse")).unwrap();
+    let mut buf = [0u8; 13];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 4_500_000_000).unwrap();
+    assert_eq!(&buf, b"past four gib");
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, size - 13).unwrap();
+    assert_eq!(buf, [0u8; 13]);
+}
