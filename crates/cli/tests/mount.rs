@@ -525,3 +525,34 @@ fn posix_read_only_semantics() {
     std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, size - 13).unwrap();
     assert_eq!(buf, [0u8; 13]);
 }
+
+#[test]
+fn local_files_open_in_kernel_passthrough() {
+    let (_reg, skiff, image) = converted();
+    let file = "usr/bin/python3.11";
+    let (_keep, reference) = umoci_unpack(&format!("{}:full", debian_image().display()));
+    let want = std::fs::read(reference.join(file)).unwrap();
+    {
+        let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);
+        // First open: not local yet, served by the daemon.
+        assert_eq!(read(&m.dir.join(file)).unwrap(), want);
+        assert_eq!(m.stats()["metrics"]["passthrough_opens"], 0);
+        // Now every chunk is local: the next open is handed to the kernel.
+        assert_eq!(read(&m.dir.join(file)).unwrap(), want);
+        let metrics = m.stats()["metrics"].clone();
+        assert_eq!(metrics["passthrough_opens"], 1);
+        // Small files stay on the normal path.
+        read(&m.dir.join("etc/motd")).unwrap();
+        read(&m.dir.join("etc/motd")).unwrap();
+        assert_eq!(m.stats()["metrics"]["passthrough_opens"], 1);
+    }
+    // A new mount finds the chunks in the node cache and passes through at once.
+    let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);
+    assert_eq!(read(&m.dir.join(file)).unwrap(), want);
+    assert_eq!(m.stats()["metrics"]["passthrough_opens"], 1);
+    assert_eq!(m.stats()["metrics"]["fetched_bytes"], 0);
+    drop(m);
+    let m = Mounted::new(&skiff, &image, &["--no-prefetch", "--no-passthrough"]);
+    assert_eq!(read(&m.dir.join(file)).unwrap(), want);
+    assert_eq!(m.stats()["metrics"]["passthrough_opens"], 0);
+}

@@ -62,10 +62,23 @@ fn path_of<B: AsRef<[u8]>>(md: &Metadata<B>, ino: u32) -> Option<Vec<u8>> {
     found
 }
 
+/// Files below this size are not worth a backing copy: the page cache
+/// serves their warm reads as well.
+const PASSTHROUGH_MIN: u64 = 64 * 1024;
+
+/// A verified local copy of a file that the kernel reads directly.
+struct Backing {
+    id: fuser::BackingId,
+    _file: std::fs::File,
+}
+
 pub struct SkiffFs {
     fetcher: Arc<Fetcher>,
     trace: Option<TraceRecorder>,
+    /// Where unnamed backing copies are created; `None` disables passthrough.
+    passthrough_dir: Option<std::path::PathBuf>,
     passthrough: bool,
+    backing: Mutex<std::collections::HashMap<u32, Arc<Backing>>>,
 }
 
 fn errno_of(e: &skiff_format::FormatError) -> Errno {
@@ -97,12 +110,91 @@ fn file_type(kind: InodeKind) -> FileType {
 }
 
 impl SkiffFs {
-    pub fn new(fetcher: Arc<Fetcher>, trace: Option<TraceRecorder>) -> Self {
+    pub fn new(
+        fetcher: Arc<Fetcher>,
+        trace: Option<TraceRecorder>,
+        passthrough_dir: Option<std::path::PathBuf>,
+    ) -> Self {
         Self {
             fetcher,
             trace,
+            passthrough_dir,
             passthrough: false,
+            backing: Mutex::new(Default::default()),
         }
+    }
+
+    /// Copies a file whose chunks are all local into an unnamed temporary
+    /// file, from verified chunks only. Having no name, the copy cannot be
+    /// altered by path after it is checked; it vanishes with the mount.
+    fn materialize(&self, ino: u32, size: u64) -> std::io::Result<Option<std::fs::File>> {
+        let Some(dir) = &self.passthrough_dir else {
+            return Ok(None);
+        };
+        let fd = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )?;
+        let file = std::fs::File::from(fd);
+        const STEP: u64 = 1 << 20;
+        let mut off = 0;
+        while off < size {
+            let n = STEP.min(size - off) as u32;
+            match self.fetcher.read_local(ino, off, n) {
+                Ok(data) => {
+                    // Skip zeros so holes stay holes.
+                    if data.iter().any(|&b| b != 0) {
+                        std::os::unix::fs::FileExt::write_all_at(&file, &data, off)?;
+                    }
+                }
+                Err(FetchError::NotLocal) => return Ok(None),
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+            off += n as u64;
+        }
+        file.set_len(size)?;
+        Ok(Some(file))
+    }
+
+    /// Opens `ino` in passthrough if it can; otherwise hands the reply back.
+    fn try_passthrough(&self, ino: u32, size: u64, reply: ReplyOpen) -> Option<ReplyOpen> {
+        if !self.passthrough || size < PASSTHROUGH_MIN {
+            return Some(reply);
+        }
+        let existing = self.backing.lock().ok().and_then(|b| b.get(&ino).cloned());
+        let backing = match existing {
+            Some(b) => b,
+            None => {
+                let file = match self.materialize(ino, size) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => return Some(reply),
+                    Err(e) => {
+                        tracing::warn!(ino, error = %e, "no local copy for passthrough");
+                        return Some(reply);
+                    }
+                };
+                let id = match reply.open_backing(&file) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::warn!(ino, error = %e, "kernel refused the passthrough backing file");
+                        return Some(reply);
+                    }
+                };
+                let b = Arc::new(Backing { id, _file: file });
+                match self.backing.lock() {
+                    // Every open of one inode must use the same backing id.
+                    Ok(mut map) => map.entry(ino).or_insert(b).clone(),
+                    Err(_) => b,
+                }
+            }
+        };
+        self.fetcher
+            .metrics()
+            .passthrough_opens
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        reply.opened_passthrough(FileHandle(0), FopenFlags::empty(), &backing.id);
+        None
     }
 
     fn md(&self) -> &Metadata<Vec<u8>> {
@@ -164,7 +256,10 @@ impl Filesystem for SkiffFs {
         let _ = config.add_capabilities(wanted & config.capabilities());
         if config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH) {
             self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(2).is_ok();
+                && self.passthrough_dir.is_some()
+                // Depth 1: backing files live on a plain filesystem, and an
+                // overlayfs may still stack on this mount.
+                && config.set_max_stack_depth(1).is_ok();
         }
         tracing::info!(passthrough = self.passthrough, "FUSE session started");
         Ok(())
@@ -203,14 +298,17 @@ impl Filesystem for SkiffFs {
         let Ok(i) = Self::ino(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.md().attributes(i) {
-            Ok(a) if a.kind() == InodeKind::File => {}
+        let size = match self.md().attributes(i) {
+            Ok(a) if a.kind() == InodeKind::File => a.size,
             Ok(_) => return reply.error(Errno::EINVAL),
             Err(e) => return reply.error(errno_of(&e)),
-        }
+        };
         if let Some(t) = &self.trace {
             t.record(self.md(), i);
         }
+        let Some(reply) = self.try_passthrough(i, size, reply) else {
+            return;
+        };
         // The kernel may keep this file's pages across opens: it never changes.
         reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
@@ -231,7 +329,7 @@ impl Filesystem for SkiffFs {
         };
         match self.fetcher.read(i, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(FetchError::Timeout) | Err(FetchError::Failed(_)) => reply.error(Errno::EIO),
+            Err(_) => reply.error(Errno::EIO),
         }
     }
 

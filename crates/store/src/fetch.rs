@@ -43,9 +43,9 @@ impl Default for FetchConfig {
         Self {
             parallel: 8,
             merge_gap: 32 * 1024,
-            max_request: 4 << 20,
+            max_request: 1 << 20,
             read_timeout: Duration::from_secs(60),
-            memory_bytes: 16 << 20,
+            memory_bytes: 8 << 20,
         }
     }
 }
@@ -56,6 +56,8 @@ pub enum FetchError {
     Timeout,
     /// Fetching or verifying failed; the message says why.
     Failed(String),
+    /// A local-only read needed a chunk that is not local.
+    NotLocal,
 }
 
 impl std::fmt::Display for FetchError {
@@ -63,6 +65,7 @@ impl std::fmt::Display for FetchError {
         match self {
             FetchError::Timeout => f.write_str("timed out waiting for the registry"),
             FetchError::Failed(m) => f.write_str(m),
+            FetchError::NotLocal => f.write_str("not in the local cache"),
         }
     }
 }
@@ -390,6 +393,12 @@ impl Fetcher {
 
     /// Verified chunks by index, in the order asked.
     pub fn chunks(&self, idxs: &[u32]) -> Result<Vec<ChunkData>, FetchError> {
+        self.chunks_from(idxs, true)
+    }
+
+    /// Like [`Self::chunks`]; with `network` false, chunks not in memory or
+    /// the node cache fail with [`FetchError::NotLocal`] instead of being fetched.
+    fn chunks_from(&self, idxs: &[u32], network: bool) -> Result<Vec<ChunkData>, FetchError> {
         let inner = &self.inner;
         let md = &inner.image.metadata;
         let deadline = Instant::now() + inner.config.read_timeout;
@@ -403,6 +412,9 @@ impl Fetcher {
             if let Some(d) = inner.lookup_local(idx, &info) {
                 out[pos] = Some(d);
                 continue;
+            }
+            if !network {
+                return Err(FetchError::NotLocal);
             }
             inner.metrics.misses.fetch_add(1, Ordering::Relaxed);
             let mut inflight = inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -438,7 +450,7 @@ impl Fetcher {
         let started = Instant::now();
         let m = &self.inner.metrics;
         m.reads.fetch_add(1, Ordering::Relaxed);
-        let result = self.read_inner(ino, offset, size);
+        let result = self.read_inner(ino, offset, size, true);
         match &result {
             Ok(d) => {
                 m.read_bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
@@ -452,12 +464,24 @@ impl Fetcher {
                 m.read_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(ino, offset, size, error = %e, "read failed");
             }
+            Err(FetchError::NotLocal) => {}
         }
         m.observe_read(started.elapsed());
         result
     }
 
-    fn read_inner(&self, ino: u32, offset: u64, size: u32) -> Result<Vec<u8>, FetchError> {
+    /// Reads from memory and the node cache only, never the network.
+    pub fn read_local(&self, ino: u32, offset: u64, size: u32) -> Result<Vec<u8>, FetchError> {
+        self.read_inner(ino, offset, size, false)
+    }
+
+    fn read_inner(
+        &self,
+        ino: u32,
+        offset: u64,
+        size: u32,
+        network: bool,
+    ) -> Result<Vec<u8>, FetchError> {
         let md = &self.inner.image.metadata;
         let fail = |e: skiff_format::FormatError| FetchError::Failed(e.to_string());
         let file_size = md.attributes(ino).map_err(fail)?.size;
@@ -468,7 +492,7 @@ impl Fetcher {
         let refs = md.chunk_refs_in(ino, offset, end - offset).map_err(fail)?;
         let mut idxs: Vec<u32> = refs.iter().filter_map(|r| r.chunk).collect();
         idxs.dedup();
-        let data = self.chunks(&idxs)?;
+        let data = self.chunks_from(&idxs, network)?;
         let by_idx: HashMap<u32, &ChunkData> = idxs.iter().copied().zip(data.iter()).collect();
         let mut out = Vec::with_capacity((end - offset) as usize);
         for r in refs {
@@ -491,33 +515,6 @@ impl Fetcher {
             }
         }
         Ok(out)
-    }
-
-    /// Whether every chunk of a regular file is in memory or the node cache.
-    pub fn is_local(&self, ino: u32) -> bool {
-        let md = &self.inner.image.metadata;
-        let Ok(refs) = md.chunk_refs(ino) else {
-            return false;
-        };
-        refs.iter().filter_map(|r| r.chunk).all(|c| {
-            md.chunk(c).is_ok_and(|info| {
-                let in_memory = self
-                    .inner
-                    .memory
-                    .lock()
-                    .is_ok_and(|m| m.map.contains_key(&c));
-                in_memory
-                    || self.inner.cache.as_ref().is_some_and(|cache| {
-                        cache
-                            .get(
-                                md.header().digest_algorithm,
-                                &info.digest,
-                                info.uncompressed_size,
-                            )
-                            .is_some()
-                    })
-            })
-        })
     }
 
     /// Fetches these files' chunks in the background, in order, behind

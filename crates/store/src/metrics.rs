@@ -28,6 +28,8 @@ pub struct Metrics {
     pub misses: AtomicU64,
     pub verify_failures: AtomicU64,
     pub prefetched_chunks: AtomicU64,
+    /// Opens served by kernel passthrough to a verified local copy.
+    pub passthrough_opens: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -48,6 +50,7 @@ pub struct Snapshot {
     pub misses: u64,
     pub verify_failures: u64,
     pub prefetched_chunks: u64,
+    pub passthrough_opens: u64,
     /// (upper bound in µs, count) per bucket; the last bound is `u64::MAX`.
     pub read_latency_us: Vec<(u64, u64)>,
     pub read_latency_sum_us: u64,
@@ -81,6 +84,7 @@ impl Metrics {
             misses: g(&self.misses),
             verify_failures: g(&self.verify_failures),
             prefetched_chunks: g(&self.prefetched_chunks),
+            passthrough_opens: g(&self.passthrough_opens),
             read_latency_us: LATENCY_BUCKETS_US
                 .iter()
                 .copied()

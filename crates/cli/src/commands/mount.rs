@@ -51,6 +51,10 @@ pub struct Args {
     /// Range requests in flight at once.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
+    /// Never open files in kernel passthrough (by default, files whose data
+    /// is all local are read by the kernel from a verified local copy).
+    #[arg(long)]
+    no_passthrough: bool,
     /// Internal: report readiness on stdout (used by --daemon).
     #[arg(long, hide = true)]
     notify_ready: bool,
@@ -157,8 +161,9 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         None => None,
     };
     let source = format!("skiff:{}", a.image.image);
+    let passthrough_dir = (!a.no_passthrough).then(|| global.root.join("cache/tmp"));
     let session = skiff_fs::mount(
-        SkiffFs::new(fetcher.clone(), trace),
+        SkiffFs::new(fetcher.clone(), trace, passthrough_dir),
         &mountpoint,
         MountOptions::default(),
         &source,
