@@ -82,6 +82,15 @@ fn mounted_tree_equals_umoci_unpack() {
     // Every chunk was fetched once: singleflight and the cache hold.
     let chunk_count = skiff.json(&["inspect", &image])["chunks"].as_u64().unwrap();
     assert!(metrics["fetched_chunks"].as_u64().unwrap() <= chunk_count);
+    let prom = skiff.ok(&["stats", "--prometheus", m.dir.to_str().unwrap()]);
+    for series in [
+        "skiff_fetched_bytes_total",
+        "skiff_verify_failures_total 0",
+        "skiff_read_latency_seconds_bucket{le=\"+Inf\"}",
+        "skiff_inflight_requests",
+    ] {
+        assert!(prom.contains(series), "{series} missing from:\n{prom}");
+    }
     // Read-only.
     let e = std::fs::write(m.dir.join("etc/new-file"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(30), "{e}"); // EROFS
