@@ -243,6 +243,10 @@ fn killed_daemon_leaves_a_mount_umount_clears_and_remount_reuses_the_cache() {
         "remount after kill -9",
     );
     assert_eq!(m.stats()["metrics"]["verify_failures"], 0);
+    drop(m);
+    let pruned = skiff.json(&["cache", "prune", "--max-size", "1M"]);
+    assert!(pruned["remaining"].as_u64().unwrap() <= 1 << 20);
+    assert!(skiff.json(&["cache", "stats"])["bytes"].as_u64().unwrap() <= 1 << 20);
 }
 
 #[test]
@@ -344,8 +348,21 @@ fn recorded_trace_becomes_a_prefetch_order() {
         }
     }
     let recorded = std::fs::read_to_string(trace.path()).unwrap();
+    // Chunk lines: each chunk's first read, as path and file offset.
+    let python_chunks: Vec<&str> = recorded
+        .lines()
+        .filter(|l| l.starts_with("/usr/bin/python3.11\t"))
+        .collect();
     assert_eq!(
-        recorded.lines().collect::<Vec<_>>(),
+        python_chunks.len(),
+        chunks_of(&image, "/usr/bin/python3.11").len()
+    );
+    assert_eq!(python_chunks[0], "/usr/bin/python3.11\t0");
+    assert_eq!(
+        recorded
+            .lines()
+            .filter(|l| !l.contains('\t'))
+            .collect::<Vec<_>>(),
         [
             "/usr/bin/python3.11",
             "/usr/lib/os-release",

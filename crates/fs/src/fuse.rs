@@ -26,26 +26,55 @@ use skiff_store::{FetchError, Fetcher};
 const TTL: Duration = Duration::from_secs(24 * 3600);
 const BLOCK: u64 = 4096;
 
-/// Records the order in which files are first read, as paths, one per line.
+/// Records the order in which files are first opened and their chunks first
+/// read. Lines are a path (a file's first open), or a path, a tab and the
+/// file offset where a chunk starts (that chunk's first read): paths and
+/// offsets, unlike chunk numbers, mean the same thing in a reconverted image.
 pub struct TraceRecorder {
-    seen: Mutex<(std::collections::HashSet<u32>, std::fs::File)>,
+    state: Mutex<TraceState>,
+}
+
+struct TraceState {
+    file: std::fs::File,
+    paths: std::collections::HashMap<u32, Vec<u8>>,
+    chunks: std::collections::HashSet<u32>,
 }
 
 impl TraceRecorder {
     pub fn create(path: &Path) -> std::io::Result<Self> {
         Ok(Self {
-            seen: Mutex::new((Default::default(), std::fs::File::create(path)?)),
+            state: Mutex::new(TraceState {
+                file: std::fs::File::create(path)?,
+                paths: Default::default(),
+                chunks: Default::default(),
+            }),
         })
     }
 
-    fn record<B: AsRef<[u8]>>(&self, md: &Metadata<B>, ino: u32) {
-        let Ok(mut g) = self.seen.lock() else { return };
-        if !g.0.insert(ino) {
+    fn opened<B: AsRef<[u8]>>(&self, md: &Metadata<B>, ino: u32) {
+        let Ok(mut g) = self.state.lock() else { return };
+        if g.paths.contains_key(&ino) {
             return;
         }
-        if let Some(path) = path_of(md, ino) {
-            let _ = g.1.write_all(&path);
-            let _ = g.1.write_all(b"\n");
+        let Some(path) = path_of(md, ino) else { return };
+        let _ = g.file.write_all(&[&path[..], b"\n"].concat());
+        g.paths.insert(ino, path);
+    }
+
+    fn read<B: AsRef<[u8]>>(&self, md: &Metadata<B>, ino: u32, offset: u64, len: u32) {
+        let Ok(refs) = md.chunk_refs_in(ino, offset, len as u64) else {
+            return;
+        };
+        let Ok(mut g) = self.state.lock() else { return };
+        let Some(path) = g.paths.get(&ino).cloned() else {
+            return;
+        };
+        for r in refs {
+            let Some(c) = r.chunk else { continue };
+            if g.chunks.insert(c) {
+                let line = [&path[..], format!("\t{}\n", r.file_offset).as_bytes()].concat();
+                let _ = g.file.write_all(&line);
+            }
         }
     }
 }
@@ -304,7 +333,7 @@ impl Filesystem for SkiffFs {
             Err(e) => return reply.error(errno_of(&e)),
         };
         if let Some(t) = &self.trace {
-            t.record(self.md(), i);
+            t.opened(self.md(), i);
         }
         let Some(reply) = self.try_passthrough(i, size, reply) else {
             return;
@@ -327,6 +356,9 @@ impl Filesystem for SkiffFs {
         let Ok(i) = Self::ino(ino) else {
             return reply.error(Errno::ENOENT);
         };
+        if let Some(t) = &self.trace {
+            t.read(self.md(), i, offset, size);
+        }
         match self.fetcher.read(i, offset, size) {
             Ok(data) => reply.data(&data),
             Err(_) => reply.error(Errno::EIO),

@@ -121,7 +121,8 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
                 .with_context(|| format!("reading the prefetch trace {}", p.display()))?
                 .split(|&b| b == b'\n')
                 .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec)
+                // Chunk lines carry "\tOFFSET": the file order is what counts.
+                .map(|l| l.split(|&b| b == b'\t').next().unwrap_or(l).to_vec())
                 .collect(),
             None => Vec::new(),
         },
