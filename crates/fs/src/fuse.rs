@@ -271,6 +271,21 @@ impl SkiffFs {
         })
     }
 
+    /// The directory entry at readdir offset `n`: 0 is ".", 1 is "..",
+    /// and 2 + i is the directory's entry i.
+    fn entry_at(&self, dir: INodeNo, n: u64) -> Result<Option<(u32, &[u8])>, Errno> {
+        let dir = Self::ino(dir)?;
+        let md = self.md();
+        match n {
+            0 => Ok(Some((dir, b"."))),
+            1 => Ok(Some((md.parent(dir).map_err(|_| Errno::ENOTDIR)?, b".."))),
+            n => match md.dir_entry(dir, (n - 2) as usize) {
+                Ok(e) => Ok(e.map(|e| (e.ino, e.name))),
+                Err(e) => Err(errno_of(&e)),
+            },
+        }
+    }
+
     fn ino(n: INodeNo) -> Result<u32, Errno> {
         u32::try_from(n.0).map_err(|_| Errno::ENOENT)
     }
@@ -387,37 +402,24 @@ impl Filesystem for SkiffFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Ok(dir) = Self::ino(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let md = self.md();
-        let Ok(parent) = md.parent(dir) else {
-            return reply.error(Errno::ENOTDIR);
-        };
-        // Offsets: 1 is ".", 2 is "..", 3 + i is entry i.
         let mut next = offset;
         loop {
-            let full = match next {
-                0 => reply.add(INodeNo(dir as u64), 1, FileType::Directory, "."),
-                1 => reply.add(INodeNo(parent as u64), 2, FileType::Directory, ".."),
-                n => match md.dir_entry(dir, (n - 2) as usize) {
-                    Ok(Some(e)) => {
-                        let kind = md
-                            .attributes(e.ino)
-                            .map(|a| file_type(a.kind()))
-                            .unwrap_or(FileType::RegularFile);
-                        reply.add(
-                            INodeNo(e.ino as u64),
-                            n + 1,
-                            kind,
-                            OsStr::from_bytes(e.name),
-                        )
-                    }
-                    Ok(None) => break,
-                    Err(e) => return reply.error(errno_of(&e)),
-                },
+            let (child, name) = match self.entry_at(ino, next) {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => return reply.error(e),
             };
-            if full {
+            let kind = self
+                .md()
+                .attributes(child)
+                .map(|a| file_type(a.kind()))
+                .unwrap_or(FileType::RegularFile);
+            if reply.add(
+                INodeNo(child as u64),
+                next + 1,
+                kind,
+                OsStr::from_bytes(name),
+            ) {
                 break;
             }
             next += 1;
@@ -433,23 +435,12 @@ impl Filesystem for SkiffFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Ok(dir) = Self::ino(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let md = self.md();
-        let Ok(parent) = md.parent(dir) else {
-            return reply.error(Errno::ENOTDIR);
-        };
         let mut next = offset;
         loop {
-            let (child, name): (u32, &[u8]) = match next {
-                0 => (dir, b"."),
-                1 => (parent, b".."),
-                n => match md.dir_entry(dir, (n - 2) as usize) {
-                    Ok(Some(e)) => (e.ino, e.name),
-                    Ok(None) => break,
-                    Err(e) => return reply.error(errno_of(&e)),
-                },
+            let (child, name) = match self.entry_at(ino, next) {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => return reply.error(e),
             };
             let attr = match self.attr(child) {
                 Ok(a) => a,
