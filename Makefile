@@ -7,7 +7,8 @@ CARGO ?= cargo
 
 # System packages the tests and the demo use.
 DEB_PACKAGES := docker-registry skopeo umoci debootstrap fuse3 python3 \
-	python3-cryptography ca-certificates curl gzip tar jq gcc libc6-dev make
+	python3-cryptography ca-certificates curl gzip tar jq gcc libc6-dev make \
+	libseccomp-dev seccomp pkg-config runc hostname
 
 .PHONY: all build release deps rust images test lint unit demo bench clean
 
@@ -49,6 +50,8 @@ demo: release images
 
 bench: release images
 	bench/convert.py
+	bench/mount.py
+	bench/run.py
 
 clean:
 	rm -rf $(CARGO_TARGET_DIR)

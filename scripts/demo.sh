@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: start a registry on 127.0.0.1, push the real Debian test image,
-# convert it to skiff registry to registry, and show what came out.
+# convert it to skiff registry to registry, show what came out, then run a
+# command in it lazily: cold cache first, then warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=${SKIFF_CACHE:-$HOME/.cache/skiff}
@@ -21,7 +22,12 @@ http:
 YML
 docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 registry_pid=$!
-trap 'kill $registry_pid 2>/dev/null; rm -rf "$work"' EXIT
+cleanup() {
+	for t in "$SKIFF_ROOT"/images/*/tree; do [ -d "$t" ] && "$skiff" umount --lazy "$t" >/dev/null 2>&1; done
+	kill $registry_pid 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -41,3 +47,32 @@ say "skiff check (every chunk against its digest)"
 say "the result is an ordinary OCI image: skopeo inspect --raw"
 skopeo inspect --raw --tls-verify=false "docker://127.0.0.1:$port/demo/debian:skiff" \
 	| jq -r '.layers[] | "  \(.mediaType)  \(.size) bytes"'
+
+# Time from the command to its first line of output, then the rest.
+first_output() {
+	python3 - "$@" <<'PY'
+import subprocess, sys, time
+t0 = time.monotonic()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, text=True)
+first = p.stdout.readline()
+t1 = time.monotonic()
+rest = p.stdout.read()
+p.wait()
+sys.stdout.write(first + rest)
+print(f"  -> first output after {1000 * (t1 - t0):.0f} ms, exit code {p.returncode}")
+PY
+}
+ref="127.0.0.1:$port/demo/debian:skiff"
+image_bytes=$("$skiff" inspect --json "$ref" | jq .blob_bytes)
+cmd=(python3 -c 'import sys; print("hello from python", sys.version.split()[0])')
+
+say "skiff run --rm $ref python3 ... (cold: empty chunk cache, nothing mounted)"
+first_output "$skiff" run --rm "$ref" "${cmd[@]}"
+fetched=$("$skiff" cache stats --json | jq .bytes)
+echo "  fetched $fetched bytes of the image's $image_bytes ($((100 * fetched / image_bytes))%), all verified"
+
+say "skiff run again (warm: the image stays mounted, chunks are cached)"
+first_output "$skiff" run --rm "$ref" "${cmd[@]}"
+
+say "the node's chunk cache: skiff cache stats"
+"$skiff" cache stats

@@ -1,9 +1,13 @@
 //! `skiff`: lazy, verified container images.
 
 mod commands;
+mod containers;
+mod detach;
 mod exit;
+mod image_mounts;
 mod mounts;
 mod progress;
+mod tty;
 
 use std::path::PathBuf;
 
@@ -40,11 +44,13 @@ struct Cli {
     #[arg(long, global = true, env = "SKIFF_MIRROR", value_name = "URL")]
     mirror: Option<String>,
 
-    /// More log output (-v info, -vv debug, -vvv trace). SKIFF_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More log output (-v info, -vv debug, -vvv trace), given before the
+    /// command (`skiff -v run ...`; after it, `-v` is run's volume flag).
+    /// SKIFF_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 
-    /// No progress bars.
+    /// No progress bars (for `ps`: print only IDs).
     #[arg(short, long, global = true)]
     quiet: bool,
 
@@ -65,6 +71,13 @@ enum Command {
     Umount(commands::umount::Args),
     Stats(commands::stats::Args),
     Cache(commands::cache::Args),
+    Run(Box<commands::run::Args>),
+    Ps(commands::ps::Args),
+    Stop(commands::stop::Args),
+    Rm(commands::rm::Args),
+    Logs(commands::logs::Args),
+    #[command(hide = true)]
+    Supervise(commands::supervise::Args),
 }
 
 /// Options every command shares.
@@ -72,11 +85,15 @@ pub struct Global {
     pub root: PathBuf,
     pub registry: skiff_oci::RegistryOptions,
     pub quiet: bool,
+    /// Whether -q was given (quiet is also set when stderr is no terminal).
+    pub quiet_flag: bool,
 }
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // libcontainer logs each failure at every level it passes; skiff's
+        // own error already carries the chain.
+        0 => "warn,libcontainer=off,libcgroups=off",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -113,6 +130,7 @@ fn main() {
             ..Default::default()
         },
         quiet: cli.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        quiet_flag: cli.quiet,
     };
     let result = match cli.command {
         Command::Convert(a) => commands::convert::run(&global, a),
@@ -123,6 +141,12 @@ fn main() {
         Command::Umount(a) => commands::umount::run(&global, a),
         Command::Stats(a) => commands::stats::run(&global, a),
         Command::Cache(a) => commands::cache::run(&global, a),
+        Command::Run(a) => commands::run::run(&global, *a),
+        Command::Ps(a) => commands::ps::run(&global, a),
+        Command::Stop(a) => commands::stop::run(&global, a),
+        Command::Rm(a) => commands::rm::run(&global, a),
+        Command::Logs(a) => commands::logs::run(&global, a),
+        Command::Supervise(a) => commands::supervise::run(&global, a),
     };
     match result {
         Ok(code) => std::process::exit(code),

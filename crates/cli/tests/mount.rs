@@ -571,6 +571,25 @@ fn local_files_open_in_kernel_passthrough() {
         read(&m.dir.join("etc/motd")).unwrap();
         read(&m.dir.join("etc/motd")).unwrap();
         assert_eq!(m.stats()["metrics"]["passthrough_opens"], 1);
+
+        // The kernel fails a passthrough open (EIO) while the inode has
+        // cached opens, and the reverse: an inode keeps its first open's
+        // mode while any open remains. A file opened cold and held open...
+        let other = "usr/lib/x86_64-linux-gnu/libc.so.6";
+        let want_other = std::fs::read(reference.join(other)).unwrap();
+        let held = std::fs::File::open(m.dir.join(other)).unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut &held, &mut got).unwrap();
+        assert_eq!(got, want_other);
+        // ...opens again, now local, in the same (cached) mode.
+        assert_eq!(read(&m.dir.join(other)).unwrap(), want_other);
+        assert_eq!(m.stats()["metrics"]["passthrough_opens"], 1);
+        drop(held);
+        // And a passthrough file held open keeps later opens in passthrough.
+        let held = std::fs::File::open(m.dir.join(file)).unwrap();
+        assert_eq!(read(&m.dir.join(file)).unwrap(), want);
+        drop(held);
+        assert_eq!(m.stats()["metrics"]["passthrough_opens"], 3);
     }
     // A new mount finds the chunks in the node cache and passes through at once.
     let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);

@@ -108,7 +108,21 @@ pub struct SkiffFs {
     passthrough_dir: Option<std::path::PathBuf>,
     passthrough: bool,
     backing: Mutex<std::collections::HashMap<u32, Arc<Backing>>>,
+    /// Open files per inode, by mode. The kernel refuses (EIO) a
+    /// passthrough open while the inode has cached opens, and the reverse,
+    /// so an inode keeps the mode of its first open until all are closed.
+    open_modes: Mutex<std::collections::HashMap<u32, OpenModes>>,
 }
+
+#[derive(Default, Clone, Copy)]
+struct OpenModes {
+    cached: u32,
+    passthrough: u32,
+}
+
+/// File handles say which mode a file was opened in, for `release`.
+const FH_CACHED: u64 = 0;
+const FH_PASSTHROUGH: u64 = 1;
 
 fn errno_of(e: &skiff_format::FormatError) -> Errno {
     match e {
@@ -150,6 +164,7 @@ impl SkiffFs {
             passthrough_dir,
             passthrough: false,
             backing: Mutex::new(Default::default()),
+            open_modes: Mutex::new(Default::default()),
         }
     }
 
@@ -222,7 +237,7 @@ impl SkiffFs {
             .metrics()
             .passthrough_opens
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        reply.opened_passthrough(FileHandle(0), FopenFlags::empty(), &backing.id);
+        reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), &backing.id);
         None
     }
 
@@ -350,11 +365,55 @@ impl Filesystem for SkiffFs {
         if let Some(t) = &self.trace {
             t.opened(self.md(), i);
         }
-        let Some(reply) = self.try_passthrough(i, size, reply) else {
-            return;
+        // Held across the open so concurrent opens agree on the mode.
+        let Ok(mut modes) = self.open_modes.lock() else {
+            return reply.error(Errno::EIO);
         };
+        let m = modes.entry(i).or_default();
+        let reply = if m.cached == 0 {
+            match self.try_passthrough(i, size, reply) {
+                None => {
+                    m.passthrough += 1;
+                    return;
+                }
+                Some(r) if m.passthrough == 0 => r,
+                Some(r) => {
+                    // Passthrough opens exist: a cached open would fail.
+                    tracing::warn!(ino = i, "passthrough unavailable for a passthrough inode");
+                    return r.error(Errno::EIO);
+                }
+            }
+        } else {
+            reply
+        };
+        m.cached += 1;
         // The kernel may keep this file's pages across opens: it never changes.
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+        reply.opened(FileHandle(FH_CACHED), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let (Ok(i), Ok(mut modes)) = (Self::ino(ino), self.open_modes.lock()) {
+            if let Some(m) = modes.get_mut(&i) {
+                if fh.0 == FH_PASSTHROUGH {
+                    m.passthrough = m.passthrough.saturating_sub(1);
+                } else {
+                    m.cached = m.cached.saturating_sub(1);
+                }
+                if m.cached == 0 && m.passthrough == 0 {
+                    modes.remove(&i);
+                }
+            }
+        }
+        reply.ok();
     }
 
     fn read(

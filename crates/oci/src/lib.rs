@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod layout;
 pub mod manifest;
@@ -11,6 +12,7 @@ pub mod registry;
 pub mod repository;
 pub mod verify;
 
+pub use config::RuntimeConfig;
 pub use error::{OciError, Result};
 pub use manifest::{Descriptor, Index, Manifest, Platform};
 pub use reference::{ImageRef, RegistryRef};

@@ -4,13 +4,19 @@ pub mod cache;
 pub mod check;
 pub mod convert;
 pub mod inspect;
+pub mod logs;
 pub mod mount;
+pub mod ps;
+pub mod rm;
+pub mod run;
 pub mod stats;
+pub mod stop;
+pub mod supervise;
 pub mod umount;
 pub mod unpack;
 
 use anyhow::{bail, Context, Result};
-use skiff_oci::{resolve, ImageRef, Platform};
+use skiff_oci::{resolve, ImageRef, Platform, ResolvedImage, RuntimeConfig};
 use skiff_store::SkiffImage;
 
 use crate::Global;
@@ -58,6 +64,31 @@ pub fn open_image(
     reference: &str,
     platform: Option<&Platform>,
 ) -> Result<SkiffImage> {
+    let (repo, image) = resolve_image(global, reference, platform)?;
+    SkiffImage::open(repo, &image).with_context(|| format!("opening skiff image {reference}"))
+}
+
+/// The runtime part of an image's config (Entrypoint, Cmd, Env...), read
+/// without fetching the image's metadata.
+pub fn image_runtime_config(
+    global: &Global,
+    reference: &str,
+    platform: Option<&Platform>,
+) -> Result<RuntimeConfig> {
+    let (repo, image) = resolve_image(global, reference, platform)?;
+    let blob = repo
+        .read_blob(&image.manifest.config)
+        .with_context(|| format!("reading the image config of {reference}"))?;
+    RuntimeConfig::parse(&blob).with_context(|| format!("reading the image config of {reference}"))
+}
+
+/// Resolves a reference to one image manifest: an index resolves to
+/// `platform`, or to the host's.
+fn resolve_image(
+    global: &Global,
+    reference: &str,
+    platform: Option<&Platform>,
+) -> Result<(std::sync::Arc<dyn skiff_oci::Repository>, ResolvedImage)> {
     let r = ImageRef::parse(reference)?;
     let opened = r
         .open(&global.registry)
@@ -83,8 +114,7 @@ pub fn open_image(
             None => bail!("{reference} has no image for platform {want}; pick one with --platform"),
         }
     };
-    SkiffImage::open(opened.repo.clone(), image)
-        .with_context(|| format!("opening skiff image {reference}"))
+    Ok((opened.repo.clone(), image.clone()))
 }
 
 /// Prints a value as pretty JSON on stdout.

@@ -1,8 +1,8 @@
 //! `skiff mount IMAGE MOUNTPOINT`
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,9 +79,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Starts this same command detached, and waits until it has mounted.
 fn daemonize(global: &Global, mountpoint: &std::path::Path) -> Result<i32> {
     let paths = mounts::paths(&global.root, mountpoint);
-    std::fs::create_dir_all(paths.log.parent().expect("has a parent"))?;
-    let log = std::fs::File::create(&paths.log)
-        .with_context(|| format!("creating {}", paths.log.display()))?;
     let args: Vec<std::ffi::OsString> = std::env::args_os()
         .skip(1)
         .filter(|a| a != "--daemon")
@@ -89,41 +86,14 @@ fn daemonize(global: &Global, mountpoint: &std::path::Path) -> Result<i32> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(args)
         .arg("--notify-ready")
-        .env("SKIFF_ROOT", &global.root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
-    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| rustix::process::setsid().map(|_| ()).map_err(Into::into));
-    }
-    let mut child = cmd.spawn().context("starting the mount daemon")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    if line.trim() == "ready" {
-        println!(
-            "mounted at {} (daemon pid {}, log {})",
-            mountpoint.display(),
-            child.id(),
-            paths.log.display()
-        );
-        return Ok(exit::OK);
-    }
-    let status = child.wait()?;
-    let log = std::fs::read_to_string(&paths.log).unwrap_or_default();
-    let tail: Vec<&str> = log
-        .lines()
-        .rev()
-        .take(5)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    bail!(
-        "the mount daemon exited ({status}) before mounting:\n{}",
-        tail.join("\n")
+        .env("SKIFF_ROOT", &global.root);
+    let pid = crate::detach::start(cmd, &paths.log, "the mount daemon")?;
+    println!(
+        "mounted at {} (daemon pid {pid}, log {})",
+        mountpoint.display(),
+        paths.log.display()
     );
+    Ok(exit::OK)
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {

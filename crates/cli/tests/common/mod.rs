@@ -77,6 +77,26 @@ impl Skiff {
     }
 }
 
+/// Containers and image mounts that `skiff run` left under the root would
+/// outlive the test (and pin its temporary directory): clear them.
+impl Drop for Skiff {
+    fn drop(&mut self) {
+        let root = self.root.path();
+        if let Ok(entries) = std::fs::read_dir(root.join("containers")) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let _ = self.run(&["rm", "-f", &id]);
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(root.join("images")) {
+            for e in entries.flatten() {
+                let tree = e.path().join("tree");
+                let _ = self.run(&["umount", "--lazy", tree.to_str().unwrap()]);
+            }
+        }
+    }
+}
+
 /// Runs a command, panicking with its output on failure.
 pub fn sh(cmd: &mut Command) -> String {
     let out = cmd

@@ -62,7 +62,15 @@ impl Registry {
             )
             .unwrap();
             let log = std::fs::File::create(&log_path).unwrap();
-            let mut child = Command::new("docker-registry")
+            let mut cmd = Command::new("docker-registry");
+            // docker-registry reads REGISTRY_* variables as config overrides;
+            // a test may set REGISTRY_AUTH_FILE (a client setting) in-process.
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("REGISTRY_") {
+                    cmd.env_remove(k);
+                }
+            }
+            let mut child = cmd
                 .arg("serve")
                 .arg(&config)
                 .stdout(Stdio::from(log.try_clone().unwrap()))

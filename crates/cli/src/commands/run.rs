@@ -1,0 +1,544 @@
+//! `skiff run IMAGE [CMD [ARG...]]`: a container from a lazily mounted image.
+//!
+//! The image's tree is served by one shared `skiff mount` daemon per image
+//! (see [`crate::image_mounts`]); each container gets an overlayfs with a
+//! private upper layer on top, and runs in a sandbox built by
+//! `skiff-sandbox`. This process, or a detached supervisor for `-d`, is the
+//! container init's parent: it waits for it, records its exit and cleans up.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use skiff_oci::{Platform, RuntimeConfig};
+use skiff_sandbox::rootfs::{self, OverlayDirs};
+use skiff_sandbox::{ContainerSpec, Network, Resources};
+
+use super::mount::parse_size;
+use super::parse_platform;
+use crate::containers::{self, Record, Status};
+use crate::{exit, image_mounts, tty, Global};
+
+/// Run a command in a new container from a skiff image.
+///
+/// The image is mounted lazily (only the files the command reads are
+/// fetched, and every byte is verified); the container writes to its own
+/// overlay layer, never to the image. The sandbox has Docker's defaults:
+/// new pid, mount, ipc, uts, cgroup and network namespaces, Docker's
+/// capability set and seccomp policy, no_new_privs, masked /proc paths.
+///
+/// The exit code is the command's (128+N if signal N killed it); 125 means
+/// skiff could not run it, 126 that the command is not executable, 127 that
+/// it was not found.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Set an environment variable (NAME=VALUE, or NAME to copy it from here).
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file of NAME=VALUE lines.
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Run as USER[:GROUP] (names from the image, or numeric IDs).
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Bind-mount a host path: SRC:DST[:ro|rw].
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    volumes: Vec<String>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// A name for the container (default: its short ID).
+    #[arg(long)]
+    name: Option<String>,
+    /// Run in the background and print the container ID.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Keep stdin open and connect it to the container.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Give the container a pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// The container's hostname (default: its short ID).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Mount the container's root read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// none: a private network namespace with only loopback; host: the host's.
+    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    network: String,
+    /// Memory limit, e.g. 256M (no swap beyond it).
+    #[arg(short = 'm', long, value_parser = parse_size, value_name = "SIZE")]
+    memory: Option<u64>,
+    /// CPU limit, in CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Maximum number of processes.
+    #[arg(long, value_name = "N")]
+    pids_limit: Option<i64>,
+    /// Add a capability to Docker's default set (or ALL).
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability from the set (or ALL).
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// seccomp=FILE (a Docker or OCI profile) or seccomp=unconfined.
+    #[arg(long, value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// Override the image's entrypoint.
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
+    /// For a multi-platform image (default: this host's platform).
+    #[arg(long, value_parser = parse_platform, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<Platform>,
+    /// The skiff image (registry reference, oci:DIR[:TAG]).
+    image: String,
+    /// The command and its arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Exit codes of `skiff run` itself, as Docker's.
+pub const RUN_FAILED: i32 = 125;
+pub const NOT_EXECUTABLE: i32 = 126;
+pub const NOT_FOUND: i32 = 127;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub fn run(global: &Global, a: Args) -> Result<i32> {
+    match prepare_and_run(global, a) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("skiff: error: {}", exit::render(&e));
+            let msg = format!("{e:#}");
+            Ok(if msg.contains("not found in $PATH") {
+                NOT_FOUND
+            } else if msg.contains("does not have correct permissions")
+                || msg.contains("is not executable")
+            {
+                NOT_EXECUTABLE
+            } else {
+                RUN_FAILED
+            })
+        }
+    }
+}
+
+fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
+    if a.tty && a.interactive && !std::io::stdin().is_terminal() && !a.detach {
+        bail!("-it needs a terminal on stdin; drop -t to pipe input");
+    }
+    if a.detach && a.interactive {
+        bail!("-d and -i cannot be combined: a detached container has no stdin");
+    }
+    let id = containers::new_id()?;
+    let name = match &a.name {
+        Some(n) => {
+            if !containers::valid_name(n) {
+                bail!("--name {n:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit");
+            }
+            if containers::all(&global.root)?.iter().any(|r| &r.name == n) {
+                bail!("a container named {n:?} exists; remove it with `skiff rm {n}` or pick another name");
+            }
+            n.clone()
+        }
+        None => id[..12].to_string(),
+    };
+
+    let config = super::image_runtime_config(global, &a.image, a.platform.as_ref())?;
+    let image_mount = image_mounts::ensure(global, &a.image, a.platform.as_ref())?;
+
+    let cdir = containers::dir(&global.root, &id);
+    let dirs = OverlayDirs::under(&cdir);
+    let record = Record {
+        id: id.clone(),
+        name,
+        image: a.image.clone(),
+        command: Vec::new(),
+        created: containers::now(),
+        status: Status::Created,
+        pid: None,
+        pid_start: None,
+        exit_code: None,
+        oom_killed: false,
+        finished: None,
+        detached: a.detach,
+        remove_on_exit: a.rm,
+        cgroups_path: format!("/skiff/{id}"),
+        stop_signal: parse_signal(&config.stop_signal).unwrap_or(libc::SIGTERM),
+        image_mount: image_mount.clone(),
+    };
+    record.save(&global.root)?;
+    let result = (|| -> Result<Record> {
+        rootfs::mount_overlay(&image_mount, &dirs)?;
+        let spec = build_spec(&a, &config, &id, &record.cgroups_path, &dirs.merged)?;
+        let json = skiff_sandbox::spec::to_json(&spec.to_oci()?)?;
+        std::fs::write(cdir.join("config.json"), json)
+            .with_context(|| format!("writing {}", cdir.join("config.json").display()))?;
+        let mut r = record.clone();
+        r.command = spec.args.clone();
+        r.save(&global.root)?;
+        Ok(r)
+    })();
+    let record = match result {
+        Ok(r) => r,
+        Err(e) => {
+            cleanup(global, &record, true);
+            return Err(e);
+        }
+    };
+
+    if a.detach {
+        return start_detached(global, &record, a.tty);
+    }
+    let stdio = if a.tty {
+        Launch::Terminal {
+            interactive: a.interactive,
+            output: rustix::io::dup(rustix::stdio::stdout())?.into(),
+        }
+    } else {
+        let stdin: OwnedFd = if a.interactive {
+            rustix::io::dup(rustix::stdio::stdin())?
+        } else {
+            std::fs::File::open("/dev/null")?.into()
+        };
+        Launch::Files {
+            stdin,
+            stdout: rustix::io::dup(rustix::stdio::stdout())?,
+            stderr: rustix::io::dup(rustix::stdio::stderr())?,
+        }
+    };
+    supervise(global, record, stdio, None)
+}
+
+/// How the supervisor wires the container's streams.
+pub enum Launch {
+    Files {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A pty, relayed to `output` (and from our stdin if interactive).
+    Terminal {
+        interactive: bool,
+        output: std::fs::File,
+    },
+}
+
+/// Creates and starts the container, waits for it and cleans up. `ready`
+/// (a detached supervisor's pipe to its starter) gets "ready" once it runs.
+pub fn supervise(
+    global: &Global,
+    mut record: Record,
+    launch: Launch,
+    ready: Option<std::fs::File>,
+) -> Result<i32> {
+    let cdir = containers::dir(&global.root, &record.id);
+    let runtime_root = containers::runtime_root(&global.root);
+    let (stdio, terminal) = match launch {
+        Launch::Files {
+            stdin,
+            stdout,
+            stderr,
+        } => (
+            skiff_sandbox::Stdio::Files {
+                stdin,
+                stdout,
+                stderr,
+            },
+            None,
+        ),
+        Launch::Terminal {
+            interactive,
+            output,
+        } => (skiff_sandbox::Stdio::Terminal, Some((interactive, output))),
+    };
+    // Still single-threaded here, as libcontainer's clone needs.
+    let created = skiff_sandbox::Sandbox::create(&record.id, &cdir, &runtime_root, stdio);
+    let mut sandbox = match created {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup(global, &record, true);
+            return Err(e.into());
+        }
+    };
+    let pid = sandbox.pid();
+    record.pid = Some(pid);
+    record.pid_start = containers::process_start_time(pid);
+    let spec_has_netns =
+        std::fs::read_to_string(cdir.join("config.json")).is_ok_and(|s| s.contains("\"network\""));
+    let started = (|| -> Result<()> {
+        if spec_has_netns {
+            skiff_sandbox::container::loopback_up(pid)?;
+        }
+        sandbox.start()?;
+        Ok(())
+    })();
+    if let Err(e) = started {
+        let _ = skiff_sandbox::container::signal(pid, libc::SIGKILL);
+        let _ = skiff_sandbox::container::wait(pid);
+        cleanup(global, &record, true);
+        return Err(e);
+    }
+    record.status = Status::Running;
+    record.save(&global.root)?;
+    tracing::info!(id = %record.id, pid, "container started");
+    if let Some(mut r) = ready {
+        let _ = writeln!(r, "ready");
+    }
+
+    let forwarder = tty::forward_signals(pid, terminal.is_some())?;
+    let console = match (terminal, sandbox.take_console()) {
+        (Some((interactive, output)), Some(master)) => {
+            Some(tty::attach(master, interactive, output)?)
+        }
+        _ => None,
+    };
+    let exit = skiff_sandbox::container::wait(pid)?;
+    if let Some(c) = console {
+        c.finish();
+    }
+    drop(forwarder);
+
+    record.oom_killed = skiff_sandbox::container::oom_killed(&record.cgroups_path);
+    record.status = Status::Exited;
+    record.exit_code = Some(exit.code());
+    record.finished = Some(containers::now());
+    record.pid = None;
+    let _ = record.save(&global.root);
+    if record.oom_killed {
+        eprintln!(
+            "skiff: container {} was killed by the kernel's OOM killer: it exceeded its memory limit (raise --memory)",
+            record.name
+        );
+    }
+    cleanup(global, &record, record.remove_on_exit);
+    Ok(exit.code())
+}
+
+/// Tears down what a container holds on the host; with `remove`, deletes
+/// its directory too. Errors are logged: cleanup must not mask the exit.
+pub fn cleanup(global: &Global, record: &Record, remove: bool) {
+    let runtime_root = containers::runtime_root(&global.root);
+    if let Err(e) = skiff_sandbox::container::delete(&record.id, &runtime_root) {
+        tracing::warn!(id = %record.id, "deleting the runtime state: {e}");
+    }
+    let cdir = containers::dir(&global.root, &record.id);
+    if let Err(e) = rootfs::unmount_overlay(&OverlayDirs::under(&cdir)) {
+        tracing::warn!(id = %record.id, "{e}");
+    }
+    if remove {
+        if let Err(e) = std::fs::remove_dir_all(&cdir) {
+            tracing::warn!(id = %record.id, "removing {}: {e}", cdir.display());
+        }
+    }
+}
+
+/// Re-runs this binary as a detached supervisor for the container and
+/// waits until the container runs.
+fn start_detached(global: &Global, record: &Record, tty: bool) -> Result<i32> {
+    let log = global
+        .root
+        .join("logs")
+        .join(format!("container-{}.log", record.short_id()));
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--root")
+        .arg(&global.root)
+        .arg("supervise")
+        .args(tty.then_some("--tty"))
+        .arg(&record.id);
+    crate::detach::start(cmd, &log, "the container supervisor")?;
+    println!("{}", record.id);
+    Ok(exit::OK)
+}
+
+fn build_spec(
+    a: &Args,
+    config: &RuntimeConfig,
+    id: &str,
+    cgroups_path: &str,
+    rootfs: &Path,
+) -> Result<ContainerSpec> {
+    let user_spec = a.user.clone().unwrap_or_else(|| config.user.clone());
+    let user = skiff_sandbox::user::resolve(rootfs, &user_spec)?;
+    let hostname = a.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+
+    let entrypoint: Vec<String> = match &a.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => config.entrypoint.clone(),
+    };
+    let cmd = if !a.command.is_empty() {
+        a.command.clone()
+    } else if a.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        config.cmd.clone()
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        bail!(
+            "{} has no command (no Entrypoint or Cmd); give one after the image",
+            a.image
+        );
+    }
+
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut set = |k: String, v: String| {
+        if !env.contains_key(&k) {
+            order.push(k.clone());
+        }
+        env.insert(k, v);
+    };
+    set("PATH".into(), DEFAULT_PATH.into());
+    set("HOSTNAME".into(), hostname.clone());
+    let home_given = config
+        .env
+        .iter()
+        .chain(&a.env)
+        .any(|e| e.starts_with("HOME="));
+    for kv in &config.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            set(k.into(), v.into());
+        }
+    }
+    if a.tty {
+        set("TERM".into(), "xterm".into());
+    }
+    for f in &a.env_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --env-file {}", f.display()))?;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some((k, v)) = env_assignment(line) {
+                set(k, v);
+            }
+        }
+    }
+    for e in &a.env {
+        if e.starts_with('=') || e.is_empty() {
+            bail!("-e {e:?}: give NAME=VALUE, or the NAME of a variable set here");
+        }
+        // `-e NAME` with NAME unset here is left out, as Docker does.
+        if let Some((k, v)) = env_assignment(e) {
+            set(k, v);
+        }
+    }
+    if !home_given {
+        set("HOME".into(), user.home.clone());
+    }
+    let env: Vec<String> = order.iter().map(|k| format!("{k}={}", env[k])).collect();
+
+    let cwd = a
+        .workdir
+        .clone()
+        .or_else(|| (!config.working_dir.is_empty()).then(|| config.working_dir.clone()))
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        bail!("-w {cwd:?}: the working directory must be an absolute path");
+    }
+
+    let volumes = a
+        .volumes
+        .iter()
+        .map(|v| rootfs::parse_volume(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let capabilities = skiff_sandbox::spec::effective_capabilities(&a.cap_add, &a.cap_drop)?;
+    let oci_caps = skiff_sandbox::spec::to_oci_capabilities(&capabilities);
+    let mut seccomp = Some(skiff_sandbox::seccomp::default_profile(&oci_caps));
+    for opt in &a.security_opt {
+        match opt.split_once(['=', ':']) {
+            Some(("seccomp", "unconfined")) => seccomp = None,
+            Some(("seccomp", file)) => {
+                seccomp = Some(skiff_sandbox::seccomp::load_profile(
+                    Path::new(file),
+                    &oci_caps,
+                )?)
+            }
+            _ => bail!(
+                "--security-opt {opt:?} is not supported; use seccomp=FILE or seccomp=unconfined"
+            ),
+        }
+    }
+    if let Some(c) = a.cpus {
+        if !(c > 0.0 && c.is_finite()) {
+            bail!("--cpus {c}: give a positive number of CPUs, e.g. 0.5");
+        }
+    }
+    Ok(ContainerSpec {
+        rootfs: rootfs.to_path_buf(),
+        args,
+        env,
+        cwd,
+        user: user.user,
+        hostname,
+        terminal: a.tty,
+        network: if a.network == "host" {
+            Network::Host
+        } else {
+            Network::None
+        },
+        read_only: a.read_only,
+        volumes,
+        resources: Resources {
+            memory_bytes: a.memory.map(|m| m as i64),
+            cpus: a.cpus,
+            pids: a.pids_limit,
+        },
+        capabilities,
+        seccomp,
+        userns: None,
+        cgroups_path: cgroups_path.to_string(),
+        memory_swap_supported: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+            .exists()
+            || Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+    })
+}
+
+/// `NAME=VALUE`, or `NAME` taken from this process's environment.
+fn env_assignment(s: &str) -> Option<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
+        Some(_) => None,
+        None => std::env::var(s).ok().map(|v| (s.to_string(), v)),
+    }
+}
+
+/// A signal by name (`SIGTERM`, `TERM`) or number.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..65).contains(&n).then_some(n);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "WINCH" => libc::SIGWINCH,
+        "PWR" => libc::SIGPWR,
+        _ => return None,
+    };
+    Some(n)
+}

@@ -1,0 +1,77 @@
+//! One shared, lazily fetching mount per image on the node, for
+//! `skiff run`: `ROOT/images/KEY/tree`, served by a `skiff mount --daemon`
+//! that outlives the containers, so later runs start warm and concurrent
+//! containers share one page cache. KEY is derived from the image
+//! reference and platform as given (a moved tag keeps the mounted image
+//! until `skiff umount ROOT/images/KEY/tree`, as Docker keeps a pulled one).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use skiff_oci::Platform;
+
+use crate::{mounts, Global};
+
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// The mounted tree of `image`, mounting it first if needed.
+pub fn ensure(global: &Global, image: &str, platform: Option<&Platform>) -> Result<PathBuf> {
+    let platform_str = platform.map(|p| p.to_string()).unwrap_or_default();
+    let key =
+        blake3::hash(format!("{image}\0{platform_str}").as_bytes()).to_hex()[..16].to_string();
+    let dir = global.root.join("images").join(&key);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Serialize concurrent runs of one image: one mounts, the others reuse.
+    let lock = std::fs::File::create(dir.join("lock"))
+        .with_context(|| format!("creating {}", dir.join("lock").display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .context("locking the image mount")?;
+    let tree = dir.join("tree");
+    if let Some(rec) = mounts::read(&global.root, &tree) {
+        if mounts::alive(rec.pid) && is_fuse(&tree) {
+            return Ok(tree);
+        }
+        tracing::info!(tree = %tree.display(), "clearing a stale image mount");
+        let _ = rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH);
+        mounts::remove(&global.root, &tree);
+    } else if is_fuse(&tree) {
+        let _ = rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH);
+    }
+    std::fs::write(dir.join("image"), format!("{image}\n{platform_str}\n"))?;
+
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--root").arg(&global.root);
+    let reg = &global.registry;
+    if reg.plain_http {
+        cmd.arg("--plain-http");
+    }
+    if let Some(p) = &reg.proxy {
+        cmd.arg("--proxy").arg(p);
+    }
+    if let Some(m) = &reg.mirror {
+        cmd.arg("--mirror").arg(m);
+    }
+    cmd.arg("mount").arg("--daemon");
+    if !platform_str.is_empty() {
+        cmd.arg("--platform").arg(&platform_str);
+    }
+    cmd.arg(image).arg(&tree);
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("starting the image mount daemon")?;
+    if !out.status.success() {
+        bail!(
+            "mounting {image} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .trim_start_matches("skiff: error: ")
+        );
+    }
+    Ok(tree)
+}
+
+fn is_fuse(p: &std::path::Path) -> bool {
+    rustix::fs::statfs(p).is_ok_and(|s| s.f_type == FUSE_SUPER_MAGIC)
+}

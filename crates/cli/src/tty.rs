@@ -1,0 +1,152 @@
+//! The supervisor's side of a running container: forwarding signals to
+//! its init, and relaying a pseudo-terminal (`-t`).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::thread::JoinHandle;
+
+use anyhow::Result;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
+use signal_hook::iterator::{Handle, Signals};
+
+/// Forwards signals sent to this process to the container's init until
+/// dropped. Ctrl-C is forwarded once; a second one kills the container,
+/// since an init without a SIGINT handler ignores it.
+pub struct Forwarder {
+    handle: Handle,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub fn forward_signals(pid: i32, has_tty: bool) -> Result<Forwarder> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2])?;
+    let handle = signals.handle();
+    let thread = std::thread::spawn(move || {
+        let mut interrupts = 0;
+        for sig in signals.forever() {
+            if sig == SIGINT {
+                interrupts += 1;
+                if interrupts > 1 {
+                    eprintln!("skiff: killing the container");
+                    let _ = skiff_sandbox::container::signal(pid, libc::SIGKILL);
+                    continue;
+                }
+                if !has_tty {
+                    eprintln!("skiff: sent SIGINT to the container; Ctrl-C again to kill it");
+                }
+            }
+            let _ = skiff_sandbox::container::signal(pid, sig);
+        }
+    });
+    Ok(Forwarder {
+        handle,
+        thread: Some(thread),
+    })
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A relayed pty: output copied to `output`, and our stdin (if
+/// interactive) to the container.
+pub struct Console {
+    output: Option<JoinHandle<()>>,
+    restore: Option<rustix::termios::Termios>,
+    winch: Option<Handle>,
+}
+
+/// Relays the pty master. When our stdin is a terminal it goes raw, so
+/// keys (Ctrl-C included) reach the container's terminal unchanged.
+pub fn attach(master: OwnedFd, interactive: bool, output: std::fs::File) -> Result<Console> {
+    let stdin = rustix::stdio::stdin();
+    let stdin_tty = rustix::termios::isatty(stdin);
+    let mut restore = None;
+    let mut winch = None;
+    if stdin_tty {
+        if let Ok(ws) = rustix::termios::tcgetwinsize(stdin) {
+            let _ = rustix::termios::tcsetwinsize(&master, ws);
+        }
+        if interactive {
+            let saved = rustix::termios::tcgetattr(stdin)?;
+            let mut raw = saved.clone();
+            raw.make_raw();
+            rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &raw)?;
+            restore = Some(saved);
+        }
+        let mut signals = Signals::new([SIGWINCH])?;
+        winch = Some(signals.handle());
+        let m = master.try_clone()?;
+        std::thread::spawn(move || {
+            for _ in signals.forever() {
+                if let Ok(ws) = rustix::termios::tcgetwinsize(rustix::stdio::stdin()) {
+                    let _ = rustix::termios::tcsetwinsize(&m, ws);
+                }
+            }
+        });
+    }
+    if interactive {
+        let mut to_container = std::fs::File::from(master.try_clone()?);
+        // Not joined: it blocks reading our stdin until the process exits.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut input = std::io::stdin().lock();
+            while let Ok(n) = input.read(&mut buf) {
+                if n == 0 || to_container.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut from_container = std::fs::File::from(master);
+    let mut out = output;
+    let output = std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        // The master reads EIO once every slave side is closed.
+        while let Ok(n) = from_container.read(&mut buf) {
+            if n == 0 || out.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            let _ = out.flush();
+        }
+    });
+    let _ = stdin.as_fd();
+    Ok(Console {
+        output: Some(output),
+        restore,
+        winch,
+    })
+}
+
+impl Console {
+    /// Waits for the remaining output and restores the terminal.
+    pub fn finish(mut self) {
+        if let Some(t) = self.output.take() {
+            let _ = t.join();
+        }
+        self.restore_terminal();
+    }
+
+    fn restore_terminal(&mut self) {
+        if let Some(saved) = self.restore.take() {
+            let _ = rustix::termios::tcsetattr(
+                rustix::stdio::stdin(),
+                rustix::termios::OptionalActions::Now,
+                &saved,
+            );
+        }
+        if let Some(h) = self.winch.take() {
+            h.close();
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.restore_terminal();
+    }
+}

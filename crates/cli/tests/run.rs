@@ -1,0 +1,527 @@
+//! `skiff run` on the real Debian image: the command runs from the lazily
+//! mounted image in a sandbox, and the sandbox denies, from inside the
+//! container, what Docker's defaults deny.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::registry::Registry;
+use common::{debian_image, sh, Skiff};
+
+/// The Debian image converted to skiff in an OCI layout, cached under
+/// $SKIFF_CACHE (rebuilt when missing); converting is deterministic.
+fn layout() -> &'static str {
+    static LAYOUT: OnceLock<String> = OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        let src = debian_image();
+        let index = std::fs::read(src.join("index.json")).unwrap();
+        let key = &sha256_hex(&index)[..16];
+        let cache = std::env::var("SKIFF_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/skiff"));
+        let dir = cache.join("images").join(format!("skiff-debian-{key}"));
+        if !dir.join("index.json").exists() {
+            let tmp = cache
+                .join("images")
+                .join(format!("skiff-debian-{key}.tmp-{}", std::process::id()));
+            let skiff = Skiff::new();
+            skiff.ok(&[
+                "convert",
+                "-q",
+                &format!("oci:{}:full", src.display()),
+                &format!("oci:{}:full", tmp.display()),
+            ]);
+            // A concurrent builder may have won; either copy is the same.
+            if std::fs::rename(&tmp, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
+        format!("oci:{}:full", dir.display())
+    })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `skiff run --rm IMAGE ARGS...`, returning its output.
+fn run(skiff: &Skiff, opts: &[&str], args: &[&str]) -> Output {
+    let mut a = vec!["run", "--rm"];
+    a.extend_from_slice(opts);
+    a.push(layout());
+    a.extend_from_slice(args);
+    skiff.run(&a)
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn runs_lazily_from_a_registry_and_shares_the_cache() {
+    let reg = Registry::start();
+    reg.push_layout(
+        &format!("oci:{}:full", debian_image().display()),
+        "src/debian:full",
+    );
+    let skiff = Skiff::new();
+    let image = reg.reference("skiff/debian:full");
+    skiff.ok(&["convert", "-q", &reg.reference("src/debian:full"), &image]);
+
+    let o = skiff.run(&["run", "--rm", &image, "python3", "-c", "print(6 * 7)"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "42\n");
+
+    // Only what python read was fetched: far less than the image.
+    let stats: serde_json::Value =
+        serde_json::from_str(&skiff.ok(&["cache", "stats", "--json"])).unwrap();
+    let cached = stats["bytes"].as_u64().unwrap();
+    let image_bytes = skiff.json(&["inspect", &image])["blob_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cached > 0 && cached < image_bytes / 2,
+        "cached {cached} of {image_bytes}"
+    );
+
+    // Two containers of one image at once: one image mount, one cache.
+    let a = skiff.ok(&["run", "-d", "--name", "one", &image, "sleep", "30"]);
+    let b = skiff.ok(&["run", "-d", "--name", "two", &image, "sleep", "30"]);
+    let cached: serde_json::Value =
+        serde_json::from_str(&skiff.ok(&["cache", "stats", "--json"])).unwrap();
+    let cached = cached["bytes"].as_u64().unwrap();
+    assert_ne!(a.trim(), b.trim());
+    let ps = skiff.ok(&["ps"]);
+    assert!(ps.contains("one") && ps.contains("two"), "{ps}");
+    let images = std::fs::read_dir(skiff.root.path().join("images"))
+        .unwrap()
+        .count();
+    assert_eq!(images, 1, "both containers use one image mount");
+    let o = skiff.run(&["run", "--rm", &image, "python3", "-c", "print(1)"]);
+    assert_eq!(out(&o), "1\n");
+    let again: serde_json::Value =
+        serde_json::from_str(&skiff.ok(&["cache", "stats", "--json"])).unwrap();
+    assert_eq!(
+        again["bytes"].as_u64().unwrap(),
+        cached,
+        "a warm run fetches nothing new"
+    );
+    skiff.ok(&["stop", "-t", "1", "one", "two"]);
+    let ps = skiff.ok(&["ps", "-a"]);
+    assert!(ps.matches("Exited (137)").count() == 2, "{ps}");
+}
+
+#[test]
+fn exit_codes() {
+    let skiff = Skiff::new();
+    assert_eq!(code(&run(&skiff, &[], &["sh", "-c", "exit 7"])), 7);
+    assert_eq!(code(&run(&skiff, &[], &["true"])), 0);
+    let o = run(&skiff, &[], &["no-such-command"]);
+    assert_eq!(code(&o), 127, "{}", err(&o));
+    assert!(err(&o).contains("no-such-command"), "{}", err(&o));
+    let o = run(&skiff, &[], &["/etc"]);
+    assert_eq!(code(&o), 126, "{}", err(&o));
+
+    // SIGKILL after the grace period: 137.
+    let id = skiff.ok(&["run", "-d", layout(), "sleep", "60"]);
+    let id = id.trim();
+    skiff.ok(&["stop", "-t", "1", id]);
+    let rec = ps_record(&skiff, id);
+    assert_eq!(rec["exit_code"], 137, "{rec}");
+
+    // An init that passes SIGTERM to its child and exits with its status: 143.
+    let id = skiff.ok(&[
+        "run",
+        "-d",
+        layout(),
+        "sh",
+        "-c",
+        "sleep 60 & child=$!; trap 'kill -TERM $child' TERM; wait $child; wait $child; exit $?",
+    ]);
+    let id = id.trim();
+    std::thread::sleep(Duration::from_millis(300));
+    skiff.ok(&["stop", "-t", "20", id]);
+    assert_eq!(ps_record(&skiff, id)["exit_code"], 143);
+
+    // `skiff run` itself failing (a bad image) is 125.
+    let o = skiff.run(&["run", "--rm", "oci:/nonexistent-skiff-layout:x", "true"]);
+    assert_eq!(code(&o), 125, "{}", err(&o));
+}
+
+fn ps_record(skiff: &Skiff, id: &str) -> serde_json::Value {
+    let all: serde_json::Value = serde_json::from_str(&skiff.ok(&["ps", "-a", "--json"])).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"].as_str().unwrap().starts_with(id))
+        .unwrap_or_else(|| panic!("{id} not in {all}"))
+        .clone()
+}
+
+#[test]
+fn env_workdir_user_and_stdin() {
+    let skiff = Skiff::new();
+    let envfile = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(envfile.path(), "# comment\nFROM_FILE=yes\n").unwrap();
+    let o = run(
+        &skiff,
+        &[
+            "-e",
+            "GREETING=hello world",
+            "--env-file",
+            envfile.path().to_str().unwrap(),
+            "-w",
+            "/usr/share",
+            "-u",
+            "nobody",
+        ],
+        &[
+            "sh",
+            "-c",
+            "echo \"$GREETING|$FROM_FILE|$HOME|$PATH\"; pwd; id -u; id -g",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "hello world|yes|/nonexistent|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "/usr/share",
+            "65534",
+            "65534"
+        ]
+    );
+    let o = run(&skiff, &["-u", "1234:99"], &["sh", "-c", "id -u; id -g"]);
+    assert_eq!(out(&o), "1234\n99\n");
+    let (c, e) = skiff.fails(&["run", "--rm", "-u", "ghost", layout(), "true"]);
+    assert_eq!(c, 125);
+    assert!(e.contains("ghost") && e.contains("/etc/passwd"), "{e}");
+
+    // stdin is piped under -i, and closed without it.
+    let mut child = skiff
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "-i",
+            layout(),
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo end",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped text\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(out(&o), "PIPED TEXT\nend\n");
+    let mut child = skiff
+        .cmd()
+        .args(["run", "--rm", layout(), "sh", "-c", "cat; echo end"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _keep_open = child.stdin.take();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(out(&o), "end\n");
+}
+
+#[test]
+fn tty_under_t() {
+    let skiff = Skiff::new();
+    let o = run(
+        &skiff,
+        &["-t"],
+        &[
+            "sh",
+            "-c",
+            "tty; test -t 0 && test -t 1 && echo both-tty; echo $TERM",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let text = out(&o).replace('\r', "");
+    assert_eq!(text, "/dev/pts/0\nboth-tty\nxterm\n");
+    let o = run(&skiff, &[], &["sh", "-c", "test -t 1 || echo no-tty"]);
+    assert_eq!(out(&o), "no-tty\n");
+}
+
+#[test]
+fn detached_logs_stop_and_rm() {
+    let skiff = Skiff::new();
+    let id = skiff.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        layout(),
+        "sh",
+        "-c",
+        "echo started; echo to-stderr >&2; trap 'echo stopping; exit 3' TERM; while :; do sleep 0.1; done",
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !skiff.ok(&["logs", "ticker"]).contains("to-stderr") {
+        assert!(Instant::now() < deadline, "no output in the log");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(skiff.ok(&["ps"]).contains("ticker"));
+    let (c, e) = skiff.fails(&["rm", "ticker"]);
+    assert_eq!(c, 1);
+    assert!(e.contains("is running"), "{e}");
+    let (_, e) = skiff.fails(&["run", "--name", "ticker", layout(), "true"]);
+    assert!(e.contains("exists"), "{e}");
+    skiff.ok(&["stop", "ticker"]);
+    let logs = skiff.ok(&["logs", "ticker"]);
+    assert_eq!(logs, "started\nto-stderr\nstopping\n");
+    assert!(!skiff.ok(&["ps"]).contains("ticker"));
+    let rec = ps_record(&skiff, id.trim());
+    assert_eq!(rec["status"], "exited");
+    assert_eq!(rec["exit_code"], 3);
+    // The state is on disk: a fresh skiff process reads it.
+    assert!(skiff.ok(&["ps", "-a"]).contains("Exited (3)"));
+    skiff.ok(&["rm", "ticker"]);
+    assert!(!skiff.ok(&["ps", "-a"]).contains("ticker"));
+    assert!(!skiff
+        .root
+        .path()
+        .join("containers")
+        .join(id.trim())
+        .exists());
+}
+
+#[test]
+fn volumes_read_only_and_read_write() {
+    let skiff = Skiff::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in.txt"), "from host").unwrap();
+    let rw = format!("{}:/data", host.path().display());
+    let ro = format!("{}:/ro:ro", host.path().display());
+    let o = run(
+        &skiff,
+        &["-v", &rw, "-v", &ro],
+        &["sh", "-c", "cat /data/in.txt; echo; echo written > /data/out.txt; echo x > /ro/fail.txt || echo ro-denied"],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "from host\nro-denied\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out.txt")).unwrap(),
+        "written\n"
+    );
+    assert!(!host.path().join("fail.txt").exists());
+}
+
+/// The static probe, built from tests/support/sandbox_probe.c.
+fn probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("skiff-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("sandbox_probe");
+        sh(Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&bin)
+            .arg(common::repo_root().join("tests/support/sandbox_probe.c")));
+        bin
+    })
+}
+
+/// A non-loopback IPv4 address of this host, if it has one.
+fn host_address() -> Option<String> {
+    let o = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find(|a| a.contains('.') && !a.starts_with("127."))
+        .map(str::to_string)
+}
+
+fn probe_results(skiff: &Skiff, opts: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let addr = host_address().unwrap_or_else(|| "127.0.0.2".into());
+    let vol = format!("{}:/probe:ro", probe().parent().unwrap().display());
+    let mut all = vec!["-v", vol.as_str()];
+    all.extend_from_slice(opts);
+    let pid = std::process::id().to_string();
+    let o = run(skiff, &all, &["/probe/sandbox_probe", &pid, &port, &addr]);
+    assert_eq!(code(&o), 0, "probe failed: {}\n{}", out(&o), err(&o));
+    out(&o)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_sandbox_denies_what_dockers_defaults_deny() {
+    let skiff = Skiff::new();
+    let r = probe_results(&skiff, &[]);
+    for check in [
+        "see_host_process",
+        "mount",
+        "init_module",
+        "finit_module",
+        "sysrq_trigger",
+        "kcore",
+        "timer_list",
+        "proc_sys",
+        "mknod_block",
+        "keyctl",
+        "add_key",
+        "unshare_user",
+        "unshare_mount",
+        "reboot",
+        "host_loopback",
+        "host_address",
+    ] {
+        let v = r
+            .get(check)
+            .unwrap_or_else(|| panic!("{check} missing from {r:?}"));
+        assert!(v.starts_with("denied"), "{check}: {v} (all: {r:?})");
+    }
+    // seccomp answers these itself, with EPERM.
+    for check in ["keyctl", "add_key", "unshare_user", "init_module", "reboot"] {
+        assert_eq!(r[check], "denied 1", "{check}");
+    }
+    assert_eq!(
+        r["loopback"], "allowed",
+        "--network none keeps a working loopback"
+    );
+
+    // The same probe finds the holes when the sandbox is opened up, so the
+    // checks above can fail.
+    let open = probe_results(
+        &skiff,
+        &[
+            "--security-opt",
+            "seccomp=unconfined",
+            "--cap-add",
+            "ALL",
+            "--network",
+            "host",
+        ],
+    );
+    for check in [
+        "mount",
+        "keyctl",
+        "add_key",
+        "unshare_user",
+        "host_loopback",
+    ] {
+        assert_eq!(
+            open[check], "allowed",
+            "{check} with the sandbox opened: {open:?}"
+        );
+    }
+}
+
+#[test]
+fn writes_never_reach_the_image() {
+    let skiff = Skiff::new();
+    let o = run(
+        &skiff,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "echo changed > /etc/hostname && rm -rf /usr/bin/tr && echo new > /new-file && echo ok",
+        ],
+    );
+    assert_eq!(out(&o), "ok\n", "{}", err(&o));
+    let o = run(&skiff, &[], &["sh", "-c", "cat /etc/hostname; test -e /usr/bin/tr && echo tr-present; test -e /new-file || echo no-new-file"]);
+    let text = out(&o);
+    assert!(!text.contains("changed"), "{text}");
+    assert!(
+        text.contains("tr-present") && text.contains("no-new-file"),
+        "{text}"
+    );
+    // --read-only: the root cannot be written at all.
+    let o = run(
+        &skiff,
+        &["--read-only"],
+        &["sh", "-c", "echo x > /x || echo denied"],
+    );
+    assert_eq!(out(&o), "denied\n", "{}", err(&o));
+}
+
+#[test]
+fn volume_paths_cannot_climb_out() {
+    let skiff = Skiff::new();
+    let host = tempfile::tempdir().unwrap();
+    let (c, e) = skiff.fails(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/tmp/../../etc/skiff-escape", host.path().display()),
+        layout(),
+        "true",
+    ]);
+    assert_eq!(c, 125);
+    assert!(e.contains(".."), "{e}");
+    // /var/run is an absolute symlink to /run in the image: the volume lands
+    // in the container's /run, not the host's.
+    let marker = format!("skiff-escape-{}", std::process::id());
+    let o = run(
+        &skiff,
+        &[
+            "-v",
+            &format!("{}:/var/run/{marker}", host.path().display()),
+        ],
+        &["sh", "-c", &format!("test -d /run/{marker} && echo inside")],
+    );
+    assert_eq!(out(&o), "inside\n", "{}", err(&o));
+    assert!(
+        !Path::new("/run").join(&marker).exists(),
+        "the volume escaped to the host's /run"
+    );
+}
+
+#[test]
+fn memory_limit_oom_kills_and_is_reported() {
+    let skiff = Skiff::new();
+    let o = run(
+        &skiff,
+        &["--memory", "32M"],
+        &[
+            "python3",
+            "-c",
+            "b = bytearray(256 << 20); print('survived')",
+        ],
+    );
+    assert_eq!(code(&o), 137, "{}{}", out(&o), err(&o));
+    assert!(!out(&o).contains("survived"));
+    assert!(err(&o).contains("OOM"), "{}", err(&o));
+    // Under the limit, it runs.
+    let o = run(
+        &skiff,
+        &["--memory", "128M", "--pids-limit", "64", "--cpus", "0.5"],
+        &["python3", "-c", "b = bytearray(8 << 20); print('ok')"],
+    );
+    assert_eq!(out(&o), "ok\n", "{}", err(&o));
+}

@@ -1,0 +1,76 @@
+//! The runtime part of an OCI image config (`config.config`): what a
+//! container runs by default.
+
+use serde::Deserialize;
+
+use crate::error::{OciError, Result};
+
+/// `Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User` and `StopSignal` of an
+/// image config. Missing fields are empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RuntimeConfig {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub entrypoint: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cmd: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub env: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub working_dir: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub user: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub stop_signal: String,
+}
+
+#[derive(Deserialize)]
+struct ImageConfig {
+    #[serde(default, deserialize_with = "null_as_default")]
+    config: RuntimeConfig,
+}
+
+// Registries and builders write `null` for empty fields as often as they omit them.
+fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+impl RuntimeConfig {
+    /// Parses the runtime part of an image config blob.
+    pub fn parse(config_blob: &[u8]) -> Result<Self> {
+        serde_json::from_slice::<ImageConfig>(config_blob)
+            .map(|c| c.config)
+            .map_err(|source| OciError::Json {
+                context: "the image config".into(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fields_and_tolerates_nulls() {
+        let c = RuntimeConfig::parse(
+            br#"{"architecture":"amd64","config":{"Entrypoint":null,"Cmd":["bash"],
+            "Env":["PATH=/usr/bin"],"WorkingDir":"/srv","User":"1000:1000"}}"#,
+        )
+        .unwrap();
+        assert!(c.entrypoint.is_empty());
+        assert_eq!(c.cmd, ["bash"]);
+        assert_eq!(c.env, ["PATH=/usr/bin"]);
+        assert_eq!(c.working_dir, "/srv");
+        assert_eq!(c.user, "1000:1000");
+        assert_eq!(
+            RuntimeConfig::parse(b"{}").unwrap(),
+            RuntimeConfig::default()
+        );
+        assert!(RuntimeConfig::parse(b"[1]").is_err());
+    }
+}

@@ -1,0 +1,138 @@
+//! The container's root: an overlayfs with the image's read-only tree as
+//! its lower layer and a per-container writable upper layer, so the image
+//! itself is never written.
+
+use std::path::{Path, PathBuf};
+
+use rustix::mount::{MountFlags, UnmountFlags};
+
+use crate::SandboxError;
+
+/// The directories of one container's overlay, all under its state dir.
+pub struct OverlayDirs {
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+}
+
+impl OverlayDirs {
+    pub fn under(container_dir: &Path) -> Self {
+        OverlayDirs {
+            upper: container_dir.join("upper"),
+            work: container_dir.join("work"),
+            merged: container_dir.join("rootfs"),
+        }
+    }
+}
+
+/// Mounts `lower` (read-only) under a fresh upper layer at `dirs.merged`.
+pub fn mount_overlay(lower: &Path, dirs: &OverlayDirs) -> Result<(), SandboxError> {
+    for d in [&dirs.upper, &dirs.work, &dirs.merged] {
+        std::fs::create_dir_all(d)
+            .map_err(|e| SandboxError::io(format!("creating {}", d.display()), e))?;
+    }
+    let mut data = String::new();
+    for (key, path) in [
+        ("lowerdir", lower),
+        ("upperdir", &dirs.upper),
+        ("workdir", &dirs.work),
+    ] {
+        let s = path.to_str().filter(|s| !s.contains([',', ':', '\\']));
+        let Some(s) = s else {
+            return Err(SandboxError::Config(format!(
+                "{} cannot be an overlayfs layer (it must be UTF-8 without ',', ':' or '\\'); choose another --root",
+                path.display()
+            )));
+        };
+        data.push_str(&format!("{key}={s},"));
+    }
+    // The lower layer is FUSE, which cannot encode file handles: no index.
+    data.push_str("index=off");
+    let data = std::ffi::CString::new(data)
+        .map_err(|_| SandboxError::Config("an overlay path contains a NUL byte".into()))?;
+    rustix::mount::mount(
+        "overlay",
+        &dirs.merged,
+        "overlay",
+        MountFlags::empty(),
+        Some(data.as_c_str()),
+    )
+    .map_err(|e| {
+        SandboxError::io(
+            format!("mounting the overlay root at {}", dirs.merged.display()),
+            e.into(),
+        )
+    })
+}
+
+/// Unmounts the overlay (lazily, so a straggler cannot pin it); not mounted
+/// is fine.
+pub fn unmount_overlay(dirs: &OverlayDirs) -> Result<(), SandboxError> {
+    match rustix::mount::unmount(&dirs.merged, UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(SandboxError::io(
+            format!("unmounting {}", dirs.merged.display()),
+            e.into(),
+        )),
+    }
+}
+
+/// Parses `-v SRC:DST[:ro|rw]`. SRC must exist on the host; DST must be
+/// absolute and may not climb with `..`. (Symlinks inside the image on the
+/// way to DST are resolved within the container's root by the runtime.)
+pub fn parse_volume(spec: &str) -> Result<crate::Volume, SandboxError> {
+    let bad = |why: &str| {
+        SandboxError::Config(format!(
+            "-v {spec:?}: {why}; the form is SRC:DST[:ro|rw], e.g. -v /srv/data:/data:ro"
+        ))
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [s, d] => (*s, *d, "rw"),
+        [s, d, m] => (*s, *d, *m),
+        _ => return Err(bad("expected two or three ':'-separated fields")),
+    };
+    let read_only = match mode {
+        "ro" => true,
+        "rw" => false,
+        _ => return Err(bad("the mode must be ro or rw")),
+    };
+    if !dst.starts_with('/') {
+        return Err(bad("DST must be an absolute path in the container"));
+    }
+    if Path::new(dst)
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(bad("DST may not contain '..'"));
+    }
+    let source = std::fs::canonicalize(src)
+        .map_err(|e| bad(&format!("SRC {src:?} does not exist on the host ({e})")))?;
+    Ok(crate::Volume {
+        source,
+        destination: dst.to_string(),
+        read_only,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_parse_and_reject_climbing() {
+        let v = parse_volume("/tmp:/data:ro").unwrap();
+        assert_eq!(v.destination, "/data");
+        assert!(v.read_only);
+        assert!(!parse_volume("/tmp:/data").unwrap().read_only);
+        for bad in [
+            "/tmp:/a/../../etc",
+            "/tmp:relative",
+            "/tmp:/d:rx",
+            "/nonexistent-skiff-src:/d",
+            "/tmp",
+        ] {
+            assert!(parse_volume(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The OCI runtime spec (`config.json`) skiff generates for a container,
+//! with Docker's defaults: its capability set, masked and read-only paths,
+//! mounts, namespaces and seccomp policy.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use oci_spec::runtime::{Capability, LinuxSeccomp, Spec};
+use serde_json::json;
+
+use crate::SandboxError;
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// Every capability Linux 6.x defines, in kernel bit order, for
+/// `--cap-add ALL`.
+const ALL_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Paths runc and Docker hide behind an empty file or directory: they leak
+/// host details or let a process poke the host kernel.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths runc and Docker remount read-only.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Parses capability names as Docker accepts them: any case, with or
+/// without `CAP_`, or `ALL`.
+pub fn parse_capabilities(names: &[String]) -> Result<BTreeSet<String>, SandboxError> {
+    let mut out = BTreeSet::new();
+    for n in names {
+        let upper = n.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        if bare == "ALL" {
+            // All that this process can grant: a capability outside its own
+            // bounding set cannot be given to a child.
+            let bounding = bounding_set();
+            out.extend(
+                ALL_CAPABILITIES
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+                    .map(|(_, s)| s.to_string()),
+            );
+        } else if Capability::from_str(bare).is_ok() {
+            out.insert(bare.to_string());
+        } else {
+            return Err(SandboxError::Config(format!(
+                "{n:?} is not a Linux capability; use a name such as NET_ADMIN or SYS_PTRACE (see capabilities(7))"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// This process's capability bounding set (all bits if unreadable).
+fn bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// Docker's rule: start from the defaults, add, then drop (`ALL` in drop
+/// empties the set first, so `--cap-drop ALL --cap-add X` keeps X).
+pub fn effective_capabilities(
+    add: &[String],
+    drop: &[String],
+) -> Result<BTreeSet<String>, SandboxError> {
+    let add = parse_capabilities(add)?;
+    let drop_all = drop.iter().any(|d| d.eq_ignore_ascii_case("ALL"));
+    let drop = parse_capabilities(drop)?;
+    let mut caps: BTreeSet<String> = if drop_all {
+        BTreeSet::new()
+    } else {
+        DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+    };
+    if drop_all {
+        caps.extend(add);
+    } else {
+        caps.extend(add);
+        caps.retain(|c| !drop.contains(c));
+    }
+    let bounding = bounding_set();
+    for c in &caps {
+        let bit = ALL_CAPABILITIES.iter().position(|a| a == c);
+        if bit.is_some_and(|b| bounding & (1u64 << b) == 0) {
+            return Err(SandboxError::Config(format!(
+                "CAP_{c} is not in skiff's own capability bounding set, so no container can have it; drop it with --cap-drop {c}"
+            )));
+        }
+    }
+    Ok(caps)
+}
+
+/// The capabilities as oci-spec values.
+pub fn to_oci_capabilities(caps: &BTreeSet<String>) -> Vec<Capability> {
+    caps.iter()
+        .filter_map(|c| Capability::from_str(c).ok())
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// A new network namespace with only a loopback interface.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// A bind mount from the host (`-v SRC:DST[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// cgroup limits; `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    pub memory_bytes: Option<i64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<i64>,
+}
+
+/// A user-namespace remap: container IDs 0..size map to host IDs
+/// host_id..host_id+size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// Who the process runs as, already resolved to numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// Everything that decides a container's spec.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub rootfs: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: ProcessUser,
+    pub hostname: String,
+    pub terminal: bool,
+    pub network: Network,
+    pub read_only: bool,
+    pub volumes: Vec<Volume>,
+    pub resources: Resources,
+    pub capabilities: BTreeSet<String>,
+    /// `None` runs unconfined.
+    pub seccomp: Option<LinuxSeccomp>,
+    pub userns: Option<IdMap>,
+    pub cgroups_path: String,
+    pub memory_swap_supported: bool,
+}
+
+/// The period CFS quotas are expressed in, as Docker uses for `--cpus`.
+const CPU_PERIOD_US: u64 = 100_000;
+
+impl ContainerSpec {
+    /// Builds the OCI runtime spec.
+    pub fn to_oci(&self) -> Result<Spec, SandboxError> {
+        let caps: Vec<String> = self
+            .capabilities
+            .iter()
+            .map(|c| format!("CAP_{c}"))
+            .collect();
+        let mut namespaces = vec![
+            json!({"type": "pid"}),
+            json!({"type": "ipc"}),
+            json!({"type": "uts"}),
+            json!({"type": "mount"}),
+            json!({"type": "cgroup"}),
+        ];
+        if self.network == Network::None {
+            namespaces.push(json!({"type": "network"}));
+        }
+        if self.userns.is_some() {
+            namespaces.push(json!({"type": "user"}));
+        }
+
+        // In a user namespace sysfs can only be bind-mounted, and cgroupfs
+        // not at all without cgroup delegation.
+        let mut mounts = vec![
+            json!({"destination": "/proc", "type": "proc", "source": "proc",
+                   "options": ["nosuid", "noexec", "nodev"]}),
+            json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+            json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                   "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+            json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                   "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+            json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                   "options": ["nosuid", "noexec", "nodev"]}),
+        ];
+        if self.userns.is_none() {
+            mounts.push(
+                json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"]}),
+            );
+            mounts.push(
+                json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+            );
+        } else {
+            mounts.push(
+                json!({"destination": "/sys", "type": "none", "source": "/sys",
+                "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
+            );
+        }
+        for v in &self.volumes {
+            let mut options = vec!["rbind", "rprivate"];
+            options.push(if v.read_only { "ro" } else { "rw" });
+            mounts.push(json!({"destination": v.destination, "type": "bind",
+                "source": v.source, "options": options}));
+        }
+
+        let mut resources = json!({
+            "devices": [{"allow": false, "access": "rwm"}],
+        });
+        if let Some(m) = self.resources.memory_bytes {
+            let mut mem = json!({"limit": m});
+            if self.memory_swap_supported {
+                // No swap on top of the limit, so the limit is the limit.
+                mem["swap"] = json!(m);
+            }
+            resources["memory"] = mem;
+        }
+        if let Some(c) = self.resources.cpus {
+            let quota = (c * CPU_PERIOD_US as f64).round() as i64;
+            resources["cpu"] = json!({"quota": quota, "period": CPU_PERIOD_US});
+        }
+        if let Some(p) = self.resources.pids {
+            resources["pids"] = json!({"limit": p});
+        }
+
+        let mut linux = json!({
+            "namespaces": namespaces,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "cgroupsPath": self.cgroups_path,
+            "resources": resources,
+        });
+        if let Some(map) = self.userns {
+            let m = json!([{"containerID": 0, "hostID": map.host_id, "size": map.size}]);
+            linux["uidMappings"] = m.clone();
+            linux["gidMappings"] = m;
+        }
+        if let Some(seccomp) = &self.seccomp {
+            linux["seccomp"] = serde_json::to_value(seccomp)
+                .map_err(|e| SandboxError::Config(format!("seccomp policy: {e}")))?;
+        }
+
+        let mut user = json!({"uid": self.user.uid, "gid": self.user.gid});
+        if !self.user.additional_gids.is_empty() {
+            user["additionalGids"] = json!(self.user.additional_gids);
+        }
+        let spec = json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": self.rootfs, "readonly": self.read_only},
+            "hostname": self.hostname,
+            "mounts": mounts,
+            "process": {
+                "terminal": self.terminal,
+                "user": user,
+                "args": self.args,
+                "env": self.env,
+                "cwd": if self.cwd.is_empty() { "/" } else { &self.cwd },
+                "capabilities": {
+                    "bounding": caps, "effective": caps, "permitted": caps,
+                },
+                "noNewPrivileges": true,
+            },
+            "linux": linux,
+        });
+        serde_json::from_value::<Spec>(spec)
+            .map_err(|e| SandboxError::Config(format!("building the runtime spec: {e}")))
+    }
+}
+
+/// The spec as pretty JSON, for `config.json`.
+pub fn to_json(spec: &Spec) -> Result<Vec<u8>, SandboxError> {
+    serde_json::to_vec_pretty(spec)
+        .map_err(|e| SandboxError::Config(format!("serializing the runtime spec: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(add: &[&str], drop: &[&str]) -> Vec<String> {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        effective_capabilities(&s(add), &s(drop))
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn capabilities_follow_dockers_rules() {
+        assert_eq!(caps(&[], &[]).len(), DEFAULT_CAPABILITIES.len());
+        let c = caps(&["cap_net_admin"], &["MKNOD"]);
+        assert!(c.contains(&"NET_ADMIN".to_string()));
+        assert!(!c.contains(&"MKNOD".to_string()));
+        assert_eq!(caps(&["KILL"], &["ALL"]), ["KILL"]);
+        assert!(effective_capabilities(&["NOT_A_CAP".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn spec_has_dockers_defaults() {
+        let s = ContainerSpec {
+            rootfs: "/r".into(),
+            args: vec!["sh".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: String::new(),
+            user: ProcessUser::default(),
+            hostname: "h".into(),
+            terminal: false,
+            network: Network::None,
+            read_only: true,
+            volumes: vec![Volume {
+                source: "/src".into(),
+                destination: "/dst".into(),
+                read_only: true,
+            }],
+            resources: Resources {
+                memory_bytes: Some(64 << 20),
+                cpus: Some(1.5),
+                pids: Some(10),
+            },
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            seccomp: None,
+            userns: None,
+            cgroups_path: "/skiff/x".into(),
+            memory_swap_supported: false,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&to_json(&s.to_oci().unwrap()).unwrap()).unwrap();
+        let ns: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["pid", "ipc", "uts", "mount", "cgroup", "network"]);
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(v["process"]["cwd"], "/");
+        assert_eq!(v["root"]["readonly"], true);
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 150_000);
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 10);
+        assert!(v["linux"]["maskedPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&"/proc/kcore".into()));
+        let bounding = v["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert_eq!(bounding.len(), 14);
+        assert!(bounding.contains(&"CAP_NET_BIND_SERVICE".into()));
+        let vol = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dst")
+            .unwrap();
+        assert!(vol["options"].as_array().unwrap().contains(&"ro".into()));
+    }
+}
