@@ -17,7 +17,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Convert an OCI image into a skiff image (a merged metadata tree plus
 /// content-addressed, compressed chunks, stored as an ordinary OCI
-/// artifact), then inspect, check or unpack it.
+/// artifact), then inspect, check, unpack or mount it, or run containers
+/// from it: only what they read is fetched, and every byte is verified.
 #[derive(Parser)]
 #[command(name = "skiff", version, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
@@ -58,7 +59,8 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success, 1 failure, 2 usage error, 3 verification failed.\n\
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 failure, 2 usage error, 3 verification failed \
+(`skiff run`: the container's code, or 125/126/127 as Docker).\n\
 Image references: REGISTRY/REPO[:TAG][@sha256:DIGEST], oci:DIR[:TAG], docker-archive:FILE[:REPO:TAG].";
 
 #[derive(Subcommand)]

@@ -193,12 +193,28 @@ fn help_and_usage_errors() {
         vec!["inspect", "--help"],
         vec!["check", "--help"],
         vec!["unpack", "--help"],
+        vec!["mount", "--help"],
+        vec!["umount", "--help"],
+        vec!["stats", "--help"],
+        vec!["cache", "--help"],
+        vec!["run", "--help"],
+        vec!["ps", "--help"],
+        vec!["stop", "--help"],
+        vec!["rm", "--help"],
+        vec!["logs", "--help"],
     ] {
         let out = skiff.ok(&cmd);
         assert!(out.contains("Usage"), "{out}");
     }
     let (code, _) = skiff.fails(&["convert"]);
     assert_eq!(code, 2);
+    // `run` reports its own failures as Docker does: 125.
+    let (code, err) = skiff.fails(&["run", "--rm", "oci:/nonexistent/layout", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("not found"), "{err}");
+    let (code, err) = skiff.fails(&["stop", "no-such-container"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("skiff ps -a"), "{err}");
     let (code, err) = skiff.fails(&["inspect", "Not A Ref"]);
     assert_eq!(code, 1);
     assert!(err.contains("invalid image reference"), "{err}");
