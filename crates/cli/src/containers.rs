@@ -38,6 +38,10 @@ pub struct Record {
     pub remove_on_exit: bool,
     pub cgroups_path: String,
     pub stop_signal: i32,
+    /// A network namespace of its own (`--network none`), whose loopback
+    /// skiff brings up.
+    #[serde(default)]
+    pub private_network: bool,
     /// Where the image's tree is mounted (shared with other containers).
     pub image_mount: PathBuf,
 }

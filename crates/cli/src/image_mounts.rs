@@ -4,19 +4,26 @@
 //! containers share one page cache. KEY is derived from the image
 //! reference and platform as given (a moved tag keeps the mounted image
 //! until `skiff umount ROOT/images/KEY/tree`, as Docker keeps a pulled one).
+//! The image's runtime config is kept beside it, so a warm start asks the
+//! registry nothing.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use skiff_oci::Platform;
+use skiff_oci::{Platform, RuntimeConfig};
 
 use crate::{mounts, Global};
 
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
-/// The mounted tree of `image`, mounting it first if needed.
-pub fn ensure(global: &Global, image: &str, platform: Option<&Platform>) -> Result<PathBuf> {
+/// The mounted tree of `image` and its runtime config, mounting it first
+/// if needed.
+pub fn ensure(
+    global: &Global,
+    image: &str,
+    platform: Option<&Platform>,
+) -> Result<(PathBuf, RuntimeConfig)> {
     let platform_str = platform.map(|p| p.to_string()).unwrap_or_default();
     let key =
         blake3::hash(format!("{image}\0{platform_str}").as_bytes()).to_hex()[..16].to_string();
@@ -28,9 +35,13 @@ pub fn ensure(global: &Global, image: &str, platform: Option<&Platform>) -> Resu
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .context("locking the image mount")?;
     let tree = dir.join("tree");
+    let config_path = dir.join("config.json");
     if let Some(rec) = mounts::read(&global.root, &tree) {
-        if mounts::alive(rec.pid) && is_fuse(&tree) {
-            return Ok(tree);
+        let saved = std::fs::read(&config_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RuntimeConfig>(&b).ok());
+        if let (true, Some(config)) = (mounts::alive(rec.pid) && is_fuse(&tree), saved) {
+            return Ok((tree, config));
         }
         tracing::info!(tree = %tree.display(), "clearing a stale image mount");
         let _ = rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH);
@@ -38,6 +49,8 @@ pub fn ensure(global: &Global, image: &str, platform: Option<&Platform>) -> Resu
     } else if is_fuse(&tree) {
         let _ = rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH);
     }
+    // Read first: a missing image fails here, before a daemon is started.
+    let config = crate::commands::image_runtime_config(global, image, platform)?;
     std::fs::write(dir.join("image"), format!("{image}\n{platform_str}\n"))?;
 
     let mut cmd = Command::new(std::env::current_exe()?);
@@ -69,7 +82,9 @@ pub fn ensure(global: &Global, image: &str, platform: Option<&Platform>) -> Resu
                 .trim_start_matches("skiff: error: ")
         );
     }
-    Ok(tree)
+    std::fs::write(&config_path, serde_json::to_vec(&config)?)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    Ok((tree, config))
 }
 
 fn is_fuse(p: &std::path::Path) -> bool {

@@ -2,7 +2,7 @@
 //! its init, and relaying a pseudo-terminal (`-t`).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::thread::JoinHandle;
 
 use anyhow::Result;
@@ -114,7 +114,6 @@ pub fn attach(master: OwnedFd, interactive: bool, output: std::fs::File) -> Resu
             let _ = out.flush();
         }
     });
-    let _ = stdin.as_fd();
     Ok(Console {
         output: Some(output),
         restore,

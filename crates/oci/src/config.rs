@@ -1,13 +1,13 @@
 //! The runtime part of an OCI image config (`config.config`): what a
 //! container runs by default.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{OciError, Result};
 
 /// `Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User` and `StopSignal` of an
 /// image config. Missing fields are empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RuntimeConfig {
     #[serde(default, deserialize_with = "null_as_default")]

@@ -110,6 +110,9 @@ pub const RUN_FAILED: i32 = 125;
 pub const NOT_EXECUTABLE: i32 = 126;
 pub const NOT_FOUND: i32 = 127;
 
+/// Docker's floor for --memory.
+const MIN_MEMORY: u64 = 6 << 20;
+
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
@@ -152,8 +155,7 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
         None => id[..12].to_string(),
     };
 
-    let config = super::image_runtime_config(global, &a.image, a.platform.as_ref())?;
-    let image_mount = image_mounts::ensure(global, &a.image, a.platform.as_ref())?;
+    let (image_mount, config) = image_mounts::ensure(global, &a.image, a.platform.as_ref())?;
 
     let cdir = containers::dir(&global.root, &id);
     let dirs = OverlayDirs::under(&cdir);
@@ -173,6 +175,7 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
         remove_on_exit: a.rm,
         cgroups_path: format!("/skiff/{id}"),
         stop_signal: parse_signal(&config.stop_signal).unwrap_or(libc::SIGTERM),
+        private_network: a.network != "host",
         image_mount: image_mount.clone(),
     };
     record.save(&global.root)?;
@@ -272,10 +275,8 @@ pub fn supervise(
     let pid = sandbox.pid();
     record.pid = Some(pid);
     record.pid_start = containers::process_start_time(pid);
-    let spec_has_netns =
-        std::fs::read_to_string(cdir.join("config.json")).is_ok_and(|s| s.contains("\"network\""));
     let started = (|| -> Result<()> {
-        if spec_has_netns {
+        if record.private_network {
             skiff_sandbox::container::loopback_up(pid)?;
         }
         sandbox.start()?;
@@ -471,6 +472,9 @@ fn build_spec(
             ),
         }
     }
+    if a.memory.is_some_and(|m| m < MIN_MEMORY) {
+        bail!("--memory must be at least 6M: a smaller limit kills the container before it starts");
+    }
     if let Some(c) = a.cpus {
         if !(c > 0.0 && c.is_finite()) {
             bail!("--cpus {c}: give a positive number of CPUs, e.g. 0.5");
@@ -494,7 +498,8 @@ fn build_spec(
         resources: Resources {
             memory_bytes: a.memory.map(|m| m as i64),
             cpus: a.cpus,
-            pids: a.pids_limit,
+            // As Docker: zero or less means unlimited.
+            pids: a.pids_limit.filter(|&p| p > 0),
         },
         capabilities,
         seccomp,
