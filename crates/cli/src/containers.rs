@@ -55,6 +55,12 @@ pub fn runtime_root(root: &Path) -> PathBuf {
     root.join("runtime")
 }
 
+/// Compiled seccomp filters, shared by all containers (see
+/// `skiff_sandbox::seccomp_filter`).
+pub fn seccomp_cache(root: &Path) -> PathBuf {
+    root.join("seccomp")
+}
+
 pub fn log_path(root: &Path, id: &str) -> PathBuf {
     dir(root, id).join("container.log")
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use skiff_fs::IdShift;
 use skiff_oci::{Platform, RuntimeConfig};
 
 use crate::{mounts, Global};
@@ -18,15 +19,20 @@ use crate::{mounts, Global};
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
 /// The mounted tree of `image` and its runtime config, mounting it first
-/// if needed.
+/// if needed. With `shift`, file owners appear shifted for a user namespace;
+/// that is a mount of its own (the chunk cache is still shared).
 pub fn ensure(
     global: &Global,
     image: &str,
     platform: Option<&Platform>,
+    shift: Option<IdShift>,
 ) -> Result<(PathBuf, RuntimeConfig)> {
     let platform_str = platform.map(|p| p.to_string()).unwrap_or_default();
-    let key =
-        blake3::hash(format!("{image}\0{platform_str}").as_bytes()).to_hex()[..16].to_string();
+    let mut id = format!("{image}\0{platform_str}");
+    if let Some(s) = shift {
+        id.push_str(&format!("\0{s}"));
+    }
+    let key = blake3::hash(id.as_bytes()).to_hex()[..16].to_string();
     let dir = global.root.join("images").join(&key);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Serialize concurrent runs of one image: one mounts, the others reuse.
@@ -68,6 +74,9 @@ pub fn ensure(
     cmd.arg("mount").arg("--daemon");
     if !platform_str.is_empty() {
         cmd.arg("--platform").arg(&platform_str);
+    }
+    if let Some(s) = shift {
+        cmd.arg("--shift-ids").arg(s.to_string());
     }
     cmd.arg(image).arg(&tree);
     let out = cmd

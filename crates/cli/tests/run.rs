@@ -414,6 +414,20 @@ fn the_sandbox_denies_what_dockers_defaults_deny() {
         "--network none keeps a working loopback"
     );
 
+    // The compiled filter is kept; the next container loads it from there
+    // and is denied the same.
+    let filters = || {
+        std::fs::read_dir(skiff.root.path().join("seccomp"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(filters(), 1, "one compiled filter cached");
+    let again = probe_results(&skiff, &[]);
+    for check in ["keyctl", "unshare_user", "mount", "reboot"] {
+        assert_eq!(again[check], "denied 1", "{check} with the cached filter");
+    }
+    assert_eq!(filters(), 1, "the cached filter was reused");
+
     // The same probe finds the holes when the sandbox is opened up, so the
     // checks above can fail.
     let open = probe_results(
@@ -524,4 +538,117 @@ fn memory_limit_oom_kills_and_is_reported() {
         &["python3", "-c", "b = bytearray(8 << 20); print('ok')"],
     );
     assert_eq!(out(&o), "ok\n", "{}", err(&o));
+}
+
+#[test]
+fn userns_remap_makes_container_root_an_unprivileged_host_user() {
+    let skiff = Skiff::new();
+    // A host directory only host root may write to.
+    let host = tempfile::tempdir().unwrap();
+    let mut perms = std::fs::metadata(host.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(host.path(), perms).unwrap();
+    let vol = format!("{}:/vol", host.path().display());
+    let script = "id -u; cat /proc/self/uid_map; stat -c %u:%g /etc/passwd /; \
+                  touch /etc/made-here && chown 1000:1000 /etc/made-here && stat -c %u /etc/made-here; \
+                  ls /sys/class/net; \
+                  touch /vol/x 2>/dev/null && echo vol-written || echo vol-denied";
+
+    // Without a user namespace, container root writes the host directory:
+    // the check below can fail.
+    let o = run(
+        &skiff,
+        &["-v", &vol],
+        &["sh", "-c", "touch /vol/x && echo vol-written"],
+    );
+    assert_eq!(out(&o), "vol-written\n", "{}", err(&o));
+    std::fs::remove_file(host.path().join("x")).unwrap();
+
+    let o = run(
+        &skiff,
+        &["--userns", "remap", "-v", &vol],
+        &["sh", "-c", script],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let lines: Vec<String> = out(&o)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "0",
+            "0 100000 65536",
+            "0:0",
+            "0:0",
+            "1000",
+            "lo",
+            "vol-denied"
+        ],
+        "{}",
+        err(&o)
+    );
+    assert!(!host.path().join("x").exists());
+
+    // On the host, the container's processes run as 100000, and the files
+    // it made belong to 100000 + their in-container owner.
+    let id = skiff.ok(&[
+        "run",
+        "-d",
+        "--userns",
+        "remap",
+        layout(),
+        "sh",
+        "-c",
+        "touch /made; sleep 60",
+    ]);
+    let id = id.trim();
+    let rec = ps_record(&skiff, id);
+    let pid = rec["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().collect::<Vec<_>>(),
+        ["Uid:", "100000", "100000", "100000", "100000"]
+    );
+    let upper = skiff
+        .root
+        .path()
+        .join("containers")
+        .join(id)
+        .join("upper/made");
+    let mut owner = None;
+    for _ in 0..50 {
+        if let Ok(m) = std::fs::metadata(&upper) {
+            owner = Some(std::os::unix::fs::MetadataExt::uid(&m));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(owner, Some(100000));
+    skiff.ok(&["rm", "-f", id]);
+
+    // The sandbox's denials hold inside the user namespace too.
+    let r = probe_results(&skiff, &["--userns", "remap"]);
+    for check in [
+        "see_host_process",
+        "mount",
+        "init_module",
+        "mknod_block",
+        "keyctl",
+        "unshare_user",
+        "reboot",
+        "host_loopback",
+        "proc_sys",
+    ] {
+        assert!(
+            r[check].starts_with("denied"),
+            "{check}: {} ({r:?})",
+            r[check]
+        );
+    }
+
+    let o = skiff.run(&["run", "--rm", "--userns", "0:65536", layout(), "true"]);
+    assert_eq!(code(&o), 2, "BASE 0 is refused: {}", err(&o));
+    assert!(err(&o).contains("host root"), "{}", err(&o));
 }

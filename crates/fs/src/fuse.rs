@@ -112,6 +112,54 @@ pub struct SkiffFs {
     /// passthrough open while the inode has cached opens, and the reverse,
     /// so an inode keeps the mode of its first open until all are closed.
     open_modes: Mutex<std::collections::HashMap<u32, OpenModes>>,
+    id_shift: Option<IdShift>,
+}
+
+/// File owners as a user namespace's processes should see them: IDs below
+/// `size` appear as `base + id`, others as the overflow ID 65534. One mount
+/// per remap, so containers with a user namespace own their image's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdShift {
+    pub base: u32,
+    pub size: u32,
+}
+
+/// What the kernel shows for an ID with no mapping (overflowuid).
+pub const OVERFLOW_ID: u32 = 65534;
+
+impl IdShift {
+    pub fn apply(&self, id: u32) -> u32 {
+        if id < self.size {
+            self.base + id
+        } else {
+            OVERFLOW_ID
+        }
+    }
+}
+
+impl std::str::FromStr for IdShift {
+    type Err = String;
+
+    /// `BASE:SIZE`, e.g. `100000:65536`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not BASE:SIZE (e.g. 100000:65536)");
+        let (base, size) = s.split_once(':').ok_or_else(bad)?;
+        let base: u32 = base.trim().parse().map_err(|_| bad())?;
+        let size: u32 = size.trim().parse().map_err(|_| bad())?;
+        if size == 0 || base.checked_add(size).is_none() {
+            return Err(format!(
+                "{s:?}: SIZE must be at least 1 and BASE + SIZE at most {}",
+                u32::MAX
+            ));
+        }
+        Ok(IdShift { base, size })
+    }
+}
+
+impl std::fmt::Display for IdShift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.base, self.size)
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -165,7 +213,18 @@ impl SkiffFs {
             passthrough: false,
             backing: Mutex::new(Default::default()),
             open_modes: Mutex::new(Default::default()),
+            id_shift: None,
         }
+    }
+
+    /// Shows file owners shifted for a user namespace (see [`IdShift`]).
+    pub fn with_id_shift(mut self, shift: Option<IdShift>) -> Self {
+        self.id_shift = shift;
+        self
+    }
+
+    fn owner(&self, id: u32) -> u32 {
+        self.id_shift.map_or(id, |s| s.apply(id))
     }
 
     /// Copies a file whose chunks are all local into an unnamed temporary
@@ -276,8 +335,8 @@ impl SkiffFs {
             kind: file_type(kind),
             perm: (a.mode & 0o7777) as u16,
             nlink: a.nlink,
-            uid: a.uid,
-            gid: a.gid,
+            uid: self.owner(a.uid),
+            gid: self.owner(a.gid),
             rdev: (a.rdev_major << 8 & 0xfff00)
                 | (a.rdev_minor & 0xff)
                 | ((a.rdev_minor & !0xff) << 12),
@@ -591,4 +650,21 @@ impl Filesystem for SkiffFs {
 
 fn libc_o_trunc() -> i32 {
     0o1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdShift;
+
+    #[test]
+    fn id_shift_parses_and_maps() {
+        let s: IdShift = "100000:65536".parse().unwrap();
+        assert_eq!(s.apply(0), 100000);
+        assert_eq!(s.apply(65535), 165535);
+        assert_eq!(s.apply(65536), super::OVERFLOW_ID);
+        assert_eq!(s.to_string(), "100000:65536");
+        for bad in ["", "100000", "a:1", "1:0", "4294967295:2", "-1:5"] {
+            assert!(bad.parse::<IdShift>().is_err(), "{bad:?} accepted");
+        }
+    }
 }

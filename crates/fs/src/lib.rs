@@ -6,6 +6,6 @@ pub mod fuse;
 pub mod mount;
 pub mod unpack;
 
-pub use fuse::{SkiffFs, TraceRecorder};
+pub use fuse::{IdShift, SkiffFs, TraceRecorder};
 pub use mount::{mount, MountOptions};
 pub use unpack::{unpack, UnpackError, UnpackOptions, UnpackStats};

@@ -11,8 +11,13 @@ use std::path::{Path, PathBuf};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use rustix::process::{Pid, Signal, WaitOptions};
+use std::sync::Arc;
 
+use crate::seccomp_filter::CompiledFilter;
+use crate::userns::UserNamespace;
 use crate::SandboxError;
 
 /// How the container's standard streams are wired.
@@ -55,17 +60,25 @@ impl Sandbox {
     /// Creates the container from the bundle (`BUNDLE/config.json`), with
     /// libcontainer's state under `runtime_root/ID`. The init process waits
     /// for [`Sandbox::start`].
+    ///
+    /// The seccomp policy is compiled here, or taken from `filter_cache`
+    /// (see [`crate::seccomp_filter`]), and loaded by our executor just
+    /// before the command; libcontainer gets `BUNDLE/runtime/config.json`,
+    /// the same spec without `linux.seccomp`.
     pub fn create(
         id: &str,
         bundle: &Path,
         runtime_root: &Path,
+        filter_cache: &Path,
         stdio: Stdio,
     ) -> Result<Self, SandboxError> {
         std::fs::create_dir_all(runtime_root)
             .map_err(|e| SandboxError::io(format!("creating {}", runtime_root.display()), e))?;
+        let (runtime_bundle, filter, userns) = runtime_bundle(bundle, filter_cache)?;
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(runtime_root)
-            .map_err(SandboxError::runtime("setting the runtime state directory"))?;
+            .map_err(SandboxError::runtime("setting the runtime state directory"))?
+            .with_executor(SeccompExecutor { filter });
         let mut console_listener = None;
         match stdio {
             Stdio::Files {
@@ -89,11 +102,13 @@ impl Sandbox {
             }
         }
         let container = builder
-            .as_init(bundle)
+            .as_init(runtime_bundle)
             .with_systemd(false)
             .with_detach(true)
             .build()
             .map_err(SandboxError::runtime("creating the container"))?;
+        // The container's processes now hold the namespace themselves.
+        drop(userns);
         let pid = container
             .pid()
             .ok_or_else(|| SandboxError::Runtime("the container has no init process".into()))?
@@ -128,6 +143,85 @@ impl Sandbox {
         self.container
             .start()
             .map_err(SandboxError::runtime("starting the container"))
+    }
+}
+
+/// Writes the spec libcontainer runs: without the seccomp policy, whose
+/// filter is compiled (or found) here, and with a user namespace to join
+/// instead of one to create (see [`crate::userns`]).
+#[allow(clippy::type_complexity)]
+fn runtime_bundle(
+    bundle: &Path,
+    filter_cache: &Path,
+) -> Result<(PathBuf, Option<Arc<CompiledFilter>>, Option<UserNamespace>), SandboxError> {
+    let mut spec = Spec::load(bundle.join("config.json"))
+        .map_err(SandboxError::runtime("reading the container's config.json"))?;
+    if let Some(root) = spec.root().clone() {
+        if root.path().is_relative() {
+            let mut root = root;
+            root.set_path(bundle.join(root.path()));
+            spec.set_root(Some(root));
+        }
+    }
+    let mut filter = None;
+    let mut userns = None;
+    if let Some(mut linux) = spec.linux().clone() {
+        if let Some(policy) = linux.seccomp() {
+            filter = Some(Arc::new(CompiledFilter::cached(policy, filter_cache)?));
+            linux.set_seccomp(None);
+        }
+        if let Some(namespaces) = linux.namespaces().clone() {
+            let mut namespaces = namespaces;
+            for ns in namespaces.iter_mut() {
+                if ns.typ() == LinuxNamespaceType::User && ns.path().is_none() {
+                    let render = |m: &Option<Vec<LinuxIdMapping>>| -> String {
+                        m.iter()
+                            .flatten()
+                            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+                            .collect()
+                    };
+                    let (uids, gids) = (render(linux.uid_mappings()), render(linux.gid_mappings()));
+                    if uids.is_empty() || gids.is_empty() {
+                        return Err(SandboxError::Config(
+                            "a user namespace needs uidMappings and gidMappings".into(),
+                        ));
+                    }
+                    let holder = UserNamespace::create(&uids, &gids)?;
+                    ns.set_path(Some(holder.path()));
+                    userns = Some(holder);
+                }
+            }
+            linux.set_namespaces(Some(namespaces));
+        }
+        spec.set_linux(Some(linux));
+    }
+    let dir = bundle.join("runtime");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| SandboxError::io(format!("creating {}", dir.display()), e))?;
+    spec.save(dir.join("config.json"))
+        .map_err(SandboxError::runtime("writing the runtime's config.json"))?;
+    Ok((dir, filter, userns))
+}
+
+/// libcontainer's default executor, plus loading our compiled seccomp filter
+/// right before exec, where libcontainer would have loaded its own.
+#[derive(Clone)]
+struct SeccompExecutor {
+    filter: Option<Arc<CompiledFilter>>,
+}
+
+impl Executor for SeccompExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if let Some(filter) = &self.filter {
+            filter
+                .load()
+                .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
+        }
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
     }
 }
 

@@ -5,8 +5,10 @@
 pub mod container;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_filter;
 pub mod spec;
 pub mod user;
+pub mod userns;
 
 pub use container::{Exit, Sandbox, Stdio};
 pub use spec::{ContainerSpec, IdMap, Network, ProcessUser, Resources, Volume};

@@ -2,8 +2,8 @@
 //! default profile in effect, and a loader for `--security-opt seccomp=FILE`
 //! that reads either the OCI `linux.seccomp` object or Docker's profile format.
 //!
-//! Everything here produces an [`oci_spec::runtime::LinuxSeccomp`] for
-//! libcontainer, which compiles it with libseccomp when the container starts.
+//! Everything here produces an [`oci_spec::runtime::LinuxSeccomp`], written
+//! into the container's `config.json`; [`crate::seccomp_filter`] compiles it.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -717,20 +717,14 @@ fn arg_with(
     builder.build().expect("LinuxSeccompArg fields are all set")
 }
 
-/// A condition `(argument & mask) == expected`.
-///
-/// runc and crun read `value` as the mask and `valueTwo` as the expected
-/// value, and profile files are written that way. libcontainer 0.7 hands them
-/// to libseccomp the other way round, so Docker's clone rule (mask in
-/// `value`, no `valueTwo`) becomes a zero mask that matches every clone. Hence
-/// the swap here, also applied to loaded files; the `filter_is_enforced_*`
-/// tests fail if a libcontainer upgrade changes the reading.
+/// A condition `(argument & mask) == expected`, read as runc and crun read
+/// it: `value` is the mask, `valueTwo` the expected value.
 fn masked_eq(index: usize, mask: u64, expected: u64) -> LinuxSeccompArg {
     arg_with(
         index,
         LinuxSeccompOperator::ScmpCmpMaskedEq,
-        expected,
-        Some(mask),
+        mask,
+        Some(expected),
     )
 }
 
@@ -1263,7 +1257,6 @@ impl Parser<'_> {
             // `index` is at most 5 here, so the cast cannot truncate.
             let index = index as usize;
             args.push(if op == LinuxSeccompOperator::ScmpCmpMaskedEq {
-                // Files say value = mask, valueTwo = expected (runc's reading).
                 masked_eq(index, value, value_two.unwrap_or(0))
             } else {
                 arg_with(index, op, value, value_two)
@@ -2123,7 +2116,7 @@ mod tests {
             .unwrap_or_else(|_| panic!("scmp_sys_resolver printed {text:?} for {name}"))
     }
 
-    /// Unknown names make libcontainer drop the rule with only a warning, so
+    /// Unknown names make the compiler drop the rule with only a warning, so
     /// a typo would silently deny a syscall. Every name must be known to
     /// libseccomp and be a real syscall on at least one filtered ABI.
     #[test]
@@ -2160,7 +2153,7 @@ mod tests {
     /// the kernel's own EPERM.
     const PROBE_ERRNO: u32 = 131; // ENOTRECOVERABLE
 
-    /// Loads `profile` through libcontainer in a forked child and runs raw
+    /// Loads `profile` with our compiler in a forked child and runs raw
     /// syscalls there, so the test process itself stays unfiltered.
     fn probe_in_child(profile: &LinuxSeccomp) -> Probes {
         let mut profile = profile.clone();
@@ -2222,7 +2215,10 @@ mod tests {
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err("PR_SET_NO_NEW_PRIVS failed".into());
         }
-        libcontainer::seccomp::initialize_seccomp(profile).map_err(|e| format!("{e:?}"))?;
+        crate::seccomp_filter::CompiledFilter::compile(profile)
+            .map_err(|e| e.to_string())?
+            .load()
+            .map_err(|e| format!("loading the filter: {e}"))?;
 
         let mut report = String::new();
         let mut record = |name: &str, ret: i64| {

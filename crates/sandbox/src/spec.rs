@@ -268,8 +268,8 @@ impl ContainerSpec {
             namespaces.push(json!({"type": "user"}));
         }
 
-        // In a user namespace sysfs can only be bind-mounted, and cgroupfs
-        // not at all without cgroup delegation.
+        // In a user namespace cgroupfs cannot be mounted without cgroup
+        // delegation, so /sys/fs/cgroup stays empty there.
         let mut mounts = vec![
             json!({"destination": "/proc", "type": "proc", "source": "proc",
                    "options": ["nosuid", "noexec", "nodev"]}),
@@ -282,16 +282,21 @@ impl ContainerSpec {
             json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                    "options": ["nosuid", "noexec", "nodev"]}),
         ];
-        if self.userns.is_none() {
+        // sysfs can be mounted where the network namespace is the
+        // container's own; with the host's network and a user namespace it
+        // can only be bind-mounted.
+        if self.userns.is_none() || self.network == Network::None {
             mounts.push(
                 json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                 "options": ["nosuid", "noexec", "nodev", "ro"]}),
             );
+        }
+        if self.userns.is_none() {
             mounts.push(
                 json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                 "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
             );
-        } else {
+        } else if self.network == Network::Host {
             mounts.push(
                 json!({"destination": "/sys", "type": "none", "source": "/sys",
                 "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),

@@ -41,7 +41,8 @@ pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, SandboxEr
             ))
         }
     };
-    let mut s = String::new();
+    // Room up front, or the reader probes the file 32 bytes at a time.
+    let mut s = String::with_capacity(64 << 10);
     // /etc/passwd of any sane size; a huge one is an attack, not a config.
     std::fs::File::from(fd)
         .take(16 << 20)

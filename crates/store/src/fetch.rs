@@ -332,10 +332,12 @@ impl Inner {
                     if let Ok(mut mem) = self.memory.lock() {
                         mem.insert(idx, data.clone());
                     }
-                    self.complete(idx, Ok(data.clone()));
+                    // Cached before readers wake: a chunk a reader got is
+                    // on the node even if the daemon is stopped right after.
                     if let Some(c) = &self.cache {
                         c.put(alg, &info.digest, &data);
                     }
+                    self.complete(idx, Ok(data.clone()));
                     self.retire(idx);
                 }
                 Err(e) => {

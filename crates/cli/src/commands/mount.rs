@@ -55,6 +55,10 @@ pub struct Args {
     /// is all local are read by the kernel from a verified local copy).
     #[arg(long)]
     no_passthrough: bool,
+    /// Show file owners shifted for a user namespace: ID N below SIZE
+    /// appears as BASE+N, any other as 65534 (`skiff run --userns` uses it).
+    #[arg(long, value_name = "BASE:SIZE")]
+    shift_ids: Option<skiff_fs::IdShift>,
     /// Internal: report readiness on stdout (used by --daemon).
     #[arg(long, hide = true)]
     notify_ready: bool,
@@ -133,7 +137,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     let source = format!("skiff:{}", a.image.image);
     let passthrough_dir = (!a.no_passthrough).then(|| global.root.join("cache/tmp"));
     let session = skiff_fs::mount(
-        SkiffFs::new(fetcher.clone(), trace, passthrough_dir),
+        SkiffFs::new(fetcher.clone(), trace, passthrough_dir).with_id_shift(a.shift_ids),
         &mountpoint,
         MountOptions::default(),
         &source,

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use skiff_fs::IdShift;
 use skiff_oci::{Platform, RuntimeConfig};
 use skiff_sandbox::rootfs::{self, OverlayDirs};
-use skiff_sandbox::{ContainerSpec, Network, Resources};
+use skiff_sandbox::{ContainerSpec, IdMap, Network, Resources};
 
 use super::mount::parse_size;
 use super::parse_platform;
@@ -92,6 +93,11 @@ pub struct Args {
     /// seccomp=FILE (a Docker or OCI profile) or seccomp=unconfined.
     #[arg(long, value_name = "OPT")]
     security_opt: Vec<String>,
+    /// User namespace: host (none, the default); remap (container IDs
+    /// 0-65535 are host IDs 100000-165535, so container root is not host
+    /// root); or BASE:SIZE for another host range.
+    #[arg(long, default_value = "host", value_parser = parse_userns, value_name = "host|remap|BASE:SIZE")]
+    userns: UsernsMode,
     /// Override the image's entrypoint.
     #[arg(long, value_name = "CMD")]
     entrypoint: Option<String>,
@@ -103,6 +109,32 @@ pub struct Args {
     /// The command and its arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// `--userns`: `None` shares the host's user namespace.
+#[derive(Clone, Copy, Debug)]
+pub struct UsernsMode(Option<IdShift>);
+
+/// The range `--userns remap` uses, as Docker's userns-remap typically does.
+const REMAP_DEFAULT: IdShift = IdShift {
+    base: 100_000,
+    size: 65_536,
+};
+
+fn parse_userns(s: &str) -> Result<UsernsMode, String> {
+    match s {
+        "host" => Ok(UsernsMode(None)),
+        "remap" => Ok(UsernsMode(Some(REMAP_DEFAULT))),
+        _ => {
+            let shift: IdShift = s
+                .parse()
+                .map_err(|e| format!("{e}; or use host or remap"))?;
+            if shift.base == 0 {
+                return Err("BASE 0 would map container root to host root; pick a range above the host's own users, e.g. 100000:65536".into());
+            }
+            Ok(UsernsMode(Some(shift)))
+        }
+    }
 }
 
 /// Exit codes of `skiff run` itself, as Docker's.
@@ -155,7 +187,8 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
         None => id[..12].to_string(),
     };
 
-    let (image_mount, config) = image_mounts::ensure(global, &a.image, a.platform.as_ref())?;
+    let shift = a.userns.0;
+    let (image_mount, config) = image_mounts::ensure(global, &a.image, a.platform.as_ref(), shift)?;
 
     let cdir = containers::dir(&global.root, &id);
     let dirs = OverlayDirs::under(&cdir);
@@ -180,7 +213,7 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
     };
     record.save(&global.root)?;
     let result = (|| -> Result<Record> {
-        rootfs::mount_overlay(&image_mount, &dirs)?;
+        rootfs::mount_overlay(&image_mount, &dirs, shift.map(|s| s.base))?;
         let spec = build_spec(&a, &config, &id, &record.cgroups_path, &dirs.merged)?;
         let json = skiff_sandbox::spec::to_json(&spec.to_oci()?)?;
         std::fs::write(cdir.join("config.json"), json)
@@ -264,7 +297,13 @@ pub fn supervise(
         } => (skiff_sandbox::Stdio::Terminal, Some((interactive, output))),
     };
     // Still single-threaded here, as libcontainer's clone needs.
-    let created = skiff_sandbox::Sandbox::create(&record.id, &cdir, &runtime_root, stdio);
+    let created = skiff_sandbox::Sandbox::create(
+        &record.id,
+        &cdir,
+        &runtime_root,
+        &containers::seccomp_cache(&global.root),
+        stdio,
+    );
     let mut sandbox = match created {
         Ok(s) => s,
         Err(e) => {
@@ -503,7 +542,10 @@ fn build_spec(
         },
         capabilities,
         seccomp,
-        userns: None,
+        userns: a.userns.0.map(|s| IdMap {
+            host_id: s.base,
+            size: s.size,
+        }),
         cgroups_path: cgroups_path.to_string(),
         memory_swap_supported: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
             .exists()
