@@ -44,6 +44,9 @@ lint: deps
 
 test: deps images lint
 	$(CARGO) test --workspace
+	@# The cold-start harness (issue 5), one quick iteration over a shaped
+	@# link on the tests' build of skiff; it checks every path gave a number.
+	SKIFF_BIN=$(CARGO_TARGET_DIR)/debug/skiff bash bench/run.sh --smoke
 
 demo: release images
 	bash scripts/demo.sh
@@ -52,6 +55,7 @@ bench: release images
 	bench/convert.py
 	bench/mount.py
 	bench/run.py
+	bench/run.sh
 
 clean:
 	rm -rf $(CARGO_TARGET_DIR)
