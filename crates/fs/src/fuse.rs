@@ -450,6 +450,20 @@ impl Filesystem for SkiffFs {
         reply.opened(FileHandle(FH_CACHED), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
+    /// Nothing to flush in a read-only image. ENOSYS (not success) tells
+    /// the kernel to stop sending FLUSH on every close; answering here only
+    /// saves fuser's "not implemented" warning per mount.
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn release(
         &self,
         _req: &Request,
