@@ -264,15 +264,20 @@ class Containerd:
                         os.kill(pid, signal.SIGKILL)
                     except OSError:
                         pass
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         self.proc = None
         umount_under(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def stop_process(proc, timeout=20):
+    """SIGTERM, then SIGKILL if it has not exited within timeout seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def umount_under(path):
@@ -335,12 +340,7 @@ class Estargz:
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         self.proc = None
         if getattr(self, "root", None):
             umount_under(self.root)

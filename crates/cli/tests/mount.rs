@@ -158,6 +158,16 @@ fn tampered_registry_blob_fails_only_the_affected_file() {
     assert!(metrics["read_errors"].as_u64().unwrap() >= 1);
 }
 
+/// Where the node cache keeps the chunk with this BLAKE3 digest.
+fn cached_chunk(skiff: &Skiff, hex: &str) -> std::path::PathBuf {
+    skiff
+        .root
+        .path()
+        .join("cache/chunks/blake3")
+        .join(&hex[..2])
+        .join(hex)
+}
+
 #[test]
 fn tampered_cache_entry_is_never_served() {
     let (_reg, skiff, image) = converted();
@@ -169,12 +179,7 @@ fn tampered_cache_entry_is_never_served() {
     // Damage every cached chunk of the file.
     let chunks = chunks_of(&image, &format!("/{file}"));
     for (_, _, _, hex) in &chunks {
-        let p = skiff
-            .root
-            .path()
-            .join("cache/chunks/blake3")
-            .join(&hex[..2])
-            .join(hex);
+        let p = cached_chunk(&skiff, hex);
         flip_byte(&p, 100);
     }
     let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);
@@ -190,12 +195,7 @@ fn tampered_cache_entry_is_never_served() {
     );
     // The cache holds good copies again.
     for (_, _, _, hex) in &chunks {
-        let p = skiff
-            .root
-            .path()
-            .join("cache/chunks/blake3")
-            .join(&hex[..2])
-            .join(hex);
+        let p = cached_chunk(&skiff, hex);
         let data = std::fs::read(&p).unwrap();
         assert_eq!(
             &skiff_format::DigestAlgorithm::Blake3.digest(&data).to_hex(),

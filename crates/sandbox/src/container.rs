@@ -12,7 +12,7 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, Spec};
 use rustix::process::{Pid, Signal, WaitOptions};
 use std::sync::Arc;
 
@@ -74,11 +74,13 @@ impl Sandbox {
     ) -> Result<Self, SandboxError> {
         std::fs::create_dir_all(runtime_root)
             .map_err(|e| SandboxError::io(format!("creating {}", runtime_root.display()), e))?;
-        let (runtime_bundle, filter, userns) = runtime_bundle(bundle, filter_cache)?;
+        let prepared = runtime_bundle(bundle, filter_cache)?;
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(runtime_root)
             .map_err(SandboxError::runtime("setting the runtime state directory"))?
-            .with_executor(SeccompExecutor { filter });
+            .with_executor(SeccompExecutor {
+                filter: prepared.filter,
+            });
         let mut console_listener = None;
         match stdio {
             Stdio::Files {
@@ -102,13 +104,13 @@ impl Sandbox {
             }
         }
         let container = builder
-            .as_init(runtime_bundle)
+            .as_init(&prepared.dir)
             .with_systemd(false)
             .with_detach(true)
             .build()
             .map_err(SandboxError::runtime("creating the container"))?;
         // The container's processes now hold the namespace themselves.
-        drop(userns);
+        drop(prepared.userns);
         let pid = container
             .pid()
             .ok_or_else(|| SandboxError::Runtime("the container has no init process".into()))?
@@ -146,19 +148,23 @@ impl Sandbox {
     }
 }
 
+/// What [`runtime_bundle`] prepared for libcontainer.
+struct RuntimeBundle {
+    /// Holds the spec libcontainer reads.
+    dir: PathBuf,
+    filter: Option<Arc<CompiledFilter>>,
+    /// Keeps the user namespace alive until the container has joined it.
+    userns: Option<UserNamespace>,
+}
+
 /// Writes the spec libcontainer runs: without the seccomp policy, whose
 /// filter is compiled (or found) here, and with a user namespace to join
 /// instead of one to create (see [`crate::userns`]).
-#[allow(clippy::type_complexity)]
-fn runtime_bundle(
-    bundle: &Path,
-    filter_cache: &Path,
-) -> Result<(PathBuf, Option<Arc<CompiledFilter>>, Option<UserNamespace>), SandboxError> {
+fn runtime_bundle(bundle: &Path, filter_cache: &Path) -> Result<RuntimeBundle, SandboxError> {
     let mut spec = Spec::load(bundle.join("config.json"))
         .map_err(SandboxError::runtime("reading the container's config.json"))?;
-    if let Some(root) = spec.root().clone() {
+    if let Some(mut root) = spec.root().clone() {
         if root.path().is_relative() {
-            let mut root = root;
             root.set_path(bundle.join(root.path()));
             spec.set_root(Some(root));
         }
@@ -170,29 +176,7 @@ fn runtime_bundle(
             filter = Some(Arc::new(CompiledFilter::cached(policy, filter_cache)?));
             linux.set_seccomp(None);
         }
-        if let Some(namespaces) = linux.namespaces().clone() {
-            let mut namespaces = namespaces;
-            for ns in namespaces.iter_mut() {
-                if ns.typ() == LinuxNamespaceType::User && ns.path().is_none() {
-                    let render = |m: &Option<Vec<LinuxIdMapping>>| -> String {
-                        m.iter()
-                            .flatten()
-                            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-                            .collect()
-                    };
-                    let (uids, gids) = (render(linux.uid_mappings()), render(linux.gid_mappings()));
-                    if uids.is_empty() || gids.is_empty() {
-                        return Err(SandboxError::Config(
-                            "a user namespace needs uidMappings and gidMappings".into(),
-                        ));
-                    }
-                    let holder = UserNamespace::create(&uids, &gids)?;
-                    ns.set_path(Some(holder.path()));
-                    userns = Some(holder);
-                }
-            }
-            linux.set_namespaces(Some(namespaces));
-        }
+        userns = prepare_user_namespace(&mut linux)?;
         spec.set_linux(Some(linux));
     }
     let dir = bundle.join("runtime");
@@ -200,7 +184,41 @@ fn runtime_bundle(
         .map_err(|e| SandboxError::io(format!("creating {}", dir.display()), e))?;
     spec.save(dir.join("config.json"))
         .map_err(SandboxError::runtime("writing the runtime's config.json"))?;
-    Ok((dir, filter, userns))
+    Ok(RuntimeBundle {
+        dir,
+        filter,
+        userns,
+    })
+}
+
+/// If the spec asks for a new user namespace, makes it with the spec's ID
+/// maps and points the spec at it.
+fn prepare_user_namespace(linux: &mut Linux) -> Result<Option<UserNamespace>, SandboxError> {
+    let Some(mut namespaces) = linux.namespaces().clone() else {
+        return Ok(None);
+    };
+    let Some(ns) = namespaces
+        .iter_mut()
+        .find(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none())
+    else {
+        return Ok(None);
+    };
+    let render = |m: &Option<Vec<LinuxIdMapping>>| -> String {
+        m.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect()
+    };
+    let (uids, gids) = (render(linux.uid_mappings()), render(linux.gid_mappings()));
+    if uids.is_empty() || gids.is_empty() {
+        return Err(SandboxError::Config(
+            "a user namespace needs uidMappings and gidMappings".into(),
+        ));
+    }
+    let holder = UserNamespace::create(&uids, &gids)?;
+    ns.set_path(Some(holder.path()));
+    linux.set_namespaces(Some(namespaces));
+    Ok(Some(holder))
 }
 
 /// libcontainer's default executor, plus loading our compiled seccomp filter

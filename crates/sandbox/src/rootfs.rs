@@ -39,9 +39,8 @@ pub fn mount_overlay(
     }
     if let Some(id) = root_owner {
         // The merged root takes the upper directory's owner.
-        let id = Some(rustix::fs::Uid::from_raw(id));
-        let gid = id.map(|u| rustix::fs::Gid::from_raw(u.as_raw()));
-        rustix::fs::chown(&dirs.upper, id, gid)
+        let (uid, gid) = (rustix::fs::Uid::from_raw(id), rustix::fs::Gid::from_raw(id));
+        rustix::fs::chown(&dirs.upper, Some(uid), Some(gid))
             .map_err(|e| SandboxError::io(format!("chown {}", dirs.upper.display()), e.into()))?;
     }
     let mut data = String::new();

@@ -69,8 +69,7 @@ impl CompiledFilter {
     }
 
     fn from_program(program: Vec<u8>, policy: &LinuxSeccomp) -> Result<Self, SandboxError> {
-        let insns = program.len() / INSN_BYTES;
-        if program.is_empty() || program.len() % INSN_BYTES != 0 || insns > MAX_INSNS {
+        if !is_program_length(program.len()) {
             return Err(SandboxError::Config(format!(
                 "the seccomp policy compiles to an invalid BPF program ({} bytes; at most {MAX_INSNS} instructions of {INSN_BYTES} bytes); simplify the profile",
                 program.len()
@@ -113,6 +112,11 @@ impl CompiledFilter {
     }
 }
 
+/// Whole instructions, at least one, within the kernel's limit.
+fn is_program_length(bytes: usize) -> bool {
+    bytes > 0 && bytes % INSN_BYTES == 0 && bytes <= MAX_INSNS * INSN_BYTES
+}
+
 /// The cache file's name: a digest of everything the program depends on.
 fn cache_key(policy: &LinuxSeccomp) -> Result<String, SandboxError> {
     let json = serde_json::to_vec(policy)
@@ -143,10 +147,7 @@ fn read_program(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     Read::by_ref(&mut file)
         .take((MAX_INSNS * INSN_BYTES + 1) as u64)
         .read_to_end(&mut program)?;
-    if program.is_empty()
-        || program.len() % INSN_BYTES != 0
-        || program.len() > MAX_INSNS * INSN_BYTES
-    {
+    if !is_program_length(program.len()) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("{} bytes is not a BPF program", program.len()),
