@@ -125,8 +125,9 @@ class Bench:
         for x in (up, wk, merged):
             os.makedirs(x)
         trace = os.path.join(self.work, f"trace-{w}.txt")
+        trace_live = trace + ".live"
         try:
-            sh(s.cmd("mount", "--daemon", "--record-trace", trace, self.ref(im, "skiff"), mnt))
+            sh(s.cmd("mount", "--daemon", "--readahead", "0", "--record-trace", trace_live, self.ref(im, "skiff"), mnt))
             sh(["mount", "-t", "overlay", "overlay", "-o",
                 f"lowerdir={mnt},upperdir={up},workdir={wk},index=off", merged])
             sh(["mount", "-t", "proc", "proc", os.path.join(merged, "proc")])
@@ -137,7 +138,12 @@ class Bench:
             if r.returncode != 0:
                 raise BenchError(f"workload {w} failed in the trace chroot: {r.stderr.strip()[-400:]}")
             stats = s.stats([mnt])
-            paths = [p for p in open(trace).read().splitlines() if p]
+            # The workload's trace, before the reads below add to it.
+            recorded = open(trace_live).read()
+            with open(trace, "w") as f:
+                f.write(recorded)
+            # Bare lines are first opens; "PATH\tOFFSET" lines are chunk reads.
+            paths = [p for p in recorded.splitlines() if p and "\t" not in p]
             raw = comp = 0
             for p in paths:
                 f = os.path.join(mnt, p.lstrip("/"))
@@ -150,10 +156,13 @@ class Bench:
             subprocess.run(s.cmd("umount", mnt), capture_output=True, timeout=60)
             s.cleanup()
             umount_under(d)
-        sh(Skiff(os.path.join(self.work, "convert-root")).cmd(
-            "convert", "--prefetch-trace", trace, self.ref(im, "oci"), self.ref(im, f"trace-{w}")))
+        # Kept beside the results, to inspect or replay.
+        subprocess.run(["cp", trace, f"{self.args.out}.trace-{w}.txt"], check=False)
+        conv = Skiff(os.path.join(self.work, "convert-root"))
+        sh(conv.cmd("convert", "--prefetch-trace", trace, self.ref(im, "oci"), self.ref(im, f"trace-{w}")))
+        info = json.loads(sh(conv.cmd("inspect", "--json", self.ref(im, f"trace-{w}"))))
         return {"trace_files": len(paths), "read_bytes": raw, "read_compressed": comp,
-                "trace_fetched": stats.get("fetched_bytes")}
+                "trace_fetched": stats.get("fetched_bytes"), "prefetch_bytes": info.get("prefetch_bytes")}
 
     def warm_starts(self, w, im, cmd):
         """Process start-up without any fetch: median of 3 warm runs, skiff and OCI."""

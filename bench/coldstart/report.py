@@ -20,10 +20,10 @@ WL_DESC = {"python": "`python3 -c 'print(1)'`", "node": "`node -e 'console.log(1
 
 
 def read_bytes(lim):
-    """Compressed bytes the workload reads: the chunks the traced chroot run fetched (exact at
-    chunk granularity); else its traced files, each compressed whole (an over-estimate for
-    files read in part)."""
-    return lim.get("trace_fetched") or lim["read_compressed"]
+    """Compressed bytes the workload reads: the chunks its trace names (exact at chunk
+    granularity); older results: what the traced run fetched, or the traced files, each
+    compressed whole (an over-estimate for files read in part)."""
+    return lim.get("prefetch_bytes") or lim.get("trace_fetched") or lim["read_compressed"]
 
 
 def med(rs, k):
@@ -103,10 +103,10 @@ def coldstart_section(runs, command):
         for w, lim in res["limits"].items():
             startup = min(lim["warm_skiff"], lim["warm_oci"])
             rb = read_bytes(lim)
-            how = (f"the chunks it read, as fetched (compressed) by a skiff mount recording its trace in a "
+            how = (f"the chunks it read (compressed), from the trace a skiff mount recorded while it ran in a "
                    f"chroot: {mb(rb)} MB; the {lim['trace_files']} files it opened hold {mb(lim['read_bytes'])} MB, "
                    f"{mb(lim['read_compressed'])} MB compressed whole with `zstd -2`"
-                   if lim.get("trace_fetched") else
+                   if lim.get("prefetch_bytes") or lim.get("trace_fetched") else
                    f"the {lim['trace_files']} files it opened, {mb(lim['read_bytes'])} MB, compressed whole with "
                    f"`zstd -2`: {mb(rb)} MB")
             out.append(f"- {w} ({WL_DESC[w]}): {how}; ÷ {m['rate_bytes_per_s'] * 8 / 1e6:.0f} Mbit/s = "

@@ -21,6 +21,7 @@ use crate::error::{BuildError, Result};
 use crate::layer::{EntryMeta, LayerStream};
 use crate::pipeline::{OutBlob, Pipeline, WriteStats, WriterOutput};
 use crate::progress::Progress;
+use crate::trace::{trace_reads, TraceEntry, TraceRead};
 use crate::tree::{
     Action, Content as TreeContent, FinalNode, FinalTree, InodeId, MergeTree, NodeId,
 };
@@ -98,7 +99,7 @@ pub fn build_image(
     opts: &BuildOptions,
     staging: &Path,
     progress: Arc<dyn Progress>,
-    prefetch: &[Vec<u8>],
+    prefetch: &[TraceEntry],
 ) -> Result<BuiltImage> {
     let started = Instant::now();
     let layers = &manifest.layers;
@@ -237,6 +238,46 @@ enum Slot {
     Other(InodeId),
 }
 
+/// The image's chunks in the order the trace first reads them, once each.
+fn prefetch_order(
+    tree: &FinalTree,
+    written: &WriterOutput,
+    units: &[u64],
+    prefetch: &[TraceEntry],
+) -> Vec<u32> {
+    let mut order = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for read in trace_reads(prefetch) {
+        let path = match read {
+            TraceRead::At(p, _) | TraceRead::Whole(p) => p,
+        };
+        let refs = match tree.lookup(path).and_then(|n| tree.node(n)) {
+            Some(FinalNode::Other { inode }) => match &tree.inode(inode).content {
+                TreeContent::File(refs) => refs.as_slice(),
+                _ => &[],
+            },
+            _ => &[],
+        };
+        if refs.is_empty() {
+            tracing::debug!(path = %String::from_utf8_lossy(path), "prefetch trace entry names no data of a regular file; skipped");
+            continue;
+        }
+        let wanted = refs.iter().filter(|r| match read {
+            TraceRead::Whole(_) => true,
+            TraceRead::At(_, at) => r.file_offset <= at && at - r.file_offset < r.length as u64,
+        });
+        for r in wanted {
+            if let Some(u) = r.unit {
+                let chunk = written.seq_chunk[units[u as usize] as usize];
+                if listed.insert(chunk) {
+                    order.push(chunk);
+                }
+            }
+        }
+    }
+    order
+}
+
 /// Numbers the final tree depth first in name order (so a directory's files
 /// sit together) and writes the metadata.
 fn assemble(
@@ -244,7 +285,7 @@ fn assemble(
     written: &WriterOutput,
     units: &[u64],
     opts: &BuildOptions,
-    prefetch: &[Vec<u8>],
+    prefetch: &[TraceEntry],
 ) -> Result<Vec<u8>> {
     let implicit_dir = EntryMeta {
         mode: 0o755,
@@ -312,24 +353,7 @@ fn assemble(
     }
     counts.inodes = slots.len() as u32;
     let mut w = MetadataWriter::new(opts.digest, opts.codec.compression, opts.chunking, counts)?;
-    // The prefetch list: regular files of the trace, in order, once each.
-    let mut order = Vec::new();
-    let mut listed = std::collections::HashSet::new();
-    for path in prefetch {
-        let ino = match tree.lookup(path).and_then(|n| tree.node(n)) {
-            Some(FinalNode::Other { inode }) if tree.inode(inode).kind == InodeKind::File => {
-                inode_ino[&inode]
-            }
-            _ => {
-                tracing::debug!(path = %String::from_utf8_lossy(path), "prefetch trace names no regular file; skipped");
-                continue;
-            }
-        };
-        if listed.insert(ino) {
-            order.push(ino);
-        }
-    }
-    w.set_prefetch(order);
+    w.set_prefetch(prefetch_order(tree, written, units, prefetch));
     for b in &written.blobs {
         w.add_blob(*b.info())?;
     }

@@ -34,8 +34,8 @@ pub struct ConvertOptions {
     pub platform: Option<Platform>,
     /// Where blobs are staged before upload (removed afterwards).
     pub staging: std::path::PathBuf,
-    /// Paths in the order a workload reads them (`skiff mount --record-trace`).
-    pub prefetch: Vec<Vec<u8>>,
+    /// A workload's reads, in order (`skiff mount --record-trace`).
+    pub prefetch: Vec<crate::TraceEntry>,
 }
 
 #[derive(Debug, Serialize)]

@@ -15,6 +15,7 @@ pub mod layer;
 pub mod pipeline;
 pub mod progress;
 pub mod tarstream;
+pub mod trace;
 pub mod tree;
 
 pub use build::{build_image, BuildOptions, BuildStats};
@@ -22,3 +23,4 @@ pub use convert::{convert, load_dict, ConvertOptions, ConvertReport};
 pub use dict::ChunkDict;
 pub use error::{BuildError, Result};
 pub use progress::{NoProgress, Progress};
+pub use trace::{parse_trace, TraceEntry};

@@ -116,7 +116,7 @@ fn a_read_fetches_only_what_it_needs() {
     let file = "/usr/bin/python3.11";
     let chunks = chunks_of(&image, file);
     let compressed: u64 = chunks.iter().map(|c| c.2 as u64).sum();
-    let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);
+    let m = Mounted::new(&skiff, &image, &["--no-prefetch", "--readahead", "0"]);
     let before = proxy.bytes();
     let data = read(&m.dir.join(&file[1..])).unwrap();
     let fetched = proxy.bytes() - before;
@@ -182,7 +182,7 @@ fn tampered_cache_entry_is_never_served() {
         let p = cached_chunk(&skiff, hex);
         flip_byte(&p, 100);
     }
-    let m = Mounted::new(&skiff, &image, &["--no-prefetch"]);
+    let m = Mounted::new(&skiff, &image, &["--no-prefetch", "--readahead", "0"]);
     // The damage is detected, the chunks fetched again, and the file correct.
     assert_eq!(read(&m.dir.join(file)).unwrap(), good);
     let stats = m.stats();
@@ -379,7 +379,6 @@ fn recorded_trace_becomes_a_prefetch_order() {
         "--prefetch-trace",
         trace.path().to_str().unwrap(),
     ]);
-    assert_eq!(skiff.json(&["inspect", &traced])["prefetch_files"], 3);
     // A fresh node mounts it through a counting proxy and prefetches.
     let proxy = Proxy::start(&reg.addr);
     let fresh = Skiff::new();
@@ -394,6 +393,10 @@ fn recorded_trace_becomes_a_prefetch_order() {
     .map(|c| c.3)
     .collect::<std::collections::HashSet<_>>()
     .len() as u64;
+    assert_eq!(
+        skiff.json(&["inspect", &traced])["prefetch_chunks"].as_u64(),
+        Some(expected)
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while m.stats()["metrics"]["prefetched_chunks"].as_u64().unwrap() < expected {
         assert!(
@@ -410,6 +413,166 @@ fn recorded_trace_becomes_a_prefetch_order() {
         read(&m.dir.join(f)).unwrap();
     }
     assert_eq!(proxy.bytes(), before);
+}
+
+#[test]
+fn a_partly_read_file_prefetches_only_the_chunks_read() {
+    let (reg, skiff, image) = converted();
+    let file = "/usr/bin/python3.11";
+    let chunks = chunks_of(&image, file);
+    assert!(chunks.len() > 8, "the test needs a file of many chunks");
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    {
+        let m = Mounted::new(
+            &skiff,
+            &image,
+            &["--record-trace", trace.path().to_str().unwrap()],
+        );
+        let mut head = [0u8; 4096];
+        std::fs::File::open(m.dir.join(&file[1..]))
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
+        assert_eq!(&head[..4], b"\x7fELF");
+    }
+    let traced = reg.reference("skiff/debian:head");
+    skiff.ok(&[
+        "convert",
+        "-q",
+        &reg.reference("src/debian:full"),
+        &traced,
+        "--prefetch-trace",
+        trace.path().to_str().unwrap(),
+    ]);
+    let info = skiff.json(&["inspect", &traced]);
+    let listed = info["prefetch_chunks"].as_u64().unwrap();
+    // The first chunk, plus what the kernel read ahead: not the whole file.
+    assert!(
+        listed >= 1 && listed < chunks.len() as u64 / 2,
+        "{listed} of {} chunks listed",
+        chunks.len()
+    );
+    let whole: u64 = chunks.iter().map(|c| c.2 as u64).sum();
+    assert!(info["prefetch_bytes"].as_u64().unwrap() < whole / 2);
+    // A plain list of paths still means whole files.
+    let list = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(list.path(), format!("{file}\n")).unwrap();
+    let listed_whole = reg.reference("skiff/debian:whole");
+    skiff.ok(&[
+        "convert",
+        "-q",
+        &reg.reference("src/debian:full"),
+        &listed_whole,
+        "--prefetch-trace",
+        list.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        skiff.json(&["inspect", &listed_whole])["prefetch_chunks"].as_u64(),
+        Some(chunks.len() as u64)
+    );
+    // A malformed trace is refused with the line named.
+    std::fs::write(list.path(), format!("{file}\tnot-a-number\n")).unwrap();
+    let (_, err) = skiff.fails(&[
+        "convert",
+        "-q",
+        &reg.reference("src/debian:full"),
+        &listed_whole,
+        "--prefetch-trace",
+        list.path().to_str().unwrap(),
+    ]);
+    assert!(err.contains("line 1"), "{err}");
+}
+
+/// Files whose chunks all lie in the same blob, within `window` bytes after
+/// the end of `file`'s last chunk, sharing no chunk with it.
+fn blob_neighbours(image: &str, file: &str, window: u64) -> Vec<String> {
+    let opened = skiff_oci::ImageRef::parse(image)
+        .unwrap()
+        .open(&skiff_oci::RegistryOptions::default())
+        .unwrap();
+    let resolved = skiff_oci::resolve(
+        opened.repo.as_ref(),
+        opened.reference.as_deref().unwrap(),
+        None,
+    )
+    .unwrap();
+    let img = skiff_store::SkiffImage::open(opened.repo.clone(), &resolved.images[0]).unwrap();
+    let md = &img.metadata;
+    let chunks_of_ino = |ino: u32| -> Vec<skiff_format::ChunkInfo> {
+        md.chunk_refs(ino)
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.chunk)
+            .map(|c| md.chunk(c).unwrap())
+            .collect()
+    };
+    let mine = chunks_of_ino(md.resolve(file.as_bytes()).unwrap().unwrap());
+    let last = mine.iter().max_by_key(|c| c.compressed_offset).unwrap();
+    let (blob, end) = (
+        last.blob,
+        last.compressed_offset + last.compressed_size as u64,
+    );
+    let mut out = Vec::new();
+    md.walk(|path, e| {
+        if md.attributes(e.ino)?.kind() != skiff_format::InodeKind::File {
+            return Ok(());
+        }
+        let theirs = chunks_of_ino(e.ino);
+        let inside = !theirs.is_empty()
+            && theirs.iter().all(|c| {
+                c.blob == blob
+                    && c.compressed_offset >= end
+                    && c.compressed_offset + c.compressed_size as u64 <= end + window
+                    && !mine.contains(c)
+            });
+        if inside {
+            out.push(format!("/{}", String::from_utf8_lossy(path)));
+        }
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn read_ahead_fetches_the_files_that_follow_in_the_blob() {
+    let (reg, skiff, _image) = converted();
+    let proxy = Proxy::start(&reg.addr);
+    let image = proxy.reference("skiff/debian:full");
+    let file = "/usr/bin/dpkg";
+    let next = blob_neighbours(&image, file, 64 << 10);
+    assert!(!next.is_empty(), "no file follows {file} within 64K");
+    let wait_idle = |m: &Mounted| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while m.stats()["metrics"]["inflight_requests"].as_u64() != Some(0) {
+            assert!(Instant::now() < deadline, "fetches did not finish");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // With read-ahead, reading the file brings its neighbours along.
+    {
+        let m = Mounted::new(&skiff, &image, &["--no-prefetch", "--readahead", "256K"]);
+        read(&m.dir.join(&file[1..])).unwrap();
+        wait_idle(&m);
+        assert!(m.stats()["metrics"]["readahead_chunks"].as_u64().unwrap() > 0);
+        let before = proxy.bytes();
+        for n in &next {
+            read(&m.dir.join(&n[1..])).unwrap();
+        }
+        assert_eq!(proxy.bytes(), before, "{next:?} were not read ahead");
+    }
+    // Without it, they come from the registry (on a node with a fresh cache).
+    let fresh = Skiff::new();
+    let m = Mounted::new(&fresh, &image, &["--no-prefetch", "--readahead", "0"]);
+    read(&m.dir.join(&file[1..])).unwrap();
+    wait_idle(&m);
+    let before = proxy.bytes();
+    for n in &next {
+        read(&m.dir.join(&n[1..])).unwrap();
+    }
+    assert!(proxy.bytes() > before);
+    assert_eq!(m.stats()["metrics"]["readahead_chunks"], 0);
 }
 
 #[test]

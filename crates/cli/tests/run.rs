@@ -14,13 +14,15 @@ use common::registry::Registry;
 use common::{debian_image, sh, Skiff};
 
 /// The Debian image converted to skiff in an OCI layout, cached under
-/// $SKIFF_CACHE (rebuilt when missing); converting is deterministic.
+/// $SKIFF_CACHE (rebuilt when missing, or for another format version);
+/// converting is deterministic.
 fn layout() -> &'static str {
     static LAYOUT: OnceLock<String> = OnceLock::new();
     LAYOUT.get_or_init(|| {
         let src = debian_image();
         let index = std::fs::read(src.join("index.json")).unwrap();
-        let key = &sha256_hex(&index)[..16];
+        let version = skiff_format::layout::METADATA_VERSION.to_le_bytes();
+        let key = &sha256_hex(&[&index[..], &version[..]].concat())[..16];
         let cache = std::env::var("SKIFF_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/skiff"));

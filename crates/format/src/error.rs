@@ -8,7 +8,7 @@ pub enum FormatError {
     #[error("not skiff metadata: bad magic number")]
     BadMagic,
     #[error(
-        "unsupported skiff metadata version {0} (this build reads version {1}); upgrade skiff"
+        "unsupported skiff format version {0} (this build reads version {1}): convert an older image again with this skiff, or upgrade skiff for a newer one"
     )]
     UnsupportedVersion(u32, u32),
     #[error("metadata is truncated: {what} needs {need} bytes, {have} present")]

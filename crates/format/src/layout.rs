@@ -6,7 +6,7 @@ use zerocopy::little_endian::{I64, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub const METADATA_MAGIC: [u8; 8] = *b"SKIFMETA";
-pub const METADATA_VERSION: u32 = 1;
+pub const METADATA_VERSION: u32 = 2;
 pub const HEADER_SIZE: usize = 256;
 
 pub const BLOB_MAGIC: [u8; 8] = *b"SKIFBLOB";

@@ -557,14 +557,19 @@ impl<B: AsRef<[u8]>> Metadata<B> {
         })
     }
 
-    /// Inodes in the order the image's workload first reads them.
+    /// Chunk indices in the order the image's workload first reads them.
     pub fn prefetch(&self) -> Result<Vec<u32>> {
         let list: &[U32] = self.records(Section::Prefetch);
+        let count = self.chunk_count();
         list.iter()
             .map(|i| {
-                let ino = i.get();
-                self.raw_inode(ino)?;
-                Ok(ino)
+                let chunk = i.get();
+                if chunk >= count {
+                    return Err(corrupt(format!(
+                        "prefetch entry names chunk {chunk}; the image has {count}"
+                    )));
+                }
+                Ok(chunk)
             })
             .collect()
     }

@@ -181,8 +181,9 @@ impl MetadataWriter {
         Ok(self.put(3, &encode_chunk(&c))? as u32)
     }
 
-    pub fn set_prefetch(&mut self, inodes: Vec<u32>) {
-        self.prefetch = inodes;
+    /// Chunk indices in the order mounts prefetch them.
+    pub fn set_prefetch(&mut self, chunks: Vec<u32>) {
+        self.prefetch = chunks;
     }
 
     /// Adds the next inode; returns its number (1 for the first).
@@ -303,8 +304,8 @@ impl MetadataWriter {
         let pool_len = self.out.len() - self.pool_start;
         self.out.resize(self.out.len().next_multiple_of(8), 0);
         let prefetch_start = self.out.len();
-        for &ino in &self.prefetch {
-            self.out.extend_from_slice(&ino.to_le_bytes());
+        for &chunk in &self.prefetch {
+            self.out.extend_from_slice(&chunk.to_le_bytes());
         }
         let mut sections = [RawSection::default(); SECTION_COUNT];
         for (i, section) in FIXED.iter().enumerate() {

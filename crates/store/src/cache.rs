@@ -166,6 +166,11 @@ impl ChunkCache {
 
     /// Stores a verified chunk. Failures (a full disk) are logged and
     /// ignored: the cache is an optimisation, never a requirement.
+    /// Whether an entry exists, unverified: a cheap check before fetching.
+    pub fn contains(&self, alg: DigestAlgorithm, digest: &Digest) -> bool {
+        self.path(alg, digest).exists()
+    }
+
     pub fn put(&self, alg: DigestAlgorithm, digest: &Digest, data: &[u8]) {
         let path = self.path(alg, digest);
         if path.exists() {

@@ -8,13 +8,19 @@
 //! twice. Every fetched chunk is verified before any reader sees it; a
 //! mismatch fails the reads that need it and is counted.
 //!
-//! Prefetch jobs queue behind foreground work and use at most half the
-//! workers, and they claim chunks only when they start, so a queued prefetch
-//! never holds up a read.
+//! Bytes fetched between wanted chunks are not dropped: the chunks they hold
+//! are verified and cached too. After a read misses, read-ahead fetches the
+//! next `readahead` bytes of the same blob in the background: the builder
+//! writes a directory's files next to each other, and a process that reads
+//! one file usually reads its neighbours.
+//!
+//! Prefetch and read-ahead jobs queue behind foreground work and use at most
+//! half the workers, and they claim chunks only when they start, so a queued
+//! background job never holds up a read.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use skiff_format::ChunkInfo;
@@ -36,6 +42,9 @@ pub struct FetchConfig {
     pub read_timeout: Duration,
     /// Decompressed, verified chunks kept in memory.
     pub memory_bytes: usize,
+    /// Compressed bytes of the same blob fetched in the background after a
+    /// read misses; 0 turns read-ahead off.
+    pub readahead: u64,
 }
 
 impl Default for FetchConfig {
@@ -46,6 +55,7 @@ impl Default for FetchConfig {
             max_request: 1 << 20,
             read_timeout: Duration::from_secs(60),
             memory_bytes: 8 << 20,
+            readahead: 0,
         }
     }
 }
@@ -140,6 +150,17 @@ impl MemoryCache {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+#[derive(Clone, Copy)]
+enum JobClass {
+    /// A read waits for it.
+    Foreground,
+    /// Prefetch: in order, behind everything else.
+    Background,
+    /// Read-ahead: background, but ahead of queued prefetch, since it
+    /// follows what the workload is reading now.
+    BackgroundFirst,
+}
+
 #[derive(Default)]
 struct QueueState {
     high: VecDeque<Job>,
@@ -156,12 +177,12 @@ struct WorkQueue {
 }
 
 impl WorkQueue {
-    fn push(&self, job: Job, background: bool) {
+    fn push(&self, job: Job, class: JobClass) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if background {
-            s.low.push_back(job);
-        } else {
-            s.high.push_back(job);
+        match class {
+            JobClass::Foreground => s.high.push_back(job),
+            JobClass::Background => s.low.push_back(job),
+            JobClass::BackgroundFirst => s.low.push_front(job),
         }
         drop(s);
         self.ready.notify_one();
@@ -209,6 +230,9 @@ struct Inner {
     cache: Option<Arc<ChunkCache>>,
     memory: Mutex<MemoryCache>,
     inflight: Mutex<HashMap<u32, Arc<Flight>>>,
+    /// Per blob, (compressed offset, chunk index) sorted by offset; built
+    /// on first use.
+    blob_order: OnceLock<Vec<Vec<(u64, u32)>>>,
     queue: WorkQueue,
     metrics: Arc<Metrics>,
     config: FetchConfig,
@@ -296,6 +320,89 @@ impl Inner {
         Some(data)
     }
 
+    /// Chunks of each blob in blob order.
+    fn blob_order(&self) -> &Vec<Vec<(u64, u32)>> {
+        self.blob_order.get_or_init(|| {
+            let md = &self.image.metadata;
+            let mut by_blob = vec![Vec::new(); self.image.blob_layers.len()];
+            for idx in 0..md.chunk_count() {
+                if let Ok(c) = md.chunk(idx) {
+                    if let Some(v) = by_blob.get_mut(c.blob as usize) {
+                        v.push((c.compressed_offset, idx));
+                    }
+                }
+            }
+            for v in &mut by_blob {
+                v.sort_unstable();
+            }
+            by_blob
+        })
+    }
+
+    /// Chunks of `blob` starting at or after `from`, in blob order.
+    fn chunks_from_offset(&self, blob: u32, from: u64) -> &[(u64, u32)] {
+        let Some(v) = self.blob_order().get(blob as usize) else {
+            return &[];
+        };
+        &v[v.partition_point(|&(o, _)| o < from)..]
+    }
+
+    /// In memory or in the node cache (unverified: a cheap test before
+    /// background work; reads verify).
+    fn is_local(&self, idx: u32, info: &ChunkInfo) -> bool {
+        if self.memory.lock().is_ok_and(|m| m.map.contains_key(&idx)) {
+            return true;
+        }
+        let alg = self.image.metadata.header().digest_algorithm;
+        self.cache
+            .as_ref()
+            .is_some_and(|c| c.contains(alg, &info.digest))
+    }
+
+    /// Claims the chunks nobody has or is fetching, for a background job.
+    fn claim(&self, candidates: Vec<(u32, ChunkInfo)>) -> Vec<(u32, ChunkInfo)> {
+        let mut claimed = Vec::new();
+        for (idx, info) in candidates {
+            if self.is_local(idx, &info) {
+                continue;
+            }
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            // Memory is filled before a flight is retired: look again under
+            // the lock, or a chunk completed meanwhile is fetched twice.
+            if self.memory.lock().is_ok_and(|m| m.map.contains_key(&idx)) {
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = inflight.entry(idx) {
+                e.insert(Arc::new(Flight::default()));
+                claimed.push((idx, info));
+            }
+        }
+        claimed
+    }
+
+    /// Fetches up to `bytes` of `blob` from offset `from`: the chunks there
+    /// that nobody has.
+    fn read_ahead(&self, blob: u32, from: u64, bytes: u64) {
+        let md = &self.image.metadata;
+        let mut window = Vec::new();
+        let mut total = 0;
+        for &(_, idx) in self.chunks_from_offset(blob, from) {
+            let Ok(info) = md.chunk(idx) else { break };
+            total += info.compressed_size as u64;
+            window.push((idx, info));
+            if total >= bytes {
+                break;
+            }
+        }
+        let claimed = self.claim(window);
+        self.metrics
+            .readahead_chunks
+            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        for r in plan_ranges(claimed, self.config.merge_gap, self.config.max_request) {
+            self.fetch_range(r);
+        }
+    }
+
     /// Fetches one range and completes the flights of its chunks.
     fn fetch_range(&self, r: Range) {
         let layer = &self.image.blob_layers[r.blob as usize];
@@ -322,6 +429,7 @@ impl Inner {
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let md = &self.image.metadata;
         let alg = md.header().digest_algorithm;
+        let wanted: std::collections::HashSet<u32> = r.chunks.iter().map(|c| c.0).collect();
         for (idx, info) in r.chunks {
             let at = (info.compressed_offset - r.start) as usize;
             let stored = &bytes[at..at + info.compressed_size as usize];
@@ -347,6 +455,35 @@ impl Inner {
                 }
             }
         }
+        // The chunks between the wanted ones came too: keep them.
+        let Some(cache) = &self.cache else { return };
+        for &(offset, idx) in self.chunks_from_offset(r.blob, r.start) {
+            if offset >= r.end {
+                break;
+            }
+            if wanted.contains(&idx) {
+                continue;
+            }
+            let Ok(info) = md.chunk(idx) else { continue };
+            let end = offset + info.compressed_size as u64;
+            if end > r.end || self.is_local(idx, &info) {
+                continue;
+            }
+            if self.inflight.lock().is_ok_and(|f| f.contains_key(&idx)) {
+                continue;
+            }
+            let stored = &bytes[(offset - r.start) as usize..(end - r.start) as usize];
+            match verify_chunk(md, idx, stored) {
+                Ok(data) => {
+                    m.gap_chunks.fetch_add(1, Ordering::Relaxed);
+                    cache.put(alg, &info.digest, &data);
+                }
+                Err(e) => {
+                    m.verify_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(chunk = idx, error = %e, "chunk failed verification; not caching it");
+                }
+            }
+        }
     }
 }
 
@@ -367,6 +504,7 @@ impl Fetcher {
                 tick: 0,
             }),
             inflight: Mutex::new(HashMap::new()),
+            blob_order: OnceLock::new(),
             queue: WorkQueue {
                 state: Mutex::new(QueueState::default()),
                 ready: Condvar::new(),
@@ -437,9 +575,19 @@ impl Fetcher {
             };
             waits.push((pos, flight));
         }
+        let readahead = inner.config.readahead;
         for r in plan_ranges(wanted, inner.config.merge_gap, inner.config.max_request) {
+            if readahead > 0 {
+                let (w, blob, from) = (inner.clone(), r.blob, r.end);
+                inner.queue.push(
+                    Box::new(move || w.read_ahead(blob, from, readahead)),
+                    JobClass::BackgroundFirst,
+                );
+            }
             let w = inner.clone();
-            inner.queue.push(Box::new(move || w.fetch_range(r)), false);
+            inner
+                .queue
+                .push(Box::new(move || w.fetch_range(r)), JobClass::Foreground);
         }
         for (pos, flight) in waits {
             out[pos] = Some(flight.wait(deadline)?);
@@ -519,77 +667,54 @@ impl Fetcher {
         Ok(out)
     }
 
-    /// Fetches these files' chunks in the background, in order, behind
-    /// foreground reads. Returns at once.
-    pub fn prefetch(&self, inodes: Vec<u32>) {
+    /// Fetches these chunks in the background, in order, behind foreground
+    /// reads. Returns at once.
+    pub fn prefetch(&self, chunks: Vec<u32>) {
         let inner = self.inner.clone();
         std::thread::Builder::new()
             .name("skiff-prefetch".into())
             .spawn(move || {
                 let md = &inner.image.metadata;
-                let mut batch: Vec<(u32, ChunkInfo)> = Vec::new();
                 let mut seen = std::collections::HashSet::new();
-                let flush = |batch: &mut Vec<(u32, ChunkInfo)>| {
-                    if batch.is_empty() {
-                        return;
+                let mut batch: Vec<(u32, ChunkInfo)> = Vec::new();
+                let mut batch_bytes = 0;
+                let mut chunks = chunks.into_iter().peekable();
+                while chunks.peek().is_some() {
+                    for c in chunks.by_ref() {
+                        let Ok(info) = md.chunk(c) else { continue };
+                        if !seen.insert(c) {
+                            continue;
+                        }
+                        batch_bytes += info.compressed_size as u64;
+                        batch.push((c, info));
+                        if batch_bytes >= inner.config.max_request {
+                            break;
+                        }
                     }
                     // Keep the background queue short so order is kept and
                     // memory bounded.
                     while inner.queue.low_backlog() > inner.queue.max_low * 2 {
                         std::thread::sleep(Duration::from_millis(5));
                     }
-                    let chunks = std::mem::take(batch);
+                    let job = std::mem::take(&mut batch);
+                    batch_bytes = 0;
                     let w = inner.clone();
                     inner.queue.push(
                         Box::new(move || {
-                            // Claim only chunks nobody has or is fetching.
-                            let mut claimed = Vec::new();
-                            for (idx, info) in chunks {
-                                if w.lookup_local(idx, &info).is_some() {
-                                    continue;
-                                }
-                                let mut inflight =
-                                    w.inflight.lock().unwrap_or_else(|p| p.into_inner());
-                                if let std::collections::hash_map::Entry::Vacant(e) =
-                                    inflight.entry(idx)
-                                {
-                                    e.insert(Arc::new(Flight::default()));
-                                    claimed.push((idx, info));
-                                }
-                            }
+                            let claimed = w.claim(job);
                             w.metrics
                                 .prefetched_chunks
                                 .fetch_add(claimed.len() as u64, Ordering::Relaxed);
-                            for r in plan_ranges(claimed, w.config.merge_gap, w.config.max_request)
-                            {
+                            // Exact ranges: a trace's chunks are scattered,
+                            // and gap bytes would cost more link time than
+                            // the extra requests running in parallel.
+                            for r in plan_ranges(claimed, 0, w.config.max_request) {
                                 w.fetch_range(r);
                             }
                         }),
-                        true,
+                        JobClass::Background,
                     );
-                };
-                for ino in inodes {
-                    let Ok(refs) = md.chunk_refs(ino) else {
-                        continue;
-                    };
-                    for c in refs.iter().filter_map(|r| r.chunk) {
-                        if !seen.insert(c) {
-                            continue;
-                        }
-                        if let Ok(info) = md.chunk(c) {
-                            batch.push((c, info));
-                        }
-                        if batch
-                            .iter()
-                            .map(|b| b.1.compressed_size as u64)
-                            .sum::<u64>()
-                            >= inner.config.max_request
-                        {
-                            flush(&mut batch);
-                        }
-                    }
                 }
-                flush(&mut batch);
             })
             .expect("spawning the prefetch thread");
     }

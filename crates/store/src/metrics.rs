@@ -28,6 +28,11 @@ pub struct Metrics {
     pub misses: AtomicU64,
     pub verify_failures: AtomicU64,
     pub prefetched_chunks: AtomicU64,
+    /// Chunks fetched by read-ahead after a read missed.
+    pub readahead_chunks: AtomicU64,
+    /// Chunks nobody asked for that lay between wanted ones in a range
+    /// request; verified and cached instead of dropped.
+    pub gap_chunks: AtomicU64,
     /// Opens served by kernel passthrough to a verified local copy.
     pub passthrough_opens: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
@@ -50,6 +55,8 @@ pub struct Snapshot {
     pub misses: u64,
     pub verify_failures: u64,
     pub prefetched_chunks: u64,
+    pub readahead_chunks: u64,
+    pub gap_chunks: u64,
     pub passthrough_opens: u64,
     /// (upper bound in µs, count) per bucket; the last bound is `u64::MAX`.
     pub read_latency_us: Vec<(u64, u64)>,
@@ -84,6 +91,8 @@ impl Metrics {
             misses: g(&self.misses),
             verify_failures: g(&self.verify_failures),
             prefetched_chunks: g(&self.prefetched_chunks),
+            readahead_chunks: g(&self.readahead_chunks),
+            gap_chunks: g(&self.gap_chunks),
             passthrough_opens: g(&self.passthrough_opens),
             read_latency_us: LATENCY_BUCKETS_US
                 .iter()
@@ -165,6 +174,16 @@ impl Snapshot {
             "prefetched_chunks_total",
             "Chunks fetched by prefetch.",
             self.prefetched_chunks,
+        );
+        counter(
+            "readahead_chunks_total",
+            "Chunks fetched by read-ahead after a miss.",
+            self.readahead_chunks,
+        );
+        counter(
+            "gap_chunks_total",
+            "Unrequested chunks between wanted ones in a range, cached.",
+            self.gap_chunks,
         );
         s.push_str(&format!(
             "# HELP skiff_inflight_requests Range requests in flight.\n# TYPE skiff_inflight_requests gauge\nskiff_inflight_requests {}\n",

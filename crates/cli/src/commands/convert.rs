@@ -44,8 +44,9 @@ pub struct Args {
     /// Chunk digest: blake3 or sha256.
     #[arg(long, default_value = "blake3", value_parser = parse_digest)]
     digest: DigestAlgorithm,
-    /// Embed this read order (one path per line, as `skiff mount
-    /// --record-trace` writes) so mounts prefetch in that order.
+    /// Embed this read order so mounts prefetch the chunks the workload
+    /// read, in that order: a trace from `skiff mount --record-trace`, or a
+    /// plain list of absolute paths (each file prefetched whole).
     #[arg(long, value_name = "FILE")]
     prefetch_trace: Option<std::path::PathBuf>,
     /// Hashing and compression threads (default: one per CPU).
@@ -117,13 +118,11 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         platform: a.platform,
         staging: global.root.join("tmp"),
         prefetch: match &a.prefetch_trace {
-            Some(p) => std::fs::read(p)
-                .with_context(|| format!("reading the prefetch trace {}", p.display()))?
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                // Chunk lines carry "\tOFFSET": the file order is what counts.
-                .map(|l| l.split(|&b| b == b'\t').next().unwrap_or(l).to_vec())
-                .collect(),
+            Some(p) => skiff_builder::parse_trace(
+                &std::fs::read(p)
+                    .with_context(|| format!("reading the prefetch trace {}", p.display()))?,
+            )
+            .with_context(|| format!("reading the prefetch trace {}", p.display()))?,
             None => Vec::new(),
         },
     };

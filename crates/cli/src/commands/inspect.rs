@@ -46,8 +46,10 @@ pub struct Summary {
     pub blob_bytes: u64,
     pub metadata_bytes: u64,
     pub metadata_layer_bytes: u64,
-    /// Files the image prefetches at mount, in order.
-    pub prefetch_files: usize,
+    /// Chunks the image prefetches at mount, in order.
+    pub prefetch_chunks: usize,
+    /// Their compressed size.
+    pub prefetch_bytes: u64,
     /// Stored file bytes over distinct chunk bytes (1.0 = no duplication).
     pub dedup_ratio: f64,
     /// Distinct chunk bytes over their compressed size.
@@ -92,9 +94,12 @@ pub fn summarize<B: AsRef<[u8]>>(md: &Metadata<B>, with_tree: bool) -> Result<Su
         chunks: md.chunk_count(),
         blobs: md.blob_count(),
         metadata_bytes: md.as_bytes().len() as u64,
-        prefetch_files: md.prefetch()?.len(),
         ..Default::default()
     };
+    for c in md.prefetch()? {
+        s.prefetch_chunks += 1;
+        s.prefetch_bytes += md.chunk(c)?.compressed_size as u64;
+    }
     for c in 0..md.chunk_count() {
         let c = md.chunk(c)?;
         s.chunk_bytes += c.uncompressed_size as u64;
@@ -201,7 +206,11 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         human(s.chunk_size.pack_threshold as u64)
     );
     println!("blobs        {} totalling {}", s.blobs, human(s.blob_bytes));
-    println!("prefetch     {} files", s.prefetch_files);
+    println!(
+        "prefetch     {} chunks, {} compressed",
+        s.prefetch_chunks,
+        human(s.prefetch_bytes)
+    );
     println!(
         "metadata     {} ({} compressed layer)",
         human(s.metadata_bytes),

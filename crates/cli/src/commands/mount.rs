@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use skiff_format::InodeKind;
 use skiff_fs::control::MountInfo;
 use skiff_fs::{MountOptions, SkiffFs, TraceRecorder};
 use skiff_store::{ChunkCache, FetchConfig, Fetcher};
@@ -32,14 +31,14 @@ pub struct Args {
     /// Detach once the mount is ready; logs go to ROOT/logs.
     #[arg(long)]
     daemon: bool,
-    /// Record the order files are first read to FILE (one path per line),
-    /// for `skiff convert --prefetch-trace`.
+    /// Record the order files are first opened and their chunks first read
+    /// to FILE, for `skiff convert --prefetch-trace`.
     #[arg(long, value_name = "FILE")]
     record_trace: Option<PathBuf>,
     /// Fetch the whole image in the background.
     #[arg(long)]
     prefetch_all: bool,
-    /// Do not prefetch the files the image's prefetch list names.
+    /// Do not prefetch the chunks the image's prefetch list names.
     #[arg(long)]
     no_prefetch: bool,
     /// Node chunk cache size limit, e.g. 10G (env SKIFF_CACHE_SIZE).
@@ -51,6 +50,11 @@ pub struct Args {
     /// Range requests in flight at once.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
+    /// After a read misses, fetch this much more of the same blob in the
+    /// background (compressed bytes; 0 turns it off). Off while the image's
+    /// prefetch list is used.
+    #[arg(long, default_value = "128K", value_parser = parse_size, value_name = "BYTES", env = "SKIFF_READAHEAD")]
+    readahead: u64,
     /// Never open files in kernel passthrough (by default, files whose data
     /// is all local are read by the kernel from a verified local copy).
     #[arg(long)]
@@ -122,9 +126,19 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         ChunkCache::open(&global.root, a.cache_size)
             .with_context(|| format!("opening the chunk cache under {}", global.root.display()))?,
     );
+    let md = &image.metadata;
+    let prefetch: Vec<u32> = if a.prefetch_all {
+        (0..md.chunk_count()).collect()
+    } else if a.no_prefetch {
+        Vec::new()
+    } else {
+        md.prefetch().unwrap_or_default()
+    };
     let config = FetchConfig {
         parallel: a.parallel.max(1),
         read_timeout: Duration::from_secs(a.read_timeout.max(1)),
+        // A prefetch list knows better what comes next than the blob order.
+        readahead: if prefetch.is_empty() { a.readahead } else { 0 },
         ..Default::default()
     };
     let fetcher = Arc::new(Fetcher::new(image.clone(), Some(cache.clone()), config));
@@ -170,18 +184,8 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         },
     )?;
 
-    let md = &image.metadata;
-    let prefetch: Vec<u32> = if a.prefetch_all {
-        (1..=md.inode_count())
-            .filter(|&i| md.attributes(i).is_ok_and(|x| x.kind() == InodeKind::File))
-            .collect()
-    } else if a.no_prefetch {
-        Vec::new()
-    } else {
-        md.prefetch().unwrap_or_default()
-    };
     if !prefetch.is_empty() {
-        tracing::info!(files = prefetch.len(), "prefetching in the background");
+        tracing::info!(chunks = prefetch.len(), "prefetching in the background");
         fetcher.prefetch(prefetch);
     }
 
