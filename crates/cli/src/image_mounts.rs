@@ -7,7 +7,7 @@
 //! The image's runtime config is kept beside it, so a warm start asks the
 //! registry nothing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -20,17 +20,22 @@ const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
 /// The mounted tree of `image` and its runtime config, mounting it first
 /// if needed. With `shift`, file owners appear shifted for a user namespace;
-/// that is a mount of its own (the chunk cache is still shared).
+/// with `trace`, reads are recorded to that file (see [`release`]). Each is
+/// a mount of its own (the chunk cache is still shared).
 pub fn ensure(
     global: &Global,
     image: &str,
     platform: Option<&Platform>,
     shift: Option<IdShift>,
+    trace: Option<&Path>,
 ) -> Result<(PathBuf, RuntimeConfig)> {
     let platform_str = platform.map(|p| p.to_string()).unwrap_or_default();
     let mut id = format!("{image}\0{platform_str}");
     if let Some(s) = shift {
         id.push_str(&format!("\0{s}"));
+    }
+    if let Some(t) = trace {
+        id.push_str(&format!("\0trace:{}", t.display()));
     }
     let key = blake3::hash(id.as_bytes()).to_hex()[..16].to_string();
     let dir = global.root.join("images").join(&key);
@@ -78,6 +83,9 @@ pub fn ensure(
     if let Some(s) = shift {
         cmd.arg("--shift-ids").arg(s.to_string());
     }
+    if let Some(t) = trace {
+        cmd.arg("--record-trace").arg(t);
+    }
     cmd.arg(image).arg(&tree);
     let out = cmd
         .stdin(std::process::Stdio::null())
@@ -96,6 +104,23 @@ pub fn ensure(
     Ok((tree, config))
 }
 
-fn is_fuse(p: &std::path::Path) -> bool {
+/// Unmounts an image mount and waits for its daemon to exit, so that a
+/// trace it recorded is complete. Failures are logged: the container has
+/// already run.
+pub fn release(global: &Global, tree: &Path) {
+    let rec = mounts::read(&global.root, tree);
+    if let Err(e) = rustix::mount::unmount(tree, rustix::mount::UnmountFlags::DETACH) {
+        tracing::warn!(tree = %tree.display(), error = %e, "unmounting the recording image mount");
+    }
+    if let Some(rec) = rec {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while mounts::alive(rec.pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    mounts::remove(&global.root, tree);
+}
+
+fn is_fuse(p: &Path) -> bool {
     rustix::fs::statfs(p).is_ok_and(|s| s.f_type == FUSE_SUPER_MAGIC)
 }

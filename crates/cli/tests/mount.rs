@@ -331,6 +331,11 @@ fn a_stalled_registry_fails_reads_with_eio_and_the_daemon_keeps_serving() {
 #[test]
 fn recorded_trace_becomes_a_prefetch_order() {
     let (reg, skiff, image) = converted();
+    // Cached whole on this node: a passthrough open would hide its reads.
+    {
+        let m = Mounted::new(&skiff, &image, &[]);
+        read(&m.dir.join("usr/bin/python3.11")).unwrap();
+    }
     let trace = tempfile::NamedTempFile::new().unwrap();
     {
         let m = Mounted::new(
@@ -346,6 +351,7 @@ fn recorded_trace_becomes_a_prefetch_order() {
         ] {
             read(&m.dir.join(f)).unwrap();
         }
+        assert_eq!(m.stats()["metrics"]["passthrough_opens"], 0);
     }
     let recorded = std::fs::read_to_string(trace.path()).unwrap();
     // Chunk lines: each chunk's first read, as path and file offset.

@@ -129,6 +129,54 @@ fn runs_lazily_from_a_registry_and_shares_the_cache() {
     skiff.ok(&["stop", "-t", "1", "one", "two"]);
     let ps = skiff.ok(&["ps", "-a"]);
     assert!(ps.matches("Exited (137)").count() == 2, "{ps}");
+
+    // A recorded run, on this warm node (so passthrough must not hide
+    // reads from the trace), becomes an image that prefetches it.
+    let trace = skiff.root.path().join("python.trace");
+    let o = skiff.run(&[
+        "run",
+        "--rm",
+        "--record-trace",
+        trace.to_str().unwrap(),
+        &image,
+        "python3",
+        "-c",
+        "print(1)",
+    ]);
+    assert_eq!(out(&o), "1\n", "{}", err(&o));
+    let recorded = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        recorded
+            .lines()
+            .any(|l| l.starts_with("/usr/bin/python3.11\t")),
+        "{recorded}"
+    );
+    // The recording mount is gone with the container.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let ours = mountinfo
+        .lines()
+        .filter(|l| l.contains(skiff.root.path().to_str().unwrap()) && l.contains("fuse"))
+        .count();
+    assert_eq!(ours, 1, "only the shared image mount remains:\n{mountinfo}");
+    let traced = reg.reference("skiff/debian:traced");
+    skiff.ok(&[
+        "convert",
+        "-q",
+        &reg.reference("src/debian:full"),
+        &traced,
+        "--prefetch-trace",
+        trace.to_str().unwrap(),
+    ]);
+    let prefetch = skiff.json(&["inspect", &traced])["prefetch_chunks"]
+        .as_u64()
+        .unwrap();
+    assert!(prefetch > 0);
+    let fresh = Skiff::new();
+    let o = fresh.run(&["run", "--rm", &traced, "python3", "-c", "print(2)"]);
+    assert_eq!(out(&o), "2\n", "{}", err(&o));
+    let o = skiff.run(&["run", "-d", "--record-trace", "x", &image, "true"]);
+    assert_ne!(code(&o), 0);
+    assert!(err(&o).contains("foreground"), "{}", err(&o));
 }
 
 #[test]

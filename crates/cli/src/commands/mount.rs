@@ -149,7 +149,9 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         None => None,
     };
     let source = format!("skiff:{}", a.image.image);
-    let passthrough_dir = (!a.no_passthrough).then(|| global.root.join("cache/tmp"));
+    // Passthrough reads bypass the daemon, so a trace would miss them.
+    let passthrough_dir =
+        (!a.no_passthrough && a.record_trace.is_none()).then(|| global.root.join("cache/tmp"));
     let session = skiff_fs::mount(
         SkiffFs::new(fetcher.clone(), trace, passthrough_dir).with_id_shift(a.shift_ids),
         &mountpoint,

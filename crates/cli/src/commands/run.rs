@@ -63,6 +63,11 @@ pub struct Args {
     /// Keep stdin open and connect it to the container.
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Record the image reads of this run to FILE, through a private image
+    /// mount that is unmounted when the container exits; then
+    /// `skiff convert --prefetch-trace FILE` makes images that prefetch them.
+    #[arg(long, value_name = "FILE")]
+    record_trace: Option<PathBuf>,
     /// Give the container a pseudo-terminal.
     #[arg(short = 't', long)]
     tty: bool,
@@ -173,6 +178,13 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
     if a.detach && a.interactive {
         bail!("-d and -i cannot be combined: a detached container has no stdin");
     }
+    if a.detach && a.record_trace.is_some() {
+        bail!("--record-trace needs a foreground run (drop -d): the trace ends when the container does");
+    }
+    let trace = match &a.record_trace {
+        Some(p) => Some(crate::mounts::absolute(p)?),
+        None => None,
+    };
     let id = containers::new_id()?;
     let name = match &a.name {
         Some(n) => {
@@ -188,7 +200,13 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
     };
 
     let shift = a.userns.0;
-    let (image_mount, config) = image_mounts::ensure(global, &a.image, a.platform.as_ref(), shift)?;
+    let (image_mount, config) = image_mounts::ensure(
+        global,
+        &a.image,
+        a.platform.as_ref(),
+        shift,
+        trace.as_deref(),
+    )?;
 
     let cdir = containers::dir(&global.root, &id);
     let dirs = OverlayDirs::under(&cdir);
@@ -251,7 +269,11 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
             stderr: rustix::io::dup(rustix::stdio::stderr())?,
         }
     };
-    supervise(global, record, stdio, None)
+    let code = supervise(global, record, stdio, None);
+    if trace.is_some() {
+        image_mounts::release(global, &image_mount);
+    }
+    code
 }
 
 /// How the supervisor wires the container's streams.
