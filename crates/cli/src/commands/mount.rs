@@ -53,7 +53,7 @@ pub struct Args {
     /// After a read misses, fetch this much more of the same blob in the
     /// background (compressed bytes; 0 turns it off). Off while the image's
     /// prefetch list is used.
-    #[arg(long, default_value = "128K", value_parser = parse_size, value_name = "BYTES", env = "SKIFF_READAHEAD")]
+    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "BYTES", env = "SKIFF_READAHEAD")]
     readahead: u64,
     /// Never open files in kernel passthrough (by default, files whose data
     /// is all local are read by the kernel from a verified local copy).
