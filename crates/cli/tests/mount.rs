@@ -28,7 +28,8 @@ fn converted() -> (Registry, Skiff, String) {
 
 /// Where a file's chunks live: (blob digest, compressed offset, compressed
 /// size, chunk digest hex) for each distinct chunk, in file order.
-fn chunks_of(image: &str, path: &str) -> Vec<(String, u64, u32, String)> {
+/// The skiff image `image` names, opened as a mount would.
+fn open_image(image: &str) -> skiff_store::SkiffImage {
     let opened = skiff_oci::ImageRef::parse(image)
         .unwrap()
         .open(&skiff_oci::RegistryOptions::default())
@@ -39,7 +40,11 @@ fn chunks_of(image: &str, path: &str) -> Vec<(String, u64, u32, String)> {
         None,
     )
     .unwrap();
-    let img = skiff_store::SkiffImage::open(opened.repo.clone(), &resolved.images[0]).unwrap();
+    skiff_store::SkiffImage::open(opened.repo.clone(), &resolved.images[0]).unwrap()
+}
+
+fn chunks_of(image: &str, path: &str) -> Vec<(String, u64, u32, String)> {
+    let img = open_image(image);
     let md = &img.metadata;
     let ino = md.resolve(path.as_bytes()).unwrap().unwrap();
     let mut out: Vec<(String, u64, u32, String)> = Vec::new();
@@ -377,14 +382,7 @@ fn recorded_trace_becomes_a_prefetch_order() {
         "first reads, in order, once each (os-release is a symlink to /usr/lib)"
     );
     let traced = reg.reference("skiff/debian:traced");
-    skiff.ok(&[
-        "convert",
-        "-q",
-        &reg.reference("src/debian:full"),
-        &traced,
-        "--prefetch-trace",
-        trace.path().to_str().unwrap(),
-    ]);
+    skiff.convert_with_trace(&reg.reference("src/debian:full"), &traced, trace.path());
     // A fresh node mounts it through a counting proxy and prefetches.
     let proxy = Proxy::start(&reg.addr);
     let fresh = Skiff::new();
@@ -442,14 +440,7 @@ fn a_partly_read_file_prefetches_only_the_chunks_read() {
         assert_eq!(&head[..4], b"\x7fELF");
     }
     let traced = reg.reference("skiff/debian:head");
-    skiff.ok(&[
-        "convert",
-        "-q",
-        &reg.reference("src/debian:full"),
-        &traced,
-        "--prefetch-trace",
-        trace.path().to_str().unwrap(),
-    ]);
+    skiff.convert_with_trace(&reg.reference("src/debian:full"), &traced, trace.path());
     let info = skiff.json(&["inspect", &traced]);
     let listed = info["prefetch_chunks"].as_u64().unwrap();
     // The first chunk, plus what the kernel read ahead: not the whole file.
@@ -464,14 +455,11 @@ fn a_partly_read_file_prefetches_only_the_chunks_read() {
     let list = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(list.path(), format!("{file}\n")).unwrap();
     let listed_whole = reg.reference("skiff/debian:whole");
-    skiff.ok(&[
-        "convert",
-        "-q",
+    skiff.convert_with_trace(
         &reg.reference("src/debian:full"),
         &listed_whole,
-        "--prefetch-trace",
-        list.path().to_str().unwrap(),
-    ]);
+        list.path(),
+    );
     assert_eq!(
         skiff.json(&["inspect", &listed_whole])["prefetch_chunks"].as_u64(),
         Some(chunks.len() as u64)
@@ -492,17 +480,7 @@ fn a_partly_read_file_prefetches_only_the_chunks_read() {
 /// Files whose chunks all lie in the same blob, within `window` bytes after
 /// the end of `file`'s last chunk, sharing no chunk with it.
 fn blob_neighbours(image: &str, file: &str, window: u64) -> Vec<String> {
-    let opened = skiff_oci::ImageRef::parse(image)
-        .unwrap()
-        .open(&skiff_oci::RegistryOptions::default())
-        .unwrap();
-    let resolved = skiff_oci::resolve(
-        opened.repo.as_ref(),
-        opened.reference.as_deref().unwrap(),
-        None,
-    )
-    .unwrap();
-    let img = skiff_store::SkiffImage::open(opened.repo.clone(), &resolved.images[0]).unwrap();
+    let img = open_image(image);
     let md = &img.metadata;
     let chunks_of_ino = |ino: u32| -> Vec<skiff_format::ChunkInfo> {
         md.chunk_refs(ino)

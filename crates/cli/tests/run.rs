@@ -159,14 +159,7 @@ fn runs_lazily_from_a_registry_and_shares_the_cache() {
         .count();
     assert_eq!(ours, 1, "only the shared image mount remains:\n{mountinfo}");
     let traced = reg.reference("skiff/debian:traced");
-    skiff.ok(&[
-        "convert",
-        "-q",
-        &reg.reference("src/debian:full"),
-        &traced,
-        "--prefetch-trace",
-        trace.to_str().unwrap(),
-    ]);
+    skiff.convert_with_trace(&reg.reference("src/debian:full"), &traced, &trace);
     let prefetch = skiff.json(&["inspect", &traced])["prefetch_chunks"]
         .as_u64()
         .unwrap();

@@ -52,6 +52,18 @@ impl Skiff {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `skiff convert -q SOURCE TARGET --prefetch-trace TRACE`.
+    pub fn convert_with_trace(&self, source: &str, target: &str, trace: &std::path::Path) {
+        self.ok(&[
+            "convert",
+            "-q",
+            source,
+            target,
+            "--prefetch-trace",
+            trace.to_str().unwrap(),
+        ]);
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();
         a.push("--json");
