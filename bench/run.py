@@ -18,7 +18,7 @@ import json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("SKIFF_CACHE", os.path.expanduser("~/.cache/skiff"))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(CACHE, "target"))
-SKIFF = os.path.join(TARGET, "release", "skiff")
+SKIFF = os.environ.get("SKIFF_BIN") or os.path.join(TARGET, "release", "skiff")
 RUNS = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 30
 
 
@@ -39,7 +39,16 @@ def version(cmd):
         return f"unavailable ({e})"
 
 
+def ensure_packages(*names):
+    missing = [n for n in names if subprocess.run(["dpkg", "-s", n], capture_output=True).returncode]
+    if missing:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
 def main():
+    ensure_packages("runc", "crun")
     image = sh(["bash", os.path.join(ROOT, "tests/images/build-debian.sh")]).strip().splitlines()[-1]
     work = tempfile.mkdtemp(prefix="skiff-bench-run.")
     env = dict(os.environ, SKIFF_ROOT=os.path.join(work, "root"))

@@ -123,6 +123,24 @@ static void loopback_probe(void) {
     close(l);
 }
 
+/* Creates a character device node in /dev (a tmpfs that allows devices)
+ * and opens it: only the device cgroup (v1) or program (v2) stands between
+ * a container with CAP_MKNOD and a device that needs no capability to open. */
+static void device_probe(const char *name, const char *path, int major, int minor) {
+    unlink(path);
+    if (mknod(path, S_IFCHR | 0600, makedev(major, minor)) != 0) {
+        printf("%s error mknod %d\n", name, errno);
+        return;
+    }
+    int fd = open(path, O_RDWR);
+    int saved = errno;
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    errno = saved;
+    report(name, fd);
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: sandbox_probe HOST_PID HOST_PORT HOST_ADDR\n");
@@ -140,6 +158,8 @@ int main(int argc, char **argv) {
     read_probe("timer_list", "/proc/timer_list");
     write_probe("proc_sys", "/proc/sys/vm/drop_caches", "3");
     report("mknod_block", mknod("/tmp/probe-blk", S_IFBLK | 0600, makedev(8, 0)));
+    device_probe("open_fuse_device", "/dev/probe-fuse", 10, 229);
+    device_probe("open_zero_device", "/dev/probe-zero", 1, 5);
     report("keyctl", syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -3 /* SESSION */, 0));
     report("add_key", syscall(SYS_add_key, "user", "probe", "x", 1, -3));
     in_child("unshare_user", do_unshare_user);

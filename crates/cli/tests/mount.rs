@@ -555,8 +555,12 @@ fn read_ahead_fetches_the_files_that_follow_in_the_blob() {
     for n in &next {
         read(&m.dir.join(&n[1..])).unwrap();
     }
-    assert!(proxy.bytes() > before);
-    assert_eq!(m.stats()["metrics"]["readahead_chunks"], 0);
+    let stats = m.stats();
+    assert!(
+        proxy.bytes() > before,
+        "{next:?} came from nowhere after {file}; daemon: {stats:#}"
+    );
+    assert_eq!(stats["metrics"]["readahead_chunks"], 0);
 }
 
 #[test]

@@ -405,14 +405,23 @@ fn host_address() -> Option<String> {
 }
 
 fn probe_results(skiff: &Skiff, opts: &[&str]) -> std::collections::BTreeMap<String, String> {
+    probe_results_via(opts, |args| skiff.run(args))
+}
+
+/// The probe, with `skiff run` started by `start` (given skiff's arguments).
+fn probe_results_via(
+    opts: &[&str],
+    start: impl FnOnce(&[&str]) -> Output,
+) -> std::collections::BTreeMap<String, String> {
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let addr = host_address().unwrap_or_else(|| "127.0.0.2".into());
     let vol = format!("{}:/probe:ro", probe().parent().unwrap().display());
-    let mut all = vec!["-v", vol.as_str()];
-    all.extend_from_slice(opts);
     let pid = std::process::id().to_string();
-    let o = run(skiff, &all, &["/probe/sandbox_probe", &pid, &port, &addr]);
+    let mut args = vec!["run", "--rm", "-v", vol.as_str()];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&[layout(), "/probe/sandbox_probe", &pid, &port, &addr]);
+    let o = start(&args);
     assert_eq!(code(&o), 0, "probe failed: {}\n{}", out(&o), err(&o));
     out(&o)
         .lines()
@@ -448,6 +457,9 @@ fn the_sandbox_denies_what_dockers_defaults_deny() {
             .unwrap_or_else(|| panic!("{check} missing from {r:?}"));
         assert!(v.starts_with("denied"), "{check}: {v} (all: {r:?})");
     }
+    // The device cgroup: a node may be made, but only listed devices open.
+    assert!(r["open_fuse_device"].starts_with("denied"), "{r:?}");
+    assert_eq!(r["open_zero_device"], "allowed", "{r:?}");
     // seccomp answers these itself, with EPERM.
     for check in ["keyctl", "add_key", "unshare_user", "init_module", "reboot"] {
         assert_eq!(r[check], "denied 1", "{check}");
@@ -496,6 +508,48 @@ fn the_sandbox_denies_what_dockers_defaults_deny() {
             "{check} with the sandbox opened: {open:?}"
         );
     }
+}
+
+/// On a cgroup v2 host the device rules are skiff's own eBPF program
+/// (libcontainer applies none there). This host is hybrid (v1 controllers,
+/// the v2 hierarchy at /sys/fs/cgroup/unified), so skiff runs in a mount
+/// namespace whose /sys/fs/cgroup is the v2 hierarchy: libcontainer then
+/// takes its v2 path, as on a unified host.
+#[test]
+fn device_rules_hold_on_cgroup_v2() {
+    let skiff = Skiff::new();
+    let unified = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        None
+    } else {
+        let u = Path::new("/sys/fs/cgroup/unified");
+        assert!(
+            u.join("cgroup.controllers").exists(),
+            "this host has no cgroup v2 hierarchy to test on"
+        );
+        Some(u)
+    };
+    let r = probe_results_via(&[], |args| {
+        let Some(u) = unified else {
+            return skiff.run(args);
+        };
+        let script = format!(
+            "mount --make-rprivate / && mount --bind {} /sys/fs/cgroup && exec \"$0\" \"$@\"",
+            u.display()
+        );
+        let mut c = Command::new("unshare");
+        c.args(["-m", "sh", "-c", &script])
+            .arg(env!("CARGO_BIN_EXE_skiff"))
+            .args(args)
+            .env("SKIFF_ROOT", skiff.root.path())
+            .env_remove("SKIFF_LOG");
+        c.output().unwrap()
+    });
+    assert!(
+        r["open_fuse_device"].starts_with("denied"),
+        "a device outside the list opened under cgroup v2: {r:?}"
+    );
+    assert_eq!(r["open_zero_device"], "allowed", "{r:?}");
+    assert!(r["mknod_block"].starts_with("denied"), "{r:?}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, Spec};
 use rustix::process::{Pid, Signal, WaitOptions};
 use std::sync::Arc;
 
+use crate::device_filter::{self, DeviceRule};
 use crate::seccomp_filter::CompiledFilter;
 use crate::userns::UserNamespace;
 use crate::SandboxError;
@@ -115,6 +116,14 @@ impl Sandbox {
             .pid()
             .ok_or_else(|| SandboxError::Runtime("the container has no init process".into()))?
             .as_raw();
+        if let Some((rules, cgroup)) = &prepared.v2_devices {
+            // Before start: the init has not run the command yet.
+            if let Err(e) = device_filter::attach(rules, cgroup) {
+                let _ = signal(pid, libc::SIGKILL);
+                let _ = wait(pid);
+                return Err(e);
+            }
+        }
         let console = match console_listener {
             Some((listener, path)) => {
                 let master = receive_console(&listener);
@@ -155,6 +164,9 @@ struct RuntimeBundle {
     filter: Option<Arc<CompiledFilter>>,
     /// Keeps the user namespace alive until the container has joined it.
     userns: Option<UserNamespace>,
+    /// On a cgroup v2 host: the device rules and the container's cgroup
+    /// directory, for [`device_filter::attach`].
+    v2_devices: Option<(Vec<DeviceRule>, PathBuf)>,
 }
 
 /// Writes the spec libcontainer runs: without the seccomp policy, whose
@@ -171,7 +183,11 @@ fn runtime_bundle(bundle: &Path, filter_cache: &Path) -> Result<RuntimeBundle, S
     }
     let mut filter = None;
     let mut userns = None;
+    let mut v2_devices = None;
     if let Some(mut linux) = spec.linux().clone() {
+        if device_filter::unified_host() {
+            v2_devices = Some(v2_device_rules(&linux)?);
+        }
         if let Some(policy) = linux.seccomp() {
             filter = Some(Arc::new(CompiledFilter::cached(policy, filter_cache)?));
             linux.set_seccomp(None);
@@ -188,7 +204,27 @@ fn runtime_bundle(bundle: &Path, filter_cache: &Path) -> Result<RuntimeBundle, S
         dir,
         filter,
         userns,
+        v2_devices,
     })
+}
+
+/// The spec's device rules and the v2 cgroup they guard.
+fn v2_device_rules(linux: &Linux) -> Result<(Vec<DeviceRule>, PathBuf), SandboxError> {
+    let Some(path) = linux.cgroups_path() else {
+        return Err(SandboxError::Config(
+            "on a cgroup v2 host the spec needs linux.cgroupsPath, for the device rules".into(),
+        ));
+    };
+    let rules = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(DeviceRule::from_spec)
+        .collect();
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    Ok((rules, Path::new("/sys/fs/cgroup").join(rel)))
 }
 
 /// If the spec asks for a new user namespace, makes it with the spec's ID

@@ -3,6 +3,7 @@
 //! youki's `libcontainer`.
 
 pub mod container;
+pub mod device_filter;
 pub mod rootfs;
 pub mod seccomp;
 pub mod seccomp_filter;

@@ -101,6 +101,43 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// Docker's device cgroup: deny everything, then allow creating any node
+/// and using the devices of the minimal `/dev` (null, zero, full, random,
+/// urandom, tty, console, ptmx, pts) and tun. Explicit in `config.json`, so
+/// runc, crun and skiff's cgroup v2 program all enforce the same list.
+fn device_rules() -> serde_json::Value {
+    let allow = |typ: &str, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = json!({"allow": true, "type": typ, "access": access});
+        if let Some(m) = major {
+            r["major"] = json!(m);
+        }
+        if let Some(m) = minor {
+            r["minor"] = json!(m);
+        }
+        r
+    };
+    let mut rules = vec![
+        json!({"allow": false, "access": "rwm"}),
+        allow("c", None, None, "m"),
+        allow("b", None, None, "m"),
+    ];
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (10, 200),
+    ] {
+        rules.push(allow("c", Some(major), Some(minor), "rwm"));
+    }
+    rules.push(allow("c", Some(136), None, "rwm"));
+    serde_json::Value::Array(rules)
+}
+
 /// Parses capability names as Docker accepts them: any case, with or
 /// without `CAP_`, or `ALL`.
 pub fn parse_capabilities(names: &[String]) -> Result<BTreeSet<String>, SandboxError> {
@@ -309,9 +346,7 @@ impl ContainerSpec {
                 "source": v.source, "options": options}));
         }
 
-        let mut resources = json!({
-            "devices": [{"allow": false, "access": "rwm"}],
-        });
+        let mut resources = json!({ "devices": device_rules() });
         if let Some(m) = self.resources.memory_bytes {
             let mut mem = json!({"limit": m});
             if self.memory_swap_supported {
