@@ -528,6 +528,10 @@ fn device_rules_hold_on_cgroup_v2() {
         );
         Some(u)
     };
+    // Mount the image out here first: a mount the namespace made would
+    // outlive the test, out of reach of its clean-up.
+    let warm = run(&skiff, &[], &["true"]);
+    assert_eq!(code(&warm), 0, "{}", err(&warm));
     let r = probe_results_via(&[], |args| {
         let Some(u) = unified else {
             return skiff.run(args);

@@ -2,6 +2,7 @@
 //! defaults), the overlay root filesystem, and the container lifecycle on
 //! youki's `libcontainer`.
 
+pub mod cgroup_warmup;
 pub mod container;
 pub mod device_filter;
 pub mod rootfs;

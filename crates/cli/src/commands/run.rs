@@ -199,6 +199,8 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
         None => id[..12].to_string(),
     };
 
+    // Single-threaded still; see cgroup_warmup for why this goes first.
+    let warmup = skiff_sandbox::cgroup_warmup::start();
     let shift = a.userns.0;
     let (image_mount, config) = image_mounts::ensure(
         global,
@@ -208,6 +210,7 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
         trace.as_deref(),
     )?;
 
+    tracing::debug!("image mounted");
     let cdir = containers::dir(&global.root, &id);
     let dirs = OverlayDirs::under(&cdir);
     let record = Record {
@@ -230,8 +233,10 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
         image_mount: image_mount.clone(),
     };
     record.save(&global.root)?;
+    tracing::debug!("record written");
     let result = (|| -> Result<Record> {
         rootfs::mount_overlay(&image_mount, &dirs, shift.map(|s| s.base))?;
+        tracing::debug!("overlay mounted");
         let spec = build_spec(&a, &config, &id, &record.cgroups_path, &dirs.merged)?;
         let json = skiff_sandbox::spec::to_json(&spec.to_oci()?)?;
         std::fs::write(cdir.join("config.json"), json)
@@ -250,7 +255,11 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
     };
 
     if a.detach {
-        return start_detached(global, &record, a.tty);
+        let started = start_detached(global, &record, a.tty);
+        if let Some(w) = warmup {
+            w.reap();
+        }
+        return started;
     }
     let stdio = if a.tty {
         Launch::Terminal {
@@ -269,7 +278,7 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
             stderr: rustix::io::dup(rustix::stdio::stderr())?,
         }
     };
-    let code = supervise(global, record, stdio, None);
+    let code = supervise(global, record, stdio, None, warmup);
     if trace.is_some() {
         image_mounts::release(global, &image_mount);
     }
@@ -291,12 +300,14 @@ pub enum Launch {
 }
 
 /// Creates and starts the container, waits for it and cleans up. `ready`
-/// (a detached supervisor's pipe to its starter) gets "ready" once it runs.
+/// (a detached supervisor's pipe to its starter) gets "ready" once it runs;
+/// `warmup` is reaped once the container exists.
 pub fn supervise(
     global: &Global,
     mut record: Record,
     launch: Launch,
     ready: Option<std::fs::File>,
+    warmup: Option<skiff_sandbox::cgroup_warmup::Warmup>,
 ) -> Result<i32> {
     let cdir = containers::dir(&global.root, &record.id);
     let runtime_root = containers::runtime_root(&global.root);
@@ -319,6 +330,7 @@ pub fn supervise(
         } => (skiff_sandbox::Stdio::Terminal, Some((interactive, output))),
     };
     // Still single-threaded here, as libcontainer's clone needs.
+    tracing::debug!("creating the container");
     let created = skiff_sandbox::Sandbox::create(
         &record.id,
         &cdir,
@@ -326,6 +338,9 @@ pub fn supervise(
         &containers::seccomp_cache(&global.root),
         stdio,
     );
+    if let Some(w) = warmup {
+        w.reap();
+    }
     let mut sandbox = match created {
         Ok(s) => s,
         Err(e) => {
@@ -364,6 +379,7 @@ pub fn supervise(
         _ => None,
     };
     let exit = skiff_sandbox::container::wait(pid)?;
+    tracing::debug!(?exit, "container exited");
     if let Some(c) = console {
         c.finish();
     }
@@ -392,6 +408,7 @@ pub fn cleanup(global: &Global, record: &Record, remove: bool) {
     if let Err(e) = skiff_sandbox::container::delete(&record.id, &runtime_root) {
         tracing::warn!(id = %record.id, "deleting the runtime state: {e}");
     }
+    tracing::debug!("runtime state deleted");
     let cdir = containers::dir(&global.root, &record.id);
     if let Err(e) = rootfs::unmount_overlay(&OverlayDirs::under(&cdir)) {
         tracing::warn!(id = %record.id, "{e}");
@@ -401,6 +418,7 @@ pub fn cleanup(global: &Global, record: &Record, remove: bool) {
             tracing::warn!(id = %record.id, "removing {}: {e}", cdir.display());
         }
     }
+    tracing::debug!("cleaned up");
 }
 
 /// Re-runs this binary as a detached supervisor for the container and
