@@ -52,3 +52,11 @@ pub fn render(e: &anyhow::Error) -> String {
     }
     msg
 }
+
+/// Writes a line to stderr, ignoring a closed or full stderr: a message must
+/// never abort what follows it (`eprintln!` panics when stderr is a pipe
+/// whose reader has gone, e.g. `skiff run ... 2>&1 | head`).
+pub fn say(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{args}");
+}

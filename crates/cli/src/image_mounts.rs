@@ -60,8 +60,6 @@ pub fn ensure(
     } else if is_fuse(&tree) {
         let _ = rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH);
     }
-    // Read first: a missing image fails here, before a daemon is started.
-    let config = crate::commands::image_runtime_config(global, image, platform)?;
     std::fs::write(dir.join("image"), format!("{image}\n{platform_str}\n"))?;
 
     let mut cmd = Command::new(std::env::current_exe()?);
@@ -87,10 +85,28 @@ pub fn ensure(
         cmd.arg("--record-trace").arg(t);
     }
     cmd.arg(image).arg(&tree);
-    let out = cmd
+    // The daemon resolves and mounts the image while this process fetches
+    // its runtime config: two round trips to the registry at once.
+    let daemon = cmd
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .context("starting the image mount daemon")?;
+    let config = crate::commands::image_runtime_config(global, image, platform);
+    let out = daemon
+        .wait_with_output()
+        .context("waiting for the image mount daemon")?;
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            if out.status.success() {
+                let _ = rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH);
+                mounts::remove(&global.root, &tree);
+            }
+            return Err(e);
+        }
+    };
     if !out.status.success() {
         bail!(
             "mounting {image} failed: {}",

@@ -106,6 +106,10 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Its report of a failed write is an eprintln!, which panics when
+        // stderr is a closed pipe: a log line must not end a container run
+        // before its cleanup.
+        .log_internal_errors(false)
         .init();
 }
 
@@ -153,7 +157,7 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("skiff: error: {}", exit::render(&e));
+            exit::say(format_args!("skiff: error: {}", exit::render(&e)));
             std::process::exit(exit::for_error(&e));
         }
     }

@@ -26,12 +26,14 @@ pub fn forward_signals(pid: i32, has_tty: bool) -> Result<Forwarder> {
             if sig == SIGINT {
                 interrupts += 1;
                 if interrupts > 1 {
-                    eprintln!("skiff: killing the container");
+                    crate::exit::say(format_args!("skiff: killing the container"));
                     let _ = skiff_sandbox::container::signal(pid, libc::SIGKILL);
                     continue;
                 }
                 if !has_tty {
-                    eprintln!("skiff: sent SIGINT to the container; Ctrl-C again to kill it");
+                    crate::exit::say(format_args!(
+                        "skiff: sent SIGINT to the container; Ctrl-C again to kill it"
+                    ));
                 }
             }
             let _ = skiff_sandbox::container::signal(pid, sig);

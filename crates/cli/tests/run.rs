@@ -172,6 +172,43 @@ fn runs_lazily_from_a_registry_and_shares_the_cache() {
     assert!(err(&o).contains("foreground"), "{}", err(&o));
 }
 
+/// `skiff -vv run ... 2>&1 | head`: stderr's reader goes away mid-run. The
+/// run still ends with the command's code and removes its container.
+#[test]
+fn a_closed_stderr_does_not_abort_the_run() {
+    let skiff = Skiff::new();
+    let mut child = skiff
+        .cmd()
+        .args([
+            "-vv",
+            "run",
+            "--rm",
+            layout(),
+            "sh",
+            "-c",
+            "sleep 0.5; exit 7",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before skiff logs anything.
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(7), "{status:?}");
+    let containers = skiff.root.path().join("containers");
+    let left: Vec<_> = std::fs::read_dir(&containers)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "--rm left {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(containers.to_str().unwrap()),
+        "an overlay is still mounted under {}",
+        containers.display()
+    );
+}
+
 #[test]
 fn exit_codes() {
     let skiff = Skiff::new();

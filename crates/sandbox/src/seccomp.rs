@@ -16,6 +16,9 @@ use oci_spec::runtime::{
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+/// A seccomp policy: the spec's `linux.seccomp`.
+pub type Policy = LinuxSeccomp;
+
 /// Errors from reading a seccomp profile. Each names the file, the field at
 /// fault and how to fix it.
 #[derive(Debug, Error)]

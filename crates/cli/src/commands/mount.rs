@@ -212,11 +212,11 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         let devnull = std::fs::File::options().write(true).open("/dev/null")?;
         rustix::stdio::dup2_stdout(&devnull)?;
     } else {
-        eprintln!(
+        crate::exit::say(format_args!(
             "mounted {} at {}; Ctrl-C or `skiff umount` to stop",
             a.image.image,
             mountpoint.display()
-        );
+        ));
     }
     let result = session.run();
     mounts::remove(&global.root, &mountpoint);

@@ -24,7 +24,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         match remove(global, key, a.force) {
             Ok(()) => println!("{key}"),
             Err(e) => {
-                eprintln!("skiff: error: {}", exit::render(&e));
+                exit::say(format_args!("skiff: error: {}", exit::render(&e)));
                 code = exit::FAILURE;
             }
         }

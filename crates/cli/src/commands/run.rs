@@ -156,7 +156,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     match prepare_and_run(global, a) {
         Ok(code) => Ok(code),
         Err(e) => {
-            eprintln!("skiff: error: {}", exit::render(&e));
+            exit::say(format_args!("skiff: error: {}", exit::render(&e)));
             let msg = format!("{e:#}");
             Ok(if msg.contains("not found in $PATH") {
                 NOT_FOUND
@@ -202,13 +202,20 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
     // Single-threaded still; see cgroup_warmup for why this goes first.
     let warmup = skiff_sandbox::cgroup_warmup::start();
     let shift = a.userns.0;
-    let (image_mount, config) = image_mounts::ensure(
+    let precompile = precompile_seccomp(global, &a);
+    let ensured = image_mounts::ensure(
         global,
         &a.image,
         a.platform.as_ref(),
         shift,
         trace.as_deref(),
-    )?;
+    );
+    // Joined before the sandbox is created: libcontainer's clone needs this
+    // process single-threaded.
+    if let Some(t) = precompile {
+        let _ = t.join();
+    }
+    let (image_mount, config) = ensured?;
 
     tracing::debug!("image mounted");
     let cdir = containers::dir(&global.root, &id);
@@ -392,10 +399,10 @@ pub fn supervise(
     record.pid = None;
     let _ = record.save(&global.root);
     if record.oom_killed {
-        eprintln!(
+        exit::say(format_args!(
             "skiff: container {} was killed by the kernel's OOM killer: it exceeded its memory limit (raise --memory)",
             record.name
-        );
+        ));
     }
     cleanup(global, &record, record.remove_on_exit);
     Ok(exit.code())
@@ -437,6 +444,40 @@ fn start_detached(global: &Global, record: &Record, tty: bool) -> Result<i32> {
     crate::detach::start(cmd, &log, "the container supervisor")?;
     println!("{}", record.id);
     Ok(exit::OK)
+}
+
+/// The seccomp policy from `--security-opt` and the capability set; `None`
+/// for `seccomp=unconfined`. Needs nothing from the image.
+fn seccomp_policy(a: &Args) -> Result<Option<skiff_sandbox::seccomp::Policy>> {
+    let capabilities = skiff_sandbox::spec::effective_capabilities(&a.cap_add, &a.cap_drop)?;
+    let oci_caps = skiff_sandbox::spec::to_oci_capabilities(&capabilities);
+    let mut seccomp = Some(skiff_sandbox::seccomp::default_profile(&oci_caps));
+    for opt in &a.security_opt {
+        match opt.split_once(['=', ':']) {
+            Some(("seccomp", "unconfined")) => seccomp = None,
+            Some(("seccomp", file)) => {
+                seccomp = Some(skiff_sandbox::seccomp::load_profile(
+                    Path::new(file),
+                    &oci_caps,
+                )?)
+            }
+            _ => bail!(
+                "--security-opt {opt:?} is not supported; use seccomp=FILE or seccomp=unconfined"
+            ),
+        }
+    }
+    Ok(seccomp)
+}
+
+/// Compiles the policy into the node's filter cache on a thread, while the
+/// image is mounted (a first start on a node compiles for ~30 ms). The
+/// container's start finds it there; an error here is reported there.
+fn precompile_seccomp(global: &Global, a: &Args) -> Option<std::thread::JoinHandle<()>> {
+    let policy = seccomp_policy(a).ok()??;
+    let cache = containers::seccomp_cache(&global.root);
+    Some(std::thread::spawn(move || {
+        let _ = skiff_sandbox::seccomp_filter::CompiledFilter::cached(&policy, &cache);
+    }))
 }
 
 fn build_spec(
@@ -535,22 +576,7 @@ fn build_spec(
         .map(|v| rootfs::parse_volume(v))
         .collect::<Result<Vec<_>, _>>()?;
     let capabilities = skiff_sandbox::spec::effective_capabilities(&a.cap_add, &a.cap_drop)?;
-    let oci_caps = skiff_sandbox::spec::to_oci_capabilities(&capabilities);
-    let mut seccomp = Some(skiff_sandbox::seccomp::default_profile(&oci_caps));
-    for opt in &a.security_opt {
-        match opt.split_once(['=', ':']) {
-            Some(("seccomp", "unconfined")) => seccomp = None,
-            Some(("seccomp", file)) => {
-                seccomp = Some(skiff_sandbox::seccomp::load_profile(
-                    Path::new(file),
-                    &oci_caps,
-                )?)
-            }
-            _ => bail!(
-                "--security-opt {opt:?} is not supported; use seccomp=FILE or seccomp=unconfined"
-            ),
-        }
-    }
+    let seccomp = seccomp_policy(a)?;
     if a.memory.is_some_and(|m| m < MIN_MEMORY) {
         bail!("--memory must be at least 6M: a smaller limit kills the container before it starts");
     }

@@ -25,7 +25,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         match containers::find(&global.root, key).and_then(|r| stop(global, r, a.time)) {
             Ok(()) => println!("{key}"),
             Err(e) => {
-                eprintln!("skiff: error: {}", exit::render(&e));
+                exit::say(format_args!("skiff: error: {}", exit::render(&e)));
                 code = exit::FAILURE;
             }
         }
