@@ -35,6 +35,10 @@ cache=${SKIFF_CACHE:-$HOME/.cache/skiff}
 skiff=${SKIFF_BIN:-${CARGO_TARGET_DIR:-$cache/target}/release/skiff}
 [ -x "$skiff" ] || { echo "bench/run.sh: no skiff binary at $skiff; run \`make release\` first" >&2; exit 1; }
 py=/usr/bin/python3
+# The report draws its chart with Debian's matplotlib (the smoke run writes no docs).
+if [ "$mode" != smoke ] && ! dpkg -s python3-matplotlib >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-matplotlib >/dev/null
+fi
 results=$cache/bench/results
 mkdir -p "$results" /run/skiff-bench-net
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
