@@ -132,11 +132,17 @@ fn serve(
         } else {
             k
         };
-        if k == 0 || client.write_all(&buf[..k]).is_err() {
+        if k == 0 {
+            break;
+        }
+        // Counted before it is sent: once the client holds the bytes, the
+        // counter includes them (counted after, a test reading the counter
+        // right after its read could still see the old value).
+        c.bytes.fetch_add(k as u64, Ordering::SeqCst);
+        if client.write_all(&buf[..k]).is_err() {
             break;
         }
         relayed += k;
-        c.bytes.fetch_add(k as u64, Ordering::SeqCst);
         if cut && relayed >= 600 {
             c.injected_resets.fetch_add(1, Ordering::SeqCst);
             let _ = client.shutdown(Shutdown::Both);
