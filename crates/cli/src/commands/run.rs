@@ -202,7 +202,9 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
     // Single-threaded still; see cgroup_warmup for why this goes first.
     let warmup = skiff_sandbox::cgroup_warmup::start();
     let shift = a.userns.0;
-    let precompile = precompile_seccomp(global, &a);
+    // Checked before anything is mounted; a bad profile fails here.
+    let seccomp = seccomp_policy(&a)?;
+    let precompile = precompile_seccomp(global, seccomp.clone());
     let ensured = image_mounts::ensure(
         global,
         &a.image,
@@ -244,7 +246,14 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
     let result = (|| -> Result<Record> {
         rootfs::mount_overlay(&image_mount, &dirs, shift.map(|s| s.base))?;
         tracing::debug!("overlay mounted");
-        let spec = build_spec(&a, &config, &id, &record.cgroups_path, &dirs.merged)?;
+        let spec = build_spec(
+            &a,
+            &config,
+            &id,
+            &record.cgroups_path,
+            &dirs.merged,
+            seccomp.clone(),
+        )?;
         let json = skiff_sandbox::spec::to_json(&spec.to_oci()?)?;
         std::fs::write(cdir.join("config.json"), json)
             .with_context(|| format!("writing {}", cdir.join("config.json").display()))?;
@@ -472,8 +481,11 @@ fn seccomp_policy(a: &Args) -> Result<Option<skiff_sandbox::seccomp::Policy>> {
 /// Compiles the policy into the node's filter cache on a thread, while the
 /// image is mounted (a first start on a node compiles for ~30 ms). The
 /// container's start finds it there; an error here is reported there.
-fn precompile_seccomp(global: &Global, a: &Args) -> Option<std::thread::JoinHandle<()>> {
-    let policy = seccomp_policy(a).ok()??;
+fn precompile_seccomp(
+    global: &Global,
+    policy: Option<skiff_sandbox::seccomp::Policy>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let policy = policy?;
     let cache = containers::seccomp_cache(&global.root);
     Some(std::thread::spawn(move || {
         let _ = skiff_sandbox::seccomp_filter::CompiledFilter::cached(&policy, &cache);
@@ -486,6 +498,7 @@ fn build_spec(
     id: &str,
     cgroups_path: &str,
     rootfs: &Path,
+    seccomp: Option<skiff_sandbox::seccomp::Policy>,
 ) -> Result<ContainerSpec> {
     let user_spec = a.user.clone().unwrap_or_else(|| config.user.clone());
     let user = skiff_sandbox::user::resolve(rootfs, &user_spec)?;
@@ -576,7 +589,6 @@ fn build_spec(
         .map(|v| rootfs::parse_volume(v))
         .collect::<Result<Vec<_>, _>>()?;
     let capabilities = skiff_sandbox::spec::effective_capabilities(&a.cap_add, &a.cap_drop)?;
-    let seccomp = seccomp_policy(a)?;
     if a.memory.is_some_and(|m| m < MIN_MEMORY) {
         bail!("--memory must be at least 6M: a smaller limit kills the container before it starts");
     }
