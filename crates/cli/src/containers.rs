@@ -1,7 +1,10 @@
 //! The node's record of containers: `ROOT/containers/ID/`, holding
 //! `state.json` (this record), `config.json` (the OCI runtime spec),
 //! `container.log` (a detached container's output) and the overlay's
-//! `upper/`, `work/` and `rootfs/`. It survives restarts of skiff.
+//! `upper/` and `work/`. It survives restarts of skiff.
+//!
+//! The overlay's mount point lives only as long as the container's
+//! processes, under [`run_dir`] on a tmpfs (see there).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -50,9 +53,66 @@ pub fn dir(root: &Path, id: &str) -> PathBuf {
     root.join("containers").join(id)
 }
 
-/// libcontainer's own state, per container.
-pub fn runtime_root(root: &Path) -> PathBuf {
-    root.join("runtime")
+/// Volatile state on a tmpfs: `/run/skiff/TAG`, where TAG names the root
+/// (so separate roots never share it). Mount points do not survive a
+/// reboot, so they belong there; and on this project's build machines,
+/// whose ext4 has no journal, every inode created costs a scan past
+/// recently deleted ones (`recently_deleted`).
+pub fn run_dir(root: &Path) -> PathBuf {
+    let root = std::fs::canonicalize(root)
+        .or_else(|_| std::path::absolute(root))
+        .unwrap_or_else(|_| root.to_path_buf());
+    let tag = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
+    Path::new(RUN_BASE).join(&tag[..12])
+}
+
+/// The tmpfs [`run_dir`]s live on.
+const RUN_BASE: &str = "/run/skiff";
+
+/// One container's volatile directory, holding the overlay's mount point
+/// (`rootfs`).
+pub fn scratch_dir(root: &Path, id: &str) -> PathBuf {
+    run_dir(root).join(id)
+}
+
+/// Makes [`run_dir`], first mounting a tmpfs at `/run/skiff` if it is not
+/// on one already (systemd hosts have /run on tmpfs; others may not). A
+/// tmpfs that cannot be mounted leaves the state on disk, which works.
+pub fn prepare_run_dir(root: &Path) -> Result<PathBuf> {
+    let base = Path::new(RUN_BASE);
+    std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+    if !on_tmpfs(base) {
+        // Two skiffs racing here would stack two mounts; a lock keeps it one.
+        let lock = std::fs::File::create("/run/skiff.lock").context("creating /run/skiff.lock")?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .context("locking /run/skiff.lock")?;
+        if !on_tmpfs(base) {
+            let flags = rustix::mount::MountFlags::NOSUID
+                | rustix::mount::MountFlags::NODEV
+                | rustix::mount::MountFlags::NOEXEC;
+            if let Err(e) =
+                rustix::mount::mount("skiff-run", base, "tmpfs", flags, c"mode=0711,size=64m")
+            {
+                tracing::warn!(
+                    "mounting a tmpfs at {}: {e}; keeping container state on disk",
+                    base.display()
+                );
+            }
+        }
+    }
+    // Searchable, not listable: a user namespace's root must reach its
+    // container's root through here.
+    std::fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+        .with_context(|| format!("setting the mode of {}", base.display()))?;
+    let dir = run_dir(root);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn on_tmpfs(path: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    rustix::fs::statfs(path).is_ok_and(|s| matches!(s.f_type, TMPFS_MAGIC | RAMFS_MAGIC))
 }
 
 /// Compiled seccomp filters, shared by all containers (see

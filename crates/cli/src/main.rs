@@ -93,9 +93,7 @@ pub struct Global {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        // libcontainer logs each failure at every level it passes; skiff's
-        // own error already carries the chain.
-        0 => "warn,libcontainer=off,libcgroups=off",
+        0 => "warn",
         1 => "info",
         2 => "debug",
         _ => "trace",

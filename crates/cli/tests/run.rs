@@ -246,6 +246,24 @@ fn exit_codes() {
     assert_eq!(code(&o), 125, "{}", err(&o));
 }
 
+/// Ignored signals survive exec, and skiff ignores SIGPIPE (as Rust does):
+/// the command must start with none ignored or blocked, or `yes | head`
+/// in the container would never end by SIGPIPE.
+#[test]
+fn signals_start_at_their_defaults() {
+    let skiff = Skiff::new();
+    let o = run(
+        &skiff,
+        &[],
+        &["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}
+
 fn ps_record(skiff: &Skiff, id: &str) -> serde_json::Value {
     let all: serde_json::Value = serde_json::from_str(&skiff.ok(&["ps", "-a", "--json"])).unwrap();
     all.as_array()
@@ -547,11 +565,11 @@ fn the_sandbox_denies_what_dockers_defaults_deny() {
     }
 }
 
-/// On a cgroup v2 host the device rules are skiff's own eBPF program
-/// (libcontainer applies none there). This host is hybrid (v1 controllers,
-/// the v2 hierarchy at /sys/fs/cgroup/unified), so skiff runs in a mount
-/// namespace whose /sys/fs/cgroup is the v2 hierarchy: libcontainer then
-/// takes its v2 path, as on a unified host.
+/// On a cgroup v2 host the device rules are skiff's own eBPF program (v2
+/// has no devices controller). This host is hybrid (v1 controllers, the v2
+/// hierarchy at /sys/fs/cgroup/unified), so skiff runs in a mount namespace
+/// whose /sys/fs/cgroup is the v2 hierarchy: the runtime then takes its v2
+/// path (CLONE_INTO_CGROUP, the program), as on a unified host.
 #[test]
 fn device_rules_hold_on_cgroup_v2() {
     let skiff = Skiff::new();

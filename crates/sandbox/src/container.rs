@@ -1,24 +1,27 @@
-//! One container's lifecycle on youki's `libcontainer`: create from a
-//! bundle, start, wait, signal, delete.
+//! One container's lifecycle: create (cgroup, clone, set-up), start,
+//! wait, signal, delete. The init's side is [`crate::init`].
 //!
-//! libcontainer clones its helper processes with raw `clone3`, which runs no
-//! `atfork` handlers: callers must create containers while single-threaded.
+//! skiff used youki's libcontainer for this until its start time became
+//! the floor: libcontainer's intermediate process moves itself into the
+//! cgroup by pid (the kernel's global migration lock, an RCU grace period
+//! of 8-16 ms when idle) and reads `/proc/self/mountinfo` a dozen times
+//! per start. Here the init is cloned straight into its namespaces and
+//! cgroup (see [`crate::cgroups`]): one process, no migration.
+//!
+//! Callers must create containers while single-threaded: the init is a
+//! clone that runs Rust code before it execs.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::container::Container;
-use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
-use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, Spec};
-use rustix::process::{Pid, Signal, WaitOptions};
 use std::sync::Arc;
 
+use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, Spec};
+use rustix::process::{Pid, Signal, WaitOptions};
+
+use crate::cgroups::Cgroup;
 use crate::device_filter::{self, DeviceRule};
+use crate::init::{self, message, FailureKind, InitStdio, Plan};
 use crate::seccomp_filter::CompiledFilter;
-use crate::userns::UserNamespace;
 use crate::SandboxError;
 
 /// How the container's standard streams are wired.
@@ -35,8 +38,10 @@ pub enum Stdio {
 
 /// A created (not yet started) or running container.
 pub struct Sandbox {
-    container: Container,
     pid: i32,
+    /// The init's channel: it reports set-up, takes the start byte, and
+    /// closes at exec.
+    channel: OwnedFd,
     console: Option<OwnedFd>,
 }
 
@@ -57,84 +62,84 @@ impl Exit {
     }
 }
 
+/// `clone3`'s argument block (linux/sched.h, version 2 with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 impl Sandbox {
-    /// Creates the container from the bundle (`BUNDLE/config.json`), with
-    /// libcontainer's state under `runtime_root/ID`. The init process waits
-    /// for [`Sandbox::start`].
+    /// Creates the container from the OCI spec at `config` (a relative
+    /// root is taken from its directory): its cgroup, then its init, which
+    /// sets up the root and waits for [`Sandbox::start`].
     ///
     /// The seccomp policy is compiled here, or taken from `filter_cache`
-    /// (see [`crate::seccomp_filter`]), and loaded by our executor just
-    /// before the command; libcontainer gets `BUNDLE/runtime/config.json`,
-    /// the same spec without `linux.seccomp`.
-    pub fn create(
-        id: &str,
-        bundle: &Path,
-        runtime_root: &Path,
-        filter_cache: &Path,
-        stdio: Stdio,
-    ) -> Result<Self, SandboxError> {
-        std::fs::create_dir_all(runtime_root)
-            .map_err(|e| SandboxError::io(format!("creating {}", runtime_root.display()), e))?;
-        let prepared = runtime_bundle(bundle, filter_cache)?;
-        let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
-            .with_root_path(runtime_root)
-            .map_err(SandboxError::runtime("setting the runtime state directory"))?
-            .with_executor(SeccompExecutor {
-                filter: prepared.filter,
-            });
-        let mut console_listener = None;
-        match stdio {
-            Stdio::Files {
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                builder = builder
-                    .with_stdin(stdin)
-                    .with_stdout(stdout)
-                    .with_stderr(stderr);
-            }
-            Stdio::Terminal => {
-                let path = console_socket_path(bundle);
-                let _ = std::fs::remove_file(&path);
-                let listener = UnixListener::bind(&path).map_err(|e| {
-                    SandboxError::io(format!("binding console socket {}", path.display()), e)
-                })?;
-                builder = builder.with_console_socket(Some(&path));
-                console_listener = Some((listener, path));
-            }
-        }
-        let container = builder
-            .as_init(&prepared.dir)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .map_err(SandboxError::runtime("creating the container"))?;
-        // The container's processes now hold the namespace themselves.
-        drop(prepared.userns);
-        let pid = container
-            .pid()
-            .ok_or_else(|| SandboxError::Runtime("the container has no init process".into()))?
-            .as_raw();
-        if let Some((rules, cgroup)) = &prepared.v2_devices {
-            // Before start: the init has not run the command yet.
-            if let Err(e) = device_filter::attach(rules, cgroup) {
-                let _ = signal(pid, libc::SIGKILL);
-                let _ = wait(pid);
-                return Err(e);
-            }
-        }
-        let console = match console_listener {
-            Some((listener, path)) => {
-                let master = receive_console(&listener);
-                let _ = std::fs::remove_file(&path);
-                Some(master?)
-            }
+    /// (see [`crate::seccomp_filter`]), and loaded by the init right
+    /// before the command.
+    pub fn create(config: &Path, filter_cache: &Path, stdio: Stdio) -> Result<Self, SandboxError> {
+        let spec = Spec::load(config).map_err(|e| {
+            SandboxError::Config(format!(
+                "reading the container's config {}: {e}",
+                config.display()
+            ))
+        })?;
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| SandboxError::Config("the runtime spec has no linux section".into()))?;
+        let filter = match linux.seccomp() {
+            Some(policy) => Some(Arc::new(CompiledFilter::cached(policy, filter_cache)?)),
             None => None,
         };
+        let bundle = config.parent().unwrap_or(Path::new("."));
+        let plan = Plan::new(&spec, bundle, filter)?;
+        let cgroups_path = linux.cgroups_path().clone().ok_or_else(|| {
+            SandboxError::Config("the runtime spec needs linux.cgroupsPath".into())
+        })?;
+        let cgroups_path = cgroups_path.to_string_lossy().into_owned();
+        let v2_devices = device_filter::unified_host().then(|| device_rules(linux));
+        single_threaded()?;
+        let cgroup = Cgroup::create(&cgroups_path, linux.resources().as_ref())?;
+        let made = spawn(&plan, linux, &cgroup, stdio);
+        let (pid, channel) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                cgroup.remove();
+                return Err(e);
+            }
+        };
+        let abandon = |e: SandboxError| {
+            let _ = signal(pid, libc::SIGKILL);
+            let _ = wait(pid);
+            cgroup.remove();
+            e
+        };
+        let console = match await_ready(&channel, plan.terminal) {
+            Ok(c) => c,
+            Err(e) => return Err(abandon(e)),
+        };
+        if let (Some(rules), Cgroup::V2(dir)) = (&v2_devices, &cgroup) {
+            // Before start: the init has not run the command yet.
+            if let Err(e) = device_filter::attach(rules, dir) {
+                return Err(abandon(e));
+            }
+        }
         Ok(Sandbox {
-            container,
             pid,
+            channel,
             console,
         })
     }
@@ -149,96 +154,136 @@ impl Sandbox {
         self.console.take()
     }
 
-    /// Lets the init process exec the container's command.
+    /// Lets the init run the container's command; returns once it has
+    /// (its channel closes at exec) or with why it could not.
     pub fn start(&mut self) -> Result<(), SandboxError> {
-        self.container
-            .start()
-            .map_err(SandboxError::runtime("starting the container"))
+        rustix::net::send(
+            &self.channel,
+            &[message::START],
+            rustix::net::SendFlags::NOSIGNAL,
+        )
+        .map_err(|e| SandboxError::io("starting the container".into(), e.into()))?;
+        match receive(&self.channel)? {
+            None => Ok(()),
+            Some((tag, body, _)) => Err(failure(tag, &body)),
+        }
     }
 }
 
-/// What [`runtime_bundle`] prepared for libcontainer.
-struct RuntimeBundle {
-    /// Holds the spec libcontainer reads.
-    dir: PathBuf,
-    filter: Option<Arc<CompiledFilter>>,
-    /// Keeps the user namespace alive until the container has joined it.
-    userns: Option<UserNamespace>,
-    /// On a cgroup v2 host: the device rules and the container's cgroup
-    /// directory, for [`device_filter::attach`].
-    v2_devices: Option<(Vec<DeviceRule>, PathBuf)>,
-}
-
-/// Writes the spec libcontainer runs: without the seccomp policy, whose
-/// filter is compiled (or found) here, and with a user namespace to join
-/// instead of one to create (see [`crate::userns`]).
-fn runtime_bundle(bundle: &Path, filter_cache: &Path) -> Result<RuntimeBundle, SandboxError> {
-    let mut spec = Spec::load(bundle.join("config.json"))
-        .map_err(SandboxError::runtime("reading the container's config.json"))?;
-    if let Some(mut root) = spec.root().clone() {
-        if root.path().is_relative() {
-            root.set_path(bundle.join(root.path()));
-            spec.set_root(Some(root));
-        }
-    }
-    let mut filter = None;
-    let mut userns = None;
-    let mut v2_devices = None;
-    if let Some(mut linux) = spec.linux().clone() {
-        if device_filter::unified_host() {
-            v2_devices = Some(v2_device_rules(&linux)?);
-        }
-        if let Some(policy) = linux.seccomp() {
-            filter = Some(Arc::new(CompiledFilter::cached(policy, filter_cache)?));
-            linux.set_seccomp(None);
-        }
-        userns = prepare_user_namespace(&mut linux)?;
-        spec.set_linux(Some(linux));
-    }
-    let dir = bundle.join("runtime");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| SandboxError::io(format!("creating {}", dir.display()), e))?;
-    spec.save(dir.join("config.json"))
-        .map_err(SandboxError::runtime("writing the runtime's config.json"))?;
-    Ok(RuntimeBundle {
-        dir,
-        filter,
-        userns,
-        v2_devices,
-    })
-}
-
-/// The spec's device rules and the v2 cgroup they guard.
-fn v2_device_rules(linux: &Linux) -> Result<(Vec<DeviceRule>, PathBuf), SandboxError> {
-    let Some(path) = linux.cgroups_path() else {
-        return Err(SandboxError::Config(
-            "on a cgroup v2 host the spec needs linux.cgroupsPath, for the device rules".into(),
-        ));
-    };
-    let rules = linux
+fn device_rules(linux: &Linux) -> Vec<DeviceRule> {
+    linux
         .resources()
         .as_ref()
         .and_then(|r| r.devices().as_ref())
         .into_iter()
         .flatten()
         .filter_map(DeviceRule::from_spec)
-        .collect();
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    Ok((rules, Path::new("/sys/fs/cgroup").join(rel)))
+        .collect()
 }
 
-/// If the spec asks for a new user namespace, makes it with the spec's ID
-/// maps and points the spec at it.
-fn prepare_user_namespace(linux: &mut Linux) -> Result<Option<UserNamespace>, SandboxError> {
-    let Some(mut namespaces) = linux.namespaces().clone() else {
-        return Ok(None);
+/// The clone needs a single-threaded process (the child runs Rust code, and
+/// on v1 only the calling thread is placed in the cgroup).
+fn single_threaded() -> Result<(), SandboxError> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| SandboxError::io("reading /proc/self/status".into(), e))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    if threads != Some(1) {
+        return Err(SandboxError::Runtime(format!(
+            "containers must be created from a single-threaded process (this one has {threads:?} threads)"
+        )));
+    }
+    Ok(())
+}
+
+/// Clones the init into its namespaces (and cgroup); writes its ID maps
+/// under a user namespace. Returns its pid and the parent's channel end.
+fn spawn(
+    plan: &Plan,
+    linux: &Linux,
+    cgroup: &Cgroup,
+    stdio: Stdio,
+) -> Result<(i32, OwnedFd), SandboxError> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let (parent_end, child_end) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| SandboxError::io("making the init's channel".into(), e.into()))?;
+    let mut flags =
+        (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) as u64;
+    for ns in linux.namespaces().iter().flatten() {
+        flags |= match ns.typ() {
+            LinuxNamespaceType::Network => libc::CLONE_NEWNET as u64,
+            LinuxNamespaceType::User => libc::CLONE_NEWUSER as u64,
+            _ => 0,
+        };
+    }
+    let into = cgroup.v2_fd()?;
+    let mut args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
     };
-    let Some(ns) = namespaces
-        .iter_mut()
-        .find(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none())
-    else {
-        return Ok(None);
+    if let Some(fd) = &into {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = std::os::fd::AsRawFd::as_raw_fd(fd) as u64;
+    }
+    let (init_stdio, _keep) = match stdio {
+        Stdio::Files {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            use std::os::fd::AsRawFd;
+            let fds = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+            (InitStdio::Files(fds), vec![stdin, stdout, stderr])
+        }
+        Stdio::Terminal => (InitStdio::Terminal, Vec::new()),
     };
+    let pid = cgroup.born_inside(|| {
+        // SAFETY: clone3 with a fully initialised argument block. The child
+        // continues on a copy of this (single-threaded) process and never
+        // returns from `init::run`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if rc == 0 {
+            init::run(plan, child_end.as_fd(), &init_stdio);
+        }
+        if rc < 0 {
+            return Err(SandboxError::io(
+                "creating the container's init (clone3)".into(),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(rc as i32)
+    })?;
+    drop(child_end);
+    if plan.user_namespace {
+        if let Err(e) = write_id_maps(pid, linux) {
+            let _ = signal(pid, libc::SIGKILL);
+            let _ = wait(pid);
+            return Err(e);
+        }
+        let _ = rustix::net::send(
+            &parent_end,
+            &[message::MAPPED],
+            rustix::net::SendFlags::NOSIGNAL,
+        );
+    }
+    Ok((pid, parent_end))
+}
+
+fn write_id_maps(pid: i32, linux: &Linux) -> Result<(), SandboxError> {
     let render = |m: &Option<Vec<LinuxIdMapping>>| -> String {
         m.iter()
             .flatten()
@@ -251,36 +296,93 @@ fn prepare_user_namespace(linux: &mut Linux) -> Result<Option<UserNamespace>, Sa
             "a user namespace needs uidMappings and gidMappings".into(),
         ));
     }
-    let holder = UserNamespace::create(&uids, &gids)?;
-    ns.set_path(Some(holder.path()));
-    linux.set_namespaces(Some(namespaces));
-    Ok(Some(holder))
+    for (file, map) in [("uid_map", uids), ("gid_map", gids)] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, map).map_err(|e| SandboxError::io(format!("writing {path}"), e))?;
+    }
+    Ok(())
 }
 
-/// libcontainer's default executor, plus loading our compiled seccomp filter
-/// right before exec, where libcontainer would have loaded its own.
-#[derive(Clone)]
-struct SeccompExecutor {
-    filter: Option<Arc<CompiledFilter>>,
-}
-
-impl Executor for SeccompExecutor {
-    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        if let Some(filter) = &self.filter {
-            filter
-                .load()
-                .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
+/// Reads the init's reports until it is ready; the pty master comes first
+/// under a terminal.
+fn await_ready(channel: &OwnedFd, terminal: bool) -> Result<Option<OwnedFd>, SandboxError> {
+    let mut console = None;
+    loop {
+        match receive(channel)? {
+            None => {
+                return Err(SandboxError::Runtime(
+                    "the container's init exited while setting up".into(),
+                ))
+            }
+            Some((message::READY, _, _)) => break,
+            Some((message::CONSOLE, _, fd)) => console = fd,
+            Some((tag, body, _)) => return Err(failure(tag, &body)),
         }
-        libcontainer::workload::default::get_executor().exec(spec)
     }
+    if terminal && console.is_none() {
+        return Err(SandboxError::Runtime(
+            "the container did not send its pty".into(),
+        ));
+    }
+    Ok(console)
+}
 
-    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        libcontainer::workload::default::get_executor().validate(spec)
+/// One packet from the init: tag, body, and a descriptor if one came.
+type Packet = (u8, Vec<u8>, Option<OwnedFd>);
+
+/// The next [`Packet`]; `None` when the init's end closed (it exec'd or
+/// died).
+fn receive(channel: &OwnedFd) -> Result<Option<Packet>, SandboxError> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+        let got = rustix::net::recvmsg(
+            channel,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &mut ancillary,
+            RecvFlags::CMSG_CLOEXEC,
+        );
+        let n = match got {
+            Ok(r) => r.bytes,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                return Err(SandboxError::io(
+                    "reading from the container's init".into(),
+                    e.into(),
+                ))
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut fd = None;
+        for msg in ancillary.drain() {
+            if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
+                fd = fds.next();
+            }
+        }
+        return Ok(Some((buf[0], buf[1..n].to_vec(), fd)));
     }
 }
 
-/// Waits for a child process (the container's init is ours: libcontainer
-/// clones it with CLONE_PARENT).
+/// The init's error packet as an error of the right kind.
+fn failure(tag: u8, body: &[u8]) -> SandboxError {
+    if tag != message::ERROR || body.is_empty() {
+        return SandboxError::Runtime(format!(
+            "the container's init sent an unexpected message ({tag})"
+        ));
+    }
+    let text = String::from_utf8_lossy(&body[1..]).into_owned();
+    match FailureKind::from_byte(body[0]) {
+        FailureKind::NotFound => SandboxError::NotFound(text),
+        FailureKind::NotExecutable => SandboxError::NotExecutable(text),
+        FailureKind::Setup => SandboxError::Runtime(format!("setting up the container: {text}")),
+    }
+}
+
+/// Waits for a child process (the container's init is ours).
 pub fn wait(pid: i32) -> Result<Exit, SandboxError> {
     let p =
         Pid::from_raw(pid).ok_or_else(|| SandboxError::Runtime(format!("invalid pid {pid}")))?;
@@ -314,51 +416,9 @@ pub fn signal(pid: i32, sig: i32) -> Result<(), SandboxError> {
     }
 }
 
-/// Kills whatever is left of the container and removes its cgroup and
-/// runtime state. A container libcontainer never recorded is fine.
-pub fn delete(id: &str, runtime_root: &Path) -> Result<(), SandboxError> {
-    let dir = runtime_root.join(id);
-    if !dir.join("state.json").exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Ok(());
-    }
-    let mut c = Container::load(dir.clone())
-        .map_err(SandboxError::runtime("loading the container state"))?;
-    c.delete(true)
-        .map_err(SandboxError::runtime("deleting the container"))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
-}
-
-fn console_socket_path(bundle: &Path) -> PathBuf {
-    bundle.join("console.sock")
-}
-
-fn receive_console(listener: &UnixListener) -> Result<OwnedFd, SandboxError> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    let (stream, _) = listener
-        .accept()
-        .map_err(|e| SandboxError::io("accepting the console socket".into(), e))?;
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut ancillary = RecvAncillaryBuffer::new(&mut space);
-    let mut buf = [0u8; 4096];
-    rustix::net::recvmsg(
-        stream.as_fd(),
-        &mut [std::io::IoSliceMut::new(&mut buf)],
-        &mut ancillary,
-        RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(|e| SandboxError::io("receiving the pty".into(), e.into()))?;
-    for msg in ancillary.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
-            if let Some(fd) = fds.next() {
-                return Ok(fd);
-            }
-        }
-    }
-    Err(SandboxError::Runtime(
-        "the container did not send its pty".into(),
-    ))
+/// Kills whatever is left of the container and removes its cgroup.
+pub fn delete(cgroups_path: &str) -> Result<(), SandboxError> {
+    crate::cgroups::remove(cgroups_path)
 }
 
 /// Whether the kernel OOM-killed a process in the cgroup (v1 `memory`

@@ -2,14 +2,12 @@
 //! `BPF_PROG_TYPE_CGROUP_DEVICE`, built from the spec's
 //! `linux.resources.devices` rules and attached to the container's cgroup.
 //!
-//! cgroup v1 has a `devices` controller, which libcontainer writes. cgroup v2
-//! has only this program hook. libcontainer 0.7 fills it only behind its
-//! `cgroupsv2_devices` feature, which links libbpf (C) and refuses to load
-//! unless it may raise `RLIMIT_MEMLOCK` (so it fails without
-//! `CAP_SYS_RESOURCE`, although kernels since 5.11 charge BPF memory to the
-//! memory cgroup instead). Without the feature it silently applies no device
-//! rules at all. The program is a few instructions per rule and loading it
-//! is two `bpf(2)` calls, so skiff does it here.
+//! cgroup v1 has a `devices` controller (see [`crate::cgroups`]); cgroup v2
+//! has only this program hook. The program is a few instructions per rule
+//! and loading it is two `bpf(2)` calls, so no BPF library is needed (the
+//! common one, libbpf, also insists on raising `RLIMIT_MEMLOCK`, which
+//! fails without `CAP_SYS_RESOURCE`, although kernels since 5.11 charge BPF
+//! memory to the memory cgroup instead).
 //!
 //! Semantics are the v1 controller's: rules in spec order, the last rule
 //! that matches decides, and nothing matching means deny.
@@ -153,7 +151,7 @@ pub fn program(rules: &[DeviceRule]) -> Vec<Insn> {
 }
 
 /// Whether `/sys/fs/cgroup` is the cgroup v2 hierarchy (a unified host),
-/// where libcontainer places containers in v2 cgroups.
+/// where containers get v2 cgroups.
 pub fn unified_host() -> bool {
     const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
     rustix::fs::statfs("/sys/fs/cgroup").is_ok_and(|s| s.f_type as u64 == CGROUP2_SUPER_MAGIC)

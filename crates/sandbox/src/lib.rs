@@ -1,16 +1,16 @@
 //! skiff's Linux sandbox: the OCI runtime spec it generates (Docker's
-//! defaults), the overlay root filesystem, and the container lifecycle on
-//! youki's `libcontainer`.
+//! defaults), the overlay root filesystem, and the container runtime that
+//! runs it: cgroups, the init process, seccomp.
 
-pub mod cgroup_warmup;
+pub mod cgroups;
 pub mod container;
 pub mod device_filter;
+mod init;
 pub mod rootfs;
 pub mod seccomp;
 pub mod seccomp_filter;
 pub mod spec;
 pub mod user;
-pub mod userns;
 
 pub use container::{Exit, Sandbox, Stdio};
 pub use spec::{ContainerSpec, IdMap, Network, ProcessUser, Resources, Volume};
@@ -28,23 +28,16 @@ pub enum SandboxError {
     },
     #[error("{0}")]
     Runtime(String),
+    /// The command does not exist in the image (Docker's exit code 127).
+    #[error("{0}")]
+    NotFound(String),
+    /// The command exists but cannot be run (Docker's exit code 126).
+    #[error("{0}")]
+    NotExecutable(String),
 }
 
 impl SandboxError {
     pub(crate) fn io(context: String, source: std::io::Error) -> Self {
         SandboxError::Io { context, source }
-    }
-
-    /// Maps a libcontainer error, keeping its whole chain in the message.
-    pub(crate) fn runtime<E: std::error::Error>(what: &'static str) -> impl Fn(E) -> Self {
-        move |e| {
-            let mut msg = format!("{what}: {e}");
-            let mut src = e.source();
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            SandboxError::Runtime(msg)
-        }
     }
 }

@@ -8,7 +8,8 @@ use rustix::mount::{MountFlags, UnmountFlags};
 
 use crate::SandboxError;
 
-/// The directories of one container's overlay, all under its state dir.
+/// The directories of one container's overlay: the writable layer under
+/// its state dir, the mount point under its volatile one.
 pub struct OverlayDirs {
     pub upper: PathBuf,
     pub work: PathBuf,
@@ -16,11 +17,11 @@ pub struct OverlayDirs {
 }
 
 impl OverlayDirs {
-    pub fn under(container_dir: &Path) -> Self {
+    pub fn new(container_dir: &Path, scratch_dir: &Path) -> Self {
         OverlayDirs {
             upper: container_dir.join("upper"),
             work: container_dir.join("work"),
-            merged: container_dir.join("rootfs"),
+            merged: scratch_dir.join("rootfs"),
         }
     }
 }

@@ -105,6 +105,14 @@ pub const READONLY_PATHS: &[&str] = &[
 /// and using the devices of the minimal `/dev` (null, zero, full, random,
 /// urandom, tty, console, ptmx, pts) and tun. Explicit in `config.json`, so
 /// runc, crun and skiff's cgroup v2 program all enforce the same list.
+/// The kernel's number for a capability name (without `CAP_`).
+pub(crate) fn capability_number(name: &str) -> Option<u32> {
+    ALL_CAPABILITIES
+        .iter()
+        .position(|c| *c == name)
+        .map(|n| n as u32)
+}
+
 fn device_rules() -> serde_json::Value {
     let allow = |typ: &str, major: Option<i64>, minor: Option<i64>, access: &str| {
         let mut r = json!({"allow": true, "type": typ, "access": access});

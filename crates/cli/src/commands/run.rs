@@ -157,15 +157,10 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         Ok(code) => Ok(code),
         Err(e) => {
             exit::say(format_args!("skiff: error: {}", exit::render(&e)));
-            let msg = format!("{e:#}");
-            Ok(if msg.contains("not found in $PATH") {
-                NOT_FOUND
-            } else if msg.contains("does not have correct permissions")
-                || msg.contains("is not executable")
-            {
-                NOT_EXECUTABLE
-            } else {
-                RUN_FAILED
+            Ok(match e.downcast_ref::<skiff_sandbox::SandboxError>() {
+                Some(skiff_sandbox::SandboxError::NotFound(_)) => NOT_FOUND,
+                Some(skiff_sandbox::SandboxError::NotExecutable(_)) => NOT_EXECUTABLE,
+                _ => RUN_FAILED,
             })
         }
     }
@@ -199,8 +194,6 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
         None => id[..12].to_string(),
     };
 
-    // Single-threaded still; see cgroup_warmup for why this goes first.
-    let warmup = skiff_sandbox::cgroup_warmup::start();
     let shift = a.userns.0;
     // Checked before anything is mounted; a bad profile fails here.
     let seccomp = seccomp_policy(&a)?;
@@ -212,7 +205,7 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
         shift,
         trace.as_deref(),
     );
-    // Joined before the sandbox is created: libcontainer's clone needs this
+    // Joined before the sandbox is created: its clone needs this
     // process single-threaded.
     if let Some(t) = precompile {
         let _ = t.join();
@@ -221,12 +214,24 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
 
     tracing::debug!("image mounted");
     let cdir = containers::dir(&global.root, &id);
-    let dirs = OverlayDirs::under(&cdir);
+    let scratch = containers::prepare_run_dir(&global.root)?.join(&id);
+    let dirs = OverlayDirs::new(&cdir, &scratch);
+    // The image's own tree serves to resolve the user: the container has
+    // written nothing yet.
+    let spec = build_spec(
+        &a,
+        &config,
+        &id,
+        &format!("/skiff/{id}"),
+        &dirs.merged,
+        &image_mount,
+        seccomp.clone(),
+    )?;
     let record = Record {
         id: id.clone(),
         name,
         image: a.image.clone(),
-        command: Vec::new(),
+        command: spec.args.clone(),
         created: containers::now(),
         status: Status::Created,
         pid: None,
@@ -236,7 +241,7 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
         finished: None,
         detached: a.detach,
         remove_on_exit: a.rm,
-        cgroups_path: format!("/skiff/{id}"),
+        cgroups_path: spec.cgroups_path.clone(),
         stop_signal: parse_signal(&config.stop_signal).unwrap_or(libc::SIGTERM),
         private_network: a.network != "host",
         image_mount: image_mount.clone(),
@@ -246,21 +251,10 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
     let result = (|| -> Result<Record> {
         rootfs::mount_overlay(&image_mount, &dirs, shift.map(|s| s.base))?;
         tracing::debug!("overlay mounted");
-        let spec = build_spec(
-            &a,
-            &config,
-            &id,
-            &record.cgroups_path,
-            &dirs.merged,
-            seccomp.clone(),
-        )?;
         let json = skiff_sandbox::spec::to_json(&spec.to_oci()?)?;
         std::fs::write(cdir.join("config.json"), json)
             .with_context(|| format!("writing {}", cdir.join("config.json").display()))?;
-        let mut r = record.clone();
-        r.command = spec.args.clone();
-        r.save(&global.root)?;
-        Ok(r)
+        Ok(record.clone())
     })();
     let record = match result {
         Ok(r) => r,
@@ -271,11 +265,7 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
     };
 
     if a.detach {
-        let started = start_detached(global, &record, a.tty);
-        if let Some(w) = warmup {
-            w.reap();
-        }
-        return started;
+        return start_detached(global, &record, a.tty);
     }
     let stdio = if a.tty {
         Launch::Terminal {
@@ -294,7 +284,7 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
             stderr: rustix::io::dup(rustix::stdio::stderr())?,
         }
     };
-    let code = supervise(global, record, stdio, None, warmup);
+    let code = supervise(global, record, stdio, None);
     if trace.is_some() {
         image_mounts::release(global, &image_mount);
     }
@@ -316,17 +306,14 @@ pub enum Launch {
 }
 
 /// Creates and starts the container, waits for it and cleans up. `ready`
-/// (a detached supervisor's pipe to its starter) gets "ready" once it runs;
-/// `warmup` is reaped once the container exists.
+/// (a detached supervisor's pipe to its starter) gets "ready" once it runs.
 pub fn supervise(
     global: &Global,
     mut record: Record,
     launch: Launch,
     ready: Option<std::fs::File>,
-    warmup: Option<skiff_sandbox::cgroup_warmup::Warmup>,
 ) -> Result<i32> {
     let cdir = containers::dir(&global.root, &record.id);
-    let runtime_root = containers::runtime_root(&global.root);
     let (stdio, terminal) = match launch {
         Launch::Files {
             stdin,
@@ -345,18 +332,13 @@ pub fn supervise(
             output,
         } => (skiff_sandbox::Stdio::Terminal, Some((interactive, output))),
     };
-    // Still single-threaded here, as libcontainer's clone needs.
+    // Still single-threaded here, as the sandbox's clone needs.
     tracing::debug!("creating the container");
     let created = skiff_sandbox::Sandbox::create(
-        &record.id,
-        &cdir,
-        &runtime_root,
+        &cdir.join("config.json"),
         &containers::seccomp_cache(&global.root),
         stdio,
     );
-    if let Some(w) = warmup {
-        w.reap();
-    }
     let mut sandbox = match created {
         Ok(s) => s,
         Err(e) => {
@@ -406,7 +388,9 @@ pub fn supervise(
     record.exit_code = Some(exit.code());
     record.finished = Some(containers::now());
     record.pid = None;
-    let _ = record.save(&global.root);
+    if !record.remove_on_exit {
+        let _ = record.save(&global.root);
+    }
     if record.oom_killed {
         exit::say(format_args!(
             "skiff: container {} was killed by the kernel's OOM killer: it exceeded its memory limit (raise --memory)",
@@ -420,14 +404,26 @@ pub fn supervise(
 /// Tears down what a container holds on the host; with `remove`, deletes
 /// its directory too. Errors are logged: cleanup must not mask the exit.
 pub fn cleanup(global: &Global, record: &Record, remove: bool) {
-    let runtime_root = containers::runtime_root(&global.root);
-    if let Err(e) = skiff_sandbox::container::delete(&record.id, &runtime_root) {
-        tracing::warn!(id = %record.id, "deleting the runtime state: {e}");
+    if let Err(e) = skiff_sandbox::container::delete(&record.cgroups_path) {
+        tracing::warn!(id = %record.id, "removing the container's cgroup: {e}");
     }
-    tracing::debug!("runtime state deleted");
+    tracing::debug!("cgroup removed");
     let cdir = containers::dir(&global.root, &record.id);
-    if let Err(e) = rootfs::unmount_overlay(&OverlayDirs::under(&cdir)) {
-        tracing::warn!(id = %record.id, "{e}");
+    let scratch = containers::scratch_dir(&global.root, &record.id);
+    let dirs = OverlayDirs::new(&cdir, &scratch);
+    match rootfs::unmount_overlay(&dirs) {
+        // Only an empty mount point is removed, so a mount that is somehow
+        // still there keeps its files.
+        Ok(()) => match std::fs::remove_dir(&dirs.merged) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = std::fs::remove_dir_all(&scratch);
+            }
+            Err(e) => tracing::warn!(id = %record.id, "removing {}: {e}", dirs.merged.display()),
+        },
+        Err(e) => tracing::warn!(id = %record.id, "{e}"),
     }
     if remove {
         if let Err(e) = std::fs::remove_dir_all(&cdir) {
@@ -498,10 +494,11 @@ fn build_spec(
     id: &str,
     cgroups_path: &str,
     rootfs: &Path,
+    image_tree: &Path,
     seccomp: Option<skiff_sandbox::seccomp::Policy>,
 ) -> Result<ContainerSpec> {
     let user_spec = a.user.clone().unwrap_or_else(|| config.user.clone());
-    let user = skiff_sandbox::user::resolve(rootfs, &user_spec)?;
+    let user = skiff_sandbox::user::resolve(image_tree, &user_spec)?;
     let hostname = a.hostname.clone().unwrap_or_else(|| id[..12].to_string());
 
     let entrypoint: Vec<String> = match &a.entrypoint {

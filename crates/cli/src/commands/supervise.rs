@@ -44,5 +44,5 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
             stderr: log.into(),
         }
     };
-    supervise(global, record, launch, Some(ready), None)
+    supervise(global, record, launch, Some(ready))
 }

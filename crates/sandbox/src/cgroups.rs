@@ -1,0 +1,412 @@
+//! The container's cgroup: made and limited before its first process
+//! exists, entered without the kernel's global migration lock, removed
+//! after.
+//!
+//! Moving a process into a cgroup by pid (`cgroup.procs`) takes the global
+//! `cgroup_threadgroup_rwsem`, whose first writer after idle waits an RCU
+//! grace period (8-16 ms here). A process born in the cgroup never
+//! migrates: on v2 the init is cloned straight into it
+//! (`CLONE_INTO_CGROUP`); on v1 the creating thread moves itself alone by
+//! writing `0` to each hierarchy's `tasks` (a single thread moving itself
+//! skips that lock), clones, and moves back.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+
+use crate::SandboxError;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// A container's cgroup in every hierarchy it has.
+pub enum Cgroup {
+    /// One directory per v1 hierarchy, with the creating process's own
+    /// cgroup there (to return to after cloning).
+    V1(Vec<V1Dir>),
+    /// The unified hierarchy.
+    V2(PathBuf),
+}
+
+pub struct V1Dir {
+    /// The hierarchy's mount, e.g. `/sys/fs/cgroup/cpu,cpuacct`.
+    mount: PathBuf,
+    /// The container's directory in it.
+    dir: PathBuf,
+    /// This process's cgroup in it.
+    own: PathBuf,
+}
+
+impl Cgroup {
+    /// Makes the cgroup `path` (e.g. `/skiff/ID`) and applies `resources`.
+    /// Device rules are written on v1; on v2 they are a BPF program (see
+    /// [`crate::device_filter`]).
+    pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Self, SandboxError> {
+        let rel = relative(path)?;
+        let cgroup = if crate::device_filter::unified_host() {
+            let dir = Path::new(CGROUP_ROOT).join(rel);
+            enable_v2_controllers(&dir, resources)?;
+            mkdir(&dir)?;
+            Cgroup::V2(dir)
+        } else {
+            let mut dirs = Vec::new();
+            for (mount, own) in v1_hierarchies()? {
+                let dir = mount.join(rel);
+                let names = mount.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if names.split(',').any(|c| c == "cpuset") {
+                    mkdir_cpuset(&mount, &dir)?;
+                } else {
+                    mkdir(&dir)?;
+                }
+                dirs.push(V1Dir { mount, dir, own });
+            }
+            Cgroup::V1(dirs)
+        };
+        if let Some(r) = resources {
+            if let Err(e) = cgroup.apply(r) {
+                cgroup.remove();
+                return Err(e);
+            }
+        }
+        Ok(cgroup)
+    }
+
+    /// The directory of the hierarchy that has `controller`.
+    fn controller_dir(&self, controller: &str) -> Option<&Path> {
+        match self {
+            Cgroup::V2(dir) => Some(dir),
+            Cgroup::V1(dirs) => dirs
+                .iter()
+                .find(|d| {
+                    d.mount
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.split(',').any(|c| c == controller))
+                })
+                .map(|d| d.dir.as_path()),
+        }
+    }
+
+    fn apply(&self, r: &LinuxResources) -> Result<(), SandboxError> {
+        let v2 = matches!(self, Cgroup::V2(_));
+        let need = |controller: &str| {
+            self.controller_dir(controller).ok_or_else(|| {
+                SandboxError::Config(format!(
+                    "this host's cgroups have no {controller} controller, so the limit cannot be applied; drop the option that sets it"
+                ))
+            })
+        };
+        if let Some(mem) = r.memory() {
+            if let Some(limit) = mem.limit() {
+                let dir = need("memory")?;
+                if v2 {
+                    write(dir, "memory.max", &limit.to_string())?;
+                    if let Some(swap) = mem.swap() {
+                        // v1's swap is memory+swap; v2's is swap alone.
+                        write(dir, "memory.swap.max", &(swap - limit).max(0).to_string())?;
+                    }
+                } else {
+                    write(dir, "memory.limit_in_bytes", &limit.to_string())?;
+                    if let Some(swap) = mem.swap() {
+                        write(dir, "memory.memsw.limit_in_bytes", &swap.to_string())?;
+                    }
+                }
+            }
+        }
+        if let Some(cpu) = r.cpu() {
+            if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
+                let dir = need("cpu")?;
+                if v2 {
+                    write(dir, "cpu.max", &format!("{quota} {period}"))?;
+                } else {
+                    write(dir, "cpu.cfs_period_us", &period.to_string())?;
+                    write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+                }
+            }
+        }
+        if let Some(pids) = r.pids() {
+            let limit = pids.limit();
+            let value = if limit > 0 {
+                limit.to_string()
+            } else {
+                "max".into()
+            };
+            write(need("pids")?, "pids.max", &value)?;
+        }
+        if !v2 {
+            if let Some(rules) = r.devices() {
+                let dir = need("devices")?;
+                for rule in rules {
+                    let file = if rule.allow() {
+                        "devices.allow"
+                    } else {
+                        "devices.deny"
+                    };
+                    write(dir, file, &v1_device_rule(rule))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For `CLONE_INTO_CGROUP`: the v2 directory, opened.
+    pub fn v2_fd(&self) -> Result<Option<OwnedFd>, SandboxError> {
+        match self {
+            Cgroup::V2(dir) => rustix::fs::open(
+                dir,
+                rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map(Some)
+            .map_err(|e| SandboxError::io(format!("opening {}", dir.display()), e.into())),
+            Cgroup::V1(_) => Ok(None),
+        }
+    }
+
+    /// Runs `f` (which clones the init) with this thread in the cgroup on
+    /// v1, so the child is born there; moves the thread back after. On v2,
+    /// just runs `f`. The caller must be single-threaded, or the other
+    /// threads stay where they are while this one is away (harmless, but
+    /// then the container is not alone in its cgroup).
+    pub fn born_inside<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        let Cgroup::V1(dirs) = self else {
+            return f();
+        };
+        for d in dirs {
+            write(&d.dir, "tasks", "0")?;
+        }
+        let out = f();
+        for d in dirs {
+            write(&d.own, "tasks", "0")?;
+        }
+        out
+    }
+
+    /// Removes the directories (best effort; see [`remove`]).
+    pub fn remove(&self) {
+        match self {
+            Cgroup::V2(dir) => remove_dir(dir),
+            Cgroup::V1(dirs) => dirs.iter().for_each(|d| remove_dir(&d.dir)),
+        }
+    }
+}
+
+/// Kills whatever still runs in the cgroup `path` and removes it from every
+/// hierarchy. Missing directories are fine.
+pub fn remove(path: &str) -> Result<(), SandboxError> {
+    let rel = relative(path)?;
+    let dirs: Vec<PathBuf> = if crate::device_filter::unified_host() {
+        vec![Path::new(CGROUP_ROOT).join(rel)]
+    } else {
+        v1_hierarchies()?
+            .into_iter()
+            .map(|(mount, _)| mount.join(rel))
+            .collect()
+    };
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        kill_all(dir);
+        remove_dir(dir);
+    }
+    match dirs.iter().find(|d| d.is_dir()) {
+        Some(d) => Err(SandboxError::Runtime(format!(
+            "cgroup {} is still busy after killing its processes",
+            d.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn kill_all(dir: &Path) {
+    if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    if let Ok(pids) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) with a pid read from the cgroup; no memory involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// rmdir, retried while the last processes finish exiting.
+fn remove_dir(dir: &Path) {
+    for _ in 0..200 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => {
+                tracing::warn!("removing cgroup {}: {e}", dir.display());
+                return;
+            }
+        }
+    }
+    tracing::warn!("cgroup {} stayed busy", dir.display());
+}
+
+fn relative(path: &str) -> Result<&Path, SandboxError> {
+    let rel = Path::new(path.trim_start_matches('/'));
+    if rel.as_os_str().is_empty()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(SandboxError::Config(format!(
+            "cgroups path {path:?} must name a cgroup below the root, without '..'"
+        )));
+    }
+    Ok(rel)
+}
+
+/// The mounted v1 hierarchies that have controllers (named ones such as
+/// `name=systemd` are left alone), with this process's cgroup in each.
+fn v1_hierarchies() -> Result<Vec<(PathBuf, PathBuf)>, SandboxError> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| SandboxError::io("reading /proc/self/cgroup".into(), e))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(own)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() || controllers.starts_with("name=") {
+            continue;
+        }
+        let mount = Path::new(CGROUP_ROOT).join(controllers);
+        if mount.join("tasks").exists() {
+            let own = mount.join(own.trim_start_matches('/'));
+            out.push((mount, own));
+        }
+    }
+    if out.is_empty() {
+        return Err(SandboxError::Runtime(
+            "no cgroup hierarchy is mounted under /sys/fs/cgroup".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn mkdir(dir: &Path) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SandboxError::io(format!("creating cgroup {}", dir.display()), e))
+}
+
+/// A v1 cpuset cgroup starts with no CPUs or memory nodes, and nothing can
+/// join it until it has some: each new level copies its parent's.
+fn mkdir_cpuset(mount: &Path, dir: &Path) -> Result<(), SandboxError> {
+    let rel = dir.strip_prefix(mount).unwrap_or(dir);
+    let mut parent = mount.to_path_buf();
+    for c in rel.components() {
+        let next = parent.join(c);
+        if !next.is_dir() {
+            mkdir(&next)?;
+        }
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let current = std::fs::read_to_string(next.join(file)).unwrap_or_default();
+            if current.trim().is_empty() {
+                let from = std::fs::read_to_string(parent.join(file))
+                    .map_err(|e| SandboxError::io(format!("reading {file}"), e))?;
+                write(&next, file, from.trim())?;
+            }
+        }
+        parent = next;
+    }
+    Ok(())
+}
+
+/// Turns on the controllers the limits need in each ancestor's
+/// `cgroup.subtree_control`.
+fn enable_v2_controllers(
+    dir: &Path,
+    resources: Option<&LinuxResources>,
+) -> Result<(), SandboxError> {
+    let Some(r) = resources else { return Ok(()) };
+    let mut wanted = Vec::new();
+    if r.memory().as_ref().is_some_and(|m| m.limit().is_some()) {
+        wanted.push("memory");
+    }
+    if r.cpu().as_ref().is_some_and(|c| c.quota().is_some()) {
+        wanted.push("cpu");
+    }
+    if r.pids().is_some() {
+        wanted.push("pids");
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let root = Path::new(CGROUP_ROOT);
+    let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    for c in &wanted {
+        if !available.split_whitespace().any(|a| a == *c) {
+            return Err(SandboxError::Config(format!(
+                "this host's cgroup v2 hierarchy has no {c} controller, so the limit cannot be applied; drop the option that sets it"
+            )));
+        }
+    }
+    let line = wanted
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut level = root.to_path_buf();
+    let rel = dir.strip_prefix(root).unwrap_or(dir);
+    let mut parts: Vec<_> = rel.components().collect();
+    parts.pop();
+    write(&level, "cgroup.subtree_control", &line)?;
+    for c in parts {
+        level = level.join(c);
+        mkdir(&level)?;
+        write(&level, "cgroup.subtree_control", &line)?;
+    }
+    Ok(())
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), SandboxError> {
+    let path = dir.join(file);
+    std::fs::write(&path, value)
+        .map_err(|e| SandboxError::io(format!("writing {value:?} to {}", path.display()), e))
+}
+
+/// `TYPE MAJOR:MINOR ACCESS`, as `devices.allow`/`devices.deny` take it.
+fn v1_device_rule(rule: &LinuxDeviceCgroup) -> String {
+    let typ = match rule.typ() {
+        Some(LinuxDeviceType::C) => "c",
+        Some(LinuxDeviceType::B) => "b",
+        _ => "a",
+    };
+    let num = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+    let access = rule.access().clone().unwrap_or_else(|| "rwm".into());
+    format!("{typ} {}:{} {access}", num(rule.major()), num(rule.minor()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_rules_render_as_v1_writes() {
+        let spec: Vec<LinuxDeviceCgroup> = serde_json::from_value(serde_json::json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+            {"allow": true, "type": "b", "access": "m"},
+        ]))
+        .unwrap();
+        let lines: Vec<String> = spec.iter().map(v1_device_rule).collect();
+        assert_eq!(lines, ["a *:* rwm", "c 1:3 rwm", "c 136:* rwm", "b *:* m"]);
+    }
+
+    #[test]
+    fn cgroup_paths_stay_below_the_root() {
+        assert!(relative("/skiff/abc").is_ok());
+        for bad in ["/", "", "/skiff/../../x"] {
+            assert!(relative(bad).is_err(), "{bad}");
+        }
+    }
+}

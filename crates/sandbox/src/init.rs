@@ -1,0 +1,1116 @@
+//! The container's init process, from its clone to its `exec`: mounts,
+//! `/dev`, `pivot_root`, masked and read-only paths, then (once told to
+//! start) its streams, user, capabilities, `no_new_privs`, seccomp, exec.
+//!
+//! [`Plan`] is everything the init needs, worked out from the spec before
+//! the clone, so a bad spec fails in the parent. The child reports to the
+//! parent over a `SOCK_SEQPACKET` socket (see [`Message`]); a successful
+//! exec closes it.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::seccomp_filter::CompiledFilter;
+use crate::SandboxError;
+
+/// What the init sends its parent; one message per packet.
+pub(crate) mod message {
+    /// Set-up done; waiting for the start byte.
+    pub const READY: u8 = b'R';
+    /// The pty master rides along (SCM_RIGHTS).
+    pub const CONSOLE: u8 = b'T';
+    /// A failure: the next byte is a [`super::Failure`] kind, then the text.
+    pub const ERROR: u8 = b'E';
+    /// Parent to child: the ID maps are written.
+    pub const MAPPED: u8 = b'M';
+    /// Parent to child: run the command.
+    pub const START: u8 = b'S';
+}
+
+/// Why the init gave up: the kinds map to Docker's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Setup = 0,
+    NotFound = 1,
+    NotExecutable = 2,
+}
+
+impl FailureKind {
+    pub(crate) fn from_byte(b: u8) -> Self {
+        match b {
+            1 => FailureKind::NotFound,
+            2 => FailureKind::NotExecutable,
+            _ => FailureKind::Setup,
+        }
+    }
+}
+
+struct Failure {
+    kind: FailureKind,
+    message: String,
+}
+
+type Step<T = ()> = Result<T, Failure>;
+
+fn fail(message: String) -> Failure {
+    Failure {
+        kind: FailureKind::Setup,
+        message,
+    }
+}
+
+/// `what: strerror(errno)` as a failure.
+fn os(what: impl std::fmt::Display) -> Failure {
+    fail(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+fn check(rc: libc::c_int, what: impl std::fmt::Display) -> Step {
+    if rc < 0 {
+        Err(os(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// One entry of `mounts`, with its options split into flags and data.
+pub(crate) struct MountPlan {
+    destination: String,
+    typ: String,
+    source: String,
+    flags: libc::c_ulong,
+    /// MS_PRIVATE, MS_SLAVE... applied after the mount.
+    propagation: libc::c_ulong,
+    data: String,
+}
+
+impl MountPlan {
+    fn is_bind(&self) -> bool {
+        self.flags & libc::MS_BIND != 0
+    }
+}
+
+/// Capability sets as bit masks (bit N = capability N).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct CapSets {
+    bounding: u64,
+    effective: u64,
+    permitted: u64,
+    inheritable: u64,
+    ambient: u64,
+}
+
+/// Everything the init does, decided before the clone.
+pub(crate) struct Plan {
+    rootfs: PathBuf,
+    readonly_root: bool,
+    hostname: Option<String>,
+    mounts: Vec<MountPlan>,
+    masked: Vec<String>,
+    readonly: Vec<String>,
+    pub(crate) user_namespace: bool,
+    cgroup_namespace: bool,
+    /// `controllers` of each v1 hierarchy, for a v1 `/sys/fs/cgroup`.
+    v1_hierarchies: Vec<String>,
+    pub(crate) terminal: bool,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    path: String,
+    cwd: CString,
+    uid: u32,
+    gid: u32,
+    additional_gids: Vec<libc::gid_t>,
+    caps: CapSets,
+    last_cap: u32,
+    no_new_privs: bool,
+    seccomp: Option<Arc<CompiledFilter>>,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Plan {
+    /// Reads what the init needs from `spec`; relative paths are taken
+    /// from `bundle`.
+    pub(crate) fn new(
+        spec: &Spec,
+        bundle: &Path,
+        seccomp: Option<Arc<CompiledFilter>>,
+    ) -> Result<Self, SandboxError> {
+        let bad = |what: &str| SandboxError::Config(format!("the runtime spec {what}"));
+        let root = spec.root().as_ref().ok_or_else(|| bad("has no root"))?;
+        let rootfs = if root.path().is_relative() {
+            bundle.join(root.path())
+        } else {
+            root.path().clone()
+        };
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| bad("has no process"))?;
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(bad("has no command (process.args)"));
+        }
+        let cstr = |s: &str| CString::new(s).map_err(|_| bad("contains a NUL byte"));
+        let env: Vec<String> = process.env().clone().unwrap_or_default();
+        let path = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+            .to_string();
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| bad("has no linux section"))?;
+        let mut user_namespace = false;
+        let mut cgroup_namespace = false;
+        for ns in linux.namespaces().iter().flatten() {
+            if ns.path().is_some() {
+                return Err(bad(
+                    "joins an existing namespace, which skiff's runtime does not do",
+                ));
+            }
+            match ns.typ() {
+                LinuxNamespaceType::User => user_namespace = true,
+                LinuxNamespaceType::Cgroup => cgroup_namespace = true,
+                _ => {}
+            }
+        }
+        let mut mounts = Vec::new();
+        for m in spec.mounts().iter().flatten() {
+            mounts.push(mount_plan(
+                m.destination().to_string_lossy().into_owned(),
+                m.typ().clone().unwrap_or_default(),
+                m.source()
+                    .as_ref()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                m.options().iter().flatten().map(String::as_str),
+            ));
+        }
+        let caps = process
+            .capabilities()
+            .as_ref()
+            .map(|c| CapSets {
+                bounding: cap_mask(c.bounding()),
+                effective: cap_mask(c.effective()),
+                permitted: cap_mask(c.permitted()),
+                inheritable: cap_mask(c.inheritable()),
+                ambient: cap_mask(c.ambient()),
+            })
+            .unwrap_or_default();
+        let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40);
+        let user = process.user();
+        let uses_v1_cgroupfs =
+            mounts.iter().any(|m| m.typ == "cgroup") && !crate::device_filter::unified_host();
+        Ok(Plan {
+            rootfs,
+            readonly_root: root.readonly().unwrap_or(false),
+            hostname: spec.hostname().clone(),
+            mounts,
+            masked: linux.masked_paths().clone().unwrap_or_default(),
+            readonly: linux.readonly_paths().clone().unwrap_or_default(),
+            user_namespace,
+            cgroup_namespace,
+            v1_hierarchies: if uses_v1_cgroupfs {
+                v1_controller_sets()
+            } else {
+                Vec::new()
+            },
+            terminal: process.terminal().unwrap_or(false),
+            args: args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+            env: env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?,
+            path,
+            cwd: cstr(&process.cwd().to_string_lossy())?,
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            caps,
+            last_cap,
+            no_new_privs: process.no_new_privileges().unwrap_or(false),
+            seccomp,
+        })
+    }
+}
+
+fn cap_mask(set: &Option<oci_spec::runtime::Capabilities>) -> u64 {
+    set.iter()
+        .flatten()
+        .filter_map(|c| {
+            let name = serde_json::to_value(c).ok()?;
+            let name = name.as_str()?.strip_prefix("CAP_")?.to_string();
+            crate::spec::capability_number(&name)
+        })
+        .fold(0, |m, bit| m | (1u64 << bit))
+}
+
+/// Splits mount options the way runc reads them: flags, propagation, and
+/// the rest as filesystem data.
+fn mount_plan<'a>(
+    destination: String,
+    typ: String,
+    source: String,
+    options: impl Iterator<Item = &'a str>,
+) -> MountPlan {
+    let mut flags: libc::c_ulong = 0;
+    let mut propagation: libc::c_ulong = 0;
+    let mut data = Vec::new();
+    for o in options {
+        match o {
+            "ro" => flags |= libc::MS_RDONLY,
+            "rw" => flags &= !libc::MS_RDONLY,
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "nodev" => flags |= libc::MS_NODEV,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            "relatime" => flags |= libc::MS_RELATIME,
+            "strictatime" => flags |= libc::MS_STRICTATIME,
+            "noatime" => flags |= libc::MS_NOATIME,
+            "nodiratime" => flags |= libc::MS_NODIRATIME,
+            "sync" => flags |= libc::MS_SYNCHRONOUS,
+            "bind" => flags |= libc::MS_BIND,
+            "rbind" => flags |= libc::MS_BIND | libc::MS_REC,
+            "private" => propagation = libc::MS_PRIVATE,
+            "rprivate" => propagation = libc::MS_PRIVATE | libc::MS_REC,
+            "slave" => propagation = libc::MS_SLAVE,
+            "rslave" => propagation = libc::MS_SLAVE | libc::MS_REC,
+            "shared" => propagation = libc::MS_SHARED,
+            "rshared" => propagation = libc::MS_SHARED | libc::MS_REC,
+            other => data.push(other),
+        }
+    }
+    if typ == "bind" {
+        flags |= libc::MS_BIND;
+    }
+    MountPlan {
+        destination,
+        typ,
+        source,
+        flags,
+        propagation,
+        data: data.join(","),
+    }
+}
+
+/// The controller sets of the mounted v1 hierarchies (`cpu,cpuacct`...).
+fn v1_controller_sets() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .filter(|c| !c.is_empty() && !c.starts_with("name="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The standard streams the init gets.
+pub(crate) enum InitStdio {
+    Files([RawFd; 3]),
+    Terminal,
+}
+
+/// The init's whole life after the clone. Never returns: it execs the
+/// command or exits, having told the parent why.
+pub(crate) fn run(plan: &Plan, sock: BorrowedFd<'_>, stdio: &InitStdio) -> ! {
+    let failure = match setup_and_exec(plan, sock, stdio) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let mut packet = vec![message::ERROR, failure.kind as u8];
+    packet.extend_from_slice(failure.message.as_bytes());
+    // SAFETY: send(2) of a local buffer on our socket; then _exit, which
+    // runs nothing of the parent's copied state.
+    unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            libc::MSG_NOSIGNAL,
+        );
+        libc::_exit(1)
+    }
+}
+
+fn setup_and_exec(
+    plan: &Plan,
+    sock: BorrowedFd<'_>,
+    stdio: &InitStdio,
+) -> Step<std::convert::Infallible> {
+    // Until it runs the command, the init dies with its parent.
+    // SAFETY: prctl with integer arguments.
+    check(
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
+        "setting the parent-death signal",
+    )?;
+    if plan.user_namespace {
+        expect(sock, message::MAPPED)?;
+        // Become the namespace's root (host root is not mapped in it).
+        // SAFETY: plain set*id syscalls; this process is single-threaded.
+        check(
+            unsafe { libc::setresgid(0, 0, 0) },
+            "setresgid(0) in the user namespace",
+        )?;
+        check(
+            unsafe { libc::setresuid(0, 0, 0) },
+            "setresuid(0) in the user namespace",
+        )?;
+    }
+    // SAFETY: umask cannot fail; devices get exact modes.
+    unsafe { libc::umask(0) };
+    if plan.cgroup_namespace {
+        // Here, not at the clone: the namespace's root is the cgroup the
+        // process is in when it unshares, and on v2 the clone put it there.
+        // SAFETY: unshare with a flag constant.
+        check(
+            unsafe { libc::unshare(libc::CLONE_NEWCGROUP) },
+            "creating the cgroup namespace",
+        )?;
+    }
+    let root = prepare_rootfs(plan)?;
+    let console = if plan.terminal {
+        Some(make_console(&root, sock)?)
+    } else {
+        None
+    };
+    enter_rootfs(&root)?;
+    for p in &plan.masked {
+        mask(p)?;
+    }
+    for p in &plan.readonly {
+        read_only(p)?;
+    }
+    make_cwd(&plan.cwd)?;
+    if let Some(h) = &plan.hostname {
+        // SAFETY: the pointer and length describe `h`.
+        check(
+            unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) },
+            format!("setting the hostname {h:?}"),
+        )?;
+    }
+    if plan.readonly_root {
+        remount("/", libc::MS_RDONLY)?;
+    }
+    send(sock, &[message::READY])?;
+    expect(sock, message::START)?;
+
+    // SAFETY: prctl with integer arguments; umask cannot fail.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0);
+        libc::umask(0o022);
+    }
+    reset_signals()?;
+    set_stdio(stdio, console.as_ref())?;
+    // Everything else closes at exec; the socket stays usable until then.
+    // SAFETY: close_range only sets flags on our own descriptors.
+    check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) as libc::c_int
+        },
+        "marking inherited descriptors close-on-exec",
+    )?;
+    switch_user(plan)?;
+    // SAFETY: chdir with a NUL-terminated path.
+    if unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
+        return Err(os(format!("entering the working directory {:?}", plan.cwd)));
+    }
+    if plan.no_new_privs {
+        // SAFETY: prctl with integer arguments.
+        check(
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
+            "setting no_new_privs",
+        )?;
+    }
+    if let Some(filter) = &plan.seccomp {
+        filter
+            .load()
+            .map_err(|e| fail(format!("loading the seccomp filter: {e}")))?;
+    }
+    exec(plan)
+}
+
+fn send(sock: BorrowedFd<'_>, bytes: &[u8]) -> Step {
+    rustix::net::send(sock, bytes, rustix::net::SendFlags::NOSIGNAL)
+        .map(|_| ())
+        .map_err(|e| fail(format!("reporting to skiff: {e}")))
+}
+
+fn expect(sock: BorrowedFd<'_>, want: u8) -> Step {
+    let mut b = [0u8; 1];
+    loop {
+        match rustix::net::recv(sock, &mut b, rustix::net::RecvFlags::empty()) {
+            Ok((1, _)) if b[0] == want => return Ok(()),
+            Ok(_) => return Err(fail("skiff went away before the container started".into())),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(fail(format!("waiting for skiff: {e}"))),
+        }
+    }
+}
+
+fn cpath(p: &str) -> Step<CString> {
+    CString::new(p).map_err(|_| fail(format!("{p:?} contains a NUL byte")))
+}
+
+/// `mount(2)` with owned strings; `None` passes NULL.
+fn mount(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Step {
+    let (s, t, f, d) = (
+        source.map(cpath).transpose()?,
+        cpath(target)?,
+        fstype.map(cpath).transpose()?,
+        data.filter(|d| !d.is_empty()).map(cpath).transpose()?,
+    );
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is NULL or a NUL-terminated string alive here.
+    let rc = unsafe { libc::mount(ptr(&s), t.as_ptr(), ptr(&f), flags, ptr(&d).cast()) };
+    if rc < 0 {
+        return Err(os(format!(
+            "mounting {} ({}) on {target}",
+            source.unwrap_or("-"),
+            fstype.unwrap_or("-")
+        )));
+    }
+    Ok(())
+}
+
+/// `/proc/self/fd/N`: mounting there mounts on what the descriptor names.
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Mount flags the kernel keeps locked on a mount (in a user namespace a
+/// remount may not clear them), as statvfs reports them.
+fn kept_flags(path: &str) -> Step<libc::c_ulong> {
+    let c = cpath(path)?;
+    // SAFETY: statvfs fills the zeroed struct; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
+        return Err(os(format!("statvfs {path}")));
+    }
+    let mut flags = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    Ok(flags)
+}
+
+/// Remounts the bind mount at `path` with `flags` added.
+fn remount(path: &str, flags: libc::c_ulong) -> Step {
+    let kept = kept_flags(path)?;
+    mount(
+        None,
+        path,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | kept | flags,
+        None,
+    )
+}
+
+/// The root, bind-mounted on itself (pivot_root needs a mount point), with
+/// the spec's mounts and `/dev` in it. Returns a descriptor of it.
+fn prepare_rootfs(plan: &Plan) -> Step<OwnedFd> {
+    // Nothing mounted in here propagates back to the host.
+    mount(None, "/", None, libc::MS_REC | libc::MS_SLAVE, None)?;
+    let rootfs = plan
+        .rootfs
+        .to_str()
+        .ok_or_else(|| fail(format!("{} is not UTF-8", plan.rootfs.display())))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    let root = rustix::fs::open(
+        &plan.rootfs,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| fail(format!("opening the root {rootfs}: {e}")))?;
+    for m in &plan.mounts {
+        mount_one(&root, m, plan)?;
+    }
+    make_devices(&root, plan.user_namespace)?;
+    Ok(root)
+}
+
+fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan) -> Step {
+    let is_file_bind = m.is_bind()
+        && std::fs::metadata(&m.source)
+            .map_err(|e| fail(format!("bind mount source {}: {e}", m.source)))?
+            .is_file();
+    let target = resolve_in_root(
+        root,
+        &m.destination,
+        if is_file_bind {
+            Create::File
+        } else {
+            Create::Dir
+        },
+    )?;
+    let at = fd_path(&target);
+    // A descriptor keeps naming the directory under a new mount: what
+    // follows a mount works on a fresh walk to it.
+    let mounted = || resolve_in_root(root, &m.destination, Create::Dir);
+    if m.is_bind() {
+        mount(
+            Some(&m.source),
+            &at,
+            None,
+            libc::MS_BIND | (m.flags & libc::MS_REC),
+            None,
+        )?;
+        let extra = m.flags & !(libc::MS_BIND | libc::MS_REC);
+        if extra != 0 {
+            remount(&fd_path(&mounted()?), extra)?;
+        }
+    } else if m.typ == "cgroup" {
+        mount_cgroupfs(root, &target, m, plan)?;
+    } else {
+        mount(Some(&m.source), &at, Some(&m.typ), m.flags, Some(&m.data))?;
+    }
+    if m.propagation != 0 {
+        mount(None, &fd_path(&mounted()?), None, m.propagation, None)?;
+    }
+    Ok(())
+}
+
+/// `/sys/fs/cgroup` as the container sees it: the v2 hierarchy, or on v1 a
+/// tmpfs of hierarchies. Under the cgroup namespace each shows the
+/// container's own cgroup as its root.
+fn mount_cgroupfs(root: &OwnedFd, target: &OwnedFd, m: &MountPlan, plan: &Plan) -> Step {
+    let at = fd_path(target);
+    let ro = m.flags & libc::MS_RDONLY;
+    let flags = m.flags & !libc::MS_RDONLY;
+    if plan.v1_hierarchies.is_empty() {
+        return mount(Some("cgroup2"), &at, Some("cgroup2"), m.flags, None);
+    }
+    mount(Some("tmpfs"), &at, Some("tmpfs"), flags, Some("mode=755"))?;
+    // The descriptor still names the directory under the tmpfs; a fresh
+    // walk crosses into the tmpfs.
+    let dir = resolve_in_root(root, &m.destination, Create::Dir)?;
+    for controllers in &plan.v1_hierarchies {
+        rustix::fs::mkdirat(
+            &dir,
+            controllers.as_str(),
+            rustix::fs::Mode::from_raw_mode(0o755),
+        )
+        .map_err(|e| fail(format!("creating /sys/fs/cgroup/{controllers}: {e}")))?;
+        let sub = format!("{}/{controllers}", fd_path(&dir));
+        mount(
+            Some("cgroup"),
+            &sub,
+            Some("cgroup"),
+            flags | ro,
+            Some(controllers),
+        )?;
+        if controllers.contains(',') {
+            for c in controllers.split(',') {
+                let _ = rustix::fs::symlinkat(controllers.as_str(), &dir, c);
+            }
+        }
+    }
+    if ro != 0 {
+        remount(&fd_path(&dir), libc::MS_RDONLY)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    Dir,
+    File,
+}
+
+/// Opens `path` inside the root as the container would resolve it (`..`
+/// and symlinks cannot leave the root), creating what is missing: parent
+/// directories, and the last component as `create` says.
+fn resolve_in_root(root: &OwnedFd, path: &str, create: Create) -> Step<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let open =
+        |p: &str| rustix::fs::openat2(root, p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), how);
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return open(".").map_err(|e| fail(format!("opening the root: {e}")));
+    }
+    match open(rel) {
+        Ok(fd) => return Ok(fd),
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(fail(format!("resolving {path} in the container: {e}"))),
+    }
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    let mut dir = open(".").map_err(|e| fail(format!("opening the root: {e}")))?;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let prefix = parts[..=i].join("/");
+        match open(&prefix) {
+            Ok(fd) => {
+                dir = fd;
+                continue;
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(fail(format!("resolving /{prefix} in the container: {e}"))),
+        }
+        // `dir` was resolved inside the root and `part` is one plain name,
+        // so what is created lands inside too.
+        let made = if last && create == Create::File {
+            rustix::fs::openat(
+                &dir,
+                *part,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o644),
+            )
+            .map(drop)
+        } else {
+            rustix::fs::mkdirat(&dir, *part, Mode::from_raw_mode(0o755))
+        };
+        match made {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(fail(format!("creating /{prefix} in the container: {e}"))),
+        }
+        dir = open(&prefix).map_err(|e| fail(format!("resolving /{prefix}: {e}")))?;
+    }
+    Ok(dir)
+}
+
+/// The device nodes Docker gives every container, made in the `/dev`
+/// tmpfs; in a user namespace (where mknod is not allowed) the host's are
+/// bind-mounted instead. Then the usual links.
+fn make_devices(root: &OwnedFd, user_namespace: bool) -> Step {
+    use rustix::fs::{Mode, OFlags};
+    let dev = resolve_in_root(root, "/dev", Create::Dir)?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        if user_namespace {
+            match rustix::fs::openat(
+                &dev,
+                name,
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o666),
+            ) {
+                Ok(_) => {}
+                Err(e) => return Err(fail(format!("creating /dev/{name}: {e}"))),
+            }
+            let node = rustix::fs::openat(
+                &dev,
+                name,
+                OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(|e| fail(format!("opening /dev/{name}: {e}")))?;
+            mount(
+                Some(&format!("/dev/{name}")),
+                &fd_path(&node),
+                None,
+                libc::MS_BIND,
+                None,
+            )?;
+        } else {
+            match rustix::fs::mknodat(
+                &dev,
+                name,
+                rustix::fs::FileType::CharacterDevice,
+                Mode::from_raw_mode(0o666),
+                rustix::fs::makedev(major, minor),
+            ) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(fail(format!("creating /dev/{name}: {e}"))),
+            }
+        }
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        match rustix::fs::symlinkat(target, &dev, name) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(fail(format!("linking /dev/{name}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// A pty from the container's own devpts: the master goes to the parent,
+/// the slave is kept (and bound over `/dev/console`).
+fn make_console(root: &OwnedFd, sock: BorrowedFd<'_>) -> Step<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let ptmx = resolve_in_root(root, "/dev/pts/ptmx", Create::Dir)?;
+    let master = rustix::fs::open(
+        fd_path(&ptmx),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail(format!("opening the container's /dev/pts/ptmx: {e}")))?;
+    rustix::pty::unlockpt(&master).map_err(|e| fail(format!("unlocking the pty: {e}")))?;
+    // The peer, opened from the master itself: no path to race on.
+    let slave = rustix::pty::ioctl_tiocgptpeer(
+        &master,
+        rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY,
+    )
+    .map_err(|e| fail(format!("opening the pty's terminal side: {e}")))?;
+    let console = resolve_in_root(root, "/dev/console", Create::File)?;
+    mount(
+        Some(&fd_path(&slave)),
+        &fd_path(&console),
+        None,
+        libc::MS_BIND,
+        None,
+    )?;
+    send_fd(sock, master.as_fd())?;
+    Ok(slave)
+}
+
+fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Step {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let fds = [fd];
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ancillary = SendAncillaryBuffer::new(&mut space);
+    ancillary.push(SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(
+        sock,
+        &[std::io::IoSlice::new(&[message::CONSOLE])],
+        &mut ancillary,
+        SendFlags::NOSIGNAL,
+    )
+    .map(drop)
+    .map_err(|e| fail(format!("handing the pty to skiff: {e}")))
+}
+
+/// pivot_root into the prepared root, then drops the old root.
+fn enter_rootfs(root: &OwnedFd) -> Step {
+    rustix::process::fchdir(root).map_err(|e| fail(format!("entering the root: {e}")))?;
+    // pivot_root(".", "."): the old root ends up stacked under the new one
+    // at "/", and is detached right after; no directory is needed for it.
+    rustix::process::pivot_root(".", ".").map_err(|e| fail(format!("pivot_root: {e}")))?;
+    mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None)?;
+    rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH)
+        .map_err(|e| fail(format!("detaching the host's root: {e}")))?;
+    rustix::process::chdir("/").map_err(|e| fail(format!("chdir /: {e}")))
+}
+
+/// Hides a path: `/dev/null` over a file, an empty read-only tmpfs over a
+/// directory. A path that does not exist is fine.
+fn mask(path: &str) -> Step {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, None),
+        Ok(_) => mount(Some("/dev/null"), path, None, libc::MS_BIND, None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(fail(format!("masking {path}: {e}"))),
+    }
+}
+
+/// Makes a path read-only with a bind mount of itself. Missing is fine.
+fn read_only(path: &str) -> Step {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => {
+            mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None)?;
+            remount(path, libc::MS_RDONLY)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(fail(format!("making {path} read-only: {e}"))),
+    }
+}
+
+/// Docker creates a missing working directory (owned by root).
+fn make_cwd(cwd: &CStr) -> Step {
+    use std::os::unix::ffi::OsStrExt;
+    let path = Path::new(std::ffi::OsStr::from_bytes(cwd.to_bytes()));
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path).map_err(|e| {
+        fail(format!(
+            "creating the working directory {}: {e}",
+            path.display()
+        ))
+    })?;
+    // SAFETY: chmod with a NUL-terminated path.
+    unsafe { libc::chmod(cwd.as_ptr(), 0o755) };
+    Ok(())
+}
+
+/// The command starts with every signal at its default and none blocked:
+/// ignored signals survive exec, and skiff (as any Rust program) ignores
+/// SIGPIPE.
+fn reset_signals() -> Step {
+    // The kernel's sigaction, used raw: glibc refuses the two real-time
+    // signals it reserves, and those may be ignored too.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads `dfl`, alive here; 8 is the kernel's
+        // sigset size.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    let none: u64 = 0;
+    // SAFETY: rt_sigprocmask reads one 8-byte set.
+    check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &none as *const u64,
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            ) as libc::c_int
+        },
+        "unblocking signals",
+    )
+}
+
+fn set_stdio(stdio: &InitStdio, console: Option<&OwnedFd>) -> Step {
+    let fds: [RawFd; 3] = match (stdio, console) {
+        (_, Some(tty)) => {
+            rustix::process::setsid().map_err(|e| fail(format!("setsid: {e}")))?;
+            rustix::process::ioctl_tiocsctty(tty)
+                .map_err(|e| fail(format!("making the pty the controlling terminal: {e}")))?;
+            let t = tty.as_raw_fd();
+            [t, t, t]
+        }
+        (InitStdio::Files(fds), None) => *fds,
+        (InitStdio::Terminal, None) => return Err(fail("no pty was made".into())),
+    };
+    for (target, fd) in fds.iter().enumerate() {
+        // SAFETY: dup2 between descriptors this process owns.
+        check(
+            unsafe { libc::dup2(*fd, target as RawFd) },
+            format!("setting up stream {target}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Drops to the spec's user with its capabilities, as runc orders it: the
+/// bounding set first, then IDs with capabilities kept, then the sets.
+fn switch_user(plan: &Plan) -> Step {
+    let caps = plan.caps;
+    for cap in 0..=plan.last_cap.min(63) {
+        if caps.bounding & (1u64 << cap) == 0 {
+            // SAFETY: prctl with integer arguments.
+            check(
+                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) },
+                format!("dropping capability {cap} from the bounding set"),
+            )?;
+        }
+    }
+    // SAFETY: prctl and set*id calls with plain integers and a slice that
+    // outlives the call; single-threaded, so glibc's set*id broadcast is moot.
+    unsafe {
+        check(
+            libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0),
+            "keeping capabilities across the user switch",
+        )?;
+        check(
+            libc::setgroups(plan.additional_gids.len(), plan.additional_gids.as_ptr()),
+            "setting supplementary groups",
+        )?;
+        check(
+            libc::setresgid(plan.gid, plan.gid, plan.gid),
+            format!("switching to group {}", plan.gid),
+        )?;
+        check(
+            libc::setresuid(plan.uid, plan.uid, plan.uid),
+            format!("switching to user {}", plan.uid),
+        )?;
+        check(
+            libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0),
+            "clearing keep-capabilities",
+        )?;
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let half = |m: u64, hi: bool| if hi { (m >> 32) as u32 } else { m as u32 };
+    let data: [Data; 2] = [false, true].map(|hi| Data {
+        effective: half(caps.effective, hi),
+        permitted: half(caps.permitted, hi),
+        inheritable: half(caps.inheritable, hi),
+    });
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset reads the header and two data words, all alive here.
+    check(
+        unsafe {
+            libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as libc::c_int
+        },
+        "setting capabilities",
+    )?;
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        check(
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            ),
+            "clearing ambient capabilities",
+        )?;
+        for cap in 0..=plan.last_cap.min(63) {
+            if caps.ambient & (1u64 << cap) != 0 {
+                check(
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    ),
+                    format!("raising ambient capability {cap}"),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// execvpe with the container's PATH; failures in Docker's terms.
+fn exec(plan: &Plan) -> Step<std::convert::Infallible> {
+    let name = plan.args[0].to_string_lossy().into_owned();
+    let candidates: Vec<CString> = if name.contains('/') {
+        vec![plan.args[0].clone()]
+    } else {
+        plan.path
+            .split(':')
+            .map(|d| if d.is_empty() { "." } else { d })
+            .filter_map(|d| CString::new(format!("{d}/{name}")).ok())
+            .collect()
+    };
+    let mut argv: Vec<*const libc::c_char> = plan.args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let mut denied = false;
+    for c in &candidates {
+        // SAFETY: path, argv and envp are NUL-terminated and live; execve
+        // only returns on failure.
+        unsafe { libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => {}
+            Some(libc::EACCES) => denied = true,
+            _ => {
+                return Err(Failure {
+                    kind: FailureKind::NotExecutable,
+                    message: format!("cannot run {name:?}: {}", std::io::Error::last_os_error()),
+                })
+            }
+        }
+    }
+    Err(if denied {
+        Failure {
+            kind: FailureKind::NotExecutable,
+            message: format!("{name:?} is not executable (permission denied)"),
+        }
+    } else if name.contains('/') {
+        Failure {
+            kind: FailureKind::NotFound,
+            message: format!("{name:?}: no such file or directory in the image"),
+        }
+    } else {
+        Failure {
+            kind: FailureKind::NotFound,
+            message: format!(
+                "executable file {name:?} not found in $PATH ({})",
+                plan.path
+            ),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_options_split_into_flags_propagation_and_data() {
+        let m = mount_plan(
+            "/dev".into(),
+            "tmpfs".into(),
+            "tmpfs".into(),
+            ["nosuid", "strictatime", "mode=755", "size=65536k"].into_iter(),
+        );
+        assert_eq!(m.flags, libc::MS_NOSUID | libc::MS_STRICTATIME);
+        assert_eq!(m.data, "mode=755,size=65536k");
+        let v = mount_plan(
+            "/data".into(),
+            "bind".into(),
+            "/srv".into(),
+            ["rbind", "rprivate", "ro"].into_iter(),
+        );
+        assert!(v.is_bind());
+        assert_eq!(v.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY);
+        assert_eq!(v.propagation, libc::MS_PRIVATE | libc::MS_REC);
+        assert!(v.data.is_empty());
+    }
+}
