@@ -264,6 +264,110 @@ fn signals_start_at_their_defaults() {
     );
 }
 
+/// Each option reaches the process: hostname, capability set, a seccomp
+/// profile file, and the cgroup limits (read inside, where the cgroup
+/// namespace shows the container's own cgroup, and the pids limit enforced).
+#[test]
+fn options_reach_the_process() {
+    let skiff = Skiff::new();
+    let script = "cg() { for f in \"$@\"; do if [ -r \"$f\" ]; then cat \"$f\"; return; fi; done; echo missing; }; \
+                  hostname; grep CapEff /proc/self/status; \
+                  cg /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max; \
+                  cg /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu.max; \
+                  cg /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max; \
+                  (for i in $(seq 40); do sleep 5 & done) 2>/dev/null; \
+                  cg /sys/fs/cgroup/pids/pids.current /sys/fs/cgroup/pids.current";
+    let o = run(
+        &skiff,
+        &[
+            "--hostname",
+            "box",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "KILL",
+            "--memory",
+            "128M",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "20",
+        ],
+        &["sh", "-c", script],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "box", "{text}");
+    // CAP_KILL is bit 5.
+    assert_eq!(lines[1], "CapEff:\t0000000000000020", "{text}");
+    assert_eq!(lines[2], "134217728", "{text}");
+    assert!(lines[3].starts_with("50000"), "{text}");
+    assert_eq!(lines[4], "20", "{text}");
+    let current: u32 = lines[5].parse().unwrap_or(0);
+    assert!(
+        (10..=20).contains(&current),
+        "40 sleeps against a limit of 20 left {current} tasks: {text}"
+    );
+
+    // A seccomp profile from a file (Docker's format): mkdir fails, the
+    // rest runs.
+    let profile = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        profile.path(),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.path().display());
+    let o = run(
+        &skiff,
+        &["--security-opt", &opt],
+        &["sh", "-c", "echo before; mkdir /made 2>&1 || echo refused"],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let text = out(&o);
+    assert!(text.starts_with("before\n"), "{text}");
+    assert!(
+        text.contains("Operation not permitted") && text.ends_with("refused\n"),
+        "{text}"
+    );
+}
+
+/// An image whose /proc is a symlink (here through a link that the /dev
+/// tmpfs later hides) would get procfs mounted where the link points, and
+/// every masked /proc path would then be "not found" and left unprotected:
+/// a writable /proc/sys and /proc/sysrq-trigger. The runtime refuses it.
+#[test]
+fn a_symlinked_proc_in_the_image_is_refused() {
+    use common::layers::{write_image, LayerBlob, Tar};
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let tar = Tar::new()
+        .dir("hidden")
+        .dir("dev")
+        .dir("sys")
+        .symlink("dev/p", "/hidden")
+        .symlink("proc", "dev/p")
+        .finish();
+    write_image(
+        &work.path().join("src"),
+        "h",
+        &[LayerBlob::gzip(&tar)],
+        ("linux", "amd64"),
+    );
+    let src = format!("oci:{}:h", work.path().join("src").display());
+    let dst = format!("oci:{}:h", work.path().join("out").display());
+    skiff.ok(&["convert", "-q", &src, &dst]);
+    let o = skiff.run(&["run", "--rm", &dst, "/x"]);
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    assert!(
+        err(&o).contains("symlink on the way to /proc"),
+        "{}",
+        err(&o)
+    );
+}
+
 fn ps_record(skiff: &Skiff, id: &str) -> serde_json::Value {
     let all: serde_json::Value = serde_json::from_str(&skiff.ok(&["ps", "-a", "--json"])).unwrap();
     all.as_array()
@@ -368,6 +472,24 @@ fn tty_under_t() {
     assert_eq!(text, "/dev/pts/0\nboth-tty\nxterm\n");
     let o = run(&skiff, &[], &["sh", "-c", "test -t 1 || echo no-tty"]);
     assert_eq!(out(&o), "no-tty\n");
+
+    // Run from a terminal without -t, the container must not share it as
+    // its controlling terminal (TIOCSTI could type into the user's shell):
+    // field 7 of /proc/self/stat, tty_nr, is 0. `script` gives skiff one.
+    let cmd = format!(
+        "{} run --rm {} sh -c 'echo tty_nr=$(cut -d\" \" -f7 /proc/self/stat)'",
+        env!("CARGO_BIN_EXE_skiff"),
+        layout()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("SKIFF_ROOT", skiff.root.path())
+        .env_remove("SKIFF_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = out(&o).replace('\r', "");
+    assert!(text.contains("tty_nr=0\n"), "{text}{}", err(&o));
 }
 
 #[test]
@@ -433,6 +555,26 @@ fn volumes_read_only_and_read_write() {
         "written\n"
     );
     assert!(!host.path().join("fail.txt").exists());
+
+    // `ro` holds for mounts below the source too (as in Docker 25+), and a
+    // source that is neither file nor directory (a device) binds as such.
+    let sub = host.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    sh(Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&sub));
+    let o = run(
+        &skiff,
+        &["-v", &ro, "-v", "/dev/null:/mnt/null"],
+        &[
+            "sh",
+            "-c",
+            "echo x > /ro/sub/fail.txt || echo sub-ro-denied; test -c /mnt/null && echo device",
+        ],
+    );
+    let _ = Command::new("umount").arg(&sub).status();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "sub-ro-denied\ndevice\n", "{}", err(&o));
 }
 
 /// The static probe, built from tests/support/sandbox_probe.c.

@@ -124,14 +124,9 @@ impl Cgroup {
                 }
             }
         }
-        if let Some(pids) = r.pids() {
-            let limit = pids.limit();
-            let value = if limit > 0 {
-                limit.to_string()
-            } else {
-                "max".into()
-            };
-            write(need("pids")?, "pids.max", &value)?;
+        if r.pids().is_some() {
+            // Checked now, written by limit_pids once the init exists.
+            need("pids")?;
         }
         if !v2 {
             if let Some(rules) = r.devices() {
@@ -163,26 +158,65 @@ impl Cgroup {
         }
     }
 
-    /// Runs `f` (which clones the init) with this thread in the cgroup on
-    /// v1, so the child is born there; moves the thread back after. On v2,
-    /// just runs `f`. The caller must be single-threaded, or the other
-    /// threads stay where they are while this one is away (harmless, but
-    /// then the container is not alone in its cgroup).
-    pub fn born_inside<T>(
+    /// Runs `clone` (which makes the init and returns its pid) with this
+    /// thread in the cgroup on v1, so the child is born there, and moves
+    /// the thread back after; on v2 just runs it. The caller must be
+    /// single-threaded. If the thread cannot be moved back, the child is
+    /// killed: skiff must not stay inside the container's limits.
+    pub fn born_inside(
         &self,
-        f: impl FnOnce() -> Result<T, SandboxError>,
-    ) -> Result<T, SandboxError> {
+        clone: impl FnOnce() -> Result<i32, SandboxError>,
+    ) -> Result<i32, SandboxError> {
         let Cgroup::V1(dirs) = self else {
-            return f();
+            return clone();
         };
+        let mut entered = 0;
+        let mut moved = Ok(());
         for d in dirs {
-            write(&d.dir, "tasks", "0")?;
+            if let Err(e) = write(&d.dir, "tasks", "0") {
+                moved = Err(e);
+                break;
+            }
+            entered += 1;
         }
-        let out = f();
-        for d in dirs {
-            write(&d.own, "tasks", "0")?;
+        let pid = moved.and_then(|()| clone());
+        let mut back = Ok(());
+        for d in &dirs[..entered] {
+            if let Err(e) = write(&d.own, "tasks", "0") {
+                back = back.and(Err(e));
+            }
         }
-        out
+        match (pid, back) {
+            (Ok(pid), Ok(())) => Ok(pid),
+            (Ok(pid), Err(e)) => {
+                let _ = crate::container::signal(pid, libc::SIGKILL);
+                let _ = crate::container::wait(pid);
+                Err(e)
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// The pids limit, applied once the init exists: on v1 the creating
+    /// thread counts while it clones, so `--pids-limit 1` would refuse the
+    /// clone itself.
+    pub fn limit_pids(&self, resources: Option<&LinuxResources>) -> Result<(), SandboxError> {
+        let Some(pids) = resources.and_then(|r| r.pids().as_ref()) else {
+            return Ok(());
+        };
+        let dir = self.controller_dir("pids").ok_or_else(|| {
+            SandboxError::Config(
+                "this host's cgroups have no pids controller, so --pids-limit cannot be applied"
+                    .into(),
+            )
+        })?;
+        let limit = pids.limit();
+        let value = if limit > 0 {
+            limit.to_string()
+        } else {
+            "max".into()
+        };
+        write(dir, "pids.max", &value)
     }
 
     /// Removes the directories (best effort; see [`remove`]).

@@ -127,6 +127,9 @@ impl Sandbox {
             cgroup.remove();
             e
         };
+        if let Err(e) = cgroup.limit_pids(linux.resources().as_ref()) {
+            return Err(abandon(e));
+        }
         let console = match await_ready(&channel, plan.terminal) {
             Ok(c) => c,
             Err(e) => return Err(abandon(e)),
@@ -257,7 +260,8 @@ fn spawn(
             )
         };
         if rc == 0 {
-            init::run(plan, child_end.as_fd(), &init_stdio);
+            use std::os::fd::AsRawFd;
+            init::run(plan, child_end.as_fd(), parent_end.as_raw_fd(), &init_stdio);
         }
         if rc < 0 {
             return Err(SandboxError::io(

@@ -316,10 +316,19 @@ pub(crate) enum InitStdio {
 
 /// The init's whole life after the clone. Never returns: it execs the
 /// command or exits, having told the parent why.
-pub(crate) fn run(plan: &Plan, sock: BorrowedFd<'_>, stdio: &InitStdio) -> ! {
-    let failure = match setup_and_exec(plan, sock, stdio) {
-        Ok(never) => match never {},
-        Err(f) => f,
+pub(crate) fn run(plan: &Plan, sock: BorrowedFd<'_>, parent_end: RawFd, stdio: &InitStdio) -> ! {
+    // The parent's end of the socket came along in the clone; closed, a
+    // parent that dies shows as end-of-file here.
+    // SAFETY: closing a descriptor this process owns and never uses.
+    unsafe { libc::close(parent_end) };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        setup_and_exec(plan, sock, stdio)
+    }));
+    let failure = match outcome {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(f)) => f,
+        // Never unwind into the parent's copied frames.
+        Err(_) => fail("the container's init panicked".into()),
     };
     let mut packet = vec![message::ERROR, failure.kind as u8];
     packet.extend_from_slice(failure.message.as_bytes());
@@ -359,6 +368,12 @@ fn setup_and_exec(
             unsafe { libc::setresuid(0, 0, 0) },
             "setresuid(0) in the user namespace",
         )?;
+        // Changing credentials cleared the parent-death signal.
+        // SAFETY: prctl with integer arguments.
+        check(
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
+            "setting the parent-death signal",
+        )?;
     }
     // SAFETY: umask cannot fail; devices get exact modes.
     unsafe { libc::umask(0) };
@@ -378,6 +393,7 @@ fn setup_and_exec(
         None
     };
     enter_rootfs(&root)?;
+    check_kernel_filesystems(plan)?;
     for p in &plan.masked {
         mask(p)?;
     }
@@ -418,9 +434,17 @@ fn setup_and_exec(
         },
         "marking inherited descriptors close-on-exec",
     )?;
-    switch_user(plan)?;
+    // As root first (runc's order), again as the user if root could not.
     // SAFETY: chdir with a NUL-terminated path.
-    if unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
+    let entered = unsafe { libc::chdir(plan.cwd.as_ptr()) } == 0;
+    if !plan.no_new_privs {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
+        // the user switch may drop.
+        load_seccomp(plan)?;
+    }
+    switch_user(plan)?;
+    // SAFETY: as above.
+    if !entered && unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
         return Err(os(format!("entering the working directory {:?}", plan.cwd)));
     }
     if plan.no_new_privs {
@@ -429,13 +453,18 @@ fn setup_and_exec(
             unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
             "setting no_new_privs",
         )?;
-    }
-    if let Some(filter) = &plan.seccomp {
-        filter
-            .load()
-            .map_err(|e| fail(format!("loading the seccomp filter: {e}")))?;
+        load_seccomp(plan)?;
     }
     exec(plan)
+}
+
+fn load_seccomp(plan: &Plan) -> Step {
+    match &plan.seccomp {
+        Some(filter) => filter
+            .load()
+            .map_err(|e| fail(format!("loading the seccomp filter: {e}"))),
+        None => Ok(()),
+    }
 }
 
 fn send(sock: BorrowedFd<'_>, bytes: &[u8]) -> Step {
@@ -515,6 +544,10 @@ fn kept_flags(path: &str) -> Step<libc::c_ulong> {
             flags |= ms_flag;
         }
     }
+    // No atime flag reads as relatime on a remount; keep strictatime.
+    if st.f_flag & (libc::ST_NOATIME | libc::ST_RELATIME) == 0 {
+        flags |= libc::MS_STRICTATIME;
+    }
     Ok(flags)
 }
 
@@ -555,49 +588,118 @@ fn prepare_rootfs(plan: &Plan) -> Step<OwnedFd> {
     for m in &plan.mounts {
         mount_one(&root, m, plan)?;
     }
-    make_devices(&root, plan.user_namespace)?;
+    // A bind-mounted /dev is the user's; runc leaves it alone too.
+    if !plan
+        .mounts
+        .iter()
+        .any(|m| m.is_bind() && m.destination == "/dev")
+    {
+        make_devices(&root, plan.user_namespace)?;
+    }
     Ok(root)
 }
 
 fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan) -> Step {
-    let is_file_bind = m.is_bind()
-        && std::fs::metadata(&m.source)
-            .map_err(|e| fail(format!("bind mount source {}: {e}", m.source)))?
-            .is_file();
-    let target = resolve_in_root(
-        root,
-        &m.destination,
-        if is_file_bind {
-            Create::File
-        } else {
-            Create::Dir
-        },
-    )?;
-    let at = fd_path(&target);
-    // A descriptor keeps naming the directory under a new mount: what
-    // follows a mount works on a fresh walk to it.
-    let mounted = || resolve_in_root(root, &m.destination, Create::Dir);
     if m.is_bind() {
-        mount(
-            Some(&m.source),
-            &at,
-            None,
-            libc::MS_BIND | (m.flags & libc::MS_REC),
-            None,
-        )?;
-        let extra = m.flags & !(libc::MS_BIND | libc::MS_REC);
-        if extra != 0 {
-            remount(&fd_path(&mounted()?), extra)?;
-        }
-    } else if m.typ == "cgroup" {
+        return bind_mount(root, m);
+    }
+    // A kernel filesystem goes on a real directory: if an image symlink
+    // could move /proc or /sys elsewhere, the masked paths would then name
+    // nothing and protect nothing.
+    let target = resolve_in_root_strict(root, &m.destination)?;
+    let at = fd_path(&target);
+    if m.typ == "cgroup" {
         mount_cgroupfs(root, &target, m, plan)?;
     } else {
         mount(Some(&m.source), &at, Some(&m.typ), m.flags, Some(&m.data))?;
     }
     if m.propagation != 0 {
-        mount(None, &fd_path(&mounted()?), None, m.propagation, None)?;
+        // The descriptor still names the directory under the new mount; a
+        // fresh walk reaches the mount.
+        let mounted = resolve_in_root_strict(root, &m.destination)?;
+        mount(None, &fd_path(&mounted), None, m.propagation, None)?;
     }
     Ok(())
+}
+
+/// `mount_attr` for mount_setattr(2) (linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// A bind mount (`-v`): the source tree is cloned, its flags set on every
+/// mount in it (so `ro` holds for submounts too, as in Docker 25+), then
+/// attached at the destination, which symlinks in the image may move but
+/// only within the root.
+fn bind_mount(root: &OwnedFd, m: &MountPlan) -> Step {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+    let is_dir = std::fs::metadata(&m.source)
+        .map_err(|e| fail(format!("bind mount source {}: {e}", m.source)))?
+        .is_dir();
+    let target = resolve_in_root(
+        root,
+        &m.destination,
+        if is_dir { Create::Dir } else { Create::File },
+    )?;
+    let mut open = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if m.flags & libc::MS_REC != 0 {
+        open |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    let tree = rustix::mount::open_tree(rustix::fs::CWD, m.source.as_str(), open)
+        .map_err(|e| fail(format!("cloning the mount of {}: {e}", m.source)))?;
+    let mut set = 0;
+    for (ms, attr) in [
+        (libc::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (libc::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (libc::MS_NODEV, MOUNT_ATTR_NODEV),
+        (libc::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ] {
+        if m.flags & ms != 0 {
+            set |= attr;
+        }
+    }
+    let propagation = m.propagation & !libc::MS_REC;
+    if set != 0 || propagation != 0 {
+        let attr = MountAttr {
+            attr_set: set,
+            attr_clr: 0,
+            propagation,
+            userns_fd: 0,
+        };
+        let empty = c"";
+        // SAFETY: mount_setattr reads `attr`, alive here; the path is an
+        // empty C string naming the descriptor itself.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(os(format!("setting the flags of the bind of {}", m.source)));
+        }
+    }
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        &target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| fail(format!("attaching {} at {}: {e}", m.source, m.destination)))
 }
 
 /// `/sys/fs/cgroup` as the container sees it: the v2 hierarchy, or on v1 a
@@ -613,7 +715,7 @@ fn mount_cgroupfs(root: &OwnedFd, target: &OwnedFd, m: &MountPlan, plan: &Plan) 
     mount(Some("tmpfs"), &at, Some("tmpfs"), flags, Some("mode=755"))?;
     // The descriptor still names the directory under the tmpfs; a fresh
     // walk crosses into the tmpfs.
-    let dir = resolve_in_root(root, &m.destination, Create::Dir)?;
+    let dir = resolve_in_root_strict(root, &m.destination)?;
     for controllers in &plan.v1_hierarchies {
         rustix::fs::mkdirat(
             &dir,
@@ -697,6 +799,29 @@ fn resolve_in_root(root: &OwnedFd, path: &str, create: Create) -> Step<OwnedFd> 
         dir = open(&prefix).map_err(|e| fail(format!("resolving /{prefix}: {e}")))?;
     }
     Ok(dir)
+}
+
+/// Like [`resolve_in_root`] for a directory, but no component may be a
+/// symlink: what is found or made is exactly `path` under the root.
+fn resolve_in_root_strict(root: &OwnedFd, path: &str) -> Step<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    // Creates what is missing (symlinks resolved inside the root), then
+    // checks the whole path holds no symlink at all.
+    drop(resolve_in_root(root, path, Create::Dir)?);
+    let rel = path.trim_start_matches('/');
+    rustix::fs::openat2(
+        root,
+        if rel.is_empty() { "." } else { rel },
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP => fail(format!(
+            "the image has a symlink on the way to {path}, where a kernel filesystem is mounted; refusing it"
+        )),
+        e => fail(format!("{path} in the image: {e}")),
+    })
 }
 
 /// The device nodes Docker gives every container, made in the `/dev`
@@ -824,27 +949,86 @@ fn enter_rootfs(root: &OwnedFd) -> Step {
     rustix::process::chdir("/").map_err(|e| fail(format!("chdir /: {e}")))
 }
 
+/// Opens a path after pivot_root with no symlink on the way: a masked
+/// path must be exactly where the kernel put it. `None` if it does not
+/// exist (`/proc/scsi` on a kernel without SCSI).
+fn open_exact(path: &str) -> Step<Option<OwnedFd>> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    match rustix::fs::openat2(
+        rustix::fs::CWD,
+        path,
+        OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(fail(format!("opening {path} to protect it: {e}"))),
+    }
+}
+
+/// `/proc` and `/sys` must be the kernel's before their paths are masked:
+/// otherwise "not found" would not mean there is nothing to hide.
+fn check_kernel_filesystems(plan: &Plan) -> Step {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    const SYSFS_MAGIC: i64 = 0x6265_6572;
+    for (dest, magic, name) in [
+        ("/proc", PROC_SUPER_MAGIC, "proc"),
+        ("/sys", SYSFS_MAGIC, "sysfs"),
+    ] {
+        let expected = plan
+            .mounts
+            .iter()
+            .any(|m| m.destination == dest && (m.typ == name || (m.is_bind() && m.source == dest)));
+        if !expected {
+            continue;
+        }
+        let fs = rustix::fs::statfs(dest).map_err(|e| fail(format!("statfs {dest}: {e}")))?;
+        if fs.f_type != magic {
+            return Err(fail(format!(
+                "{dest} in the container is not {name} (something was mounted over it); refusing to run with its masked paths unprotected"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Hides a path: `/dev/null` over a file, an empty read-only tmpfs over a
 /// directory. A path that does not exist is fine.
 fn mask(path: &str) -> Step {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, None),
-        Ok(_) => mount(Some("/dev/null"), path, None, libc::MS_BIND, None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(fail(format!("masking {path}: {e}"))),
+    let Some(fd) = open_exact(path)? else {
+        return Ok(());
+    };
+    let is_dir = rustix::fs::fstat(&fd)
+        .map(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+        })
+        .map_err(|e| fail(format!("stat {path}: {e}")))?;
+    if is_dir {
+        mount(
+            Some("tmpfs"),
+            &fd_path(&fd),
+            Some("tmpfs"),
+            libc::MS_RDONLY,
+            None,
+        )
+    } else {
+        mount(Some("/dev/null"), &fd_path(&fd), None, libc::MS_BIND, None)
     }
 }
 
 /// Makes a path read-only with a bind mount of itself. Missing is fine.
 fn read_only(path: &str) -> Step {
-    match std::fs::symlink_metadata(path) {
-        Ok(_) => {
-            mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None)?;
-            remount(path, libc::MS_RDONLY)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(fail(format!("making {path} read-only: {e}"))),
-    }
+    let Some(fd) = open_exact(path)? else {
+        return Ok(());
+    };
+    let at = fd_path(&fd);
+    mount(Some(&at), &at, None, libc::MS_BIND | libc::MS_REC, None)?;
+    // A fresh walk reaches the new bind mount (the descriptor is under it).
+    let Some(bound) = open_exact(path)? else {
+        return Err(fail(format!("{path} vanished while being made read-only")));
+    };
+    remount(&fd_path(&bound), libc::MS_RDONLY)
 }
 
 /// Docker creates a missing working directory (owned by root).
@@ -854,20 +1038,16 @@ fn make_cwd(cwd: &CStr) -> Step {
     if path.is_dir() {
         return Ok(());
     }
-    std::fs::create_dir_all(path).map_err(|e| {
-        fail(format!(
-            "creating the working directory {}: {e}",
-            path.display()
-        ))
-    })?;
-    // SAFETY: chmod with a NUL-terminated path.
-    unsafe { libc::chmod(cwd.as_ptr(), 0o755) };
-    Ok(())
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o755)
+        .create(path)
+        .map_err(|e| {
+            fail(format!(
+                "creating the working directory {}: {e}",
+                path.display()
+            ))
+        })
 }
 
-/// The command starts with every signal at its default and none blocked:
-/// ignored signals survive exec, and skiff (as any Rust program) ignores
-/// SIGPIPE.
 fn reset_signals() -> Step {
     // The kernel's sigaction, used raw: glibc refuses the two real-time
     // signals it reserves, and those may be ignored too.
@@ -917,9 +1097,12 @@ fn reset_signals() -> Step {
 }
 
 fn set_stdio(stdio: &InitStdio, console: Option<&OwnedFd>) -> Step {
+    // A session of its own, with or without a pty: a container must never
+    // share skiff's controlling terminal (TIOCSTI could type into the
+    // user's shell).
+    rustix::process::setsid().map_err(|e| fail(format!("setsid: {e}")))?;
     let fds: [RawFd; 3] = match (stdio, console) {
         (_, Some(tty)) => {
-            rustix::process::setsid().map_err(|e| fail(format!("setsid: {e}")))?;
             rustix::process::ioctl_tiocsctty(tty)
                 .map_err(|e| fail(format!("making the pty the controlling terminal: {e}")))?;
             let t = tty.as_raw_fd();

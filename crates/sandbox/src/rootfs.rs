@@ -116,6 +116,9 @@ pub fn parse_volume(spec: &str) -> Result<crate::Volume, SandboxError> {
     if !dst.starts_with('/') {
         return Err(bad("DST must be an absolute path in the container"));
     }
+    if dst.trim_end_matches('/').is_empty() {
+        return Err(bad("DST cannot be the container's root"));
+    }
     if Path::new(dst)
         .components()
         .any(|c| matches!(c, std::path::Component::ParentDir))
@@ -145,6 +148,7 @@ mod tests {
             "/tmp:/a/../../etc",
             "/tmp:relative",
             "/tmp:/d:rx",
+            "/tmp:/",
             "/nonexistent-skiff-src:/d",
             "/tmp",
         ] {
