@@ -368,6 +368,51 @@ fn a_symlinked_proc_in_the_image_is_refused() {
     );
 }
 
+/// Signals sent to `skiff run` reach the container; Ctrl-C twice kills an
+/// init that ignores it (a pid namespace's init gets no default actions).
+#[test]
+fn signals_reach_the_container() {
+    use std::io::{BufRead, BufReader};
+    let skiff = Skiff::new();
+    let start = |script: &str| {
+        let mut child = skiff
+            .cmd()
+            .args(["run", "--rm", layout(), "sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        (child, lines)
+    };
+    let signal = |child: &std::process::Child, sig: i32| {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+    };
+
+    let (mut child, mut lines) =
+        start("trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done");
+    signal(&child, libc::SIGTERM);
+    assert_eq!(lines.next().unwrap().unwrap(), "got-term");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+
+    let (mut child, _lines) = start("echo ready; exec sleep 60");
+    let began = Instant::now();
+    // Past the exec: sleep, as the init, has no SIGINT handler.
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "one Ctrl-C ended it");
+    signal(&child, libc::SIGINT);
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "the container outlived two Ctrl-C"
+    );
+}
+
 fn ps_record(skiff: &Skiff, id: &str) -> serde_json::Value {
     let all: serde_json::Value = serde_json::from_str(&skiff.ok(&["ps", "-a", "--json"])).unwrap();
     all.as_array()

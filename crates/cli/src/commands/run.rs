@@ -349,27 +349,38 @@ pub fn supervise(
     let pid = sandbox.pid();
     record.pid = Some(pid);
     record.pid_start = containers::process_start_time(pid);
-    let started = (|| -> Result<()> {
+    // Signals are forwarded from before the start: a Ctrl-C that came
+    // between start and forwarding would kill skiff and orphan the
+    // container. (The init ignores them until its command installs
+    // handlers: a pid namespace's init gets no default actions.)
+    let started = (|| -> Result<tty::Forwarder> {
+        let forwarder = tty::forward_signals(pid, terminal.is_some())?;
         if record.private_network {
             skiff_sandbox::container::loopback_up(pid)?;
         }
         sandbox.start()?;
-        Ok(())
+        Ok(forwarder)
     })();
-    if let Err(e) = started {
-        let _ = skiff_sandbox::container::signal(pid, libc::SIGKILL);
-        let _ = skiff_sandbox::container::wait(pid);
-        cleanup(global, &record, true);
-        return Err(e);
-    }
+    let forwarder = match started {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = skiff_sandbox::container::signal(pid, libc::SIGKILL);
+            let _ = skiff_sandbox::container::wait(pid);
+            cleanup(global, &record, true);
+            return Err(e);
+        }
+    };
     record.status = Status::Running;
-    record.save(&global.root)?;
+    // The container runs; a record that cannot be written (a full disk)
+    // must not make skiff leave it unsupervised.
+    if let Err(e) = record.save(&global.root) {
+        tracing::warn!(id = %record.id, "recording the running container: {e:#}");
+    }
     tracing::info!(id = %record.id, pid, "container started");
     if let Some(mut r) = ready {
         let _ = writeln!(r, "ready");
     }
 
-    let forwarder = tty::forward_signals(pid, terminal.is_some())?;
     let console = match (terminal, sandbox.take_console()) {
         (Some((interactive, output)), Some(master)) => {
             Some(tty::attach(master, interactive, output)?)
