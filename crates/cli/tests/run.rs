@@ -413,6 +413,38 @@ fn signals_reach_the_container() {
     );
 }
 
+/// CVE-2019-5736's entry: a command that is a script whose interpreter is
+/// `/proc/self/exe`. At the init's exec that names the init's executable;
+/// it must not be the skiff binary on the host (which the container could
+/// then run, and try to open for writing). Ordinary scripts still run.
+#[test]
+fn the_host_binary_is_out_of_reach() {
+    let skiff = Skiff::new();
+    let dir = tempfile::tempdir().unwrap();
+    let script = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let mut perms = std::fs::metadata(&p).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&p, perms).unwrap();
+    };
+    script("evil.sh", "#!/proc/self/exe\n");
+    script("ok.sh", "#!/bin/sh\necho ok \"$@\"\n");
+    let vol = format!("{}:/x:ro", dir.path().display());
+    let o = run(&skiff, &["-v", &vol], &["/x/evil.sh", "--version"]);
+    assert_eq!(code(&o), 126, "{}{}", out(&o), err(&o));
+    assert!(err(&o).contains("refusing"), "{}", err(&o));
+    assert!(
+        !out(&o).contains("skiff") && !err(&o).contains("Usage"),
+        "{}{}",
+        out(&o),
+        err(&o)
+    );
+    let o = run(&skiff, &["-v", &vol], &["/x/ok.sh", "a b"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "ok a b\n");
+}
+
 fn ps_record(skiff: &Skiff, id: &str) -> serde_json::Value {
     let all: serde_json::Value = serde_json::from_str(&skiff.ok(&["ps", "-a", "--json"])).unwrap();
     all.as_array()

@@ -420,6 +420,7 @@ fn setup_and_exec(
         libc::umask(0o022);
     }
     reset_signals()?;
+    let stub = sealed_stub()?;
     set_stdio(stdio, console.as_ref())?;
     // Everything else closes at exec; the socket stays usable until then.
     // SAFETY: close_range only sets flags on our own descriptors.
@@ -455,7 +456,7 @@ fn setup_and_exec(
         )?;
         load_seccomp(plan)?;
     }
-    exec(plan)
+    exec(plan, stub.as_ref())
 }
 
 fn load_seccomp(plan: &Plan) -> Step {
@@ -1219,7 +1220,48 @@ fn switch_user(plan: &Plan) -> Step {
 }
 
 /// execvpe with the container's PATH; failures in Docker's terms.
-fn exec(plan: &Plan) -> Step<std::convert::Infallible> {
+/// The exec stub (stub/exec_stub.c, built by build.rs); empty where none
+/// is built.
+static EXEC_STUB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exec_stub"));
+
+/// The stub's first argument, which it insists on.
+const STUB_MARKER: &CStr = c"skiff-exec-stub";
+
+/// The exec stub in a sealed memfd, made while the init may still do so.
+///
+/// Why: while the kernel execs the command it resolves a script's
+/// interpreter, and a container whose command is `#!/proc/self/exe` would
+/// get the init's own executable: the skiff binary on the host
+/// (CVE-2019-5736). Exec'd from here, the init's executable is instead this
+/// sealed copy, which nothing can write, and which refuses to run as an
+/// interpreter. `None` where no stub was built.
+fn sealed_stub() -> Step<Option<OwnedFd>> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    if EXEC_STUB.is_empty() {
+        return Ok(None);
+    }
+    let fd = rustix::fs::memfd_create(
+        "skiff-exec-stub",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .map_err(|e| fail(format!("creating the exec stub: {e}")))?;
+    let mut written = 0;
+    while written < EXEC_STUB.len() {
+        written += rustix::io::write(&fd, &EXEC_STUB[written..])
+            .map_err(|e| fail(format!("writing the exec stub: {e}")))?;
+    }
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+    )
+    .map_err(|e| fail(format!("sealing the exec stub: {e}")))?;
+    Ok(Some(fd))
+}
+
+/// The command's path, found as execvp would (along the container's PATH
+/// unless it has a '/'), checked as the user it runs as; failures in
+/// Docker's terms.
+fn find_command(plan: &Plan) -> Step<CString> {
     let name = plan.args[0].to_string_lossy().into_owned();
     let candidates: Vec<CString> = if name.contains('/') {
         vec![plan.args[0].clone()]
@@ -1230,24 +1272,22 @@ fn exec(plan: &Plan) -> Step<std::convert::Infallible> {
             .filter_map(|d| CString::new(format!("{d}/{name}")).ok())
             .collect()
     };
-    let mut argv: Vec<*const libc::c_char> = plan.args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = plan.env.iter().map(|e| e.as_ptr()).collect();
-    envp.push(std::ptr::null());
     let mut denied = false;
-    for c in &candidates {
-        // SAFETY: path, argv and envp are NUL-terminated and live; execve
-        // only returns on failure.
-        unsafe { libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) => {}
-            Some(libc::EACCES) => denied = true,
-            _ => {
-                return Err(Failure {
-                    kind: FailureKind::NotExecutable,
-                    message: format!("cannot run {name:?}: {}", std::io::Error::last_os_error()),
-                })
+    for c in candidates {
+        match rustix::fs::stat(c.as_c_str()) {
+            Ok(st) => {
+                let regular = rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::RegularFile;
+                let runnable =
+                    rustix::fs::access(c.as_c_str(), rustix::fs::Access::EXEC_OK).is_ok();
+                if regular && runnable {
+                    return Ok(c);
+                }
+                denied = true;
             }
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => {}
+            Err(rustix::io::Errno::ACCESS) => denied = true,
+            Err(e) => return Err(fail(format!("looking for {name:?}: {e}"))),
         }
     }
     Err(if denied {
@@ -1268,6 +1308,47 @@ fn exec(plan: &Plan) -> Step<std::convert::Infallible> {
                 plan.path
             ),
         }
+    })
+}
+
+/// Execs the command, through the stub when there is one.
+fn exec(plan: &Plan, stub: Option<&OwnedFd>) -> Step<std::convert::Infallible> {
+    let path = find_command(plan)?;
+    let mut argv: Vec<*const libc::c_char> = plan.args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    if let Some(stub) = stub {
+        let mut stub_argv = vec![STUB_MARKER.as_ptr(), path.as_ptr()];
+        stub_argv.extend_from_slice(&argv);
+        // SAFETY: the descriptor, argv and envp are valid and NUL-terminated;
+        // execveat only returns on failure.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                stub.as_raw_fd(),
+                c"".as_ptr(),
+                stub_argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        let e = std::io::Error::last_os_error();
+        // Only a host that forbids executing memfds (vm.memfd_noexec=2)
+        // lands here; the command still runs, without the stub.
+        if !matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+            return Err(fail(format!("running the exec stub: {e}")));
+        }
+    }
+    // SAFETY: as above; execve only returns on failure.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Err(Failure {
+        kind: FailureKind::NotExecutable,
+        message: format!(
+            "cannot run {:?}: {}",
+            plan.args[0],
+            std::io::Error::last_os_error()
+        ),
     })
 }
 
