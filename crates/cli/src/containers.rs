@@ -152,7 +152,11 @@ impl Record {
 
     pub fn save(&self, root: &Path) -> Result<()> {
         let d = dir(root, &self.id);
-        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        // Owner-only: config.json and the record hold the container's
+        // environment and command, which may carry secrets.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&d)
+            .with_context(|| format!("creating {}", d.display()))?;
         let tmp = d.join("state.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
             .with_context(|| format!("writing {}", tmp.display()))?;

@@ -589,6 +589,11 @@ fn detached_logs_stop_and_rm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(skiff.ok(&["ps"]).contains("ticker"));
+    // Its record and spec hold its environment: owner-only.
+    let cdir = skiff.root.path().join("containers").join(id.trim());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cdir).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "{}", cdir.display());
     let (c, e) = skiff.fails(&["rm", "ticker"]);
     assert_eq!(c, 1);
     assert!(e.contains("is running"), "{e}");
