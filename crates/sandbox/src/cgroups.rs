@@ -326,6 +326,15 @@ fn v1_hierarchies() -> Result<Vec<(PathBuf, PathBuf)>, SandboxError> {
     Ok(out)
 }
 
+/// The controller sets of those hierarchies (`cpu,cpuacct`, `pids`...),
+/// for the container's own view of /sys/fs/cgroup.
+pub(crate) fn v1_controller_sets() -> Result<Vec<String>, SandboxError> {
+    Ok(v1_hierarchies()?
+        .into_iter()
+        .filter_map(|(mount, _)| Some(mount.file_name()?.to_str()?.to_string()))
+        .collect())
+}
+
 fn mkdir(dir: &Path) -> Result<(), SandboxError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| SandboxError::io(format!("creating cgroup {}", dir.display()), e))

@@ -219,7 +219,7 @@ impl Plan {
             user_namespace,
             cgroup_namespace,
             v1_hierarchies: if uses_v1_cgroupfs {
-                v1_controller_sets()
+                crate::cgroups::v1_controller_sets()?
             } else {
                 Vec::new()
             },
@@ -295,17 +295,6 @@ fn mount_plan<'a>(
         propagation,
         data: data.join(","),
     }
-}
-
-/// The controller sets of the mounted v1 hierarchies (`cpu,cpuacct`...).
-fn v1_controller_sets() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/cgroup")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .filter(|c| !c.is_empty() && !c.starts_with("name="))
-        .map(str::to_string)
-        .collect()
 }
 
 /// The standard streams the init gets.
