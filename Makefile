@@ -8,7 +8,8 @@ CARGO ?= cargo
 # System packages the tests and the demo use.
 DEB_PACKAGES := docker-registry skopeo umoci debootstrap fuse3 python3 \
 	python3-cryptography ca-certificates curl gzip tar jq gcc libc6-dev make \
-	libseccomp-dev seccomp pkg-config runc hostname
+	libseccomp-dev seccomp pkg-config runc hostname \
+	e2fsprogs util-linux bsdutils
 
 .PHONY: all build release deps rust images test lint unit demo bench clean
 

@@ -11,7 +11,14 @@ Side by side in one run, create + start + exit of `/bin/true`:
   - `crun run` on the same bundle, where it runs (crun 1.8 refuses hybrid
     cgroup hosts; the table says so).
 
-Rewrites the "Run" section of docs/benchmarks.md. Usage: bench/run.py [--runs N]
+and, since the container's streams are pipes that skiff copies (issue 13),
+the cost of that copy on large transfers: 1 GiB through the container's
+stdout and stdin, `skiff run` against `runc run` (which hands the container
+its own descriptors) and the same pipeline on the host alone; and the start
+with a bounded writable layer (`--storage-opt size=10G`).
+
+Rewrites the "Run" section of docs/benchmarks.md.
+Usage: bench/run.py [--runs N] [--stream-runs N]
 """
 import json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -20,6 +27,8 @@ CACHE = os.environ.get("SKIFF_CACHE", os.path.expanduser("~/.cache/skiff"))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(CACHE, "target"))
 SKIFF = os.environ.get("SKIFF_BIN") or os.path.join(TARGET, "release", "skiff")
 RUNS = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 30
+STREAM_RUNS = int(sys.argv[sys.argv.index("--stream-runs") + 1]) if "--stream-runs" in sys.argv else 5
+GIB = 1 << 30
 
 
 def sh(cmd, **kw):
@@ -68,16 +77,27 @@ def main():
     spec["process"]["args"] = ["/bin/true"]
     spec["linux"]["cgroupsPath"] = "/skiff-bench/runc"
     json.dump(spec, open(os.path.join(bundle, "config.json"), "w"))
+    # Bundles for the stream runs: the same tree and spec, other commands.
+    stream_bundles = {}
+    for name, args in [("out", ["head", "-c", str(GIB), "/dev/zero"]), ("in", ["sh", "-c", "cat > /dev/null"])]:
+        b = os.path.join(work, f"bundle-{name}")
+        os.makedirs(b)
+        spec["root"]["path"] = os.path.join(bundle, "rootfs")
+        spec["process"]["args"] = args
+        spec["linux"]["cgroupsPath"] = f"/skiff-bench/runc-{name}"
+        json.dump(spec, open(os.path.join(b, "config.json"), "w"))
+        stream_bundles[name] = b
 
-    rows = {"skiff run": [], "runc run": [], "crun run": []}
+    rows = {"skiff run": [], "skiff run --storage-opt size=10G": [], "runc run": [], "crun run": []}
     notes = {}
     for i in range(RUNS):
         # Interleaved, so drift hits every row alike.
-        t, r = timed([SKIFF, "run", "--rm", layout, "/bin/true"], env=env)
-        if r.returncode == 0:
-            rows["skiff run"].append(t)
-        else:
-            notes["skiff run"] = r.stderr.strip()[:200]
+        for name, extra in [("skiff run", []), ("skiff run --storage-opt size=10G", ["--storage-opt", "size=10G"])]:
+            t, r = timed([SKIFF, "run", "--rm", *extra, layout, "/bin/true"], env=env)
+            if r.returncode == 0:
+                rows[name].append(t)
+            else:
+                notes[name] = r.stderr.strip()[:200]
         for name, binary in [("runc run", "runc"), ("crun run", "crun")]:
             if name in notes:
                 continue
@@ -113,6 +133,7 @@ def main():
         "variance); skiff's runtime clones the init into its cgroup and never migrates a process "
         "(docs/run.md, The runtime and Start time).",
     ]
+    lines += ["", *streams(env, layout, stream_bundles, work)]
     table = "\n".join(lines)
     print(table)
     doc = os.path.join(ROOT, "docs/benchmarks.md")
@@ -127,6 +148,59 @@ def main():
         subprocess.run([SKIFF, "umount", "--lazy", os.path.join(work, "root", "images", t, "tree")],
                        env=env, capture_output=True)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def shell_timed(cmd, env):
+    """Seconds for a shell pipeline, or None if it failed."""
+    t = time.monotonic()
+    r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=env, capture_output=True, text=True)
+    return (time.monotonic() - t) if r.returncode == 0 else None
+
+
+def streams(env, layout, bundles, work):
+    """1 GiB out of and into a container: skiff's relay against runc's
+    direct descriptors and the host pipeline alone, interleaved."""
+    q = lambda s: "'" + s.replace("'", "'\\''") + "'"  # noqa: E731
+    runc = f"runc --root {q(os.path.join(work, 'runc-streams'))} run --bundle"
+    cases = {
+        "out": {
+            "host alone": f"head -c {GIB} /dev/zero | cat > /dev/null",
+            "runc run": f"{runc} {q(bundles['out'])} s-out-$RANDOM | cat > /dev/null",
+            "skiff run": f"{q(SKIFF)} run --rm {q(layout)} head -c {GIB} /dev/zero | cat > /dev/null",
+        },
+        "in": {
+            "host alone": f"head -c {GIB} /dev/zero | cat > /dev/null",
+            "runc run": f"head -c {GIB} /dev/zero | {runc} {q(bundles['in'])} s-in-$RANDOM",
+            "skiff run": f"head -c {GIB} /dev/zero | {q(SKIFF)} run --rm -i {q(layout)} sh -c 'cat > /dev/null'",
+        },
+    }
+    got = {(d, n): [] for d, c in cases.items() for n in c}
+    for _ in range(STREAM_RUNS):
+        for d, c in cases.items():
+            for n, cmd in c.items():
+                t = shell_timed(cmd, env)
+                if t is not None:
+                    got[(d, n)].append(t)
+    out = [
+        f"**Streams.** 1 GiB through the container's stdout (to `cat > /dev/null`) and stdin "
+        f"(from `head -c 1G /dev/zero`), whole command including start and exit, median of "
+        f"{STREAM_RUNS} interleaved runs. skiff copies the container's pipes (splice(2)); runc hands "
+        f"the container its own descriptors.",
+        "",
+        "| direction | path | median s | GiB/s | vs runc |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for d, c in cases.items():
+        base = statistics.median(got[(d, "runc run")]) if got[(d, "runc run")] else None
+        for n in c:
+            ts = got[(d, n)]
+            if not ts:
+                out.append(f"| {d} | {n} | – | – | failed |")
+                continue
+            m = statistics.median(ts)
+            ratio = f"{m / base:.2f}×" if base else "–"
+            out.append(f"| {d} | {n} | {m:.2f} | {1 / m:.2f} | {ratio} |")
+    return out
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ pub struct Record {
     pub private_network: bool,
     /// Where the image's tree is mounted (shared with other containers).
     pub image_mount: PathBuf,
+    /// `--storage-opt size`: the writable layer is a filesystem of this size.
+    #[serde(default)]
+    pub layer_size: Option<u64>,
 }
 
 pub fn dir(root: &Path, id: &str) -> PathBuf {
@@ -78,9 +81,14 @@ pub fn scratch_dir(root: &Path, id: &str) -> PathBuf {
 /// Makes [`run_dir`], first mounting a tmpfs at `/run/skiff` if it is not
 /// on one already (systemd hosts have /run on tmpfs; others may not). A
 /// tmpfs that cannot be mounted leaves the state on disk, which works.
+///
+/// Root-only all the way down (0700): container roots are mounted here,
+/// and honour setuid bits and device nodes. The container's init never
+/// walks this path (it starts inside its root), so a user namespace's
+/// root needs no way through.
 pub fn prepare_run_dir(root: &Path) -> Result<PathBuf> {
     let base = Path::new(RUN_BASE);
-    std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+    crate::root_dir::make_private(base).with_context(|| format!("creating {}", base.display()))?;
     if !on_tmpfs(base) {
         // Two skiffs racing here would stack two mounts; a lock keeps it one.
         let lock = std::fs::File::create("/run/skiff.lock").context("creating /run/skiff.lock")?;
@@ -91,7 +99,7 @@ pub fn prepare_run_dir(root: &Path) -> Result<PathBuf> {
                 | rustix::mount::MountFlags::NODEV
                 | rustix::mount::MountFlags::NOEXEC;
             if let Err(e) =
-                rustix::mount::mount("skiff-run", base, "tmpfs", flags, c"mode=0711,size=64m")
+                rustix::mount::mount("skiff-run", base, "tmpfs", flags, c"mode=0700,size=64m")
             {
                 tracing::warn!(
                     "mounting a tmpfs at {}: {e}; keeping container state on disk",
@@ -100,12 +108,11 @@ pub fn prepare_run_dir(root: &Path) -> Result<PathBuf> {
             }
         }
     }
-    // Searchable, not listable: a user namespace's root must reach its
-    // container's root through here.
-    std::fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+    // An older skiff left it searchable by all (0711).
+    crate::root_dir::make_private(base)
         .with_context(|| format!("setting the mode of {}", base.display()))?;
     let dir = run_dir(root);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::root_dir::make_private(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 

@@ -7,6 +7,7 @@ mod exit;
 mod image_mounts;
 mod mounts;
 mod progress;
+mod root_dir;
 mod tty;
 
 use std::path::PathBuf;
@@ -136,6 +137,10 @@ fn main() {
         quiet: cli.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
         quiet_flag: cli.quiet,
     };
+    if let Err(e) = root_dir::prepare(&global.root) {
+        exit::say(format_args!("skiff: error: {}", exit::render(&e)));
+        std::process::exit(exit::FAILURE);
+    }
     let result = match cli.command {
         Command::Convert(a) => commands::convert::run(&global, a),
         Command::Inspect(a) => commands::inspect::run(&global, a),

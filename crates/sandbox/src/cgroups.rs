@@ -326,6 +326,20 @@ fn v1_hierarchies() -> Result<Vec<(PathBuf, PathBuf)>, SandboxError> {
     Ok(out)
 }
 
+/// Whether this host's cgroups have `controller`: a v1 hierarchy of it, or
+/// on a unified host the v2 root's `cgroup.controllers`. For defaults that
+/// apply only where they can (the pids limit).
+pub fn has_controller(controller: &str) -> bool {
+    if crate::device_filter::unified_host() {
+        return std::fs::read_to_string(Path::new(CGROUP_ROOT).join("cgroup.controllers"))
+            .is_ok_and(|s| s.split_whitespace().any(|c| c == controller));
+    }
+    v1_controller_sets().is_ok_and(|sets| {
+        sets.iter()
+            .any(|set| set.split(',').any(|c| c == controller))
+    })
+}
+
 /// The controller sets of those hierarchies (`cpu,cpuacct`, `pids`...),
 /// for the container's own view of /sys/fs/cgroup.
 pub(crate) fn v1_controller_sets() -> Result<Vec<String>, SandboxError> {

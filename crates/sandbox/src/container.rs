@@ -21,14 +21,24 @@ use rustix::process::{Pid, Signal, WaitOptions};
 use crate::cgroups::Cgroup;
 use crate::device_filter::{self, DeviceRule};
 use crate::init::{self, message, FailureKind, InitStdio, Plan};
+use crate::relay::{Pipes, Relay};
 use crate::seccomp_filter::CompiledFilter;
 use crate::SandboxError;
 
 /// How the container's standard streams are wired.
 pub enum Stdio {
-    /// Give the container these three descriptors.
+    /// Give the container these three descriptors as they are: for callers
+    /// that made pipes for it themselves. Anything else (a terminal, a
+    /// file) would let the container at the host's open file.
     Files {
         stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// Pipes that skiff copies from `stdin` (`None`: the container reads
+    /// /dev/null) and to `stdout` and `stderr` (see [`crate::relay`]).
+    Relay {
+        stdin: Option<OwnedFd>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     },
@@ -43,6 +53,7 @@ pub struct Sandbox {
     /// closes at exec.
     channel: OwnedFd,
     console: Option<OwnedFd>,
+    relay: Option<Relay>,
 }
 
 /// How a container's init process ended.
@@ -114,7 +125,7 @@ impl Sandbox {
         single_threaded()?;
         let cgroup = Cgroup::create(&cgroups_path, linux.resources().as_ref())?;
         let made = spawn(&plan, linux, &cgroup, stdio);
-        let (pid, channel) = match made {
+        let (pid, channel, relay) = match made {
             Ok(m) => m,
             Err(e) => {
                 cgroup.remove();
@@ -144,6 +155,7 @@ impl Sandbox {
             pid,
             channel,
             console,
+            relay,
         })
     }
 
@@ -155,6 +167,14 @@ impl Sandbox {
     /// The pty master, under [`Stdio::Terminal`].
     pub fn take_console(&mut self) -> Option<OwnedFd> {
         self.console.take()
+    }
+
+    /// Under [`Stdio::Relay`], copies the rest of the container's output:
+    /// call it once its init has been reaped ([`wait`]).
+    pub fn finish_output(&mut self) {
+        if let Some(r) = self.relay.take() {
+            r.finish();
+        }
     }
 
     /// Lets the init run the container's command; returns once it has
@@ -202,13 +222,14 @@ fn single_threaded() -> Result<(), SandboxError> {
 }
 
 /// Clones the init into its namespaces (and cgroup); writes its ID maps
-/// under a user namespace. Returns its pid and the parent's channel end.
+/// under a user namespace. Returns its pid, the parent's channel end, and
+/// the copies of its streams under [`Stdio::Relay`].
 fn spawn(
     plan: &Plan,
     linux: &Linux,
     cgroup: &Cgroup,
     stdio: Stdio,
-) -> Result<(i32, OwnedFd), SandboxError> {
+) -> Result<(i32, OwnedFd, Option<Relay>), SandboxError> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
     let (parent_end, child_end) = rustix::net::socketpair(
         AddressFamily::UNIX,
@@ -236,6 +257,7 @@ fn spawn(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = std::os::fd::AsRawFd::as_raw_fd(fd) as u64;
     }
+    let mut pipes = None;
     let (init_stdio, _keep) = match stdio {
         Stdio::Files {
             stdin,
@@ -246,8 +268,32 @@ fn spawn(
             let fds = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
             (InitStdio::Files(fds), vec![stdin, stdout, stderr])
         }
+        Stdio::Relay {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let p = Pipes::new(stdin, stdout, stderr)?;
+            let fds = p.child_fds();
+            pipes = Some(p);
+            (InitStdio::Files(fds), Vec::new())
+        }
         Stdio::Terminal => (InitStdio::Terminal, Vec::new()),
     };
+    // The init starts in the root (see `init::prepare_rootfs`): the new
+    // mount namespace translates the working directory into its own copy.
+    let cwd = rustix::fs::open(
+        ".",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| SandboxError::io("opening skiff's working directory".into(), e.into()))?;
+    rustix::process::chdir(&plan.rootfs).map_err(|e| {
+        SandboxError::io(
+            format!("entering the container's root {}", plan.rootfs.display()),
+            e.into(),
+        )
+    })?;
     let pid = cgroup.born_inside(|| {
         // SAFETY: clone3 with a fully initialised argument block. The child
         // continues on a copy of this (single-threaded) process and never
@@ -270,8 +316,18 @@ fn spawn(
             ));
         }
         Ok(rc as i32)
-    })?;
+    });
+    let back = rustix::process::fchdir(&cwd);
+    let pid = pid?;
     drop(child_end);
+    if let Err(e) = back {
+        let _ = signal(pid, libc::SIGKILL);
+        let _ = wait(pid);
+        return Err(SandboxError::io(
+            "returning to skiff's working directory".into(),
+            e.into(),
+        ));
+    }
     if plan.user_namespace {
         if let Err(e) = write_id_maps(pid, linux) {
             let _ = signal(pid, libc::SIGKILL);
@@ -284,7 +340,15 @@ fn spawn(
             rustix::net::SendFlags::NOSIGNAL,
         );
     }
-    Ok((pid, parent_end))
+    let relay = match pipes.map(Pipes::start).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = signal(pid, libc::SIGKILL);
+            let _ = wait(pid);
+            return Err(e);
+        }
+    };
+    Ok((pid, parent_end, relay))
 }
 
 fn write_id_maps(pid: i32, linux: &Linux) -> Result<(), SandboxError> {

@@ -105,7 +105,9 @@ pub(crate) struct CapSets {
 
 /// Everything the init does, decided before the clone.
 pub(crate) struct Plan {
-    rootfs: PathBuf,
+    /// The parent enters it before the clone, so the init starts there
+    /// (see [`prepare_rootfs`]).
+    pub(crate) rootfs: PathBuf,
     readonly_root: bool,
     hostname: Option<String>,
     mounts: Vec<MountPlan>,
@@ -127,6 +129,15 @@ pub(crate) struct Plan {
     last_cap: u32,
     no_new_privs: bool,
     seccomp: Option<Arc<CompiledFilter>>,
+    rlimits: Vec<Rlimit>,
+}
+
+/// One `process.rlimits` entry, for setrlimit(2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rlimit {
+    resource: libc::__rlimit_resource_t,
+    soft: u64,
+    hard: u64,
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -207,6 +218,36 @@ impl Plan {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(40);
         let user = process.user();
+        let check_id =
+            |id: u32, what: &str| crate::user::check_id(id, &format!("the runtime spec's {what}"));
+        check_id(user.uid(), "process.user.uid")?;
+        check_id(user.gid(), "process.user.gid")?;
+        for g in user.additional_gids().iter().flatten() {
+            check_id(*g, "process.user.additionalGids entry")?;
+        }
+        let rlimits = process
+            .rlimits()
+            .iter()
+            .flatten()
+            .map(|r| {
+                let typ = serde_json::to_value(r.typ())
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let resource = crate::rlimits::resource_number(&typ)
+                    .ok_or_else(|| bad(&format!("has an unknown rlimit {typ:?}")))?;
+                if r.soft() > r.hard() {
+                    return Err(bad(&format!(
+                        "sets {typ} with a soft limit above its hard limit"
+                    )));
+                }
+                Ok(Rlimit {
+                    resource,
+                    soft: r.soft(),
+                    hard: r.hard(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let uses_v1_cgroupfs =
             mounts.iter().any(|m| m.typ == "cgroup") && !crate::device_filter::unified_host();
         Ok(Plan {
@@ -235,6 +276,7 @@ impl Plan {
             last_cap,
             no_new_privs: process.no_new_privileges().unwrap_or(false),
             seccomp,
+            rlimits,
         })
     }
 }
@@ -409,6 +451,9 @@ fn setup_and_exec(
         libc::umask(0o022);
     }
     reset_signals()?;
+    // As root, before the user switch: raising a hard limit may need
+    // CAP_SYS_RESOURCE, which the switch drops.
+    set_rlimits(&plan.rlimits)?;
     let stub = sealed_stub()?;
     set_stdio(stdio, console.as_ref())?;
     // Everything else closes at exec; the socket stays usable until then.
@@ -446,6 +491,26 @@ fn setup_and_exec(
         load_seccomp(plan)?;
     }
     exec(plan, stub.as_ref())
+}
+
+fn set_rlimits(limits: &[Rlimit]) -> Step {
+    for r in limits {
+        let limit = libc::rlimit {
+            rlim_cur: r.soft,
+            rlim_max: r.hard,
+        };
+        // SAFETY: setrlimit reads the struct, alive here.
+        check(
+            unsafe { libc::setrlimit(r.resource, &limit) },
+            format!(
+                "setting {} to {}:{}",
+                crate::rlimits::resource_name(r.resource),
+                r.soft,
+                r.hard
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 fn load_seccomp(plan: &Plan) -> Step {
@@ -555,34 +620,49 @@ fn remount(path: &str, flags: libc::c_ulong) -> Step {
 
 /// The root, bind-mounted on itself (pivot_root needs a mount point), with
 /// the spec's mounts and `/dev` in it. Returns a descriptor of it.
+///
+/// The init starts in the root: the parent enters it before the clone, and
+/// the new mount namespace keeps the working directory, translated to its
+/// own copy of the mount. So the init never walks the path to the root,
+/// whose parents are root-only (0700): under a user namespace it could not.
 fn prepare_rootfs(plan: &Plan) -> Step<OwnedFd> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
     // Nothing mounted in here propagates back to the host.
     mount(None, "/", None, libc::MS_REC | libc::MS_SLAVE, None)?;
-    let rootfs = plan
-        .rootfs
-        .to_str()
-        .ok_or_else(|| fail(format!("{} is not UTF-8", plan.rootfs.display())))?;
-    mount(
-        Some(rootfs),
-        rootfs,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )?;
-    let root = rustix::fs::open(
-        &plan.rootfs,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
+    let shown = plan.rootfs.display();
+    let root = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        ".",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE,
     )
-    .map_err(|e| fail(format!("opening the root {rootfs}: {e}")))?;
+    .map_err(|e| fail(format!("cloning the root {shown}: {e}")))?;
+    // Attached over the original: the clone's descriptor is the new mount.
+    rustix::mount::move_mount(
+        &root,
+        "",
+        rustix::fs::CWD,
+        ".",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| fail(format!("mounting the root {shown}: {e}")))?;
+    let mut devices_made = false;
     for m in &plan.mounts {
         mount_one(&root, m, plan)?;
+        // The nodes go in as soon as /dev is there, before any later mount
+        // (a volume) could cover or redirect it.
+        if m.destination == "/dev" && !m.is_bind() {
+            make_devices(&root, plan.user_namespace)?;
+            devices_made = true;
+        }
     }
     // A bind-mounted /dev is the user's; runc leaves it alone too.
-    if !plan
-        .mounts
-        .iter()
-        .any(|m| m.is_bind() && m.destination == "/dev")
+    if !devices_made
+        && !plan
+            .mounts
+            .iter()
+            .any(|m| m.is_bind() && m.destination == "/dev")
     {
         make_devices(&root, plan.user_namespace)?;
     }
@@ -640,6 +720,7 @@ fn bind_mount(root: &OwnedFd, m: &MountPlan) -> Step {
         &m.destination,
         if is_dir { Create::Dir } else { Create::File },
     )?;
+    refuse_redirect_into_kernel_fs(root, &target, &m.destination)?;
     let mut open = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if m.flags & libc::MS_REC != 0 {
         open |= OpenTreeFlags::AT_RECURSIVE;
@@ -690,6 +771,39 @@ fn bind_mount(root: &OwnedFd, m: &MountPlan) -> Step {
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
     .map_err(|e| fail(format!("attaching {} at {}: {e}", m.source, m.destination)))
+}
+
+/// The container paths the kernel's filesystems hold.
+const KERNEL_FS_DIRS: &[&str] = &["/dev", "/proc", "/sys"];
+
+/// A bind mount may land in `/dev`, `/proc` or `/sys` only if its
+/// destination says so: an image symlink (`/data -> /dev`) that redirects
+/// it there would have the volume cover the container's devices, or bind
+/// the host directory where skiff then makes device nodes.
+fn refuse_redirect_into_kernel_fs(root: &OwnedFd, target: &OwnedFd, destination: &str) -> Step {
+    let within = |p: &str, dir: &str| p == dir || p.starts_with(&format!("{dir}/"));
+    let path_of = |fd: &OwnedFd| {
+        std::fs::read_link(fd_path(fd))
+            .map_err(|e| fail(format!("reading where {destination} resolved to: {e}")))
+    };
+    let (root_path, target_path) = (path_of(root)?, path_of(target)?);
+    let resolved = match target_path.strip_prefix(&root_path) {
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => {
+            return Err(fail(format!(
+                "{destination} resolved outside the container's root"
+            )))
+        }
+    };
+    let literal = format!("/{}", destination.trim_matches('/'));
+    for dir in KERNEL_FS_DIRS {
+        if within(&resolved, dir) && !within(&literal, dir) {
+            return Err(fail(format!(
+                "the volume destination {destination} resolves to {resolved} through a symlink in the image; refusing to mount a volume into {dir}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `/sys/fs/cgroup` as the container sees it: the v2 hierarchy, or on v1 a
@@ -1365,5 +1479,57 @@ mod tests {
         assert_eq!(v.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY);
         assert_eq!(v.propagation, libc::MS_PRIVATE | libc::MS_REC);
         assert!(v.data.is_empty());
+    }
+
+    fn spec_with(process: serde_json::Value) -> Spec {
+        serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "/r"},
+            "process": process,
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]},
+        }))
+        .unwrap()
+    }
+
+    /// A config.json is checked as `-u` is: -1 would keep the init root.
+    #[test]
+    fn ids_above_2_31_in_a_spec_are_refused() {
+        for user in [
+            serde_json::json!({"uid": 4294967295u32, "gid": 0}),
+            serde_json::json!({"uid": 0, "gid": 4294967295u32}),
+            serde_json::json!({"uid": 0, "gid": 0, "additionalGids": [2147483648u32]}),
+        ] {
+            let spec = spec_with(serde_json::json!({"user": user, "args": ["sh"], "cwd": "/"}));
+            let e = Plan::new(&spec, Path::new("/"), None)
+                .err()
+                .expect("accepted");
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+        let ok = spec_with(
+            serde_json::json!({"user": {"uid": 2147483647u32, "gid": 5}, "args": ["sh"], "cwd": "/"}),
+        );
+        assert!(Plan::new(&ok, Path::new("/"), None).is_ok());
+    }
+
+    #[test]
+    fn rlimits_are_read_from_the_spec() {
+        let spec = spec_with(serde_json::json!({
+            "user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/",
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}],
+        }));
+        let plan = Plan::new(&spec, Path::new("/"), None).unwrap();
+        assert_eq!(
+            plan.rlimits,
+            [Rlimit {
+                resource: libc::RLIMIT_NOFILE,
+                soft: 10,
+                hard: 20
+            }]
+        );
+        let bad = spec_with(serde_json::json!({
+            "user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/",
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 30, "hard": 20}],
+        }));
+        assert!(Plan::new(&bad, Path::new("/"), None).is_err());
     }
 }

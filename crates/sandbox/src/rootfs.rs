@@ -14,14 +14,34 @@ pub struct OverlayDirs {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub merged: PathBuf,
+    /// A bounded layer: its size, its filesystem image and where that is
+    /// mounted (holding upper and work); see [`crate::layer_fs`].
+    pub bounded: Option<BoundedLayer>,
+}
+
+pub struct BoundedLayer {
+    pub size: u64,
+    pub image: PathBuf,
+    pub mountpoint: PathBuf,
 }
 
 impl OverlayDirs {
-    pub fn new(container_dir: &Path, scratch_dir: &Path) -> Self {
+    /// `layer_size` bounds the writable layer (`None`: it lives on the
+    /// filesystem of `container_dir`, unbounded).
+    pub fn new(container_dir: &Path, scratch_dir: &Path, layer_size: Option<u64>) -> Self {
+        let bounded = layer_size.map(|size| BoundedLayer {
+            size,
+            image: container_dir.join("layer.img"),
+            mountpoint: container_dir.join("layer"),
+        });
+        let base = bounded
+            .as_ref()
+            .map_or(container_dir, |b| b.mountpoint.as_path());
         OverlayDirs {
-            upper: container_dir.join("upper"),
-            work: container_dir.join("work"),
+            upper: base.join("upper"),
+            work: base.join("work"),
             merged: scratch_dir.join("rootfs"),
+            bounded,
         }
     }
 }
@@ -34,6 +54,9 @@ pub fn mount_overlay(
     dirs: &OverlayDirs,
     root_owner: Option<u32>,
 ) -> Result<(), SandboxError> {
+    if let Some(b) = &dirs.bounded {
+        crate::layer_fs::create(&b.image, &b.mountpoint, b.size)?;
+    }
     for d in [&dirs.upper, &dirs.work, &dirs.merged] {
         std::fs::create_dir_all(d)
             .map_err(|e| SandboxError::io(format!("creating {}", d.display()), e))?;
@@ -81,15 +104,21 @@ pub fn mount_overlay(
     })
 }
 
-/// Unmounts the overlay (lazily, so a straggler cannot pin it); not mounted
-/// is fine.
+/// Unmounts the overlay (lazily, so a straggler cannot pin it), then a
+/// bounded layer's filesystem; not mounted is fine.
 pub fn unmount_overlay(dirs: &OverlayDirs) -> Result<(), SandboxError> {
     match rustix::mount::unmount(&dirs.merged, UnmountFlags::DETACH) {
-        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(e) => Err(SandboxError::io(
-            format!("unmounting {}", dirs.merged.display()),
-            e.into(),
-        )),
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => {
+            return Err(SandboxError::io(
+                format!("unmounting {}", dirs.merged.display()),
+                e.into(),
+            ))
+        }
+    }
+    match &dirs.bounded {
+        Some(b) => crate::layer_fs::unmount(&b.mountpoint),
+        None => Ok(()),
     }
 }
 
@@ -125,6 +154,11 @@ pub fn parse_volume(spec: &str) -> Result<crate::Volume, SandboxError> {
     {
         return Err(bad("DST may not contain '..'"));
     }
+    if let Some(kernel) = kernel_destination(dst) {
+        return Err(bad(&format!(
+            "DST is {kernel}, which the container's kernel filesystems hold; bind a single device or socket under /dev (such as /dev/log) instead"
+        )));
+    }
     let source = std::fs::canonicalize(src)
         .map_err(|e| bad(&format!("SRC {src:?} does not exist on the host ({e})")))?;
     Ok(crate::Volume {
@@ -132,6 +166,22 @@ pub fn parse_volume(spec: &str) -> Result<crate::Volume, SandboxError> {
         destination: dst.to_string(),
         read_only,
     })
+}
+
+/// Where a volume may not go: `/dev` itself and its kernel mounts, and
+/// anything in `/proc` or `/sys`. A single node under `/dev` (`/dev/log`)
+/// is fine: `/dev` is the container's own tmpfs, made before volumes.
+fn kernel_destination(dst: &str) -> Option<String> {
+    let normal: Vec<&str> = dst
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    match normal.as_slice() {
+        ["dev"] => Some("/dev".into()),
+        ["dev", "pts" | "shm" | "mqueue", ..] => Some(format!("/dev/{}", normal[1])),
+        ["proc" | "sys", ..] => Some(format!("/{}", normal.join("/"))),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +194,11 @@ mod tests {
         assert_eq!(v.destination, "/data");
         assert!(v.read_only);
         assert!(!parse_volume("/tmp:/data").unwrap().read_only);
+        assert_eq!(
+            parse_volume("/dev/null:/dev/log").unwrap().destination,
+            "/dev/log"
+        );
+        assert!(parse_volume("/tmp:/devices").is_ok());
         for bad in [
             "/tmp:/a/../../etc",
             "/tmp:relative",
@@ -151,6 +206,14 @@ mod tests {
             "/tmp:/",
             "/nonexistent-skiff-src:/d",
             "/tmp",
+            "/tmp:/dev",
+            "/tmp:/dev/",
+            "/tmp:/dev/shm",
+            "/tmp:/dev/pts/x",
+            "/tmp:/proc",
+            "/tmp:/proc/sys/kernel",
+            "/tmp:/sys/fs/cgroup",
+            "/tmp:/./sys",
         ] {
             assert!(parse_volume(bad).is_err(), "{bad} should be rejected");
         }

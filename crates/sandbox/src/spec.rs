@@ -177,14 +177,26 @@ pub fn parse_capabilities(names: &[String]) -> Result<BTreeSet<String>, SandboxE
 
 /// This process's capability bounding set (all bits if unreadable).
 fn bounding_set() -> u64 {
+    capability_set("CapBnd:").unwrap_or(u64::MAX)
+}
+
+/// A capability set of this process from /proc/self/status.
+fn capability_set(field: &str) -> Option<u64> {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
-        .unwrap_or(u64::MAX)
+}
+
+/// Whether this process holds `name` (without `CAP_`) in its effective set.
+pub fn has_effective_capability(name: &str) -> bool {
+    match (capability_number(name), capability_set("CapEff:")) {
+        (Some(bit), Some(set)) => set & (1u64 << bit) != 0,
+        _ => false,
+    }
 }
 
 /// Docker's rule: start from the defaults, add, then drop (`ALL` in drop
@@ -242,6 +254,10 @@ pub struct Volume {
     pub read_only: bool,
 }
 
+/// The pids limit a container gets unless told otherwise (Podman's):
+/// enough for any service, and a fork bomb stops there.
+pub const DEFAULT_PIDS_LIMIT: i64 = 2048;
+
 /// cgroup limits; `None` means unlimited.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resources {
@@ -286,6 +302,8 @@ pub struct ContainerSpec {
     pub userns: Option<IdMap>,
     pub cgroups_path: String,
     pub memory_swap_supported: bool,
+    /// `process.rlimits`, every one set (see [`crate::rlimits`]).
+    pub rlimits: Vec<crate::rlimits::Limit>,
 }
 
 /// The period CFS quotas are expressed in, as Docker uses for `--cpus`.
@@ -392,6 +410,11 @@ impl ContainerSpec {
         if !self.user.additional_gids.is_empty() {
             user["additionalGids"] = json!(self.user.additional_gids);
         }
+        let rlimits: Vec<serde_json::Value> = self
+            .rlimits
+            .iter()
+            .map(|l| json!({"type": l.name, "soft": l.soft, "hard": l.hard}))
+            .collect();
         let spec = json!({
             "ociVersion": "1.0.2",
             "root": {"path": self.rootfs, "readonly": self.read_only},
@@ -407,6 +430,7 @@ impl ContainerSpec {
                     "bounding": caps, "effective": caps, "permitted": caps,
                 },
                 "noNewPrivileges": true,
+                "rlimits": rlimits,
             },
             "linux": linux,
         });
@@ -470,6 +494,7 @@ mod tests {
             userns: None,
             cgroups_path: "/skiff/x".into(),
             memory_swap_supported: false,
+            rlimits: crate::rlimits::container_limits(&[]).unwrap(),
         };
         let v: serde_json::Value =
             serde_json::from_slice(&to_json(&s.to_oci().unwrap()).unwrap()).unwrap();
@@ -485,6 +510,10 @@ mod tests {
         assert_eq!(v["root"]["readonly"], true);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 150_000);
         assert_eq!(v["linux"]["resources"]["pids"]["limit"], 10);
+        let rlimits = v["process"]["rlimits"].as_array().unwrap();
+        assert!(rlimits
+            .iter()
+            .any(|r| r["type"] == "RLIMIT_NOFILE" && r["soft"] == 1024));
         assert!(v["linux"]["maskedPaths"]
             .as_array()
             .unwrap()

@@ -16,8 +16,29 @@ pub struct ResolvedUser {
     pub home: String,
 }
 
+/// The largest user or group ID skiff accepts. Above it an ID may be read
+/// as `-1` (`(uid_t)-1`), which `setresuid` and friends take as "leave
+/// unchanged": a container asked to run as 4294967295 would stay root.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// Checks that `id` (named `what` in the error) is a usable user or group ID.
+pub fn check_id(id: u32, what: &str) -> Result<u32, SandboxError> {
+    if id > MAX_ID {
+        return Err(SandboxError::Config(format!(
+            "{what} {id} is out of range: user and group IDs go from 0 to {MAX_ID} (4294967295 is -1, which the kernel reads as \"unchanged\")"
+        )));
+    }
+    Ok(id)
+}
+
+/// The most of a user or group file skiff reads: /etc/passwd of any sane
+/// size; a huge one is an attack, not a config.
+const MAX_ACCOUNT_FILE: u64 = 16 << 20;
+
 /// Reads a file of the image, resolving every path component inside `root`.
-/// A missing file is `None`.
+/// A missing file is `None`. Only a regular file is read: the open never
+/// blocks (a FIFO planted at /etc/passwd would otherwise hang the caller),
+/// and anything else is an error naming it.
 pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, SandboxError> {
     let dir = rustix::fs::open(
         root,
@@ -28,7 +49,7 @@ pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, SandboxEr
     let fd = match rustix::fs::openat2(
         &dir,
         path.trim_start_matches('/'),
-        OFlags::RDONLY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     ) {
@@ -41,14 +62,34 @@ pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, SandboxEr
             ))
         }
     };
+    let st = rustix::fs::fstat(&fd)
+        .map_err(|e| SandboxError::io(format!("stat {path} in the image"), e.into()))?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if kind != rustix::fs::FileType::RegularFile {
+        return Err(SandboxError::Config(format!(
+            "{path} in the image is {}, not a regular file; skiff reads users and groups only from regular files (fix the image, or give numeric IDs to -u and an image without {path})",
+            describe(kind)
+        )));
+    }
     // Room up front, or the reader probes the file 32 bytes at a time.
     let mut s = String::with_capacity(64 << 10);
-    // /etc/passwd of any sane size; a huge one is an attack, not a config.
     std::fs::File::from(fd)
-        .take(16 << 20)
+        .take(MAX_ACCOUNT_FILE)
         .read_to_string(&mut s)
         .map_err(|e| SandboxError::io(format!("reading {path} in the image"), e))?;
     Ok(Some(s))
+}
+
+fn describe(kind: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match kind {
+        FileType::Fifo => "a FIFO",
+        FileType::Directory => "a directory",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Socket => "a socket",
+        _ => "not a file",
+    }
 }
 
 struct PasswdEntry<'a> {
@@ -99,6 +140,16 @@ fn resolve_from(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, S
         None => (spec, None),
     };
     let user_part = if user_part.is_empty() { "0" } else { user_part };
+    for (part, what) in [(Some(user_part), "user ID"), (group_part, "group ID")] {
+        // `-1` or a number past u32 would otherwise be taken for a name.
+        if let Some(n) = part.and_then(|p| p.parse::<i128>().ok()) {
+            if !(0..=MAX_ID as i128).contains(&n) {
+                return Err(SandboxError::Config(format!(
+                    "{what} {n} is out of range: user and group IDs go from 0 to {MAX_ID}"
+                )));
+            }
+        }
+    }
     let entry = passwd_entries(passwd).find(|e| match user_part.parse::<u32>() {
         Ok(uid) => e.uid == uid,
         Err(_) => e.name == user_part,
@@ -135,6 +186,14 @@ fn resolve_from(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, S
     };
     additional_gids.sort_unstable();
     additional_gids.dedup();
+    // IDs from the image's own files are checked as well: a hostile
+    // /etc/passwd may map a name to 4294967295.
+    let who = name.as_deref().unwrap_or(user_part);
+    check_id(uid, &format!("the user ID of {who:?}"))?;
+    check_id(gid, &format!("the group ID of {who:?}"))?;
+    for g in &additional_gids {
+        check_id(*g, &format!("a supplementary group ID of {who:?}"))?;
+    }
     Ok(ResolvedUser {
         user: ProcessUser {
             uid,
@@ -169,6 +228,19 @@ mod tests {
         let r = resolve_from("4242:7", PASSWD, GROUP).unwrap();
         assert_eq!((r.user.uid, r.user.gid, r.home.as_str()), (4242, 7, "/"));
         assert!(resolve_from("ghost", PASSWD, GROUP).is_err());
+        for out_of_range in ["4294967295", "-1", "2147483648", "0:4294967295", "app:-1"] {
+            let e = resolve_from(out_of_range, PASSWD, GROUP).unwrap_err();
+            assert!(
+                e.to_string().contains("out of range"),
+                "{out_of_range}: {e}"
+            );
+        }
+        assert_eq!(
+            resolve_from("2147483647", PASSWD, GROUP).unwrap().user.uid,
+            2147483647
+        );
+        let hostile = "evil:x:4294967295:0::/:/bin/sh\n";
+        assert!(resolve_from("evil", hostile, "").is_err());
         assert!(resolve_from("app:ghosts", PASSWD, GROUP).is_err());
     }
 
@@ -186,5 +258,24 @@ mod tests {
             read_in_root(dir.path(), "/etc/passwd").unwrap().as_deref(),
             Some("inside")
         );
+    }
+
+    #[test]
+    fn a_fifo_or_directory_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("etc/passwd"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        // Opening a FIFO for reading with no writer would block forever.
+        let e = read_in_root(dir.path(), "/etc/passwd").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc/group")).unwrap();
+        assert!(read_in_root(dir.path(), "/etc/group").is_err());
     }
 }

@@ -46,7 +46,12 @@ pub struct Args {
     #[arg(short = 'w', long, value_name = "DIR")]
     workdir: Option<String>,
     /// Run as USER[:GROUP] (names from the image, or numeric IDs).
-    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
+    #[arg(
+        short = 'u',
+        long,
+        value_name = "USER[:GROUP]",
+        allow_hyphen_values = true
+    )]
     user: Option<String>,
     /// Bind-mount a host path: SRC:DST[:ro|rw].
     #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
@@ -86,9 +91,18 @@ pub struct Args {
     /// CPU limit, in CPUs (e.g. 0.5).
     #[arg(long)]
     cpus: Option<f64>,
-    /// Maximum number of processes.
-    #[arg(long, value_name = "N")]
+    /// Maximum number of processes (default 2048; -1 for no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pids_limit: Option<i64>,
+    /// A resource limit, NAME=SOFT[:HARD] as Docker's (nofile=4096:8192;
+    /// unlimited or -1 for none). The defaults are in docs/run.md, not the
+    /// caller's.
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
+    /// size=SIZE bounds the container's writable layer (its own filesystem
+    /// of that size); by default it is bounded only by --root's disk.
+    #[arg(long, value_name = "size=SIZE")]
+    storage_opt: Vec<String>,
     /// Add a capability to Docker's default set (or ALL).
     #[arg(long, value_name = "CAP")]
     cap_add: Vec<String>,
@@ -214,8 +228,9 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
 
     tracing::debug!("image mounted");
     let cdir = containers::dir(&global.root, &id);
+    let layer_size = layer_limit(&a)?;
     let scratch = containers::prepare_run_dir(&global.root)?.join(&id);
-    let dirs = OverlayDirs::new(&cdir, &scratch);
+    let dirs = OverlayDirs::new(&cdir, &scratch, layer_size);
     // The image's own tree serves to resolve the user: the container has
     // written nothing yet.
     let spec = build_spec(
@@ -245,10 +260,13 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
         stop_signal: parse_signal(&config.stop_signal).unwrap_or(libc::SIGTERM),
         private_network: a.network != "host",
         image_mount: image_mount.clone(),
+        layer_size,
     };
     record.save(&global.root)?;
     tracing::debug!("record written");
     let result = (|| -> Result<Record> {
+        crate::root_dir::make_private(&scratch)
+            .with_context(|| format!("creating {}", scratch.display()))?;
         rootfs::mount_overlay(&image_mount, &dirs, shift.map(|s| s.base))?;
         tracing::debug!("overlay mounted");
         let json = skiff_sandbox::spec::to_json(&spec.to_oci()?)?;
@@ -273,13 +291,11 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
             output: rustix::io::dup(rustix::stdio::stdout())?.into(),
         }
     } else {
-        let stdin: OwnedFd = if a.interactive {
-            rustix::io::dup(rustix::stdio::stdin())?
-        } else {
-            std::fs::File::open("/dev/null")?.into()
-        };
-        Launch::Files {
-            stdin,
+        Launch::Streams {
+            stdin: a
+                .interactive
+                .then(|| rustix::io::dup(rustix::stdio::stdin()))
+                .transpose()?,
             stdout: rustix::io::dup(rustix::stdio::stdout())?,
             stderr: rustix::io::dup(rustix::stdio::stderr())?,
         }
@@ -293,8 +309,10 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
 
 /// How the supervisor wires the container's streams.
 pub enum Launch {
-    Files {
-        stdin: OwnedFd,
+    /// Copied through pipes to and from these (stdin: `None` reads
+    /// /dev/null); the container never gets them.
+    Streams {
+        stdin: Option<OwnedFd>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     },
@@ -315,12 +333,12 @@ pub fn supervise(
 ) -> Result<i32> {
     let cdir = containers::dir(&global.root, &record.id);
     let (stdio, terminal) = match launch {
-        Launch::Files {
+        Launch::Streams {
             stdin,
             stdout,
             stderr,
         } => (
-            skiff_sandbox::Stdio::Files {
+            skiff_sandbox::Stdio::Relay {
                 stdin,
                 stdout,
                 stderr,
@@ -389,6 +407,7 @@ pub fn supervise(
     };
     let exit = skiff_sandbox::container::wait(pid)?;
     tracing::debug!(?exit, "container exited");
+    sandbox.finish_output();
     if let Some(c) = console {
         c.finish();
     }
@@ -421,7 +440,7 @@ pub fn cleanup(global: &Global, record: &Record, remove: bool) {
     tracing::debug!("cgroup removed");
     let cdir = containers::dir(&global.root, &record.id);
     let scratch = containers::scratch_dir(&global.root, &record.id);
-    let dirs = OverlayDirs::new(&cdir, &scratch);
+    let dirs = OverlayDirs::new(&cdir, &scratch, record.layer_size);
     match rootfs::unmount_overlay(&dirs) {
         // Only an empty mount point is removed, so a mount that is somehow
         // still there keeps its files.
@@ -497,6 +516,24 @@ fn precompile_seccomp(
     Some(std::thread::spawn(move || {
         let _ = skiff_sandbox::seccomp_filter::CompiledFilter::cached(&policy, &cache);
     }))
+}
+
+/// `--storage-opt size=`: the bound on the writable layer, if any.
+fn layer_limit(a: &Args) -> Result<Option<u64>> {
+    let mut size = None;
+    for opt in &a.storage_opt {
+        match opt.split_once('=') {
+            Some(("size", v)) => {
+                let n = parse_size(v).map_err(|e| anyhow::anyhow!("--storage-opt {opt:?}: {e}"))?;
+                if n != 0 && n < skiff_sandbox::layer_fs::MIN_SIZE {
+                    bail!("--storage-opt {opt:?}: give at least 16M (or size=0 for no bound)");
+                }
+                size = (n != 0).then_some(n);
+            }
+            _ => bail!("--storage-opt {opt:?} is not supported; the one option is size=SIZE (e.g. size=10G)"),
+        }
+    }
+    Ok(size)
 }
 
 fn build_spec(
@@ -597,6 +634,12 @@ fn build_spec(
         .map(|v| rootfs::parse_volume(v))
         .collect::<Result<Vec<_>, _>>()?;
     let capabilities = skiff_sandbox::spec::effective_capabilities(&a.cap_add, &a.cap_drop)?;
+    let ulimits = a
+        .ulimit
+        .iter()
+        .map(|u| skiff_sandbox::rlimits::parse_ulimit(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rlimits = skiff_sandbox::rlimits::container_limits(&ulimits)?;
     if a.memory.is_some_and(|m| m < MIN_MEMORY) {
         bail!("--memory must be at least 6M: a smaller limit kills the container before it starts");
     }
@@ -624,7 +667,12 @@ fn build_spec(
             memory_bytes: a.memory.map(|m| m as i64),
             cpus: a.cpus,
             // As Docker: zero or less means unlimited.
-            pids: a.pids_limit.filter(|&p| p > 0),
+            pids: match a.pids_limit {
+                // The default applies wherever the host has the controller.
+                None => skiff_sandbox::cgroups::has_controller("pids")
+                    .then_some(skiff_sandbox::spec::DEFAULT_PIDS_LIMIT),
+                Some(p) => Some(p).filter(|&p| p > 0),
+            },
         },
         capabilities,
         seccomp,
@@ -636,6 +684,7 @@ fn build_spec(
         memory_swap_supported: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
             .exists()
             || Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+        rlimits,
     })
 }
 

@@ -38,8 +38,10 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
             output: log,
         }
     } else {
-        Launch::Files {
-            stdin: std::fs::File::open("/dev/null")?.into(),
+        // One open file for both: the container gets one pipe, and the
+        // log keeps the order of everything it wrote.
+        Launch::Streams {
+            stdin: None,
             stdout: log.try_clone()?.into(),
             stderr: log.into(),
         }

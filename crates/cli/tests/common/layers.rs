@@ -242,11 +242,24 @@ pub fn write_image(
     layers: &[LayerBlob],
     platform: (&str, &str),
 ) -> serde_json::Value {
+    let runtime = serde_json::json!({"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"]});
+    write_image_with_config(dir, tag, layers, platform, runtime)
+}
+
+/// [`write_image`] with the config's runtime part (`config.config`: User,
+/// Entrypoint, Cmd, Env...) given.
+pub fn write_image_with_config(
+    dir: &Path,
+    tag: &str,
+    layers: &[LayerBlob],
+    platform: (&str, &str),
+    runtime: serde_json::Value,
+) -> serde_json::Value {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let config = serde_json::json!({
         "architecture": platform.1, "os": platform.0,
-        "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"]},
+        "config": runtime,
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
         "history": layers.iter().map(|_| serde_json::json!({"created_by": "test"})).collect::<Vec<_>>(),
     });

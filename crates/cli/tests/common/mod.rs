@@ -2,6 +2,7 @@
 //! Debian test image, OCI layouts built from tar layers, and tree comparison.
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod images;
 pub mod layers;
 pub mod proxy;
@@ -20,6 +21,12 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+/// The skiff binary under test: this build's, or SKIFF_TEST_BIN's (to
+/// check that a new test fails on the code before its fix).
+pub fn skiff_bin() -> String {
+    std::env::var("SKIFF_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_skiff").to_string())
+}
+
 /// A `skiff` command with its own `--root`.
 pub struct Skiff {
     pub root: tempfile::TempDir,
@@ -33,7 +40,7 @@ impl Skiff {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        let mut c = Command::new(skiff_bin());
         c.env("SKIFF_ROOT", self.root.path())
             .env_remove("SKIFF_LOG");
         c
