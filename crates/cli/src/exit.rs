@@ -21,6 +21,9 @@ pub fn for_error(e: &anyhow::Error) -> i32 {
         if let Some(x) = cause.downcast_ref::<skiff_builder::BuildError>() {
             return x.is_verification_failure();
         }
+        if let Some(x) = cause.downcast_ref::<skiff_engine::EngineError>() {
+            return x.is_verification_failure();
+        }
         if let Some(x) = cause.downcast_ref::<skiff_fs::UnpackError>() {
             return x.is_verification_failure();
         }
@@ -53,10 +56,4 @@ pub fn render(e: &anyhow::Error) -> String {
     msg
 }
 
-/// Writes a line to stderr, ignoring a closed or full stderr: a message must
-/// never abort what follows it (`eprintln!` panics when stderr is a pipe
-/// whose reader has gone, e.g. `skiff run ... 2>&1 | head`).
-pub fn say(args: std::fmt::Arguments) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{args}");
-}
+pub use skiff_engine::console::say;

@@ -1,14 +1,8 @@
 //! `skiff`: lazy, verified container images.
 
 mod commands;
-mod containers;
-mod detach;
 mod exit;
-mod image_mounts;
-mod mounts;
 mod progress;
-mod root_dir;
-mod tty;
 
 use std::path::PathBuf;
 
@@ -83,10 +77,11 @@ enum Command {
     Supervise(commands::supervise::Args),
 }
 
-/// Options every command shares.
+/// Options every command shares, and the node engine.
 pub struct Global {
     pub root: PathBuf,
     pub registry: skiff_oci::RegistryOptions,
+    pub engine: skiff_engine::Engine,
     pub quiet: bool,
     /// Whether -q was given (quiet is also set when stderr is no terminal).
     pub quiet_flag: bool,
@@ -126,21 +121,32 @@ fn main() {
         }
     };
     init_logging(cli.verbose);
+    let registry = skiff_oci::RegistryOptions {
+        plain_http: cli.plain_http,
+        proxy: cli.proxy,
+        mirror: cli.mirror,
+        ..Default::default()
+    };
+    // The engine's helpers (mount daemons, supervisors) are this binary.
+    let helper = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("skiff"));
+    let engine = match skiff_engine::Engine::new(skiff_engine::EngineConfig {
+        root: cli.root.clone(),
+        registry: registry.clone(),
+        helper,
+    }) {
+        Ok(e) => e,
+        Err(e) => {
+            exit::say(format_args!("skiff: error: {e}"));
+            std::process::exit(exit::FAILURE);
+        }
+    };
     let global = Global {
         root: cli.root,
-        registry: skiff_oci::RegistryOptions {
-            plain_http: cli.plain_http,
-            proxy: cli.proxy,
-            mirror: cli.mirror,
-            ..Default::default()
-        },
+        registry,
+        engine,
         quiet: cli.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
         quiet_flag: cli.quiet,
     };
-    if let Err(e) = root_dir::prepare(&global.root) {
-        exit::say(format_args!("skiff: error: {}", exit::render(&e)));
-        std::process::exit(exit::FAILURE);
-    }
     let result = match cli.command {
         Command::Convert(a) => commands::convert::run(&global, a),
         Command::Inspect(a) => commands::inspect::run(&global, a),

@@ -238,9 +238,10 @@ pub fn to_oci_capabilities(caps: &BTreeSet<String>) -> Vec<Capability> {
         .collect()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
     /// A new network namespace with only a loopback interface.
+    #[default]
     None,
     /// The host's network namespace.
     Host,

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::containers::{self, Record};
+use skiff_engine::record::{self, Record};
+
 use crate::{exit, Global};
 
 /// Print a detached container's output (stdout and stderr, interleaved).
@@ -19,8 +20,8 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let record = containers::find(&global.root, &a.container)?;
-    let path = containers::log_path(&global.root, &record.id);
+    let record = global.engine.find(&a.container)?;
+    let path = record::log_path(&global.root, &record.id);
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -1,18 +1,12 @@
 //! `skiff mount IMAGE MOUNTPOINT`
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use skiff_fs::control::MountInfo;
-use skiff_fs::{MountOptions, SkiffFs, TraceRecorder};
-use skiff_store::{ChunkCache, FetchConfig, Fetcher};
+use anyhow::Result;
+use skiff_engine::{mount_records, MountRequest};
 
 use super::ImageArgs;
-use crate::mounts::{self, MountRecord};
 use crate::{exit, Global};
 
 /// Mount a skiff image read-only, fetching file data only when it is read.
@@ -68,158 +62,50 @@ pub struct Args {
     notify_ready: bool,
 }
 
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        Some('T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size like 512M or 10G"))
-}
-
-/// Starts this same command detached, and waits until it has mounted.
-fn daemonize(global: &Global, mountpoint: &std::path::Path) -> Result<i32> {
-    let paths = mounts::paths(&global.root, mountpoint);
-    let args: Vec<std::ffi::OsString> = std::env::args_os()
-        .skip(1)
-        .filter(|a| a != "--daemon")
-        .collect();
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(args)
-        .arg("--notify-ready")
-        .env("SKIFF_ROOT", &global.root);
-    let pid = crate::detach::start(cmd, &paths.log, "the mount daemon")?;
-    println!(
-        "mounted at {} (daemon pid {pid}, log {})",
-        mountpoint.display(),
-        paths.log.display()
-    );
-    Ok(exit::OK)
-}
+pub use skiff_engine::request::parse_size;
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let mountpoint = mounts::absolute(&a.mountpoint)?;
+    let mountpoint = mount_records::absolute(&a.mountpoint)?;
+    let req = MountRequest {
+        image: a.image.image.clone(),
+        platform: a.image.platform.clone(),
+        mountpoint: mountpoint.clone(),
+        record_trace: a.record_trace.clone(),
+        prefetch_all: a.prefetch_all,
+        no_prefetch: a.no_prefetch,
+        cache_size: a.cache_size,
+        read_timeout: Duration::from_secs(a.read_timeout),
+        parallel: a.parallel,
+        readahead: a.readahead,
+        no_passthrough: a.no_passthrough,
+        shift_ids: a.shift_ids,
+    };
+    let engine = &global.engine;
     if a.daemon {
-        return daemonize(global, &mountpoint);
+        let (pid, log) = engine.mount_detached(&req)?;
+        println!(
+            "mounted at {} (daemon pid {pid}, log {})",
+            mountpoint.display(),
+            log.display()
+        );
+        return Ok(exit::OK);
     }
-    if let Some(rec) = mounts::read(&global.root, &mountpoint) {
-        if mounts::alive(rec.pid) {
-            bail!(
-                "{} is already mounted by skiff (pid {}); run `skiff umount {}` first",
-                mountpoint.display(),
-                rec.pid,
+    let mut notify_failed = None;
+    engine.serve_mount(&req, || {
+        if a.notify_ready {
+            if let Err(e) = skiff_engine::mount_daemon::notify_ready() {
+                notify_failed = Some(e);
+            }
+        } else {
+            exit::say(format_args!(
+                "mounted {} at {}; Ctrl-C or `skiff umount` to stop",
+                a.image.image,
                 mountpoint.display()
-            );
+            ));
         }
-    }
-    std::fs::create_dir_all(&mountpoint)
-        .with_context(|| format!("creating {}", mountpoint.display()))?;
-    let image = Arc::new(a.image.open(global)?);
-    let cache = Arc::new(
-        ChunkCache::open(&global.root, a.cache_size)
-            .with_context(|| format!("opening the chunk cache under {}", global.root.display()))?,
-    );
-    let md = &image.metadata;
-    let prefetch: Vec<u32> = if a.prefetch_all {
-        (0..md.chunk_count()).collect()
-    } else if a.no_prefetch {
-        Vec::new()
-    } else {
-        md.prefetch().unwrap_or_default()
-    };
-    let config = FetchConfig {
-        parallel: a.parallel.max(1),
-        read_timeout: Duration::from_secs(a.read_timeout.max(1)),
-        // A prefetch list knows better what comes next than the blob order.
-        readahead: if prefetch.is_empty() { a.readahead } else { 0 },
-        ..Default::default()
-    };
-    let fetcher = Arc::new(Fetcher::new(image.clone(), Some(cache.clone()), config));
-    let trace = match &a.record_trace {
-        Some(p) => {
-            Some(TraceRecorder::create(p).with_context(|| format!("creating {}", p.display()))?)
-        }
-        None => None,
-    };
-    let source = format!("skiff:{}", a.image.image);
-    // Passthrough reads bypass the daemon, so a trace would miss them.
-    let passthrough_dir =
-        (!a.no_passthrough && a.record_trace.is_none()).then(|| global.root.join("cache/tmp"));
-    let session = skiff_fs::mount(
-        SkiffFs::new(fetcher.clone(), trace, passthrough_dir).with_id_shift(a.shift_ids),
-        &mountpoint,
-        MountOptions::default(),
-        &source,
-    )
-    .with_context(|| {
-        format!(
-            "mounting at {} (is /dev/fuse available, and are you root?)",
-            mountpoint.display()
-        )
     })?;
-
-    let paths = mounts::paths(&global.root, &mountpoint);
-    std::fs::create_dir_all(paths.socket.parent().expect("has a parent"))?;
-    let info = MountInfo {
-        image: image.name(),
-        mountpoint: mountpoint.display().to_string(),
-        root_digest: image.root_digest.clone(),
-        pid: std::process::id(),
-    };
-    skiff_fs::control::serve(&paths.socket, info, fetcher.clone(), Some(cache))
-        .with_context(|| format!("serving {}", paths.socket.display()))?;
-    mounts::write(
-        &global.root,
-        &MountRecord {
-            mountpoint: mountpoint.clone(),
-            image: a.image.image.clone(),
-            pid: std::process::id(),
-            socket: paths.socket.clone(),
-            log: paths.log.clone(),
-        },
-    )?;
-
-    if !prefetch.is_empty() {
-        tracing::info!(chunks = prefetch.len(), "prefetching in the background");
-        fetcher.prefetch(prefetch);
+    if let Some(e) = notify_failed {
+        tracing::warn!("reporting readiness: {e}");
     }
-
-    // Unmount on SIGINT/SIGTERM; the session then ends on its own.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    let mp = mountpoint.clone();
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            tracing::info!("signal received; unmounting");
-            let _ = rustix::mount::unmount(&mp, rustix::mount::UnmountFlags::DETACH);
-        }
-    });
-
-    if a.notify_ready {
-        let mut out = std::io::stdout();
-        writeln!(out, "ready")?;
-        out.flush()?;
-        // Let the starter go: nothing more is written to its pipe.
-        let devnull = std::fs::File::options().write(true).open("/dev/null")?;
-        rustix::stdio::dup2_stdout(&devnull)?;
-    } else {
-        crate::exit::say(format_args!(
-            "mounted {} at {}; Ctrl-C or `skiff umount` to stop",
-            a.image.image,
-            mountpoint.display()
-        ));
-    }
-    let result = session.run();
-    mounts::remove(&global.root, &mountpoint);
-    result.context("serving the FUSE session")?;
     Ok(exit::OK)
 }

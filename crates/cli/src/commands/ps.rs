@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 
-use crate::containers::{self, Status};
+use skiff_engine::record;
+use skiff_engine::Status;
+
 use crate::{exit, Global};
 
 /// List containers (running ones; -a for all; -q for IDs only).
@@ -17,10 +19,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let mut list = containers::all(&global.root)?;
-    for r in &mut list {
-        r.status = r.effective_status();
-    }
+    let mut list = global.engine.containers()?;
     list.retain(|r| a.all || r.status != Status::Exited);
     if a.json {
         super::print_json(&list)?;
@@ -36,7 +35,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         "{:<12}  {:<20}  {:<30}  {:<24}  STATUS",
         "CONTAINER ID", "NAME", "IMAGE", "COMMAND"
     );
-    let now = containers::now();
+    let now = record::now();
     for r in &list {
         let status = match r.status {
             Status::Running => format!("Up {}", ago(now.saturating_sub(r.created))),

@@ -1,27 +1,20 @@
-//! `skiff run IMAGE [CMD [ARG...]]`: a container from a lazily mounted image.
-//!
-//! The image's tree is served by one shared `skiff mount` daemon per image
-//! (see [`crate::image_mounts`]); each container gets an overlayfs with a
-//! private upper layer on top, and runs in a sandbox built by
-//! `skiff-sandbox`. This process, or a detached supervisor for `-d`, is the
-//! container init's parent: it waits for it, records its exit and cleans up.
+//! `skiff run IMAGE [CMD [ARG...]]`: a container from a lazily mounted
+//! image. The options become a [`RunRequest`] for the engine, which does
+//! the rest; a foreground run supervises the container in this process.
 
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use skiff_engine::mount_records;
+use skiff_engine::request::parse_size;
+use skiff_engine::{EngineError, Launch, RunRequest};
 use skiff_fs::IdShift;
-use skiff_oci::{Platform, RuntimeConfig};
-use skiff_sandbox::rootfs::{self, OverlayDirs};
-use skiff_sandbox::{ContainerSpec, IdMap, Network, Resources};
+use skiff_oci::Platform;
+use skiff_sandbox::{Network, SandboxError};
 
-use super::mount::parse_size;
 use super::parse_platform;
-use crate::containers::{self, Record, Status};
-use crate::{exit, image_mounts, tty, Global};
+use crate::{exit, Global};
 
 /// Run a command in a new container from a skiff image.
 ///
@@ -161,131 +154,36 @@ pub const RUN_FAILED: i32 = 125;
 pub const NOT_EXECUTABLE: i32 = 126;
 pub const NOT_FOUND: i32 = 127;
 
-/// Docker's floor for --memory.
-const MIN_MEMORY: u64 = 6 << 20;
-
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    match prepare_and_run(global, a) {
+    match create_and_run(global, a) {
         Ok(code) => Ok(code),
         Err(e) => {
             exit::say(format_args!("skiff: error: {}", exit::render(&e)));
-            Ok(match e.downcast_ref::<skiff_sandbox::SandboxError>() {
-                Some(skiff_sandbox::SandboxError::NotFound(_)) => NOT_FOUND,
-                Some(skiff_sandbox::SandboxError::NotExecutable(_)) => NOT_EXECUTABLE,
+            let sandbox = e
+                .downcast_ref::<EngineError>()
+                .and_then(EngineError::as_sandbox);
+            Ok(match sandbox {
+                Some(SandboxError::NotFound(_)) => NOT_FOUND,
+                Some(SandboxError::NotExecutable(_)) => NOT_EXECUTABLE,
                 _ => RUN_FAILED,
             })
         }
     }
 }
 
-fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
+fn create_and_run(global: &Global, a: Args) -> Result<i32> {
     if a.tty && a.interactive && !std::io::stdin().is_terminal() && !a.detach {
         bail!("-it needs a terminal on stdin; drop -t to pipe input");
     }
-    if a.detach && a.interactive {
-        bail!("-d and -i cannot be combined: a detached container has no stdin");
-    }
-    if a.detach && a.record_trace.is_some() {
-        bail!("--record-trace needs a foreground run (drop -d): the trace ends when the container does");
-    }
-    let trace = match &a.record_trace {
-        Some(p) => Some(crate::mounts::absolute(p)?),
-        None => None,
-    };
-    let id = containers::new_id()?;
-    let name = match &a.name {
-        Some(n) => {
-            if !containers::valid_name(n) {
-                bail!("--name {n:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit");
-            }
-            if containers::all(&global.root)?.iter().any(|r| &r.name == n) {
-                bail!("a container named {n:?} exists; remove it with `skiff rm {n}` or pick another name");
-            }
-            n.clone()
-        }
-        None => id[..12].to_string(),
-    };
-
-    let shift = a.userns.0;
-    // Checked before anything is mounted; a bad profile fails here.
-    let seccomp = seccomp_policy(&a)?;
-    let precompile = precompile_seccomp(global, seccomp.clone());
-    let ensured = image_mounts::ensure(
-        global,
-        &a.image,
-        a.platform.as_ref(),
-        shift,
-        trace.as_deref(),
-    );
-    // Joined before the sandbox is created: its clone needs this
-    // process single-threaded.
-    if let Some(t) = precompile {
-        let _ = t.join();
-    }
-    let (image_mount, config) = ensured?;
-
-    tracing::debug!("image mounted");
-    let cdir = containers::dir(&global.root, &id);
-    let layer_size = layer_limit(&a)?;
-    let scratch = containers::prepare_run_dir(&global.root)?.join(&id);
-    let dirs = OverlayDirs::new(&cdir, &scratch, layer_size);
-    // The image's own tree serves to resolve the user: the container has
-    // written nothing yet.
-    let spec = build_spec(
-        &a,
-        &config,
-        &id,
-        &format!("/skiff/{id}"),
-        &dirs.merged,
-        &image_mount,
-        seccomp.clone(),
-    )?;
-    let record = Record {
-        id: id.clone(),
-        name,
-        image: a.image.clone(),
-        command: spec.args.clone(),
-        created: containers::now(),
-        status: Status::Created,
-        pid: None,
-        pid_start: None,
-        exit_code: None,
-        oom_killed: false,
-        finished: None,
-        detached: a.detach,
-        remove_on_exit: a.rm,
-        cgroups_path: spec.cgroups_path.clone(),
-        stop_signal: parse_signal(&config.stop_signal).unwrap_or(libc::SIGTERM),
-        private_network: a.network != "host",
-        image_mount: image_mount.clone(),
-        layer_size,
-    };
-    record.save(&global.root)?;
-    tracing::debug!("record written");
-    let result = (|| -> Result<Record> {
-        crate::root_dir::make_private(&scratch)
-            .with_context(|| format!("creating {}", scratch.display()))?;
-        rootfs::mount_overlay(&image_mount, &dirs, shift.map(|s| s.base))?;
-        tracing::debug!("overlay mounted");
-        let json = skiff_sandbox::spec::to_json(&spec.to_oci()?)?;
-        std::fs::write(cdir.join("config.json"), json)
-            .with_context(|| format!("writing {}", cdir.join("config.json").display()))?;
-        Ok(record.clone())
-    })();
-    let record = match result {
-        Ok(r) => r,
-        Err(e) => {
-            cleanup(global, &record, true);
-            return Err(e);
-        }
-    };
-
+    let req = request(&a)?;
+    let engine = &global.engine;
+    let created = engine.create(&req)?;
     if a.detach {
-        return start_detached(global, &record, a.tty);
+        engine.start_detached(&created.record, a.tty)?;
+        println!("{}", created.record.id);
+        return Ok(exit::OK);
     }
-    let stdio = if a.tty {
+    let launch = if a.tty {
         Launch::Terminal {
             interactive: a.interactive,
             output: rustix::io::dup(rustix::stdio::stdout())?.into(),
@@ -300,427 +198,48 @@ fn prepare_and_run(global: &Global, a: Args) -> Result<i32> {
             stderr: rustix::io::dup(rustix::stdio::stderr())?,
         }
     };
-    let code = supervise(global, record, stdio, None);
-    if trace.is_some() {
-        image_mounts::release(global, &image_mount);
-    }
-    code
+    let code = engine.supervise(created.record, launch, None);
+    engine.finish_trace(created.trace_mount.as_deref());
+    Ok(code?)
 }
 
-/// How the supervisor wires the container's streams.
-pub enum Launch {
-    /// Copied through pipes to and from these (stdin: `None` reads
-    /// /dev/null); the container never gets them.
-    Streams {
-        stdin: Option<OwnedFd>,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-    },
-    /// A pty, relayed to `output` (and from our stdin if interactive).
-    Terminal {
-        interactive: bool,
-        output: std::fs::File,
-    },
-}
-
-/// Creates and starts the container, waits for it and cleans up. `ready`
-/// (a detached supervisor's pipe to its starter) gets "ready" once it runs.
-pub fn supervise(
-    global: &Global,
-    mut record: Record,
-    launch: Launch,
-    ready: Option<std::fs::File>,
-) -> Result<i32> {
-    let cdir = containers::dir(&global.root, &record.id);
-    let (stdio, terminal) = match launch {
-        Launch::Streams {
-            stdin,
-            stdout,
-            stderr,
-        } => (
-            skiff_sandbox::Stdio::Relay {
-                stdin,
-                stdout,
-                stderr,
-            },
-            None,
-        ),
-        Launch::Terminal {
-            interactive,
-            output,
-        } => (skiff_sandbox::Stdio::Terminal, Some((interactive, output))),
-    };
-    // Still single-threaded here, as the sandbox's clone needs.
-    tracing::debug!("creating the container");
-    let created = skiff_sandbox::Sandbox::create(
-        &cdir.join("config.json"),
-        &containers::seccomp_cache(&global.root),
-        stdio,
-    );
-    let mut sandbox = match created {
-        Ok(s) => s,
-        Err(e) => {
-            cleanup(global, &record, true);
-            return Err(e.into());
-        }
-    };
-    let pid = sandbox.pid();
-    record.pid = Some(pid);
-    record.pid_start = containers::process_start_time(pid);
-    // Signals are forwarded from before the start: a Ctrl-C that came
-    // between start and forwarding would kill skiff and orphan the
-    // container. (The init ignores them until its command installs
-    // handlers: a pid namespace's init gets no default actions.)
-    let started = (|| -> Result<tty::Forwarder> {
-        let forwarder = tty::forward_signals(pid, terminal.is_some())?;
-        if record.private_network {
-            skiff_sandbox::container::loopback_up(pid)?;
-        }
-        sandbox.start()?;
-        Ok(forwarder)
-    })();
-    let forwarder = match started {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = skiff_sandbox::container::signal(pid, libc::SIGKILL);
-            let _ = skiff_sandbox::container::wait(pid);
-            cleanup(global, &record, true);
-            return Err(e);
-        }
-    };
-    record.status = Status::Running;
-    // The container runs; a record that cannot be written (a full disk)
-    // must not make skiff leave it unsupervised.
-    if let Err(e) = record.save(&global.root) {
-        tracing::warn!(id = %record.id, "recording the running container: {e:#}");
-    }
-    tracing::info!(id = %record.id, pid, "container started");
-    if let Some(mut r) = ready {
-        let _ = writeln!(r, "ready");
-    }
-
-    let console = match (terminal, sandbox.take_console()) {
-        (Some((interactive, output)), Some(master)) => {
-            Some(tty::attach(master, interactive, output)?)
-        }
-        _ => None,
-    };
-    let exit = skiff_sandbox::container::wait(pid)?;
-    tracing::debug!(?exit, "container exited");
-    sandbox.finish_output();
-    if let Some(c) = console {
-        c.finish();
-    }
-    drop(forwarder);
-
-    record.oom_killed = skiff_sandbox::container::oom_killed(&record.cgroups_path);
-    record.status = Status::Exited;
-    record.exit_code = Some(exit.code());
-    record.finished = Some(containers::now());
-    record.pid = None;
-    if !record.remove_on_exit {
-        let _ = record.save(&global.root);
-    }
-    if record.oom_killed {
-        exit::say(format_args!(
-            "skiff: container {} was killed by the kernel's OOM killer: it exceeded its memory limit (raise --memory)",
-            record.name
-        ));
-    }
-    cleanup(global, &record, record.remove_on_exit);
-    Ok(exit.code())
-}
-
-/// Tears down what a container holds on the host; with `remove`, deletes
-/// its directory too. Errors are logged: cleanup must not mask the exit.
-pub fn cleanup(global: &Global, record: &Record, remove: bool) {
-    if let Err(e) = skiff_sandbox::container::delete(&record.cgroups_path) {
-        tracing::warn!(id = %record.id, "removing the container's cgroup: {e}");
-    }
-    tracing::debug!("cgroup removed");
-    let cdir = containers::dir(&global.root, &record.id);
-    let scratch = containers::scratch_dir(&global.root, &record.id);
-    let dirs = OverlayDirs::new(&cdir, &scratch, record.layer_size);
-    match rootfs::unmount_overlay(&dirs) {
-        // Only an empty mount point is removed, so a mount that is somehow
-        // still there keeps its files.
-        Ok(()) => match std::fs::remove_dir(&dirs.merged) {
-            Ok(()) => {
-                let _ = std::fs::remove_dir_all(&scratch);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _ = std::fs::remove_dir_all(&scratch);
-            }
-            Err(e) => tracing::warn!(id = %record.id, "removing {}: {e}", dirs.merged.display()),
-        },
-        Err(e) => tracing::warn!(id = %record.id, "{e}"),
-    }
-    if remove {
-        if let Err(e) = std::fs::remove_dir_all(&cdir) {
-            tracing::warn!(id = %record.id, "removing {}: {e}", cdir.display());
-        }
-    }
-    tracing::debug!("cleaned up");
-}
-
-/// Re-runs this binary as a detached supervisor for the container and
-/// waits until the container runs.
-fn start_detached(global: &Global, record: &Record, tty: bool) -> Result<i32> {
-    let log = global
-        .root
-        .join("logs")
-        .join(format!("container-{}.log", record.short_id()));
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--root")
-        .arg(&global.root)
-        .arg("supervise")
-        .args(tty.then_some("--tty"))
-        .arg(&record.id);
-    crate::detach::start(cmd, &log, "the container supervisor")?;
-    println!("{}", record.id);
-    Ok(exit::OK)
-}
-
-/// The seccomp policy from `--security-opt` and the capability set; `None`
-/// for `seccomp=unconfined`. Needs nothing from the image.
-fn seccomp_policy(a: &Args) -> Result<Option<skiff_sandbox::seccomp::Policy>> {
-    let capabilities = skiff_sandbox::spec::effective_capabilities(&a.cap_add, &a.cap_drop)?;
-    let oci_caps = skiff_sandbox::spec::to_oci_capabilities(&capabilities);
-    let mut seccomp = Some(skiff_sandbox::seccomp::default_profile(&oci_caps));
-    for opt in &a.security_opt {
-        match opt.split_once(['=', ':']) {
-            Some(("seccomp", "unconfined")) => seccomp = None,
-            Some(("seccomp", file)) => {
-                seccomp = Some(skiff_sandbox::seccomp::load_profile(
-                    Path::new(file),
-                    &oci_caps,
-                )?)
-            }
-            _ => bail!(
-                "--security-opt {opt:?} is not supported; use seccomp=FILE or seccomp=unconfined"
-            ),
-        }
-    }
-    Ok(seccomp)
-}
-
-/// Compiles the policy into the node's filter cache on a thread, while the
-/// image is mounted (a first start on a node compiles for ~30 ms). The
-/// container's start finds it there; an error here is reported there.
-fn precompile_seccomp(
-    global: &Global,
-    policy: Option<skiff_sandbox::seccomp::Policy>,
-) -> Option<std::thread::JoinHandle<()>> {
-    let policy = policy?;
-    let cache = containers::seccomp_cache(&global.root);
-    Some(std::thread::spawn(move || {
-        let _ = skiff_sandbox::seccomp_filter::CompiledFilter::cached(&policy, &cache);
-    }))
-}
-
-/// `--storage-opt size=`: the bound on the writable layer, if any.
-fn layer_limit(a: &Args) -> Result<Option<u64>> {
-    let mut size = None;
-    for opt in &a.storage_opt {
-        match opt.split_once('=') {
-            Some(("size", v)) => {
-                let n = parse_size(v).map_err(|e| anyhow::anyhow!("--storage-opt {opt:?}: {e}"))?;
-                if n != 0 && n < skiff_sandbox::layer_fs::MIN_SIZE {
-                    bail!("--storage-opt {opt:?}: give at least 16M (or size=0 for no bound)");
-                }
-                size = (n != 0).then_some(n);
-            }
-            _ => bail!("--storage-opt {opt:?} is not supported; the one option is size=SIZE (e.g. size=10G)"),
-        }
-    }
-    Ok(size)
-}
-
-fn build_spec(
-    a: &Args,
-    config: &RuntimeConfig,
-    id: &str,
-    cgroups_path: &str,
-    rootfs: &Path,
-    image_tree: &Path,
-    seccomp: Option<skiff_sandbox::seccomp::Policy>,
-) -> Result<ContainerSpec> {
-    let user_spec = a.user.clone().unwrap_or_else(|| config.user.clone());
-    let user = skiff_sandbox::user::resolve(image_tree, &user_spec)?;
-    let hostname = a.hostname.clone().unwrap_or_else(|| id[..12].to_string());
-
-    let entrypoint: Vec<String> = match &a.entrypoint {
-        Some(e) if e.is_empty() => Vec::new(),
-        Some(e) => vec![e.clone()],
-        None => config.entrypoint.clone(),
-    };
-    let cmd = if !a.command.is_empty() {
-        a.command.clone()
-    } else if a.entrypoint.is_some() {
-        Vec::new()
-    } else {
-        config.cmd.clone()
-    };
-    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if args.is_empty() {
-        bail!(
-            "{} has no command (no Entrypoint or Cmd); give one after the image",
-            a.image
-        );
-    }
-
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    let mut set = |k: String, v: String| {
-        if !env.contains_key(&k) {
-            order.push(k.clone());
-        }
-        env.insert(k, v);
-    };
-    set("PATH".into(), DEFAULT_PATH.into());
-    set("HOSTNAME".into(), hostname.clone());
-    let home_given = config
-        .env
-        .iter()
-        .chain(&a.env)
-        .any(|e| e.starts_with("HOME="));
-    for kv in &config.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            set(k.into(), v.into());
-        }
-    }
-    if a.tty {
-        set("TERM".into(), "xterm".into());
-    }
-    for f in &a.env_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading --env-file {}", f.display()))?;
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if let Some((k, v)) = env_assignment(line) {
-                set(k, v);
-            }
-        }
-    }
-    for e in &a.env {
-        if e.starts_with('=') || e.is_empty() {
-            bail!("-e {e:?}: give NAME=VALUE, or the NAME of a variable set here");
-        }
-        // `-e NAME` with NAME unset here is left out, as Docker does.
-        if let Some((k, v)) = env_assignment(e) {
-            set(k, v);
-        }
-    }
-    if !home_given {
-        set("HOME".into(), user.home.clone());
-    }
-    let env: Vec<String> = order.iter().map(|k| format!("{k}={}", env[k])).collect();
-
-    let cwd = a
-        .workdir
-        .clone()
-        .or_else(|| (!config.working_dir.is_empty()).then(|| config.working_dir.clone()))
-        .unwrap_or_else(|| "/".into());
-    if !cwd.starts_with('/') {
-        bail!("-w {cwd:?}: the working directory must be an absolute path");
-    }
-
-    let volumes = a
-        .volumes
-        .iter()
-        .map(|v| rootfs::parse_volume(v))
-        .collect::<Result<Vec<_>, _>>()?;
-    let capabilities = skiff_sandbox::spec::effective_capabilities(&a.cap_add, &a.cap_drop)?;
-    let ulimits = a
-        .ulimit
-        .iter()
-        .map(|u| skiff_sandbox::rlimits::parse_ulimit(u))
-        .collect::<Result<Vec<_>, _>>()?;
-    let rlimits = skiff_sandbox::rlimits::container_limits(&ulimits)?;
-    if a.memory.is_some_and(|m| m < MIN_MEMORY) {
-        bail!("--memory must be at least 6M: a smaller limit kills the container before it starts");
-    }
-    if let Some(c) = a.cpus {
-        if !(c > 0.0 && c.is_finite()) {
-            bail!("--cpus {c}: give a positive number of CPUs, e.g. 0.5");
-        }
-    }
-    Ok(ContainerSpec {
-        rootfs: rootfs.to_path_buf(),
-        args,
-        env,
-        cwd,
-        user: user.user,
-        hostname,
-        terminal: a.tty,
+/// The options as the engine takes them.
+fn request(a: &Args) -> Result<RunRequest> {
+    Ok(RunRequest {
+        image: a.image.clone(),
+        platform: a.platform.clone(),
+        command: a.command.clone(),
+        entrypoint: a.entrypoint.clone(),
+        env: a.env.clone(),
+        env_files: a.env_file.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        volumes: a.volumes.clone(),
+        remove_on_exit: a.rm,
+        name: a.name.clone(),
+        detach: a.detach,
+        interactive: a.interactive,
+        tty: a.tty,
+        record_trace: a
+            .record_trace
+            .as_deref()
+            .map(mount_records::absolute)
+            .transpose()?,
+        hostname: a.hostname.clone(),
+        read_only: a.read_only,
         network: if a.network == "host" {
             Network::Host
         } else {
             Network::None
         },
-        read_only: a.read_only,
-        volumes,
-        resources: Resources {
-            memory_bytes: a.memory.map(|m| m as i64),
-            cpus: a.cpus,
-            // As Docker: zero or less means unlimited.
-            pids: match a.pids_limit {
-                // The default applies wherever the host has the controller.
-                None => skiff_sandbox::cgroups::has_controller("pids")
-                    .then_some(skiff_sandbox::spec::DEFAULT_PIDS_LIMIT),
-                Some(p) => Some(p).filter(|&p| p > 0),
-            },
-        },
-        capabilities,
-        seccomp,
-        userns: a.userns.0.map(|s| IdMap {
-            host_id: s.base,
-            size: s.size,
-        }),
-        cgroups_path: cgroups_path.to_string(),
-        memory_swap_supported: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
-            .exists()
-            || Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
-        rlimits,
+        memory: a.memory,
+        cpus: a.cpus,
+        pids_limit: a.pids_limit,
+        ulimits: a.ulimit.clone(),
+        storage_opts: a.storage_opt.clone(),
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        security_opts: a.security_opt.clone(),
+        userns: a.userns.0,
     })
-}
-
-/// `NAME=VALUE`, or `NAME` taken from this process's environment.
-fn env_assignment(s: &str) -> Option<(String, String)> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
-        Some(_) => None,
-        None => std::env::var(s).ok().map(|v| (s.to_string(), v)),
-    }
-}
-
-/// A signal by name (`SIGTERM`, `TERM`) or number.
-pub fn parse_signal(s: &str) -> Option<i32> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if let Ok(n) = s.parse::<i32>() {
-        return (1..65).contains(&n).then_some(n);
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let n = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "STOP" => libc::SIGSTOP,
-        "CONT" => libc::SIGCONT,
-        "WINCH" => libc::SIGWINCH,
-        "PWR" => libc::SIGPWR,
-        _ => return None,
-    };
-    Some(n)
 }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::mounts;
+use skiff_engine::mount_records as mounts;
+
 use crate::{exit, Global};
 
 /// Show a mount's counters: bytes and chunks fetched, cache hits and misses,

@@ -1,12 +1,9 @@
-//! `skiff supervise ID` (internal): the detached parent of a `skiff run -d`
-//! container. It starts the container with its output in
-//! `ROOT/containers/ID/container.log`, reports readiness on stdout, then
-//! waits for the container and records its exit.
+//! `skiff supervise ID` (internal, a helper of the engine): the detached
+//! parent of a `skiff run -d` container (see
+//! `skiff_engine::Engine::run_supervisor`).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::run::{supervise, Launch};
-use crate::containers::{self, Record};
 use crate::Global;
 
 /// Internal: supervise a detached container (started by `skiff run -d`).
@@ -20,31 +17,5 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let record = Record::load(&global.root, &a.id)?;
-    let log_path = containers::log_path(&global.root, &a.id);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
-    // Readiness goes to the starter's pipe; nothing else may: the pipe must
-    // close when the starter stops reading.
-    let ready: std::fs::File = rustix::io::dup(rustix::stdio::stdout())?.into();
-    let devnull = std::fs::File::options().write(true).open("/dev/null")?;
-    rustix::stdio::dup2_stdout(&devnull)?;
-    let launch = if a.tty {
-        Launch::Terminal {
-            interactive: false,
-            output: log,
-        }
-    } else {
-        // One open file for both: the container gets one pipe, and the
-        // log keeps the order of everything it wrote.
-        Launch::Streams {
-            stdin: None,
-            stdout: log.try_clone()?.into(),
-            stderr: log.into(),
-        }
-    };
-    supervise(global, record, launch, Some(ready))
+    Ok(global.engine.run_supervisor(&a.id, a.tty)?)
 }

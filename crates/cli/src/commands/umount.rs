@@ -1,12 +1,10 @@
 //! `skiff umount MOUNTPOINT`
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
-use rustix::mount::{unmount, UnmountFlags};
+use anyhow::Result;
+use skiff_engine::mount_records;
 
-use crate::mounts;
 use crate::{exit, Global};
 
 /// Unmount a skiff mount, and stop its daemon.
@@ -23,38 +21,8 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let mountpoint = mounts::absolute(&a.mountpoint)?;
-    let record = mounts::read(&global.root, &mountpoint);
-    let flags = if a.lazy {
-        UnmountFlags::DETACH
-    } else {
-        UnmountFlags::empty()
-    };
-    match unmount(&mountpoint, flags) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::BUSY) => bail!(
-            "{} is busy: a process still uses files under it; stop it, or use --lazy",
-            mountpoint.display()
-        ),
-        // Not mounted (anymore): only stale state to clear.
-        Err(rustix::io::Errno::INVAL) if record.is_some() => {}
-        Err(rustix::io::Errno::INVAL) => bail!("{} is not mounted", mountpoint.display()),
-        Err(rustix::io::Errno::NOTCONN) | Err(rustix::io::Errno::IO) => {
-            unmount(&mountpoint, UnmountFlags::DETACH)?;
-        }
-        Err(e) => bail!("unmounting {}: {e}", mountpoint.display()),
-    }
-    if let Some(rec) = &record {
-        // The daemon exits once its session ends.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while mounts::alive(rec.pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if mounts::alive(rec.pid) {
-            tracing::warn!(pid = rec.pid, "daemon still running after unmount");
-        }
-    }
-    mounts::remove(&global.root, &mountpoint);
+    let mountpoint = mount_records::absolute(&a.mountpoint)?;
+    global.engine.unmount(&mountpoint, a.lazy)?;
     println!("unmounted {}", mountpoint.display());
     Ok(exit::OK)
 }

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, IoContext, Result};
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct MountRecord {
@@ -19,7 +20,7 @@ pub struct MountRecord {
 /// The absolute path, without resolving symlinks (a dead FUSE mountpoint
 /// cannot be resolved).
 pub fn absolute(p: &Path) -> Result<PathBuf> {
-    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+    std::path::absolute(p).ctx(|| format!("resolving {}", p.display()))
 }
 
 pub fn id(mountpoint: &Path) -> String {
@@ -44,10 +45,13 @@ pub fn paths(root: &Path, mountpoint: &Path) -> Paths {
 
 pub fn write(root: &Path, rec: &MountRecord) -> Result<()> {
     let p = paths(root, &rec.mountpoint);
-    std::fs::create_dir_all(p.record.parent().expect("has a parent"))?;
+    let dir = p.record.parent().unwrap_or(root);
+    std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
     let tmp = p.record.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(rec)?)?;
-    std::fs::rename(&tmp, &p.record)?;
+    let bytes = serde_json::to_vec_pretty(rec)
+        .map_err(|e| EngineError::io("encoding a mount record", e.into()))?;
+    std::fs::write(&tmp, bytes).ctx(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &p.record).ctx(|| format!("writing {}", p.record.display()))?;
     Ok(())
 }
 

@@ -5,9 +5,10 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::thread::JoinHandle;
 
-use anyhow::Result;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::{Handle, Signals};
+
+use crate::error::{IoContext, Result};
 
 /// Forwards signals sent to this process to the container's init until
 /// dropped. Ctrl-C is forwarded once; a second one kills the container,
@@ -18,7 +19,8 @@ pub struct Forwarder {
 }
 
 pub fn forward_signals(pid: i32, has_tty: bool) -> Result<Forwarder> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2])
+        .ctx(|| "handling signals".into())?;
     let handle = signals.handle();
     let thread = std::thread::spawn(move || {
         let mut interrupts = 0;
@@ -26,12 +28,12 @@ pub fn forward_signals(pid: i32, has_tty: bool) -> Result<Forwarder> {
             if sig == SIGINT {
                 interrupts += 1;
                 if interrupts > 1 {
-                    crate::exit::say(format_args!("skiff: killing the container"));
+                    say(format_args!("skiff: killing the container"));
                     let _ = skiff_sandbox::container::signal(pid, libc::SIGKILL);
                     continue;
                 }
                 if !has_tty {
-                    crate::exit::say(format_args!(
+                    say(format_args!(
                         "skiff: sent SIGINT to the container; Ctrl-C again to kill it"
                     ));
                 }
@@ -74,15 +76,18 @@ pub fn attach(master: OwnedFd, interactive: bool, output: std::fs::File) -> Resu
             let _ = rustix::termios::tcsetwinsize(&master, ws);
         }
         if interactive {
-            let saved = rustix::termios::tcgetattr(stdin)?;
+            let term =
+                |e: rustix::io::Errno| crate::EngineError::io("setting up the terminal", e.into());
+            let saved = rustix::termios::tcgetattr(stdin).map_err(term)?;
             let mut raw = saved.clone();
             raw.make_raw();
-            rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &raw)?;
+            rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &raw)
+                .map_err(term)?;
             restore = Some(saved);
         }
-        let mut signals = Signals::new([SIGWINCH])?;
+        let mut signals = Signals::new([SIGWINCH]).ctx(|| "handling SIGWINCH".into())?;
         winch = Some(signals.handle());
-        let m = master.try_clone()?;
+        let m = master.try_clone().ctx(|| "duplicating the pty".into())?;
         std::thread::spawn(move || {
             for _ in signals.forever() {
                 if let Ok(ws) = rustix::termios::tcgetwinsize(rustix::stdio::stdin()) {
@@ -92,7 +97,8 @@ pub fn attach(master: OwnedFd, interactive: bool, output: std::fs::File) -> Resu
         });
     }
     if interactive {
-        let mut to_container = std::fs::File::from(master.try_clone()?);
+        let mut to_container =
+            std::fs::File::from(master.try_clone().ctx(|| "duplicating the pty".into())?);
         // Not joined: it blocks reading our stdin until the process exits.
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -144,6 +150,14 @@ impl Console {
             h.close();
         }
     }
+}
+
+/// Writes a line to stderr, ignoring a closed or full stderr: a message
+/// must never abort what follows it (`eprintln!` panics when stderr is a
+/// pipe whose reader has gone, e.g. `skiff run ... 2>&1 | head`).
+pub fn say(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{args}");
 }
 
 impl Drop for Console {

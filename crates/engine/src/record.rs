@@ -4,13 +4,14 @@
 //! `upper/` and `work/`. It survives restarts of skiff.
 //!
 //! The overlay's mount point lives only as long as the container's
-//! processes, under [`run_dir`] on a tmpfs (see there).
+//! processes, under [`crate::root_dir::run_dir`] on a tmpfs.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, IoContext, Result};
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -56,78 +57,6 @@ pub fn dir(root: &Path, id: &str) -> PathBuf {
     root.join("containers").join(id)
 }
 
-/// Volatile state on a tmpfs: `/run/skiff/TAG`, where TAG names the root
-/// (so separate roots never share it). Mount points do not survive a
-/// reboot, so they belong there; and on this project's build machines,
-/// whose ext4 has no journal, every inode created costs a scan past
-/// recently deleted ones (`recently_deleted`).
-pub fn run_dir(root: &Path) -> PathBuf {
-    let root = std::fs::canonicalize(root)
-        .or_else(|_| std::path::absolute(root))
-        .unwrap_or_else(|_| root.to_path_buf());
-    let tag = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
-    Path::new(RUN_BASE).join(&tag[..12])
-}
-
-/// The tmpfs [`run_dir`]s live on.
-const RUN_BASE: &str = "/run/skiff";
-
-/// One container's volatile directory, holding the overlay's mount point
-/// (`rootfs`).
-pub fn scratch_dir(root: &Path, id: &str) -> PathBuf {
-    run_dir(root).join(id)
-}
-
-/// Makes [`run_dir`], first mounting a tmpfs at `/run/skiff` if it is not
-/// on one already (systemd hosts have /run on tmpfs; others may not). A
-/// tmpfs that cannot be mounted leaves the state on disk, which works.
-///
-/// Root-only all the way down (0700): container roots are mounted here,
-/// and honour setuid bits and device nodes. The container's init never
-/// walks this path (it starts inside its root), so a user namespace's
-/// root needs no way through.
-pub fn prepare_run_dir(root: &Path) -> Result<PathBuf> {
-    let base = Path::new(RUN_BASE);
-    crate::root_dir::make_private(base).with_context(|| format!("creating {}", base.display()))?;
-    if !on_tmpfs(base) {
-        // Two skiffs racing here would stack two mounts; a lock keeps it one.
-        let lock = std::fs::File::create("/run/skiff.lock").context("creating /run/skiff.lock")?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .context("locking /run/skiff.lock")?;
-        if !on_tmpfs(base) {
-            let flags = rustix::mount::MountFlags::NOSUID
-                | rustix::mount::MountFlags::NODEV
-                | rustix::mount::MountFlags::NOEXEC;
-            if let Err(e) =
-                rustix::mount::mount("skiff-run", base, "tmpfs", flags, c"mode=0700,size=64m")
-            {
-                tracing::warn!(
-                    "mounting a tmpfs at {}: {e}; keeping container state on disk",
-                    base.display()
-                );
-            }
-        }
-    }
-    // An older skiff left it searchable by all (0711).
-    crate::root_dir::make_private(base)
-        .with_context(|| format!("setting the mode of {}", base.display()))?;
-    let dir = run_dir(root);
-    crate::root_dir::make_private(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
-fn on_tmpfs(path: &Path) -> bool {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    rustix::fs::statfs(path).is_ok_and(|s| matches!(s.f_type, TMPFS_MAGIC | RAMFS_MAGIC))
-}
-
-/// Compiled seccomp filters, shared by all containers (see
-/// `skiff_sandbox::seccomp_filter`).
-pub fn seccomp_cache(root: &Path) -> PathBuf {
-    root.join("seccomp")
-}
-
 pub fn log_path(root: &Path, id: &str) -> PathBuf {
     dir(root, id).join("container.log")
 }
@@ -144,7 +73,7 @@ pub fn new_id() -> Result<String> {
     let mut seed = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut seed))
-        .context("reading /dev/urandom for a container ID")?;
+        .ctx(|| "reading /dev/urandom for a container ID".into())?;
     Ok(hex(&seed))
 }
 
@@ -163,19 +92,24 @@ impl Record {
         // environment and command, which may carry secrets.
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(&d)
-            .with_context(|| format!("creating {}", d.display()))?;
+            .ctx(|| format!("creating {}", d.display()))?;
         let tmp = d.join("state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| EngineError::io("encoding a container record", e.into()))?;
+        std::fs::write(&tmp, bytes).ctx(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, d.join("state.json"))
-            .with_context(|| format!("writing {}", d.join("state.json").display()))?;
+            .ctx(|| format!("writing {}", d.join("state.json").display()))?;
         Ok(())
     }
 
     pub fn load(root: &Path, id: &str) -> Result<Record> {
         let p = dir(root, id).join("state.json");
-        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", p.display()))
+        let bytes = std::fs::read(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => EngineError::NotFound(format!("no container {id}")),
+            _ => EngineError::io(format!("reading {}", p.display()), e),
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| EngineError::io(format!("parsing {}", p.display()), e.into()))
     }
 
     /// Whether the recorded init process still runs (and is the same one).
@@ -213,10 +147,10 @@ pub fn all(root: &Path) -> Result<Vec<Record>> {
     let entries = match std::fs::read_dir(&d) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", d.display())),
+        Err(e) => return Err(EngineError::io(format!("listing {}", d.display()), e)),
     };
     for e in entries {
-        let e = e?;
+        let e = e.ctx(|| format!("listing {}", d.display()))?;
         let id = e.file_name().to_string_lossy().into_owned();
         match Record::load(root, &id) {
             Ok(r) => out.push(r),
@@ -236,11 +170,13 @@ pub fn find(root: &Path, key: &str) -> Result<Record> {
     let matches: Vec<&Record> = all.iter().filter(|r| r.id.starts_with(key)).collect();
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => bail!("no container named {key:?}; `skiff ps -a` lists them"),
-        _ => bail!(
+        [] => Err(EngineError::NotFound(format!(
+            "no container named {key:?}; `skiff ps -a` lists them"
+        ))),
+        _ => Err(EngineError::Invalid(format!(
             "{key:?} matches {} container IDs; give more of the ID",
             matches.len()
-        ),
+        ))),
     }
 }
 

@@ -1,0 +1,11 @@
+//! A container's life on the node, one verb per file: [`create`] (record,
+//! writable layer, spec), [`supervise`] (the sandbox from start to exit),
+//! [`stop`], [`remove`] (and the cleanup every end shares).
+
+pub mod create;
+pub mod remove;
+pub mod stop;
+pub mod supervise;
+
+pub use create::Created;
+pub use supervise::Launch;

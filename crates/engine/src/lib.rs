@@ -1,0 +1,58 @@
+//! skiff's node engine: containers and their records, image mounts and
+//! their daemons, under one `--root`, for every front end (the `skiff`
+//! command today; the containerd snapshotter, the OCI runtime command and
+//! the shim next). Front ends keep arguments, output and exit codes; the
+//! engine keeps the state and the rules.
+
+pub mod config;
+pub mod console;
+pub mod container;
+pub mod error;
+pub mod helper;
+pub mod image_mounts;
+pub mod images;
+pub mod mount_daemon;
+pub mod mount_records;
+pub mod record;
+pub mod request;
+pub mod root_dir;
+
+pub use config::EngineConfig;
+pub use container::{Created, Launch};
+pub use error::{EngineError, Result};
+pub use mount_daemon::MountRequest;
+pub use record::{Record, Status};
+pub use request::RunRequest;
+
+/// The engine of one node state directory.
+pub struct Engine {
+    config: EngineConfig,
+}
+
+impl Engine {
+    /// An engine over `config.root`, whose directories are made owner-only
+    /// (see [`root_dir`]).
+    pub fn new(config: EngineConfig) -> Result<Self> {
+        root_dir::prepare(&config.root)?;
+        Ok(Engine { config })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Every recorded container, oldest first, with the status to show
+    /// (a record whose supervisor died shows as exited).
+    pub fn containers(&self) -> Result<Vec<Record>> {
+        let mut list = record::all(&self.config.root)?;
+        for r in &mut list {
+            r.status = r.effective_status();
+        }
+        Ok(list)
+    }
+
+    /// A container by name, full ID or unique ID prefix.
+    pub fn find(&self, key: &str) -> Result<Record> {
+        record::find(&self.config.root, key)
+    }
+}

@@ -1,0 +1,300 @@
+//! Serving one image mount: the process behind `skiff mount` and behind
+//! every shared image mount. It opens the image (verifying its metadata),
+//! mounts it over FUSE, serves reads through the node's chunk cache,
+//! answers on a control socket, and records itself under ROOT/mounts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_fs::control::MountInfo;
+use skiff_fs::{IdShift, MountOptions, SkiffFs, TraceRecorder};
+use skiff_oci::Platform;
+use skiff_store::{ChunkCache, FetchConfig, Fetcher};
+
+use crate::error::{EngineError, IoContext, Result};
+use crate::mount_records::{self, MountRecord};
+use crate::Engine;
+
+/// What to mount, where and how.
+#[derive(Debug, Clone)]
+pub struct MountRequest {
+    pub image: String,
+    pub platform: Option<Platform>,
+    /// Absolute (see [`mount_records::absolute`]).
+    pub mountpoint: PathBuf,
+    /// Record first opens and first chunk reads to this file.
+    pub record_trace: Option<PathBuf>,
+    /// Fetch the whole image in the background.
+    pub prefetch_all: bool,
+    /// Ignore the image's prefetch list.
+    pub no_prefetch: bool,
+    /// The node chunk cache's size limit.
+    pub cache_size: u64,
+    /// How long a read may wait for the registry before EIO.
+    pub read_timeout: Duration,
+    /// Range requests in flight at once.
+    pub parallel: usize,
+    /// Compressed bytes fetched after a miss, in blob order (0: off).
+    pub readahead: u64,
+    /// Never open files in kernel passthrough.
+    pub no_passthrough: bool,
+    /// File owners shifted for a user namespace.
+    pub shift_ids: Option<IdShift>,
+}
+
+/// The defaults `skiff mount` documents.
+pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_PARALLEL: usize = 8;
+pub const DEFAULT_READAHEAD: u64 = 64 << 10;
+
+impl MountRequest {
+    /// A request with the documented defaults.
+    pub fn new(image: &str, mountpoint: &Path) -> Self {
+        MountRequest {
+            image: image.to_string(),
+            platform: None,
+            mountpoint: mountpoint.to_path_buf(),
+            record_trace: None,
+            prefetch_all: false,
+            no_prefetch: false,
+            cache_size: DEFAULT_CACHE_SIZE,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            parallel: DEFAULT_PARALLEL,
+            readahead: DEFAULT_READAHEAD,
+            no_passthrough: false,
+            shift_ids: None,
+        }
+    }
+
+    /// The helper command line that serves this request (`mount
+    /// --notify-ready ...`), after the program's global options.
+    fn helper_args(&self, cmd: &mut Command) {
+        cmd.arg("mount").arg("--notify-ready");
+        if let Some(p) = &self.platform {
+            cmd.arg("--platform").arg(p.to_string());
+        }
+        if let Some(t) = &self.record_trace {
+            cmd.arg("--record-trace").arg(t);
+        }
+        if self.prefetch_all {
+            cmd.arg("--prefetch-all");
+        }
+        if self.no_prefetch {
+            cmd.arg("--no-prefetch");
+        }
+        if self.no_passthrough {
+            cmd.arg("--no-passthrough");
+        }
+        if let Some(s) = self.shift_ids {
+            cmd.arg("--shift-ids").arg(s.to_string());
+        }
+        cmd.arg("--cache-size")
+            .arg(self.cache_size.to_string())
+            .arg("--read-timeout")
+            .arg(self.read_timeout.as_secs().to_string())
+            .arg("--parallel")
+            .arg(self.parallel.to_string())
+            .arg("--readahead")
+            .arg(self.readahead.to_string())
+            .arg(&self.image)
+            .arg(&self.mountpoint);
+    }
+}
+
+impl Engine {
+    /// Starts a mount daemon for `req` (a helper process); `wait_ready` on
+    /// the result waits until it serves.
+    pub(crate) fn spawn_mount_daemon(&self, req: &MountRequest) -> Result<crate::helper::Starting> {
+        let paths = mount_records::paths(&self.config.root, &req.mountpoint);
+        let mut cmd = self.helper_command();
+        req.helper_args(&mut cmd);
+        crate::helper::spawn(cmd, &paths.log, "the image mount daemon")
+    }
+
+    /// Starts a detached mount daemon and waits until it serves; returns
+    /// its pid and log.
+    pub fn mount_detached(&self, req: &MountRequest) -> Result<(u32, PathBuf)> {
+        self.refuse_double_mount(&req.mountpoint)?;
+        let log = mount_records::paths(&self.config.root, &req.mountpoint).log;
+        let pid = self.spawn_mount_daemon(req)?.wait_ready()?;
+        Ok((pid, log))
+    }
+
+    fn refuse_double_mount(&self, mountpoint: &Path) -> Result<()> {
+        if let Some(rec) = mount_records::read(&self.config.root, mountpoint) {
+            if mount_records::alive(rec.pid) {
+                return Err(EngineError::Conflict(format!(
+                    "{} is already mounted by skiff (pid {}); run `skiff umount {}` first",
+                    mountpoint.display(),
+                    rec.pid,
+                    mountpoint.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves `req` in this process until unmounted or signalled. `ready`
+    /// runs once the mount serves (a daemon reports to its starter).
+    pub fn serve_mount(&self, req: &MountRequest, ready: impl FnOnce()) -> Result<()> {
+        let root = &self.config.root;
+        let mountpoint = &req.mountpoint;
+        self.refuse_double_mount(mountpoint)?;
+        std::fs::create_dir_all(mountpoint).ctx(|| format!("creating {}", mountpoint.display()))?;
+        let image = Arc::new(self.open_image(&req.image, req.platform.as_ref())?);
+        let cache = Arc::new(
+            ChunkCache::open(root, req.cache_size)
+                .ctx(|| format!("opening the chunk cache under {}", root.display()))?,
+        );
+        let md = &image.metadata;
+        let prefetch: Vec<u32> = if req.prefetch_all {
+            (0..md.chunk_count()).collect()
+        } else if req.no_prefetch {
+            Vec::new()
+        } else {
+            md.prefetch().unwrap_or_default()
+        };
+        let config = FetchConfig {
+            parallel: req.parallel.max(1),
+            read_timeout: req.read_timeout.max(Duration::from_secs(1)),
+            // A prefetch list knows better what comes next than the blob order.
+            readahead: if prefetch.is_empty() {
+                req.readahead
+            } else {
+                0
+            },
+            ..Default::default()
+        };
+        let fetcher = Arc::new(Fetcher::new(image.clone(), Some(cache.clone()), config));
+        let trace = match &req.record_trace {
+            Some(p) => Some(TraceRecorder::create(p).ctx(|| format!("creating {}", p.display()))?),
+            None => None,
+        };
+        let source = format!("skiff:{}", req.image);
+        // Passthrough reads bypass the daemon, so a trace would miss them.
+        let passthrough_dir =
+            (!req.no_passthrough && req.record_trace.is_none()).then(|| root.join("cache/tmp"));
+        let session = skiff_fs::mount(
+            SkiffFs::new(fetcher.clone(), trace, passthrough_dir).with_id_shift(req.shift_ids),
+            mountpoint,
+            MountOptions::default(),
+            &source,
+        )
+        .ctx(|| {
+            format!(
+                "mounting at {} (is /dev/fuse available, and are you root?)",
+                mountpoint.display()
+            )
+        })?;
+
+        let paths = mount_records::paths(root, mountpoint);
+        if let Some(dir) = paths.socket.parent() {
+            crate::root_dir::make_private(dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        let info = MountInfo {
+            image: image.name(),
+            mountpoint: mountpoint.display().to_string(),
+            root_digest: image.root_digest.clone(),
+            pid: std::process::id(),
+        };
+        skiff_fs::control::serve(&paths.socket, info, fetcher.clone(), Some(cache))
+            .ctx(|| format!("serving {}", paths.socket.display()))?;
+        mount_records::write(
+            root,
+            &MountRecord {
+                mountpoint: mountpoint.clone(),
+                image: req.image.clone(),
+                pid: std::process::id(),
+                socket: paths.socket.clone(),
+                log: paths.log.clone(),
+            },
+        )?;
+
+        if !prefetch.is_empty() {
+            tracing::info!(chunks = prefetch.len(), "prefetching in the background");
+            fetcher.prefetch(prefetch);
+        }
+
+        // Unmount on SIGINT/SIGTERM; the session then ends on its own.
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .ctx(|| "handling signals".into())?;
+        let mp = mountpoint.clone();
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                tracing::info!("signal received; unmounting");
+                let _ = rustix::mount::unmount(&mp, rustix::mount::UnmountFlags::DETACH);
+            }
+        });
+
+        ready();
+        let result = session.run();
+        mount_records::remove(root, mountpoint);
+        result.ctx(|| "serving the FUSE session".into())
+    }
+}
+
+impl Engine {
+    /// Unmounts a skiff mount and waits for its daemon to stop. Works on a
+    /// mount whose daemon died ("Transport endpoint is not connected"):
+    /// the stale mount is detached. `lazy` detaches even with files open
+    /// (they keep working until closed).
+    pub fn unmount(&self, mountpoint: &Path, lazy: bool) -> Result<()> {
+        use rustix::mount::{unmount, UnmountFlags};
+        let root = &self.config.root;
+        let record = mount_records::read(root, mountpoint);
+        let flags = if lazy {
+            UnmountFlags::DETACH
+        } else {
+            UnmountFlags::empty()
+        };
+        let shown = mountpoint.display();
+        match unmount(mountpoint, flags) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::BUSY) => {
+                return Err(EngineError::Conflict(format!(
+                    "{shown} is busy: a process still uses files under it; stop it, or use --lazy"
+                )))
+            }
+            // Not mounted (anymore): only stale state to clear.
+            Err(rustix::io::Errno::INVAL) if record.is_some() => {}
+            Err(rustix::io::Errno::INVAL) => {
+                return Err(EngineError::NotFound(format!("{shown} is not mounted")))
+            }
+            Err(rustix::io::Errno::NOTCONN) | Err(rustix::io::Errno::IO) => {
+                unmount(mountpoint, UnmountFlags::DETACH)
+                    .map_err(|e| EngineError::io(format!("unmounting {shown}"), e.into()))?;
+            }
+            Err(e) => return Err(EngineError::io(format!("unmounting {shown}"), e.into())),
+        }
+        if let Some(rec) = &record {
+            // The daemon exits once its session ends.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while mount_records::alive(rec.pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if mount_records::alive(rec.pid) {
+                tracing::warn!(pid = rec.pid, "daemon still running after unmount");
+            }
+        }
+        mount_records::remove(root, mountpoint);
+        Ok(())
+    }
+}
+
+/// What a helper started with `--notify-ready` does once it serves: tell
+/// its starter on stdout, then let the starter's pipe go.
+pub fn notify_ready() -> std::io::Result<()> {
+    let mut out = std::io::stdout();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    let devnull = std::fs::File::options().write(true).open("/dev/null")?;
+    rustix::stdio::dup2_stdout(&devnull)?;
+    Ok(())
+}
