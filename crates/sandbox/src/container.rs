@@ -20,7 +20,8 @@ use rustix::process::{Pid, Signal, WaitOptions};
 
 use crate::cgroups::Cgroup;
 use crate::device_filter::{self, DeviceRule};
-use crate::init::{self, message, FailureKind, InitStdio, Plan};
+use crate::init::channel::{await_ready, failure, receive, tell};
+use crate::init::{self, message, InitStdio, Plan};
 use crate::relay::{Pipes, Relay};
 use crate::seccomp_filter::CompiledFilter;
 use crate::SandboxError;
@@ -180,12 +181,7 @@ impl Sandbox {
     /// Lets the init run the container's command; returns once it has
     /// (its channel closes at exec) or with why it could not.
     pub fn start(&mut self) -> Result<(), SandboxError> {
-        rustix::net::send(
-            &self.channel,
-            &[message::START],
-            rustix::net::SendFlags::NOSIGNAL,
-        )
-        .map_err(|e| SandboxError::io("starting the container".into(), e.into()))?;
+        tell(&self.channel, message::START, "starting the container")?;
         match receive(&self.channel)? {
             None => Ok(()),
             Some((tag, body, _)) => Err(failure(tag, &body)),
@@ -334,10 +330,10 @@ fn spawn(
             let _ = wait(pid);
             return Err(e);
         }
-        let _ = rustix::net::send(
+        let _ = tell(
             &parent_end,
-            &[message::MAPPED],
-            rustix::net::SendFlags::NOSIGNAL,
+            message::MAPPED,
+            "telling the init its ID maps are written",
         );
     }
     let relay = match pipes.map(Pipes::start).transpose() {
@@ -369,85 +365,6 @@ fn write_id_maps(pid: i32, linux: &Linux) -> Result<(), SandboxError> {
         std::fs::write(&path, map).map_err(|e| SandboxError::io(format!("writing {path}"), e))?;
     }
     Ok(())
-}
-
-/// Reads the init's reports until it is ready; the pty master comes first
-/// under a terminal.
-fn await_ready(channel: &OwnedFd, terminal: bool) -> Result<Option<OwnedFd>, SandboxError> {
-    let mut console = None;
-    loop {
-        match receive(channel)? {
-            None => {
-                return Err(SandboxError::Runtime(
-                    "the container's init exited while setting up".into(),
-                ))
-            }
-            Some((message::READY, _, _)) => break,
-            Some((message::CONSOLE, _, fd)) => console = fd,
-            Some((tag, body, _)) => return Err(failure(tag, &body)),
-        }
-    }
-    if terminal && console.is_none() {
-        return Err(SandboxError::Runtime(
-            "the container did not send its pty".into(),
-        ));
-    }
-    Ok(console)
-}
-
-/// One packet from the init: tag, body, and a descriptor if one came.
-type Packet = (u8, Vec<u8>, Option<OwnedFd>);
-
-/// The next [`Packet`]; `None` when the init's end closed (it exec'd or
-/// died).
-fn receive(channel: &OwnedFd) -> Result<Option<Packet>, SandboxError> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let mut ancillary = RecvAncillaryBuffer::new(&mut space);
-        let got = rustix::net::recvmsg(
-            channel,
-            &mut [std::io::IoSliceMut::new(&mut buf)],
-            &mut ancillary,
-            RecvFlags::CMSG_CLOEXEC,
-        );
-        let n = match got {
-            Ok(r) => r.bytes,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => {
-                return Err(SandboxError::io(
-                    "reading from the container's init".into(),
-                    e.into(),
-                ))
-            }
-        };
-        if n == 0 {
-            return Ok(None);
-        }
-        let mut fd = None;
-        for msg in ancillary.drain() {
-            if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
-                fd = fds.next();
-            }
-        }
-        return Ok(Some((buf[0], buf[1..n].to_vec(), fd)));
-    }
-}
-
-/// The init's error packet as an error of the right kind.
-fn failure(tag: u8, body: &[u8]) -> SandboxError {
-    if tag != message::ERROR || body.is_empty() {
-        return SandboxError::Runtime(format!(
-            "the container's init sent an unexpected message ({tag})"
-        ));
-    }
-    let text = String::from_utf8_lossy(&body[1..]).into_owned();
-    match FailureKind::from_byte(body[0]) {
-        FailureKind::NotFound => SandboxError::NotFound(text),
-        FailureKind::NotExecutable => SandboxError::NotExecutable(text),
-        FailureKind::Setup => SandboxError::Runtime(format!("setting up the container: {text}")),
-    }
 }
 
 /// Waits for a child process (the container's init is ours).

@@ -1,0 +1,104 @@
+//! `/dev`: the device nodes Docker gives every container, and the pty
+//! under `-t`.
+
+use super::channel::send_fd;
+use super::rootfs::{resolve_in_root, Create};
+use super::sys::{fail, fd_path, mount, Step};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+/// The device nodes Docker gives every container, made in the `/dev`
+/// tmpfs; in a user namespace (where mknod is not allowed) the host's are
+/// bind-mounted instead. Then the usual links.
+pub(crate) fn make_devices(root: &OwnedFd, user_namespace: bool) -> Step {
+    use rustix::fs::{Mode, OFlags};
+    let dev = resolve_in_root(root, "/dev", Create::Dir)?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        if user_namespace {
+            match rustix::fs::openat(
+                &dev,
+                name,
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o666),
+            ) {
+                Ok(_) => {}
+                Err(e) => return Err(fail(format!("creating /dev/{name}: {e}"))),
+            }
+            let node = rustix::fs::openat(
+                &dev,
+                name,
+                OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(|e| fail(format!("opening /dev/{name}: {e}")))?;
+            mount(
+                Some(&format!("/dev/{name}")),
+                &fd_path(&node),
+                None,
+                libc::MS_BIND,
+                None,
+            )?;
+        } else {
+            match rustix::fs::mknodat(
+                &dev,
+                name,
+                rustix::fs::FileType::CharacterDevice,
+                Mode::from_raw_mode(0o666),
+                rustix::fs::makedev(major, minor),
+            ) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(fail(format!("creating /dev/{name}: {e}"))),
+            }
+        }
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        match rustix::fs::symlinkat(target, &dev, name) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(fail(format!("linking /dev/{name}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// A pty from the container's own devpts: the master goes to the parent,
+/// the slave is kept (and bound over `/dev/console`).
+pub(crate) fn make_console(root: &OwnedFd, sock: BorrowedFd<'_>) -> Step<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let ptmx = resolve_in_root(root, "/dev/pts/ptmx", Create::Dir)?;
+    let master = rustix::fs::open(
+        fd_path(&ptmx),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail(format!("opening the container's /dev/pts/ptmx: {e}")))?;
+    rustix::pty::unlockpt(&master).map_err(|e| fail(format!("unlocking the pty: {e}")))?;
+    // The peer, opened from the master itself: no path to race on.
+    let slave = rustix::pty::ioctl_tiocgptpeer(
+        &master,
+        rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY,
+    )
+    .map_err(|e| fail(format!("opening the pty's terminal side: {e}")))?;
+    let console = resolve_in_root(root, "/dev/console", Create::File)?;
+    mount(
+        Some(&fd_path(&slave)),
+        &fd_path(&console),
+        None,
+        libc::MS_BIND,
+        None,
+    )?;
+    send_fd(sock, master.as_fd())?;
+    Ok(slave)
+}

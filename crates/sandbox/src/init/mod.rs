@@ -1,0 +1,173 @@
+//! The container's init process, from its clone to its `exec`: mounts,
+//! `/dev`, `pivot_root`, masked and read-only paths, then (once told to
+//! start) its streams, user, capabilities, `no_new_privs`, seccomp, exec.
+//!
+//! One module per step, in the order the init takes them:
+//! [`plan`] (worked out before the clone), [`rootfs`], [`devices`],
+//! [`protections`], [`credentials`], [`exec`]; [`channel`] is the report
+//! protocol to the parent, both ends; [`sys`] the wrappers they share.
+
+pub(crate) mod channel;
+mod credentials;
+mod devices;
+mod exec;
+pub(crate) mod plan;
+mod protections;
+mod rootfs;
+mod sys;
+
+use std::os::fd::{BorrowedFd, RawFd};
+
+use self::channel::{expect, send};
+use self::credentials::{load_seccomp, set_rlimits, switch_user};
+use self::devices::make_console;
+use self::exec::{reset_signals, sealed_stub, set_stdio};
+use self::protections::{check_kernel_filesystems, make_cwd, mask, read_only};
+use self::rootfs::{enter_rootfs, prepare_rootfs};
+use self::sys::{check, fail, os, remount, Step};
+pub(crate) use channel::message;
+pub(crate) use plan::Plan;
+
+/// The standard streams the init gets.
+pub(crate) enum InitStdio {
+    Files([RawFd; 3]),
+    Terminal,
+}
+
+/// The init's whole life after the clone. Never returns: it execs the
+/// command or exits, having told the parent why.
+pub(crate) fn run(plan: &Plan, sock: BorrowedFd<'_>, parent_end: RawFd, stdio: &InitStdio) -> ! {
+    // The parent's end of the socket came along in the clone; closed, a
+    // parent that dies shows as end-of-file here.
+    // SAFETY: closing a descriptor this process owns and never uses.
+    unsafe { libc::close(parent_end) };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        setup_and_exec(plan, sock, stdio)
+    }));
+    let failure = match outcome {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(f)) => f,
+        // Never unwind into the parent's copied frames.
+        Err(_) => fail("the container's init panicked".into()),
+    };
+    channel::report_failure(sock, &failure);
+    // SAFETY: _exit runs nothing of the parent's copied state.
+    unsafe { libc::_exit(1) }
+}
+
+pub(crate) fn setup_and_exec(
+    plan: &Plan,
+    sock: BorrowedFd<'_>,
+    stdio: &InitStdio,
+) -> Step<std::convert::Infallible> {
+    // Until it runs the command, the init dies with its parent.
+    // SAFETY: prctl with integer arguments.
+    check(
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
+        "setting the parent-death signal",
+    )?;
+    if plan.user_namespace {
+        expect(sock, message::MAPPED)?;
+        // Become the namespace's root (host root is not mapped in it).
+        // SAFETY: plain set*id syscalls; this process is single-threaded.
+        check(
+            unsafe { libc::setresgid(0, 0, 0) },
+            "setresgid(0) in the user namespace",
+        )?;
+        check(
+            unsafe { libc::setresuid(0, 0, 0) },
+            "setresuid(0) in the user namespace",
+        )?;
+        // Changing credentials cleared the parent-death signal.
+        // SAFETY: prctl with integer arguments.
+        check(
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
+            "setting the parent-death signal",
+        )?;
+    }
+    // SAFETY: umask cannot fail; devices get exact modes.
+    unsafe { libc::umask(0) };
+    if plan.cgroup_namespace {
+        // Here, not at the clone: the namespace's root is the cgroup the
+        // process is in when it unshares, and on v2 the clone put it there.
+        // SAFETY: unshare with a flag constant.
+        check(
+            unsafe { libc::unshare(libc::CLONE_NEWCGROUP) },
+            "creating the cgroup namespace",
+        )?;
+    }
+    let root = prepare_rootfs(plan)?;
+    let console = if plan.terminal {
+        Some(make_console(&root, sock)?)
+    } else {
+        None
+    };
+    enter_rootfs(&root)?;
+    check_kernel_filesystems(plan)?;
+    for p in &plan.masked {
+        mask(p)?;
+    }
+    for p in &plan.readonly {
+        read_only(p)?;
+    }
+    make_cwd(&plan.cwd)?;
+    if let Some(h) = &plan.hostname {
+        // SAFETY: the pointer and length describe `h`.
+        check(
+            unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) },
+            format!("setting the hostname {h:?}"),
+        )?;
+    }
+    if plan.readonly_root {
+        remount("/", libc::MS_RDONLY)?;
+    }
+    send(sock, &[message::READY])?;
+    expect(sock, message::START)?;
+
+    // SAFETY: prctl with integer arguments; umask cannot fail.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0);
+        libc::umask(0o022);
+    }
+    reset_signals()?;
+    // As root, before the user switch: raising a hard limit may need
+    // CAP_SYS_RESOURCE, which the switch drops.
+    set_rlimits(&plan.rlimits)?;
+    let stub = sealed_stub()?;
+    set_stdio(stdio, console.as_ref())?;
+    // Everything else closes at exec; the socket stays usable until then.
+    // SAFETY: close_range only sets flags on our own descriptors.
+    check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) as libc::c_int
+        },
+        "marking inherited descriptors close-on-exec",
+    )?;
+    // As root first (runc's order), again as the user if root could not.
+    // SAFETY: chdir with a NUL-terminated path.
+    let entered = unsafe { libc::chdir(plan.cwd.as_ptr()) } == 0;
+    if !plan.no_new_privs {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
+        // the user switch may drop.
+        load_seccomp(plan)?;
+    }
+    switch_user(plan)?;
+    // SAFETY: as above.
+    if !entered && unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
+        return Err(os(format!("entering the working directory {:?}", plan.cwd)));
+    }
+    if plan.no_new_privs {
+        // SAFETY: prctl with integer arguments.
+        check(
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
+            "setting no_new_privs",
+        )?;
+        load_seccomp(plan)?;
+    }
+    exec::exec(plan, stub.as_ref())
+}

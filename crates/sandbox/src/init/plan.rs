@@ -1,0 +1,353 @@
+//! Everything the init does, worked out from the spec before the clone,
+//! so a bad spec fails in the parent.
+
+use crate::seccomp_filter::CompiledFilter;
+use crate::SandboxError;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One entry of `mounts`, with its options split into flags and data.
+pub(crate) struct MountPlan {
+    pub(crate) destination: String,
+    pub(crate) typ: String,
+    pub(crate) source: String,
+    pub(crate) flags: libc::c_ulong,
+    /// MS_PRIVATE, MS_SLAVE... applied after the mount.
+    pub(crate) propagation: libc::c_ulong,
+    pub(crate) data: String,
+}
+
+impl MountPlan {
+    pub(crate) fn is_bind(&self) -> bool {
+        self.flags & libc::MS_BIND != 0
+    }
+}
+
+/// Capability sets as bit masks (bit N = capability N).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct CapSets {
+    pub(crate) bounding: u64,
+    pub(crate) effective: u64,
+    pub(crate) permitted: u64,
+    pub(crate) inheritable: u64,
+    pub(crate) ambient: u64,
+}
+
+/// Everything the init does, decided before the clone.
+pub(crate) struct Plan {
+    /// The parent enters it before the clone, so the init starts there
+    /// (see [`prepare_rootfs`]).
+    pub(crate) rootfs: PathBuf,
+    pub(crate) readonly_root: bool,
+    pub(crate) hostname: Option<String>,
+    pub(crate) mounts: Vec<MountPlan>,
+    pub(crate) masked: Vec<String>,
+    pub(crate) readonly: Vec<String>,
+    pub(crate) user_namespace: bool,
+    pub(crate) cgroup_namespace: bool,
+    /// `controllers` of each v1 hierarchy, for a v1 `/sys/fs/cgroup`.
+    pub(crate) v1_hierarchies: Vec<String>,
+    pub(crate) terminal: bool,
+    pub(crate) args: Vec<CString>,
+    pub(crate) env: Vec<CString>,
+    pub(crate) path: String,
+    pub(crate) cwd: CString,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) additional_gids: Vec<libc::gid_t>,
+    pub(crate) caps: CapSets,
+    pub(crate) last_cap: u32,
+    pub(crate) no_new_privs: bool,
+    pub(crate) seccomp: Option<Arc<CompiledFilter>>,
+    pub(crate) rlimits: Vec<Rlimit>,
+}
+
+/// One `process.rlimits` entry, for setrlimit(2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rlimit {
+    pub(crate) resource: libc::__rlimit_resource_t,
+    pub(crate) soft: u64,
+    pub(crate) hard: u64,
+}
+
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Plan {
+    /// Reads what the init needs from `spec`; relative paths are taken
+    /// from `bundle`.
+    pub(crate) fn new(
+        spec: &Spec,
+        bundle: &Path,
+        seccomp: Option<Arc<CompiledFilter>>,
+    ) -> Result<Self, SandboxError> {
+        let bad = |what: &str| SandboxError::Config(format!("the runtime spec {what}"));
+        let root = spec.root().as_ref().ok_or_else(|| bad("has no root"))?;
+        let rootfs = if root.path().is_relative() {
+            bundle.join(root.path())
+        } else {
+            root.path().clone()
+        };
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| bad("has no process"))?;
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(bad("has no command (process.args)"));
+        }
+        let cstr = |s: &str| CString::new(s).map_err(|_| bad("contains a NUL byte"));
+        let env: Vec<String> = process.env().clone().unwrap_or_default();
+        let path = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+            .to_string();
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| bad("has no linux section"))?;
+        let mut user_namespace = false;
+        let mut cgroup_namespace = false;
+        for ns in linux.namespaces().iter().flatten() {
+            if ns.path().is_some() {
+                return Err(bad(
+                    "joins an existing namespace, which skiff's runtime does not do",
+                ));
+            }
+            match ns.typ() {
+                LinuxNamespaceType::User => user_namespace = true,
+                LinuxNamespaceType::Cgroup => cgroup_namespace = true,
+                _ => {}
+            }
+        }
+        let mut mounts = Vec::new();
+        for m in spec.mounts().iter().flatten() {
+            mounts.push(mount_plan(
+                m.destination().to_string_lossy().into_owned(),
+                m.typ().clone().unwrap_or_default(),
+                m.source()
+                    .as_ref()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                m.options().iter().flatten().map(String::as_str),
+            ));
+        }
+        let caps = process
+            .capabilities()
+            .as_ref()
+            .map(|c| CapSets {
+                bounding: cap_mask(c.bounding()),
+                effective: cap_mask(c.effective()),
+                permitted: cap_mask(c.permitted()),
+                inheritable: cap_mask(c.inheritable()),
+                ambient: cap_mask(c.ambient()),
+            })
+            .unwrap_or_default();
+        let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40);
+        let user = process.user();
+        let check_id =
+            |id: u32, what: &str| crate::user::check_id(id, &format!("the runtime spec's {what}"));
+        check_id(user.uid(), "process.user.uid")?;
+        check_id(user.gid(), "process.user.gid")?;
+        for g in user.additional_gids().iter().flatten() {
+            check_id(*g, "process.user.additionalGids entry")?;
+        }
+        let rlimits = process
+            .rlimits()
+            .iter()
+            .flatten()
+            .map(|r| {
+                let typ = serde_json::to_value(r.typ())
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let resource = crate::rlimits::resource_number(&typ)
+                    .ok_or_else(|| bad(&format!("has an unknown rlimit {typ:?}")))?;
+                if r.soft() > r.hard() {
+                    return Err(bad(&format!(
+                        "sets {typ} with a soft limit above its hard limit"
+                    )));
+                }
+                Ok(Rlimit {
+                    resource,
+                    soft: r.soft(),
+                    hard: r.hard(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let uses_v1_cgroupfs =
+            mounts.iter().any(|m| m.typ == "cgroup") && !crate::device_filter::unified_host();
+        Ok(Plan {
+            rootfs,
+            readonly_root: root.readonly().unwrap_or(false),
+            hostname: spec.hostname().clone(),
+            mounts,
+            masked: linux.masked_paths().clone().unwrap_or_default(),
+            readonly: linux.readonly_paths().clone().unwrap_or_default(),
+            user_namespace,
+            cgroup_namespace,
+            v1_hierarchies: if uses_v1_cgroupfs {
+                crate::cgroups::v1_controller_sets()?
+            } else {
+                Vec::new()
+            },
+            terminal: process.terminal().unwrap_or(false),
+            args: args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+            env: env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?,
+            path,
+            cwd: cstr(&process.cwd().to_string_lossy())?,
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            caps,
+            last_cap,
+            no_new_privs: process.no_new_privileges().unwrap_or(false),
+            seccomp,
+            rlimits,
+        })
+    }
+}
+
+pub(crate) fn cap_mask(set: &Option<oci_spec::runtime::Capabilities>) -> u64 {
+    set.iter()
+        .flatten()
+        .filter_map(|c| {
+            let name = serde_json::to_value(c).ok()?;
+            let name = name.as_str()?.strip_prefix("CAP_")?.to_string();
+            crate::spec::capability_number(&name)
+        })
+        .fold(0, |m, bit| m | (1u64 << bit))
+}
+
+/// Splits mount options the way runc reads them: flags, propagation, and
+/// the rest as filesystem data.
+pub(crate) fn mount_plan<'a>(
+    destination: String,
+    typ: String,
+    source: String,
+    options: impl Iterator<Item = &'a str>,
+) -> MountPlan {
+    let mut flags: libc::c_ulong = 0;
+    let mut propagation: libc::c_ulong = 0;
+    let mut data = Vec::new();
+    for o in options {
+        match o {
+            "ro" => flags |= libc::MS_RDONLY,
+            "rw" => flags &= !libc::MS_RDONLY,
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "nodev" => flags |= libc::MS_NODEV,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            "relatime" => flags |= libc::MS_RELATIME,
+            "strictatime" => flags |= libc::MS_STRICTATIME,
+            "noatime" => flags |= libc::MS_NOATIME,
+            "nodiratime" => flags |= libc::MS_NODIRATIME,
+            "sync" => flags |= libc::MS_SYNCHRONOUS,
+            "bind" => flags |= libc::MS_BIND,
+            "rbind" => flags |= libc::MS_BIND | libc::MS_REC,
+            "private" => propagation = libc::MS_PRIVATE,
+            "rprivate" => propagation = libc::MS_PRIVATE | libc::MS_REC,
+            "slave" => propagation = libc::MS_SLAVE,
+            "rslave" => propagation = libc::MS_SLAVE | libc::MS_REC,
+            "shared" => propagation = libc::MS_SHARED,
+            "rshared" => propagation = libc::MS_SHARED | libc::MS_REC,
+            other => data.push(other),
+        }
+    }
+    if typ == "bind" {
+        flags |= libc::MS_BIND;
+    }
+    MountPlan {
+        destination,
+        typ,
+        source,
+        flags,
+        propagation,
+        data: data.join(","),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::Spec;
+
+    #[test]
+    fn mount_options_split_into_flags_propagation_and_data() {
+        let m = mount_plan(
+            "/dev".into(),
+            "tmpfs".into(),
+            "tmpfs".into(),
+            ["nosuid", "strictatime", "mode=755", "size=65536k"].into_iter(),
+        );
+        assert_eq!(m.flags, libc::MS_NOSUID | libc::MS_STRICTATIME);
+        assert_eq!(m.data, "mode=755,size=65536k");
+        let v = mount_plan(
+            "/data".into(),
+            "bind".into(),
+            "/srv".into(),
+            ["rbind", "rprivate", "ro"].into_iter(),
+        );
+        assert!(v.is_bind());
+        assert_eq!(v.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY);
+        assert_eq!(v.propagation, libc::MS_PRIVATE | libc::MS_REC);
+        assert!(v.data.is_empty());
+    }
+
+    fn spec_with(process: serde_json::Value) -> Spec {
+        serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "/r"},
+            "process": process,
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]},
+        }))
+        .unwrap()
+    }
+
+    /// A config.json is checked as `-u` is: -1 would keep the init root.
+    #[test]
+    fn ids_above_2_31_in_a_spec_are_refused() {
+        for user in [
+            serde_json::json!({"uid": 4294967295u32, "gid": 0}),
+            serde_json::json!({"uid": 0, "gid": 4294967295u32}),
+            serde_json::json!({"uid": 0, "gid": 0, "additionalGids": [2147483648u32]}),
+        ] {
+            let spec = spec_with(serde_json::json!({"user": user, "args": ["sh"], "cwd": "/"}));
+            let e = Plan::new(&spec, Path::new("/"), None)
+                .err()
+                .expect("accepted");
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+        let ok = spec_with(
+            serde_json::json!({"user": {"uid": 2147483647u32, "gid": 5}, "args": ["sh"], "cwd": "/"}),
+        );
+        assert!(Plan::new(&ok, Path::new("/"), None).is_ok());
+    }
+
+    #[test]
+    fn rlimits_are_read_from_the_spec() {
+        let spec = spec_with(serde_json::json!({
+            "user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/",
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}],
+        }));
+        let plan = Plan::new(&spec, Path::new("/"), None).unwrap();
+        assert_eq!(
+            plan.rlimits,
+            [Rlimit {
+                resource: libc::RLIMIT_NOFILE,
+                soft: 10,
+                hard: 20
+            }]
+        );
+        let bad = spec_with(serde_json::json!({
+            "user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/",
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 30, "hard": 20}],
+        }));
+        assert!(Plan::new(&bad, Path::new("/"), None).is_err());
+    }
+}
