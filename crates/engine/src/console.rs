@@ -29,7 +29,7 @@ pub fn forward_signals(pid: i32, has_tty: bool) -> Result<Forwarder> {
                 interrupts += 1;
                 if interrupts > 1 {
                     say(format_args!("skiff: killing the container"));
-                    let _ = skiff_sandbox::container::signal(pid, libc::SIGKILL);
+                    let _ = skiff_sandbox::process::signal(pid, libc::SIGKILL);
                     continue;
                 }
                 if !has_tty {
@@ -38,7 +38,7 @@ pub fn forward_signals(pid: i32, has_tty: bool) -> Result<Forwarder> {
                     ));
                 }
             }
-            let _ = skiff_sandbox::container::signal(pid, sig);
+            let _ = skiff_sandbox::process::signal(pid, sig);
         }
     });
     Ok(Forwarder {

@@ -100,8 +100,8 @@ impl RunRequest {
     /// `None` for `seccomp=unconfined`. Needs nothing from the image.
     pub(crate) fn seccomp_policy(&self) -> Result<Option<Policy>> {
         let capabilities =
-            skiff_sandbox::spec::effective_capabilities(&self.cap_add, &self.cap_drop)?;
-        let oci_caps = skiff_sandbox::spec::to_oci_capabilities(&capabilities);
+            skiff_sandbox::capabilities::effective_capabilities(&self.cap_add, &self.cap_drop)?;
+        let oci_caps = skiff_sandbox::capabilities::to_oci_capabilities(&capabilities);
         let mut seccomp = Some(skiff_sandbox::seccomp::default_profile(&oci_caps));
         for opt in &self.security_opts {
             match opt.split_once(['=', ':']) {
@@ -179,7 +179,7 @@ impl RunRequest {
             .map(|v| rootfs::parse_volume(v))
             .collect::<Result<Vec<_>, _>>()?;
         let capabilities =
-            skiff_sandbox::spec::effective_capabilities(&self.cap_add, &self.cap_drop)?;
+            skiff_sandbox::capabilities::effective_capabilities(&self.cap_add, &self.cap_drop)?;
         let ulimits = self
             .ulimits
             .iter()

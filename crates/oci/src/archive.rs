@@ -64,7 +64,7 @@ impl DockerArchive {
                         what: format!("{name} in docker archive {}", path.display()),
                         hint: None,
                     })?;
-            if size > crate::registry::MAX_DOCUMENT {
+            if size > crate::manifest::MAX_DOCUMENT {
                 return Err(OciError::Unsupported(format!(
                     "{name} in {} is too large",
                     path.display()

@@ -179,7 +179,7 @@ impl Repository for OciLayout {
         let mut bytes = Vec::new();
         let what = format!("manifest {digest} in {}", self.describe());
         self.open_file(digest)?
-            .take(crate::registry::MAX_DOCUMENT)
+            .take(crate::manifest::MAX_DOCUMENT)
             .read_to_end(&mut bytes)
             .context(|| format!("reading {what}"))?;
         let media_type = (!desc.media_type.is_empty()).then(|| desc.media_type.clone());

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod layout;
 pub mod manifest;
+pub mod open;
 pub mod reference;
 pub mod registry;
 pub mod repository;
@@ -15,8 +16,7 @@ pub mod verify;
 pub use config::RuntimeConfig;
 pub use error::{OciError, Result};
 pub use manifest::{Descriptor, Index, Manifest, Platform};
+pub use open::OpenedRef;
 pub use reference::{ImageRef, RegistryRef};
 pub use registry::RegistryOptions;
-pub use repository::{
-    copy_blob, resolve, FetchedManifest, OpenedRef, Repository, Resolved, ResolvedImage,
-};
+pub use repository::{copy_blob, resolve, FetchedManifest, Repository, Resolved, ResolvedImage};

@@ -232,6 +232,9 @@ pub fn valid_digest_or_err(d: &str) -> Result<()> {
     }
 }
 
+/// Largest manifest or config skiff will read into memory.
+pub const MAX_DOCUMENT: u64 = 8 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;

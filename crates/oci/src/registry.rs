@@ -22,13 +22,10 @@ use ureq::{Agent, Body, SendBody};
 
 use crate::auth::{lookup_credentials, parse_challenge, Challenge, Credentials};
 use crate::error::{OciError, Result};
-use crate::manifest::{valid_digest_or_err, Descriptor, MANIFEST_ACCEPT};
+use crate::manifest::{valid_digest_or_err, Descriptor, MANIFEST_ACCEPT, MAX_DOCUMENT};
 use crate::reference::RegistryRef;
 use crate::repository::{FetchedManifest, Repository};
 use crate::verify::VerifyingReader;
-
-/// Largest manifest or config skiff will read into memory.
-pub const MAX_DOCUMENT: u64 = 8 << 20;
 
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {

@@ -189,8 +189,8 @@ impl Cgroup {
         match (pid, back) {
             (Ok(pid), Ok(())) => Ok(pid),
             (Ok(pid), Err(e)) => {
-                let _ = crate::container::signal(pid, libc::SIGKILL);
-                let _ = crate::container::wait(pid);
+                let _ = crate::process::signal(pid, libc::SIGKILL);
+                let _ = crate::process::wait(pid);
                 Err(e)
             }
             (Err(e), _) => Err(e),

@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, Spec};
-use rustix::process::{Pid, Signal, WaitOptions};
 
 use crate::cgroups::Cgroup;
 use crate::device_filter::{self, DeviceRule};
 use crate::init::channel::{await_ready, failure, receive, tell};
 use crate::init::{self, message, InitStdio, Plan};
+use crate::process::{signal, wait};
 use crate::relay::{Pipes, Relay};
 use crate::seccomp_filter::CompiledFilter;
 use crate::SandboxError;
@@ -55,23 +55,6 @@ pub struct Sandbox {
     channel: OwnedFd,
     console: Option<OwnedFd>,
     relay: Option<Relay>,
-}
-
-/// How a container's init process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl Exit {
-    /// The shell convention: the code, or 128 + the signal.
-    pub fn code(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => 128 + s,
-        }
-    }
 }
 
 /// `clone3`'s argument block (linux/sched.h, version 2 with `cgroup`).
@@ -365,40 +348,6 @@ fn write_id_maps(pid: i32, linux: &Linux) -> Result<(), SandboxError> {
         std::fs::write(&path, map).map_err(|e| SandboxError::io(format!("writing {path}"), e))?;
     }
     Ok(())
-}
-
-/// Waits for a child process (the container's init is ours).
-pub fn wait(pid: i32) -> Result<Exit, SandboxError> {
-    let p =
-        Pid::from_raw(pid).ok_or_else(|| SandboxError::Runtime(format!("invalid pid {pid}")))?;
-    loop {
-        match rustix::process::waitpid(Some(p), WaitOptions::empty()) {
-            Ok(Some((_, status))) => {
-                if let Some(code) = status.exit_status() {
-                    return Ok(Exit::Code(code));
-                }
-                if let Some(sig) = status.terminating_signal() {
-                    return Ok(Exit::Signal(sig));
-                }
-            }
-            Ok(None) => {}
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(SandboxError::io(format!("waiting for pid {pid}"), e.into())),
-        }
-    }
-}
-
-/// Sends a signal to one process; a process that is already gone is fine.
-pub fn signal(pid: i32, sig: i32) -> Result<(), SandboxError> {
-    let (Some(p), Some(s)) = (Pid::from_raw(pid), Signal::from_named_raw(sig)) else {
-        return Err(SandboxError::Runtime(format!(
-            "cannot send signal {sig} to pid {pid}"
-        )));
-    };
-    match rustix::process::kill_process(p, s) {
-        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-        Err(e) => Err(SandboxError::io(format!("signalling pid {pid}"), e.into())),
-    }
 }
 
 /// Kills whatever is left of the container and removes its cgroup.

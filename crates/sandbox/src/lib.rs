@@ -2,11 +2,13 @@
 //! defaults), the overlay root filesystem, and the container runtime that
 //! runs it: cgroups, the init process, seccomp.
 
+pub mod capabilities;
 pub mod cgroups;
 pub mod container;
 pub mod device_filter;
 mod init;
 pub mod layer_fs;
+pub mod process;
 pub mod relay;
 pub mod rlimits;
 pub mod rootfs;
@@ -15,7 +17,8 @@ pub mod seccomp_filter;
 pub mod spec;
 pub mod user;
 
-pub use container::{Exit, Sandbox, Stdio};
+pub use container::{Sandbox, Stdio};
+pub use process::Exit;
 pub use spec::{ContainerSpec, IdMap, Network, ProcessUser, Resources, Volume};
 
 /// Errors from setting up or running a container. Each names what failed.

@@ -153,7 +153,7 @@ pub fn parse_ulimit(spec: &str) -> Result<Limit, SandboxError> {
 /// lacks `CAP_SYS_RESOURCE`, and the soft limit with it; an override that
 /// asks for more than that is an error.
 pub fn container_limits(overrides: &[Limit]) -> Result<Vec<Limit>, SandboxError> {
-    let can_raise = crate::spec::has_effective_capability("SYS_RESOURCE");
+    let can_raise = crate::capabilities::has_effective_capability("SYS_RESOURCE");
     let mut out = Vec::with_capacity(DEFAULTS.len());
     for &(name, resource, soft, hard) in DEFAULTS {
         let own = own_limit(resource);

@@ -22,7 +22,7 @@ impl Engine {
                 )));
             }
             if let Some(pid) = record.pid {
-                skiff_sandbox::container::signal(pid, libc::SIGKILL)?;
+                skiff_sandbox::process::signal(pid, libc::SIGKILL)?;
             }
             if !self.wait_exit(&record, Duration::from_secs(10))? {
                 return Err(EngineError::Conflict(format!(

@@ -17,11 +17,11 @@ impl Engine {
         let Some(pid) = record.pid else {
             return Ok(());
         };
-        skiff_sandbox::container::signal(pid, record.stop_signal)?;
+        skiff_sandbox::process::signal(pid, record.stop_signal)?;
         if !self.wait_exit(record, grace)? {
             tracing::info!(id = %record.id, "grace period over; sending SIGKILL");
             if still_same_process(record) {
-                skiff_sandbox::container::signal(pid, libc::SIGKILL)?;
+                skiff_sandbox::process::signal(pid, libc::SIGKILL)?;
             }
             if !self.wait_exit(record, Duration::from_secs(10))? {
                 return Err(EngineError::Conflict(format!(

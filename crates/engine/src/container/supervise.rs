@@ -90,8 +90,8 @@ impl Engine {
         let forwarder = match started {
             Ok(f) => f,
             Err(e) => {
-                let _ = skiff_sandbox::container::signal(pid, libc::SIGKILL);
-                let _ = skiff_sandbox::container::wait(pid);
+                let _ = skiff_sandbox::process::signal(pid, libc::SIGKILL);
+                let _ = skiff_sandbox::process::wait(pid);
                 let cleanup = self.cleanup(&record, true).err();
                 return Err(e.with_cleanup(cleanup));
             }
@@ -113,7 +113,7 @@ impl Engine {
             }
             _ => None,
         };
-        let exit = skiff_sandbox::container::wait(pid)?;
+        let exit = skiff_sandbox::process::wait(pid)?;
         tracing::debug!(?exit, "container exited");
         sandbox.finish_output();
         if let Some(c) = console {

@@ -220,7 +220,7 @@ pub(crate) fn cap_mask(set: &Option<oci_spec::runtime::Capabilities>) -> u64 {
         .filter_map(|c| {
             let name = serde_json::to_value(c).ok()?;
             let name = name.as_str()?.strip_prefix("CAP_")?.to_string();
-            crate::spec::capability_number(&name)
+            crate::capabilities::capability_number(&name)
         })
         .fold(0, |m, bit| m | (1u64 << bit))
 }
