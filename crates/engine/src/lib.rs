@@ -24,9 +24,13 @@ pub use mount_daemon::MountRequest;
 pub use record::{Record, Status};
 pub use request::RunRequest;
 
+use skiff_sandbox::{ImageFacts, SandboxKind};
+
 /// The engine of one node state directory.
 pub struct Engine {
     config: EngineConfig,
+    /// The sandbox kinds it can run containers in, the default first.
+    kinds: Vec<Box<dyn SandboxKind>>,
 }
 
 impl Engine {
@@ -34,7 +38,39 @@ impl Engine {
     /// (see [`root_dir`]).
     pub fn new(config: EngineConfig) -> Result<Self> {
         root_dir::prepare(&config.root)?;
-        Ok(Engine { config })
+        let kinds: Vec<Box<dyn SandboxKind>> = vec![Box::new(skiff_sandbox::NamespaceKind::new(
+            &root_dir::seccomp_cache(&config.root),
+        ))];
+        Ok(Engine { config, kinds })
+    }
+
+    /// The sandbox kind named `name` (as a record keeps it).
+    pub fn kind(&self, name: &str) -> Result<&dyn SandboxKind> {
+        self.kinds
+            .iter()
+            .find(|k| k.name() == name)
+            .map(|k| k.as_ref())
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
+                EngineError::Invalid(format!(
+                    "no sandbox kind {name:?} here; the kinds are {}",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    /// The first kind that can run an image with these facts.
+    pub fn kind_for(&self, image: &ImageFacts) -> Result<&dyn SandboxKind> {
+        self.kinds
+            .iter()
+            .find(|k| k.can_handle(image))
+            .map(|k| k.as_ref())
+            .ok_or_else(|| {
+                EngineError::Invalid(format!(
+                    "no sandbox here runs images for {}/{}",
+                    image.os, image.architecture
+                ))
+            })
     }
 
     pub fn config(&self) -> &EngineConfig {

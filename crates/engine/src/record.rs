@@ -51,6 +51,13 @@ pub struct Record {
     /// `--storage-opt size`: the writable layer is a filesystem of this size.
     #[serde(default)]
     pub layer_size: Option<u64>,
+    /// The sandbox kind it runs in (`skiff_sandbox::SandboxKind::name`).
+    #[serde(default = "namespace_kind")]
+    pub sandbox: String,
+}
+
+fn namespace_kind() -> String {
+    "namespace".into()
 }
 
 pub fn dir(root: &Path, id: &str) -> PathBuf {

@@ -22,12 +22,22 @@ pub struct RuntimeConfig {
     pub user: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub stop_signal: String,
+    /// The image's `os` and `architecture` (the config's top level, not
+    /// `config.config`), which pick the sandbox kind; empty if absent.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub os: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub architecture: String,
 }
 
 #[derive(Deserialize)]
 struct ImageConfig {
     #[serde(default, deserialize_with = "null_as_default")]
     config: RuntimeConfig,
+    #[serde(default, deserialize_with = "null_as_default")]
+    os: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    architecture: String,
 }
 
 // Registries and builders write `null` for empty fields as often as they omit them.
@@ -43,7 +53,11 @@ impl RuntimeConfig {
     /// Parses the runtime part of an image config blob.
     pub fn parse(config_blob: &[u8]) -> Result<Self> {
         serde_json::from_slice::<ImageConfig>(config_blob)
-            .map(|c| c.config)
+            .map(|c| RuntimeConfig {
+                os: c.os,
+                architecture: c.architecture,
+                ..c.config
+            })
             .map_err(|source| OciError::Json {
                 context: "the image config".into(),
                 source,
@@ -67,6 +81,7 @@ mod tests {
         assert_eq!(c.env, ["PATH=/usr/bin"]);
         assert_eq!(c.working_dir, "/srv");
         assert_eq!(c.user, "1000:1000");
+        assert_eq!((c.os.as_str(), c.architecture.as_str()), ("", "amd64"));
         assert_eq!(
             RuntimeConfig::parse(b"{}").unwrap(),
             RuntimeConfig::default()

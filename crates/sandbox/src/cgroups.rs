@@ -228,6 +228,46 @@ impl Cgroup {
     }
 }
 
+/// What the cgroup at `path` uses now, on v1 or v2; a figure the host
+/// does not keep is `None`.
+pub fn stats(path: &str) -> crate::Stats {
+    let Ok(rel) = relative(path) else {
+        return crate::Stats::default();
+    };
+    let read = |file: PathBuf| -> Option<u64> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let t = text.trim();
+        (t != "max").then(|| t.parse().ok()).flatten()
+    };
+    let root = Path::new(CGROUP_ROOT);
+    if crate::device_filter::unified_host() {
+        let dir = root.join(rel);
+        let cpu = std::fs::read_to_string(dir.join("cpu.stat"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|us| us * 1000)
+            });
+        return crate::Stats {
+            memory_bytes: read(dir.join("memory.current")),
+            memory_limit_bytes: read(dir.join("memory.max")),
+            cpu_nanos: cpu,
+            pids: read(dir.join("pids.current")),
+        };
+    }
+    // A v1 limit of "no limit" is a huge number, not "max".
+    let limit = read(root.join("memory").join(rel).join("memory.limit_in_bytes"))
+        .filter(|&l| l < (1 << 62));
+    crate::Stats {
+        memory_bytes: read(root.join("memory").join(rel).join("memory.usage_in_bytes")),
+        memory_limit_bytes: limit,
+        cpu_nanos: read(root.join("cpuacct").join(rel).join("cpuacct.usage")),
+        pids: read(root.join("pids").join(rel).join("pids.current")),
+    }
+}
+
 /// Kills whatever still runs in the cgroup `path` and removes it from every
 /// hierarchy. Missing directories are fine.
 pub fn remove(path: &str) -> Result<(), SandboxError> {

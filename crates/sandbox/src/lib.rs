@@ -1,13 +1,15 @@
-//! skiff's Linux sandbox: the OCI runtime spec it generates (Docker's
-//! defaults), the overlay root filesystem, and the container runtime that
-//! runs it: cgroups, the init process, seccomp.
+//! skiff's sandboxes: the one [`Sandbox`] trait every kind implements, and
+//! what the kinds share (the OCI runtime spec skiff generates with Docker's
+//! defaults, the overlay root, stdio relays, resource limits); and the
+//! first kind, Linux namespaces (cgroups, the init process, seccomp).
 
 pub mod capabilities;
 pub mod cgroups;
-pub mod container;
 pub mod device_filter;
 mod init;
+pub mod kind;
 pub mod layer_fs;
+pub mod namespace;
 pub mod process;
 pub mod relay;
 pub mod rlimits;
@@ -17,7 +19,8 @@ pub mod seccomp_filter;
 pub mod spec;
 pub mod user;
 
-pub use container::{Sandbox, Stdio};
+pub use kind::{ImageFacts, Prepare, Sandbox, SandboxKind, Stats, Stdio};
+pub use namespace::{NamespaceKind, NamespaceSandbox};
 pub use process::Exit;
 pub use spec::{ContainerSpec, IdMap, Network, ProcessUser, Resources, Volume};
 

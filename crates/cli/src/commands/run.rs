@@ -198,7 +198,7 @@ fn create_and_run(global: &Global, a: Args) -> Result<i32> {
             stderr: rustix::io::dup(rustix::stdio::stderr())?,
         }
     };
-    let code = engine.supervise(created.record, launch, None);
+    let code = engine.supervise(created.record, &created.spec, launch, None);
     engine.finish_trace(created.trace_mount.as_deref());
     Ok(code?)
 }

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+use oci_spec::runtime::Spec;
 use skiff_sandbox::rootfs::{self, OverlayDirs};
+use skiff_sandbox::ImageFacts;
 
 use crate::error::{EngineError, IoContext, Result};
 use crate::record::{self, Record, Status};
@@ -14,6 +16,8 @@ use crate::{root_dir, Engine};
 /// [`Engine::start_detached`].
 pub struct Created {
     pub record: Record,
+    /// Its OCI runtime spec (also in `ROOT/containers/ID/config.json`).
+    pub spec: Spec,
     /// The private image mount a `--record-trace` run has, released by
     /// [`Engine::finish_trace`] once the container exits.
     pub trace_mount: Option<PathBuf>,
@@ -58,8 +62,9 @@ impl Engine {
         let trace_mount = req.record_trace.as_ref().map(|_| image_mount.clone());
         let prepared = self.prepare(req, &id, name, &image_mount, &config, layer_size, seccomp);
         match prepared {
-            Ok(record) => Ok(Created {
+            Ok((record, spec)) => Ok(Created {
                 record,
+                spec,
                 trace_mount,
             }),
             Err(e) => {
@@ -82,8 +87,12 @@ impl Engine {
         config: &skiff_oci::RuntimeConfig,
         layer_size: Option<u64>,
         seccomp: Option<skiff_sandbox::seccomp::Policy>,
-    ) -> Result<Record> {
+    ) -> Result<(Record, Spec)> {
         let root = &self.config.root;
+        let kind = self.kind_for(&ImageFacts {
+            os: config.os.clone(),
+            architecture: config.architecture.clone(),
+        })?;
         let cdir = record::dir(root, id);
         let scratch = root_dir::prepare_run_dir(root)?.join(id);
         let dirs = OverlayDirs::new(&cdir, &scratch, layer_size);
@@ -117,19 +126,22 @@ impl Engine {
             private_network: req.network != skiff_sandbox::Network::Host,
             image_mount: image_mount.to_path_buf(),
             layer_size,
+            sandbox: kind.name().to_string(),
         };
         record.save(root)?;
         tracing::debug!("record written");
-        let result = (|| -> Result<()> {
+        let result = (|| -> Result<Spec> {
             root_dir::make_private(&scratch).ctx(|| format!("creating {}", scratch.display()))?;
             rootfs::mount_overlay(image_mount, &dirs, req.userns.map(|s| s.base))?;
             tracing::debug!("overlay mounted");
-            let json = skiff_sandbox::spec::to_json(&spec.to_oci()?)?;
+            let oci = spec.to_oci()?;
+            let json = skiff_sandbox::spec::to_json(&oci)?;
             let path = cdir.join("config.json");
-            std::fs::write(&path, json).ctx(|| format!("writing {}", path.display()))
+            std::fs::write(&path, json).ctx(|| format!("writing {}", path.display()))?;
+            Ok(oci)
         })();
         match result {
-            Ok(()) => Ok(record),
+            Ok(oci) => Ok((record, oci)),
             Err(e) => {
                 let cleanup = self.cleanup(&record, true).err();
                 Err(e.with_cleanup(cleanup))

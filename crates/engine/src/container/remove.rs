@@ -46,8 +46,11 @@ impl Engine {
             tracing::warn!(id = %record.id, "{e}");
             first.get_or_insert(e);
         };
-        if let Err(e) = skiff_sandbox::container::delete(&record.cgroups_path) {
-            fail(e.into());
+        let leftovers = self
+            .kind(&record.sandbox)
+            .and_then(|k| Ok(k.remove_leftovers(&record.cgroups_path)?));
+        if let Err(e) = leftovers {
+            fail(e);
         }
         tracing::debug!("cgroup removed");
         let cdir = record::dir(root, &record.id);

@@ -6,10 +6,13 @@
 use std::io::Write;
 use std::os::fd::OwnedFd;
 
+use oci_spec::runtime::Spec;
+use skiff_sandbox::Prepare;
+
 use crate::console::{self, say};
 use crate::error::{EngineError, IoContext, Result};
 use crate::record::{self, Record, Status};
-use crate::{root_dir, Engine};
+use crate::Engine;
 
 /// How the supervisor wires the container's streams.
 pub enum Launch {
@@ -35,6 +38,7 @@ impl Engine {
     pub fn supervise(
         &self,
         mut record: Record,
+        spec: &Spec,
         launch: Launch,
         ready: Option<std::fs::File>,
     ) -> Result<i32> {
@@ -58,18 +62,20 @@ impl Engine {
                 output,
             } => (skiff_sandbox::Stdio::Terminal, Some((interactive, output))),
         };
-        // Still single-threaded here, as the sandbox's clone needs.
+        // Still single-threaded here, as the namespace sandbox's clone needs.
         tracing::debug!("creating the container");
-        let created = skiff_sandbox::Sandbox::create(
-            &cdir.join("config.json"),
-            &root_dir::seccomp_cache(root),
-            stdio,
-        );
+        let created = self.kind(&record.sandbox).and_then(|kind| {
+            Ok(kind.prepare(Prepare {
+                spec,
+                bundle: &cdir,
+                stdio,
+            })?)
+        });
         let mut sandbox = match created {
             Ok(s) => s,
             Err(e) => {
                 let cleanup = self.cleanup(&record, true).err();
-                return Err(EngineError::from(e).with_cleanup(cleanup));
+                return Err(e.with_cleanup(cleanup));
             }
         };
         let pid = sandbox.pid();
@@ -81,9 +87,6 @@ impl Engine {
         // handlers: a pid namespace's init gets no default actions.)
         let started = (|| -> Result<console::Forwarder> {
             let forwarder = console::forward_signals(pid, terminal.is_some())?;
-            if record.private_network {
-                skiff_sandbox::container::loopback_up(pid)?;
-            }
             sandbox.start()?;
             Ok(forwarder)
         })();
@@ -113,7 +116,7 @@ impl Engine {
             }
             _ => None,
         };
-        let exit = skiff_sandbox::process::wait(pid)?;
+        let exit = sandbox.wait()?;
         tracing::debug!(?exit, "container exited");
         sandbox.finish_output();
         if let Some(c) = console {
@@ -121,7 +124,7 @@ impl Engine {
         }
         drop(forwarder);
 
-        record.oom_killed = skiff_sandbox::container::oom_killed(&record.cgroups_path);
+        record.oom_killed = sandbox.oom_killed();
         record.status = Status::Exited;
         record.exit_code = Some(exit.code());
         record.finished = Some(record::now());
@@ -145,6 +148,13 @@ impl Engine {
     pub fn run_supervisor(&self, id: &str, tty: bool) -> Result<i32> {
         let root = &self.config.root;
         let record = Record::load(root, id)?;
+        let config = record::dir(root, id).join("config.json");
+        let spec = Spec::load(&config).map_err(|e| {
+            EngineError::Invalid(format!(
+                "reading the container's spec {}: {e}",
+                config.display()
+            ))
+        })?;
         let log_path = record::log_path(root, id);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -176,7 +186,7 @@ impl Engine {
                 stderr: log.into(),
             }
         };
-        self.supervise(record, launch, Some(ready))
+        self.supervise(record, &spec, launch, Some(ready))
     }
 
     /// Starts a supervisor helper for a created container and waits until

@@ -1,5 +1,7 @@
-//! One container's lifecycle: create (cgroup, clone, set-up), start,
-//! wait, signal, delete. The init's side is [`crate::init`].
+//! The namespace sandbox (runc class): one container's lifecycle in Linux
+//! namespaces and a cgroup: create (cgroup, clone, set-up), start, wait,
+//! signal, delete, behind the [`Sandbox`] trait. The init's side is
+//! [`crate::init`].
 //!
 //! skiff used youki's libcontainer for this until its start time became
 //! the floor: libcontainer's intermediate process moves itself into the
@@ -21,40 +23,62 @@ use crate::cgroups::Cgroup;
 use crate::device_filter::{self, DeviceRule};
 use crate::init::channel::{await_ready, failure, receive, tell};
 use crate::init::{self, message, InitStdio, Plan};
-use crate::process::{signal, wait};
+use crate::kind::{ImageFacts, Prepare, Sandbox, SandboxKind, Stats, Stdio};
+use crate::process::{signal, wait, Exit};
 use crate::relay::{Pipes, Relay};
 use crate::seccomp_filter::CompiledFilter;
 use crate::SandboxError;
 
-/// How the container's standard streams are wired.
-pub enum Stdio {
-    /// Give the container these three descriptors as they are: for callers
-    /// that made pipes for it themselves. Anything else (a terminal, a
-    /// file) would let the container at the host's open file.
-    Files {
-        stdin: OwnedFd,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-    },
-    /// Pipes that skiff copies from `stdin` (`None`: the container reads
-    /// /dev/null) and to `stdout` and `stderr` (see [`crate::relay`]).
-    Relay {
-        stdin: Option<OwnedFd>,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-    },
-    /// A new pseudo-terminal; its master side is returned by [`Sandbox::create`].
-    Terminal,
+/// The namespace kind: its compiled-filter cache.
+pub struct NamespaceKind {
+    filter_cache: PathBuf,
+}
+
+impl NamespaceKind {
+    /// Compiled seccomp filters are kept in `filter_cache` (see
+    /// [`crate::seccomp_filter`]).
+    pub fn new(filter_cache: &Path) -> Self {
+        NamespaceKind {
+            filter_cache: filter_cache.to_path_buf(),
+        }
+    }
+}
+
+impl SandboxKind for NamespaceKind {
+    fn name(&self) -> &'static str {
+        "namespace"
+    }
+
+    /// Linux images; an image that names no OS is taken for one.
+    fn can_handle(&self, image: &ImageFacts) -> bool {
+        image.os.is_empty() || image.os == "linux"
+    }
+
+    fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {
+        Ok(Box::new(NamespaceSandbox::create(
+            container.spec,
+            container.bundle,
+            &self.filter_cache,
+            container.stdio,
+        )?))
+    }
+
+    fn remove_leftovers(&self, cgroups_path: &str) -> Result<(), SandboxError> {
+        crate::cgroups::remove(cgroups_path)
+    }
 }
 
 /// A created (not yet started) or running container.
-pub struct Sandbox {
+pub struct NamespaceSandbox {
     pid: i32,
     /// The init's channel: it reports set-up, takes the start byte, and
     /// closes at exec.
     channel: OwnedFd,
     console: Option<OwnedFd>,
     relay: Option<Relay>,
+    cgroups_path: String,
+    /// A network namespace of its own, whose loopback start brings up.
+    own_network: bool,
 }
 
 /// `clone3`'s argument block (linux/sched.h, version 2 with `cgroup`).
@@ -76,21 +100,20 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-impl Sandbox {
-    /// Creates the container from the OCI spec at `config` (a relative
-    /// root is taken from its directory): its cgroup, then its init, which
-    /// sets up the root and waits for [`Sandbox::start`].
+impl NamespaceSandbox {
+    /// Creates the container from `spec` (a relative root is taken from
+    /// `bundle`): its cgroup, then its init, which sets up the root and
+    /// waits for [`Sandbox::start`].
     ///
     /// The seccomp policy is compiled here, or taken from `filter_cache`
     /// (see [`crate::seccomp_filter`]), and loaded by the init right
     /// before the command.
-    pub fn create(config: &Path, filter_cache: &Path, stdio: Stdio) -> Result<Self, SandboxError> {
-        let spec = Spec::load(config).map_err(|e| {
-            SandboxError::Config(format!(
-                "reading the container's config {}: {e}",
-                config.display()
-            ))
-        })?;
+    pub fn create(
+        spec: &Spec,
+        bundle: &Path,
+        filter_cache: &Path,
+        stdio: Stdio,
+    ) -> Result<Self, SandboxError> {
         let linux = spec
             .linux()
             .as_ref()
@@ -99,8 +122,12 @@ impl Sandbox {
             Some(policy) => Some(Arc::new(CompiledFilter::cached(policy, filter_cache)?)),
             None => None,
         };
-        let bundle = config.parent().unwrap_or(Path::new("."));
-        let plan = Plan::new(&spec, bundle, filter)?;
+        let plan = Plan::new(spec, bundle, filter)?;
+        let own_network = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none());
         let cgroups_path = linux.cgroups_path().clone().ok_or_else(|| {
             SandboxError::Config("the runtime spec needs linux.cgroupsPath".into())
         })?;
@@ -135,40 +162,64 @@ impl Sandbox {
                 return Err(abandon(e));
             }
         }
-        Ok(Sandbox {
+        Ok(NamespaceSandbox {
             pid,
             channel,
             console,
             relay,
+            cgroups_path,
+            own_network,
         })
     }
+}
 
-    /// The init process, as the host sees it.
-    pub fn pid(&self) -> i32 {
+impl Sandbox for NamespaceSandbox {
+    fn pid(&self) -> i32 {
         self.pid
     }
 
-    /// The pty master, under [`Stdio::Terminal`].
-    pub fn take_console(&mut self) -> Option<OwnedFd> {
+    fn take_console(&mut self) -> Option<OwnedFd> {
         self.console.take()
     }
 
-    /// Under [`Stdio::Relay`], copies the rest of the container's output:
-    /// call it once its init has been reaped ([`wait`]).
-    pub fn finish_output(&mut self) {
-        if let Some(r) = self.relay.take() {
-            r.finish();
+    /// Brings up `lo` in a network namespace of its own, then lets the
+    /// init run the command; returns once it has (its channel closes at
+    /// exec) or with why it could not.
+    fn start(&mut self) -> Result<(), SandboxError> {
+        if self.own_network {
+            loopback_up(self.pid)?;
         }
-    }
-
-    /// Lets the init run the container's command; returns once it has
-    /// (its channel closes at exec) or with why it could not.
-    pub fn start(&mut self) -> Result<(), SandboxError> {
         tell(&self.channel, message::START, "starting the container")?;
         match receive(&self.channel)? {
             None => Ok(()),
             Some((tag, body, _)) => Err(failure(tag, &body)),
         }
+    }
+
+    fn signal(&self, sig: i32) -> Result<(), SandboxError> {
+        signal(self.pid, sig)
+    }
+
+    fn wait(&mut self) -> Result<Exit, SandboxError> {
+        wait(self.pid)
+    }
+
+    fn finish_output(&mut self) {
+        if let Some(r) = self.relay.take() {
+            r.finish();
+        }
+    }
+
+    fn oom_killed(&self) -> bool {
+        oom_killed(&self.cgroups_path)
+    }
+
+    fn stats(&self) -> Result<Stats, SandboxError> {
+        Ok(crate::cgroups::stats(&self.cgroups_path))
+    }
+
+    fn delete(&mut self) -> Result<(), SandboxError> {
+        crate::cgroups::remove(&self.cgroups_path)
     }
 }
 
@@ -350,14 +401,9 @@ fn write_id_maps(pid: i32, linux: &Linux) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Kills whatever is left of the container and removes its cgroup.
-pub fn delete(cgroups_path: &str) -> Result<(), SandboxError> {
-    crate::cgroups::remove(cgroups_path)
-}
-
 /// Whether the kernel OOM-killed a process in the cgroup (v1 `memory`
 /// controller, or v2). Read before the cgroup is deleted.
-pub fn oom_killed(cgroups_path: &str) -> bool {
+fn oom_killed(cgroups_path: &str) -> bool {
     let rel = cgroups_path.trim_start_matches('/');
     let candidates = [
         (
@@ -387,7 +433,7 @@ pub fn oom_killed(cgroups_path: &str) -> bool {
 /// Brings up `lo` in the network namespace of `pid`, as Docker does for
 /// `--network none`. Runs on a short-lived thread, since `setns` moves only
 /// the calling thread.
-pub fn loopback_up(pid: i32) -> Result<(), SandboxError> {
+fn loopback_up(pid: i32) -> Result<(), SandboxError> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|e| SandboxError::io(format!("opening the network namespace of {pid}"), e))?;
     std::thread::spawn(move || -> Result<(), SandboxError> {

@@ -1,0 +1,115 @@
+//! The one interface every kind of sandbox implements: Linux namespaces
+//! ([`crate::namespace`]) now; a lightweight VM and WebAssembly next. The
+//! engine picks a [`SandboxKind`] per container and drives the
+//! [`Sandbox`] it prepares, never knowing which kind it is.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+
+use crate::{Exit, SandboxError};
+
+/// How the container's standard streams are wired.
+pub enum Stdio {
+    /// Give the container these three descriptors as they are: for callers
+    /// that made pipes for it themselves. Anything else (a terminal, a
+    /// file) would let the container at the host's open file.
+    Files {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// Pipes that skiff copies from `stdin` (`None`: the container reads
+    /// /dev/null) and to `stdout` and `stderr` (see [`crate::relay`]).
+    Relay {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A new pseudo-terminal; its master side is [`Sandbox::take_console`].
+    Terminal,
+}
+
+/// What a kind is told about an image to say whether it can run it.
+#[derive(Debug, Clone, Default)]
+pub struct ImageFacts {
+    /// The image's `os` (`linux`, `wasi`...); empty if it names none.
+    pub os: String,
+    /// The image's `architecture` (`amd64`, `wasm`...).
+    pub architecture: String,
+}
+
+/// A container to prepare.
+pub struct Prepare<'a> {
+    /// The OCI runtime spec, in memory.
+    pub spec: &'a Spec,
+    /// Where relative paths in the spec (the root) are taken from.
+    pub bundle: &'a Path,
+    pub stdio: Stdio,
+}
+
+/// A container's resource use, read from its sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Memory in use, in bytes (page cache included, as the kernel counts).
+    pub memory_bytes: Option<u64>,
+    /// The memory limit, if there is one.
+    pub memory_limit_bytes: Option<u64>,
+    /// CPU time used, in nanoseconds.
+    pub cpu_nanos: Option<u64>,
+    /// Processes (tasks) in it now.
+    pub pids: Option<u64>,
+}
+
+/// One kind of sandbox.
+pub trait SandboxKind: Send + Sync {
+    /// Its name, as `--sandbox` and a RuntimeClass handler give it.
+    fn name(&self) -> &'static str;
+
+    /// Whether it can run an image with these facts.
+    fn can_handle(&self, image: &ImageFacts) -> bool;
+
+    /// Creates the container's sandbox from `container`: after this the
+    /// container exists but its command has not started. The calling
+    /// process must be single-threaded where a kind says so (the
+    /// namespace kind clones its init from it).
+    fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError>;
+
+    /// Removes what a sandbox of this kind may have left on the host when
+    /// its supervisor died: processes and cgroups (namespaces), a VM.
+    /// `cgroups_path` is the spec's `linux.cgroupsPath`.
+    fn remove_leftovers(&self, cgroups_path: &str) -> Result<(), SandboxError>;
+}
+
+/// A prepared or running container, in a sandbox of some kind.
+pub trait Sandbox: Send {
+    /// The container's first process as the host sees it.
+    fn pid(&self) -> i32;
+
+    /// The pty master under [`Stdio::Terminal`], once.
+    fn take_console(&mut self) -> Option<OwnedFd>;
+
+    /// Runs the container's command; returns once it runs, or why not.
+    fn start(&mut self) -> Result<(), SandboxError>;
+
+    /// Sends a signal to the container's first process.
+    fn signal(&self, signal: i32) -> Result<(), SandboxError>;
+
+    /// Waits until the container's first process has exited.
+    fn wait(&mut self) -> Result<Exit, SandboxError>;
+
+    /// Under [`Stdio::Relay`], copies the rest of the output; call it
+    /// after [`Sandbox::wait`].
+    fn finish_output(&mut self);
+
+    /// Whether the kernel's OOM killer struck; read before
+    /// [`Sandbox::delete`].
+    fn oom_killed(&self) -> bool;
+
+    /// What the container uses now.
+    fn stats(&self) -> Result<Stats, SandboxError>;
+
+    /// Frees what the sandbox holds (kills what is left of it).
+    fn delete(&mut self) -> Result<(), SandboxError>;
+}
