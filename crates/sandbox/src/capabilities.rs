@@ -102,7 +102,7 @@ pub fn parse_capabilities(names: &[String]) -> Result<BTreeSet<String>, SandboxE
         } else if Capability::from_str(bare).is_ok() {
             out.insert(bare.to_string());
         } else {
-            return Err(SandboxError::Config(format!(
+            return Err(SandboxError::Invalid(format!(
                 "{n:?} is not a Linux capability; use a name such as NET_ADMIN or SYS_PTRACE (see capabilities(7))"
             )));
         }
@@ -158,7 +158,7 @@ pub fn effective_capabilities(
     for c in &caps {
         let bit = ALL_CAPABILITIES.iter().position(|a| a == c);
         if bit.is_some_and(|b| bounding & (1u64 << b) == 0) {
-            return Err(SandboxError::Config(format!(
+            return Err(SandboxError::Invalid(format!(
                 "CAP_{c} is not in skiff's own capability bounding set, so no container can have it; drop it with --cap-drop {c}"
             )));
         }

@@ -91,7 +91,7 @@ impl Cgroup {
         let v2 = matches!(self, Cgroup::V2(_));
         let need = |controller: &str| {
             self.controller_dir(controller).ok_or_else(|| {
-                SandboxError::Config(format!(
+                SandboxError::Unsupported(format!(
                     "this host's cgroups have no {controller} controller, so the limit cannot be applied; drop the option that sets it"
                 ))
             })
@@ -205,7 +205,7 @@ impl Cgroup {
             return Ok(());
         };
         let dir = self.controller_dir("pids").ok_or_else(|| {
-            SandboxError::Config(
+            SandboxError::Unsupported(
                 "this host's cgroups have no pids controller, so --pids-limit cannot be applied"
                     .into(),
             )
@@ -285,7 +285,7 @@ pub fn remove(path: &str) -> Result<(), SandboxError> {
         remove_dir(dir);
     }
     match dirs.iter().find(|d| d.is_dir()) {
-        Some(d) => Err(SandboxError::Runtime(format!(
+        Some(d) => Err(SandboxError::Setup(format!(
             "cgroup {} is still busy after killing its processes",
             d.display()
         ))),
@@ -330,7 +330,7 @@ fn relative(path: &str) -> Result<&Path, SandboxError> {
             .components()
             .any(|c| !matches!(c, std::path::Component::Normal(_)))
     {
-        return Err(SandboxError::Config(format!(
+        return Err(SandboxError::Invalid(format!(
             "cgroups path {path:?} must name a cgroup below the root, without '..'"
         )));
     }
@@ -359,7 +359,7 @@ fn v1_hierarchies() -> Result<Vec<(PathBuf, PathBuf)>, SandboxError> {
         }
     }
     if out.is_empty() {
-        return Err(SandboxError::Runtime(
+        return Err(SandboxError::Unsupported(
             "no cgroup hierarchy is mounted under /sys/fs/cgroup".into(),
         ));
     }
@@ -441,7 +441,7 @@ fn enable_v2_controllers(
     let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
     for c in &wanted {
         if !available.split_whitespace().any(|a| a == *c) {
-            return Err(SandboxError::Config(format!(
+            return Err(SandboxError::Unsupported(format!(
                 "this host's cgroup v2 hierarchy has no {c} controller, so the limit cannot be applied; drop the option that sets it"
             )));
         }

@@ -62,7 +62,7 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> SandboxError {
 /// at `mountpoint` (created).
 pub fn create(image: &Path, mountpoint: &Path, bytes: u64) -> Result<(), SandboxError> {
     if bytes < MIN_SIZE {
-        return Err(SandboxError::Config(format!(
+        return Err(SandboxError::Invalid(format!(
             "a writable layer of {bytes} bytes is too small to hold a filesystem; give at least 16M"
         )));
     }
@@ -97,7 +97,7 @@ pub fn create(image: &Path, mountpoint: &Path, bytes: u64) -> Result<(), Sandbox
             )
         })?;
     if !out.status.success() {
-        return Err(SandboxError::Runtime(format!(
+        return Err(SandboxError::Setup(format!(
             "mkfs.ext4 {} failed: {}",
             image.display(),
             String::from_utf8_lossy(&out.stderr).trim()
@@ -179,7 +179,7 @@ fn attach(file: &std::fs::File) -> Result<OwnedFd, SandboxError> {
             return Err(SandboxError::io(format!("setting up {path}"), e));
         }
     }
-    Err(SandboxError::Runtime(
+    Err(SandboxError::Unsupported(
         "every free loop device was taken before skiff could use it".into(),
     ))
 }
@@ -189,7 +189,7 @@ fn device_name(device: &OwnedFd) -> Result<String, SandboxError> {
         .map_err(io("naming the loop device".into()))?;
     link.to_str()
         .map(str::to_string)
-        .ok_or_else(|| SandboxError::Runtime("the loop device's name is not UTF-8".into()))
+        .ok_or_else(|| SandboxError::Setup("the loop device's name is not UTF-8".into()))
 }
 
 /// Unmounts a writable layer's filesystem; not mounted is fine.

@@ -24,19 +24,30 @@ pub use namespace::{NamespaceKind, NamespaceSandbox};
 pub use process::Exit;
 pub use spec::{ContainerSpec, IdMap, Network, ProcessUser, Resources, Volume};
 
-/// Errors from setting up or running a container. Each names what failed.
+/// Errors from setting up or running a container, by kind, so that a
+/// front end can map them (the CLI to exit codes, a shim to gRPC codes).
+/// Each names what failed and, where it can, the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    /// The spec or an option asks for something wrong: a bad value, a user
+    /// the image lacks, a hostile path in the image. Fix the request or the
+    /// image (gRPC InvalidArgument).
     #[error("{0}")]
-    Config(String),
+    Invalid(String),
+    /// This host cannot do what is asked: a cgroup controller, a loop
+    /// device or a kernel feature it lacks (gRPC FailedPrecondition).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Setting up or running the container failed: a step the kernel
+    /// refused, the init's report (gRPC Internal).
+    #[error("{0}")]
+    Setup(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Runtime(String),
     /// The command does not exist in the image (Docker's exit code 127).
     #[error("{0}")]
     NotFound(String),

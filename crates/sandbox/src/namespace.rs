@@ -117,7 +117,7 @@ impl NamespaceSandbox {
         let linux = spec
             .linux()
             .as_ref()
-            .ok_or_else(|| SandboxError::Config("the runtime spec has no linux section".into()))?;
+            .ok_or_else(|| SandboxError::Invalid("the runtime spec has no linux section".into()))?;
         let filter = match linux.seccomp() {
             Some(policy) => Some(Arc::new(CompiledFilter::cached(policy, filter_cache)?)),
             None => None,
@@ -129,7 +129,7 @@ impl NamespaceSandbox {
             .flatten()
             .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none());
         let cgroups_path = linux.cgroups_path().clone().ok_or_else(|| {
-            SandboxError::Config("the runtime spec needs linux.cgroupsPath".into())
+            SandboxError::Invalid("the runtime spec needs linux.cgroupsPath".into())
         })?;
         let cgroups_path = cgroups_path.to_string_lossy().into_owned();
         let v2_devices = device_filter::unified_host().then(|| device_rules(linux));
@@ -244,7 +244,7 @@ fn single_threaded() -> Result<(), SandboxError> {
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|n| n.trim().parse::<u32>().ok());
     if threads != Some(1) {
-        return Err(SandboxError::Runtime(format!(
+        return Err(SandboxError::Setup(format!(
             "containers must be created from a single-threaded process (this one has {threads:?} threads)"
         )));
     }
@@ -390,7 +390,7 @@ fn write_id_maps(pid: i32, linux: &Linux) -> Result<(), SandboxError> {
     };
     let (uids, gids) = (render(linux.uid_mappings()), render(linux.gid_mappings()));
     if uids.is_empty() || gids.is_empty() {
-        return Err(SandboxError::Config(
+        return Err(SandboxError::Invalid(
             "a user namespace needs uidMappings and gidMappings".into(),
         ));
     }
@@ -445,7 +445,7 @@ fn loopback_up(pid: i32) -> Result<(), SandboxError> {
         set_interface_up("lo")
     })
     .join()
-    .map_err(|_| SandboxError::Runtime("the loopback thread panicked".into()))?
+    .map_err(|_| SandboxError::Setup("the loopback thread panicked".into()))?
 }
 
 fn set_interface_up(name: &str) -> Result<(), SandboxError> {

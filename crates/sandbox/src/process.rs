@@ -24,8 +24,7 @@ impl Exit {
 
 /// Waits for a child process (the container's init is ours).
 pub fn wait(pid: i32) -> Result<Exit, SandboxError> {
-    let p =
-        Pid::from_raw(pid).ok_or_else(|| SandboxError::Runtime(format!("invalid pid {pid}")))?;
+    let p = Pid::from_raw(pid).ok_or_else(|| SandboxError::Setup(format!("invalid pid {pid}")))?;
     loop {
         match rustix::process::waitpid(Some(p), WaitOptions::empty()) {
             Ok(Some((_, status))) => {
@@ -46,7 +45,7 @@ pub fn wait(pid: i32) -> Result<Exit, SandboxError> {
 /// Sends a signal to one process; a process that is already gone is fine.
 pub fn signal(pid: i32, sig: i32) -> Result<(), SandboxError> {
     let (Some(p), Some(s)) = (Pid::from_raw(pid), Signal::from_named_raw(sig)) else {
-        return Err(SandboxError::Runtime(format!(
+        return Err(SandboxError::Setup(format!(
             "cannot send signal {sig} to pid {pid}"
         )));
     };

@@ -110,7 +110,7 @@ pub(crate) fn resource_name(resource: libc::__rlimit_resource_t) -> &'static str
 /// value may be `unlimited` or `-1`.
 pub fn parse_ulimit(spec: &str) -> Result<Limit, SandboxError> {
     let bad = |why: &str| {
-        SandboxError::Config(format!(
+        SandboxError::Invalid(format!(
             "--ulimit {spec:?}: {why}; the form is NAME=SOFT[:HARD], e.g. --ulimit nofile=4096:8192"
         ))
     };
@@ -162,7 +162,7 @@ pub fn container_limits(overrides: &[Limit]) -> Result<Vec<Limit>, SandboxError>
         let limit = match given {
             Some(o) => {
                 if o.hard > ceiling {
-                    return Err(SandboxError::Config(format!(
+                    return Err(SandboxError::Invalid(format!(
                         "--ulimit {}: the hard limit {} is above skiff's own ({}), which only CAP_SYS_RESOURCE may raise; give at most {}",
                         name.trim_start_matches("RLIMIT_").to_ascii_lowercase(),
                         show(o.hard),

@@ -75,7 +75,7 @@ pub fn mount_overlay(
     ] {
         let s = path.to_str().filter(|s| !s.contains([',', ':', '\\']));
         let Some(s) = s else {
-            return Err(SandboxError::Config(format!(
+            return Err(SandboxError::Invalid(format!(
                 "{} cannot be an overlayfs layer (it must be UTF-8 without ',', ':' or '\\'); choose another --root",
                 path.display()
             )));
@@ -88,7 +88,7 @@ pub fn mount_overlay(
     // again, so there is no later mount to see a layer a crash left torn.
     data.push_str("index=off,volatile");
     let data = std::ffi::CString::new(data)
-        .map_err(|_| SandboxError::Config("an overlay path contains a NUL byte".into()))?;
+        .map_err(|_| SandboxError::Invalid("an overlay path contains a NUL byte".into()))?;
     rustix::mount::mount(
         "overlay",
         &dirs.merged,
@@ -127,7 +127,7 @@ pub fn unmount_overlay(dirs: &OverlayDirs) -> Result<(), SandboxError> {
 /// way to DST are resolved within the container's root by the runtime.)
 pub fn parse_volume(spec: &str) -> Result<crate::Volume, SandboxError> {
     let bad = |why: &str| {
-        SandboxError::Config(format!(
+        SandboxError::Invalid(format!(
             "-v {spec:?}: {why}; the form is SRC:DST[:ro|rw], e.g. -v /srv/data:/data:ro"
         ))
     };

@@ -69,7 +69,7 @@ impl CompiledFilter {
 
     fn from_program(program: Vec<u8>, policy: &LinuxSeccomp) -> Result<Self, SandboxError> {
         if !is_program_length(program.len()) {
-            return Err(SandboxError::Config(format!(
+            return Err(SandboxError::Invalid(format!(
                 "the seccomp policy compiles to an invalid BPF program ({} bytes; at most {MAX_INSNS} instructions of {INSN_BYTES} bytes); simplify the profile",
                 program.len()
             )));
@@ -119,7 +119,7 @@ fn is_program_length(bytes: usize) -> bool {
 /// The cache file's name: a digest of everything the program depends on.
 fn cache_key(policy: &LinuxSeccomp) -> Result<String, SandboxError> {
     let json = serde_json::to_vec(policy)
-        .map_err(|e| SandboxError::Config(format!("serialising the seccomp policy: {e}")))?;
+        .map_err(|e| SandboxError::Invalid(format!("serialising the seccomp policy: {e}")))?;
     let lib = libseccomp::ScmpVersion::current()
         .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
         .unwrap_or_default();
@@ -186,7 +186,7 @@ fn load_flags(policy: &LinuxSeccomp) -> libc::c_ulong {
 fn compile_program(policy: &LinuxSeccomp) -> Result<Vec<u8>, SandboxError> {
     let fail = |what: String| {
         move |e: libseccomp::error::SeccompError| {
-            SandboxError::Config(format!("seccomp policy: {what}: {e}"))
+            SandboxError::Invalid(format!("seccomp policy: {what}: {e}"))
         }
     };
     let default = action(policy.default_action(), policy.default_errno_ret())?;
@@ -282,7 +282,7 @@ fn action(action: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, 
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActNotify => {
-            return Err(SandboxError::Config(
+            return Err(SandboxError::Unsupported(
                 "seccomp policy: SCMP_ACT_NOTIFY needs a seccomp agent, which skiff does not run; use SCMP_ACT_ERRNO or SCMP_ACT_LOG".into(),
             ))
         }

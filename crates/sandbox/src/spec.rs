@@ -239,7 +239,7 @@ impl ContainerSpec {
         }
         if let Some(seccomp) = &self.seccomp {
             linux["seccomp"] = serde_json::to_value(seccomp)
-                .map_err(|e| SandboxError::Config(format!("seccomp policy: {e}")))?;
+                .map_err(|e| SandboxError::Invalid(format!("seccomp policy: {e}")))?;
         }
 
         let mut user = json!({"uid": self.user.uid, "gid": self.user.gid});
@@ -271,14 +271,14 @@ impl ContainerSpec {
             "linux": linux,
         });
         serde_json::from_value::<Spec>(spec)
-            .map_err(|e| SandboxError::Config(format!("building the runtime spec: {e}")))
+            .map_err(|e| SandboxError::Invalid(format!("building the runtime spec: {e}")))
     }
 }
 
 /// The spec as pretty JSON, for `config.json`.
 pub fn to_json(spec: &Spec) -> Result<Vec<u8>, SandboxError> {
     serde_json::to_vec_pretty(spec)
-        .map_err(|e| SandboxError::Config(format!("serializing the runtime spec: {e}")))
+        .map_err(|e| SandboxError::Invalid(format!("serializing the runtime spec: {e}")))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub const MAX_ID: u32 = i32::MAX as u32;
 /// Checks that `id` (named `what` in the error) is a usable user or group ID.
 pub fn check_id(id: u32, what: &str) -> Result<u32, SandboxError> {
     if id > MAX_ID {
-        return Err(SandboxError::Config(format!(
+        return Err(SandboxError::Invalid(format!(
             "{what} {id} is out of range: user and group IDs go from 0 to {MAX_ID} (4294967295 is -1, which the kernel reads as \"unchanged\")"
         )));
     }
@@ -66,7 +66,7 @@ pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, SandboxEr
         .map_err(|e| SandboxError::io(format!("stat {path} in the image"), e.into()))?;
     let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
     if kind != rustix::fs::FileType::RegularFile {
-        return Err(SandboxError::Config(format!(
+        return Err(SandboxError::Invalid(format!(
             "{path} in the image is {}, not a regular file; skiff reads users and groups only from regular files (fix the image, or give numeric IDs to -u and an image without {path})",
             describe(kind)
         )));
@@ -144,7 +144,7 @@ fn resolve_from(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, S
         // `-1` or a number past u32 would otherwise be taken for a name.
         if let Some(n) = part.and_then(|p| p.parse::<i128>().ok()) {
             if !(0..=MAX_ID as i128).contains(&n) {
-                return Err(SandboxError::Config(format!(
+                return Err(SandboxError::Invalid(format!(
                     "{what} {n} is out of range: user and group IDs go from 0 to {MAX_ID}"
                 )));
             }
@@ -158,7 +158,7 @@ fn resolve_from(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, S
         (Some(e), _) => (e.uid, e.gid, e.home.to_string(), Some(e.name.to_string())),
         (None, Ok(uid)) => (uid, 0, "/".to_string(), None),
         (None, Err(_)) => {
-            return Err(SandboxError::Config(format!(
+            return Err(SandboxError::Invalid(format!(
                 "user {user_part:?} is not in the image's /etc/passwd; give a numeric UID instead"
             )))
         }
@@ -170,7 +170,7 @@ fn resolve_from(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, S
                 .find(|(n, _, _)| *n == g)
                 .map(|(_, id, _)| id)
                 .ok_or_else(|| {
-                    SandboxError::Config(format!(
+                    SandboxError::Invalid(format!(
                         "group {g:?} is not in the image's /etc/group; give a numeric GID instead"
                     ))
                 })?,

@@ -31,6 +31,8 @@ impl Engine {
         req.check()?;
         let root = &self.config.root;
         let id = record::new_id()?;
+        // Every event of this container's creation names it.
+        let _span = tracing::info_span!("container", id = &id[..12]).entered();
         let name = match &req.name {
             Some(n) => {
                 if record::all(root)?.iter().any(|r| &r.name == n) {

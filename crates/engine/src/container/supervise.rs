@@ -42,6 +42,7 @@ impl Engine {
         launch: Launch,
         ready: Option<std::fs::File>,
     ) -> Result<i32> {
+        let _span = tracing::info_span!("container", id = record.short_id()).entered();
         let root = &self.config.root;
         let cdir = record::dir(root, &record.id);
         let (stdio, terminal) = match launch {

@@ -109,7 +109,7 @@ pub(crate) fn await_ready(
     loop {
         match receive(channel)? {
             None => {
-                return Err(SandboxError::Runtime(
+                return Err(SandboxError::Setup(
                     "the container's init exited while setting up".into(),
                 ))
             }
@@ -119,7 +119,7 @@ pub(crate) fn await_ready(
         }
     }
     if terminal && console.is_none() {
-        return Err(SandboxError::Runtime(
+        return Err(SandboxError::Setup(
             "the container did not send its pty".into(),
         ));
     }
@@ -173,7 +173,7 @@ pub(crate) fn receive(channel: &OwnedFd) -> Result<Option<Packet>, SandboxError>
 /// The init's error packet as an error of the right kind.
 pub(crate) fn failure(tag: u8, body: &[u8]) -> SandboxError {
     if tag != message::ERROR || body.is_empty() {
-        return SandboxError::Runtime(format!(
+        return SandboxError::Setup(format!(
             "the container's init sent an unexpected message ({tag})"
         ));
     }
@@ -181,7 +181,7 @@ pub(crate) fn failure(tag: u8, body: &[u8]) -> SandboxError {
     match FailureKind::from_byte(body[0]) {
         FailureKind::NotFound => SandboxError::NotFound(text),
         FailureKind::NotExecutable => SandboxError::NotExecutable(text),
-        FailureKind::Setup => SandboxError::Runtime(format!("setting up the container: {text}")),
+        FailureKind::Setup => SandboxError::Setup(format!("setting up the container: {text}")),
     }
 }
 
@@ -238,7 +238,7 @@ mod tests {
             let got = match e {
                 SandboxError::NotFound(t) => ("127", t),
                 SandboxError::NotExecutable(t) => ("126", t),
-                SandboxError::Runtime(t) => ("125", t),
+                SandboxError::Setup(t) => ("125", t),
                 other => panic!("{other}"),
             };
             assert_eq!(got.0, check);

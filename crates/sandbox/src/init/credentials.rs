@@ -10,8 +10,8 @@ pub(crate) fn set_rlimits(limits: &[Rlimit]) -> Step {
             rlim_cur: r.soft,
             rlim_max: r.hard,
         };
-        // SAFETY: setrlimit reads the struct, alive here.
         check(
+            // SAFETY: setrlimit reads the struct, alive here.
             unsafe { libc::setrlimit(r.resource, &limit) },
             format!(
                 "setting {} to {}:{}",
@@ -39,8 +39,8 @@ pub(crate) fn switch_user(plan: &Plan) -> Step {
     let caps = plan.caps;
     for cap in 0..=plan.last_cap.min(63) {
         if caps.bounding & (1u64 << cap) == 0 {
-            // SAFETY: prctl with integer arguments.
             check(
+                // SAFETY: prctl with integer arguments.
                 unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) },
                 format!("dropping capability {cap} from the bounding set"),
             )?;
@@ -93,8 +93,8 @@ pub(crate) fn switch_user(plan: &Plan) -> Step {
         version: VERSION_3,
         pid: 0,
     };
-    // SAFETY: capset reads the header and two data words, all alive here.
     check(
+        // SAFETY: capset reads the header and two data words, all alive here.
         unsafe {
             libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as libc::c_int
         },

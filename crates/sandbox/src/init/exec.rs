@@ -41,8 +41,8 @@ pub(crate) fn reset_signals() -> Step {
         };
     }
     let none: u64 = 0;
-    // SAFETY: rt_sigprocmask reads one 8-byte set.
     check(
+        // SAFETY: rt_sigprocmask reads one 8-byte set.
         unsafe {
             libc::syscall(
                 libc::SYS_rt_sigprocmask,
@@ -72,8 +72,8 @@ pub(crate) fn set_stdio(stdio: &InitStdio, console: Option<&OwnedFd>) -> Step {
         (InitStdio::Terminal, None) => return Err(fail("no pty was made".into())),
     };
     for (target, fd) in fds.iter().enumerate() {
-        // SAFETY: dup2 between descriptors this process owns.
         check(
+            // SAFETY: dup2 between descriptors this process owns.
             unsafe { libc::dup2(*fd, target as RawFd) },
             format!("setting up stream {target}"),
         )?;

@@ -61,26 +61,27 @@ pub(crate) fn setup_and_exec(
     stdio: &InitStdio,
 ) -> Step<std::convert::Infallible> {
     // Until it runs the command, the init dies with its parent.
-    // SAFETY: prctl with integer arguments.
     check(
+        // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
         "setting the parent-death signal",
     )?;
     if plan.user_namespace {
         expect(sock, message::MAPPED)?;
         // Become the namespace's root (host root is not mapped in it).
-        // SAFETY: plain set*id syscalls; this process is single-threaded.
         check(
+            // SAFETY: plain set*id syscalls; this process is single-threaded.
             unsafe { libc::setresgid(0, 0, 0) },
             "setresgid(0) in the user namespace",
         )?;
         check(
+            // SAFETY: as above.
             unsafe { libc::setresuid(0, 0, 0) },
             "setresuid(0) in the user namespace",
         )?;
         // Changing credentials cleared the parent-death signal.
-        // SAFETY: prctl with integer arguments.
         check(
+            // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
             "setting the parent-death signal",
         )?;
@@ -90,8 +91,8 @@ pub(crate) fn setup_and_exec(
     if plan.cgroup_namespace {
         // Here, not at the clone: the namespace's root is the cgroup the
         // process is in when it unshares, and on v2 the clone put it there.
-        // SAFETY: unshare with a flag constant.
         check(
+            // SAFETY: unshare with a flag constant.
             unsafe { libc::unshare(libc::CLONE_NEWCGROUP) },
             "creating the cgroup namespace",
         )?;
@@ -112,8 +113,8 @@ pub(crate) fn setup_and_exec(
     }
     make_cwd(&plan.cwd)?;
     if let Some(h) = &plan.hostname {
-        // SAFETY: the pointer and length describe `h`.
         check(
+            // SAFETY: the pointer and length describe `h`.
             unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) },
             format!("setting the hostname {h:?}"),
         )?;
@@ -136,8 +137,8 @@ pub(crate) fn setup_and_exec(
     let stub = sealed_stub()?;
     set_stdio(stdio, console.as_ref())?;
     // Everything else closes at exec; the socket stays usable until then.
-    // SAFETY: close_range only sets flags on our own descriptors.
     check(
+        // SAFETY: close_range only sets flags on our own descriptors.
         unsafe {
             libc::syscall(
                 libc::SYS_close_range,
@@ -162,8 +163,8 @@ pub(crate) fn setup_and_exec(
         return Err(os(format!("entering the working directory {:?}", plan.cwd)));
     }
     if plan.no_new_privs {
-        // SAFETY: prctl with integer arguments.
         check(
+            // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
             "setting no_new_privs",
         )?;

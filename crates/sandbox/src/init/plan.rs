@@ -83,7 +83,7 @@ impl Plan {
         bundle: &Path,
         seccomp: Option<Arc<CompiledFilter>>,
     ) -> Result<Self, SandboxError> {
-        let bad = |what: &str| SandboxError::Config(format!("the runtime spec {what}"));
+        let bad = |what: &str| SandboxError::Invalid(format!("the runtime spec {what}"));
         let root = spec.root().as_ref().ok_or_else(|| bad("has no root"))?;
         let rootfs = if root.path().is_relative() {
             bundle.join(root.path())

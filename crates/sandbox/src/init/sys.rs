@@ -75,6 +75,7 @@ pub(crate) fn kept_flags(path: &str) -> Step<libc::c_ulong> {
     let c = cpath(path)?;
     // SAFETY: statvfs fills the zeroed struct; the path is NUL-terminated.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above: `st` is ours, the path a live C string.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
         return Err(os(format!("statvfs {path}")));
     }
