@@ -85,7 +85,11 @@ impl ChunkDict {
             });
             local.push(idx);
             // The blob's file table lets single small files be reused.
-            let tail = read_blob_tail(image.repo.as_ref(), &image.blob_layers[b as usize])?;
+            let tail = read_blob_tail(
+                image.repo.as_ref(),
+                &image.blob_layers[b as usize],
+                &md.blob(b)?,
+            )?;
             for f in tail.files {
                 let chunk = tail.chunks[f.chunk as usize].digest;
                 self.files

@@ -164,6 +164,40 @@ fn multi_platform_index() {
             platform,
         ]);
     }
+    // Only the wanted platform's manifest is read: another's, missing,
+    // does not fail it.
+    let all_index = top["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let index_doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("blobs/sha256").join(all_index)).unwrap())
+            .unwrap();
+    let arm_manifest = index_doc["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "arm64")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let moved = work.path().join("arm-manifest");
+    std::fs::rename(out.join("blobs/sha256").join(&arm_manifest), &moved).unwrap();
+    let amd_root = work.path().join("amd-again");
+    skiff.ok(&[
+        "unpack",
+        &format!("oci:{}:all", out.display()),
+        amd_root.to_str().unwrap(),
+        "--platform",
+        "linux/amd64",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(amd_root.join("etc/marker")).unwrap(),
+        "amd64 build"
+    );
+    std::fs::rename(&moved, out.join("blobs/sha256").join(&arm_manifest)).unwrap();
     let one = skiff.json(&[
         "convert",
         &src,

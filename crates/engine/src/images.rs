@@ -64,16 +64,18 @@ impl Engine {
             .open(&self.config.registry)
             .map_err(EngineError::oci(format!("opening {reference}")))?;
         let host = host_platform();
+        let want = platform.unwrap_or(&host);
+        // Only the wanted platform's manifest is fetched: another one that
+        // is missing or broken must not fail this image.
         let resolved = resolve(
             opened.repo.as_ref(),
             opened.reference.as_deref().unwrap_or(""),
-            None,
+            Some(want),
         )
         .map_err(EngineError::oci(format!("resolving {reference}")))?;
         let image = if resolved.images.len() == 1 {
             &resolved.images[0]
         } else {
-            let want = platform.unwrap_or(&host);
             match resolved.images.iter().find(|i| {
                 i.descriptor
                     .platform

@@ -199,6 +199,24 @@ impl Repository for OciLayout {
 
     fn read_range(&self, digest: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let f = self.open_file(digest)?;
+        // The length comes from the caller, which may have it from an
+        // unverified blob: nothing is allocated for bytes the file lacks.
+        let have = f
+            .metadata()
+            .context(|| format!("reading the size of {digest} in {}", self.describe()))?
+            .len();
+        if offset.checked_add(len).is_none_or(|end| end > have) {
+            return Err(OciError::Io {
+                context: format!(
+                    "reading {len} bytes at {offset} of {digest} in {}",
+                    self.describe()
+                ),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the blob has only {have} bytes"),
+                ),
+            });
+        }
         let mut out = vec![0u8; len as usize];
         f.read_exact_at(&mut out, offset).context(|| {
             format!(

@@ -688,7 +688,9 @@ impl Repository for Arc<RegistryRepository> {
                         }
                     })?;
                 }
-                let mut out = Vec::with_capacity(len as usize);
+                // Grown as bytes arrive: `len` may come from an unverified
+                // blob, and the registry may have far fewer.
+                let mut out = Vec::with_capacity(len.min(1 << 20) as usize);
                 reader
                     .take(len)
                     .read_to_end(&mut out)

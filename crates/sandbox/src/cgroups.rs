@@ -96,19 +96,32 @@ impl Cgroup {
                 ))
             })
         };
+        // The spec's -1 is "unlimited": v2 writes `max`, v1 takes -1.
+        let value = |n: i64| -> String {
+            match (n < 0, v2) {
+                (true, true) => "max".into(),
+                (true, false) => "-1".into(),
+                (false, _) => n.to_string(),
+            }
+        };
         if let Some(mem) = r.memory() {
             if let Some(limit) = mem.limit() {
                 let dir = need("memory")?;
                 if v2 {
-                    write(dir, "memory.max", &limit.to_string())?;
+                    write(dir, "memory.max", &value(limit))?;
                     if let Some(swap) = mem.swap() {
-                        // v1's swap is memory+swap; v2's is swap alone.
-                        write(dir, "memory.swap.max", &(swap - limit).max(0).to_string())?;
+                        // The spec's swap is memory+swap; v2's is swap alone.
+                        let alone = if swap < 0 || limit < 0 {
+                            -1
+                        } else {
+                            (swap - limit).max(0)
+                        };
+                        write(dir, "memory.swap.max", &value(alone))?;
                     }
                 } else {
-                    write(dir, "memory.limit_in_bytes", &limit.to_string())?;
+                    write(dir, "memory.limit_in_bytes", &value(limit))?;
                     if let Some(swap) = mem.swap() {
-                        write(dir, "memory.memsw.limit_in_bytes", &swap.to_string())?;
+                        write(dir, "memory.memsw.limit_in_bytes", &value(swap))?;
                     }
                 }
             }
@@ -117,10 +130,10 @@ impl Cgroup {
             if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
                 let dir = need("cpu")?;
                 if v2 {
-                    write(dir, "cpu.max", &format!("{quota} {period}"))?;
+                    write(dir, "cpu.max", &format!("{} {period}", value(quota)))?;
                 } else {
                     write(dir, "cpu.cfs_period_us", &period.to_string())?;
-                    write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+                    write(dir, "cpu.cfs_quota_us", &value(quota))?;
                 }
             }
         }
@@ -520,6 +533,46 @@ mod tests {
         assert_eq!(read("memory.swap.max"), "0");
         assert_eq!(read("cpu.max"), "50000 100000");
         assert_eq!(read("pids.max"), "20");
+    }
+
+    /// The spec's -1 means unlimited (a shim passes such specs); it must
+    /// not become a limit of zero.
+    #[test]
+    fn minus_one_is_unlimited_on_v1_and_v2() {
+        let resources: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": {"limit": 134217728, "swap": -1},
+            "cpu": {"quota": -1, "period": 100000},
+        }))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        Cgroup::V2(dir.path().to_path_buf())
+            .apply(&resources)
+            .unwrap();
+        let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+        assert_eq!(read(dir.path(), "memory.max"), "134217728");
+        assert_eq!(read(dir.path(), "memory.swap.max"), "max");
+        assert_eq!(read(dir.path(), "cpu.max"), "max 100000");
+
+        let v1 = tempfile::tempdir().unwrap();
+        let dirs: Vec<V1Dir> = ["memory", "cpu,cpuacct"]
+            .iter()
+            .map(|name| {
+                let mount = v1.path().join(name);
+                let dir = mount.join("skiff/c");
+                std::fs::create_dir_all(&dir).unwrap();
+                V1Dir {
+                    mount,
+                    own: dir.clone(),
+                    dir,
+                }
+            })
+            .collect();
+        let memory = dirs[0].dir.clone();
+        let cpu = dirs[1].dir.clone();
+        Cgroup::V1(dirs).apply(&resources).unwrap();
+        assert_eq!(read(&memory, "memory.limit_in_bytes"), "134217728");
+        assert_eq!(read(&memory, "memory.memsw.limit_in_bytes"), "-1");
+        assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "-1");
     }
 
     #[test]

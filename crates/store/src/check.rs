@@ -72,7 +72,14 @@ pub fn check_image(image: &SkiffImage, mut progress: impl FnMut(u64)) -> Result<
         // The blob's own tables must agree with the metadata; their file
         // entries are checked against the chunk data as it streams past.
         let mut packed: HashMap<u64, Vec<BlobFile>> = HashMap::new();
-        match read_blob_tail(image.repo.as_ref(), layer) {
+        let tail = md
+            .blob(blob_index as u32)
+            .map_err(crate::error::format_err(format!(
+                "blob {} in the metadata",
+                layer.digest
+            )))
+            .and_then(|info| read_blob_tail(image.repo.as_ref(), layer, &info));
+        match tail {
             Ok(tail) => {
                 let by_offset: HashMap<u64, &ChunkInfo> = tail
                     .chunks

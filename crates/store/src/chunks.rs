@@ -118,10 +118,18 @@ impl<'a> ChunkReader<'a> {
         match &self.source {
             BlobSource::Repository => {
                 let layer = &self.image.blob_layers[blob as usize];
-                Ok(self
+                let bytes = self
                     .image
                     .repo
-                    .read_range(&layer.digest, offset, len as u64)?)
+                    .read_range(&layer.digest, offset, len as u64)?;
+                if bytes.len() != len as usize {
+                    return Err(StoreError::Invalid(format!(
+                        "blob {}: asked for {len} bytes at {offset}, got {}",
+                        layer.digest,
+                        bytes.len()
+                    )));
+                }
+                Ok(bytes)
             }
             BlobSource::Spooled(files) => {
                 let mut out = vec![0u8; len as usize];

@@ -427,6 +427,23 @@ impl Inner {
         };
         m.fetched_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        // Every backend promises exactly the range; one that breaks the
+        // promise fails the reads, never the daemon.
+        if bytes.len() as u64 != r.end - r.start {
+            m.fetch_errors.fetch_add(1, Ordering::Relaxed);
+            let e = format!(
+                "fetching blob {}: asked for {} bytes at {}, got {}",
+                layer.digest,
+                r.end - r.start,
+                r.start,
+                bytes.len()
+            );
+            tracing::error!("{e}");
+            for (idx, _) in r.chunks {
+                self.complete(idx, Err(e.clone()));
+            }
+            return;
+        }
         let md = &self.image.metadata;
         let alg = md.header().digest_algorithm;
         let wanted: std::collections::HashSet<u32> = r.chunks.iter().map(|c| c.0).collect();
