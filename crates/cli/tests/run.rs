@@ -969,3 +969,70 @@ fn userns_remap_makes_container_root_an_unprivileged_host_user() {
     assert_eq!(code(&o), 2, "BASE 0 is refused: {}", err(&o));
     assert!(err(&o).contains("host root"), "{}", err(&o));
 }
+
+/// A `--record-trace` run has a private image mount; a run that fails
+/// before its container starts (here: a user the image lacks) must release
+/// it. It leaked, with its FUSE daemon.
+#[test]
+fn a_failed_recording_run_releases_its_private_mount() {
+    let skiff = Skiff::new();
+    let trace = skiff.root.path().join("trace.json");
+    let o = run(
+        &skiff,
+        &["--record-trace", trace.to_str().unwrap(), "-u", "ghost"],
+        &["true"],
+    );
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = skiff.root.path().to_str().unwrap();
+    let left: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains(root) && l.contains("fuse"))
+        .collect();
+    assert!(left.is_empty(), "a recording mount was left: {left:?}");
+}
+
+/// `skiff stop` counted any unreadable record as "exited" and reported
+/// success while the container ran on. Only a removed record is.
+#[test]
+fn stop_fails_on_an_unreadable_record() {
+    let skiff = Skiff::new();
+    let id = skiff.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        layout(),
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.1; done",
+    ]);
+    let id = id.trim().to_string();
+    let state = skiff
+        .root
+        .path()
+        .join("containers")
+        .join(&id)
+        .join("state.json");
+    let saved = std::fs::read(&state).unwrap();
+    let rec = serde_json::from_slice::<serde_json::Value>(&saved).unwrap();
+    let pid = rec["pid"].as_i64().unwrap() as i32;
+    let mut stop = skiff
+        .cmd()
+        .args(["stop", "-t", "20", "stubborn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it waits out the grace period, the record turns unreadable.
+    std::thread::sleep(Duration::from_millis(700));
+    std::fs::write(&state, b"{ not json").unwrap();
+    let o = stop.wait_with_output().unwrap();
+    std::fs::write(&state, &saved).unwrap();
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    assert!(alive, "the container is gone");
+    assert_ne!(code(&o), 0, "stop reported success: {}", out(&o));
+    assert!(err(&o).contains("state.json"), "{}", err(&o));
+    skiff.ok(&["rm", "-f", &id]);
+}

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 
 use oci_spec::runtime::Spec;
-use skiff_sandbox::Prepare;
+use skiff_sandbox::{Prepare, Sandbox};
 
 use crate::console::{self, say};
 use crate::error::{EngineError, IoContext, Result};
@@ -82,23 +82,27 @@ impl Engine {
         let pid = sandbox.pid();
         record.pid = Some(pid);
         record.pid_start = record::process_start_time(pid);
+        let has_tty = terminal.is_some();
         // Signals are forwarded from before the start: a Ctrl-C that came
         // between start and forwarding would kill skiff and orphan the
         // container. (The init ignores them until its command installs
-        // handlers: a pid namespace's init gets no default actions.)
-        let started = (|| -> Result<console::Forwarder> {
-            let forwarder = console::forward_signals(pid, terminal.is_some())?;
+        // handlers: a pid namespace's init gets no default actions.) The
+        // terminal is attached before the start too, so that nothing that
+        // can fail comes between the start and the wait.
+        let started = (|| -> Result<(console::Forwarder, Option<console::Console>)> {
+            let forwarder = console::forward_signals(pid, has_tty)?;
+            let console = match (terminal, sandbox.take_console()) {
+                (Some((interactive, output)), Some(master)) => {
+                    Some(console::attach(master, interactive, output)?)
+                }
+                _ => None,
+            };
             sandbox.start()?;
-            Ok(forwarder)
+            Ok((forwarder, console))
         })();
-        let forwarder = match started {
+        let (forwarder, console) = match started {
             Ok(f) => f,
-            Err(e) => {
-                let _ = skiff_sandbox::process::signal(pid, libc::SIGKILL);
-                let _ = skiff_sandbox::process::wait(pid);
-                let cleanup = self.cleanup(&record, true).err();
-                return Err(e.with_cleanup(cleanup));
-            }
+            Err(e) => return Err(self.abandon(sandbox.as_mut(), &record, e)),
         };
         record.status = Status::Running;
         // The container runs; a record that cannot be written (a full disk)
@@ -111,13 +115,10 @@ impl Engine {
             let _ = writeln!(r, "ready");
         }
 
-        let console = match (terminal, sandbox.take_console()) {
-            (Some((interactive, output)), Some(master)) => {
-                Some(console::attach(master, interactive, output)?)
-            }
-            _ => None,
+        let exit = match sandbox.wait() {
+            Ok(exit) => exit,
+            Err(e) => return Err(self.abandon(sandbox.as_mut(), &record, e.into())),
         };
-        let exit = sandbox.wait()?;
         tracing::debug!(?exit, "container exited");
         sandbox.finish_output();
         if let Some(c) = console {
@@ -141,6 +142,25 @@ impl Engine {
         }
         let _ = self.cleanup(&record, record.remove_on_exit);
         Ok(exit.code())
+    }
+
+    /// After `error`, kills what runs of the container, waits for it and
+    /// removes it: a container the supervisor gives up on never runs on
+    /// unsupervised. The error comes back, with any cleanup failure.
+    fn abandon(
+        &self,
+        sandbox: &mut dyn Sandbox,
+        record: &Record,
+        error: EngineError,
+    ) -> EngineError {
+        let _ = sandbox.signal(libc::SIGKILL);
+        let _ = sandbox.wait();
+        sandbox.finish_output();
+        let mut cleanup = sandbox.delete().err().map(EngineError::from);
+        if let Err(e) = self.cleanup(record, true) {
+            cleanup.get_or_insert(e);
+        }
+        error.with_cleanup(cleanup)
     }
 
     /// The `supervise ID` helper's work: supervises a created container
@@ -204,5 +224,205 @@ impl Engine {
             .arg(&record.id);
         crate::helper::spawn(cmd, &log, "the container supervisor")?.wait_ready()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use skiff_sandbox::{Exit, ImageFacts, SandboxError, SandboxKind, Stats};
+
+    use super::*;
+    use crate::EngineConfig;
+
+    /// What the fake sandbox was asked to do, in order.
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    #[derive(Clone, Copy)]
+    enum FailAt {
+        Nothing,
+        Start,
+        Wait,
+    }
+
+    struct FakeKind {
+        log: Log,
+        fail: FailAt,
+    }
+
+    struct FakeSandbox {
+        log: Log,
+        fail: FailAt,
+        waited: bool,
+    }
+
+    impl SandboxKind for FakeKind {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn can_handle(&self, _: &ImageFacts) -> bool {
+            true
+        }
+        fn prepare(&self, _: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {
+            self.log.lock().unwrap().push("prepare".into());
+            Ok(Box::new(FakeSandbox {
+                log: self.log.clone(),
+                fail: self.fail,
+                waited: false,
+            }))
+        }
+        fn remove_leftovers(&self, _: &str) -> Result<(), SandboxError> {
+            self.log.lock().unwrap().push("remove leftovers".into());
+            Ok(())
+        }
+    }
+
+    impl Sandbox for FakeSandbox {
+        fn pid(&self) -> i32 {
+            // A process that exists, so the record's start time reads.
+            std::process::id() as i32
+        }
+        fn take_console(&mut self) -> Option<OwnedFd> {
+            None
+        }
+        fn start(&mut self) -> Result<(), SandboxError> {
+            self.log.lock().unwrap().push("start".into());
+            match self.fail {
+                FailAt::Start => Err(SandboxError::Setup("the start failed".into())),
+                _ => Ok(()),
+            }
+        }
+        fn signal(&self, signal: i32) -> Result<(), SandboxError> {
+            self.log.lock().unwrap().push(format!("signal {signal}"));
+            Ok(())
+        }
+        fn wait(&mut self) -> Result<Exit, SandboxError> {
+            self.log.lock().unwrap().push("wait".into());
+            match (self.fail, self.waited) {
+                (FailAt::Wait, false) => {
+                    self.waited = true;
+                    Err(SandboxError::Setup("the wait failed".into()))
+                }
+                _ => Ok(Exit::Code(7)),
+            }
+        }
+        fn finish_output(&mut self) {}
+        fn oom_killed(&self) -> bool {
+            false
+        }
+        fn stats(&self) -> Result<Stats, SandboxError> {
+            Ok(Stats::default())
+        }
+        fn delete(&mut self) -> Result<(), SandboxError> {
+            self.log.lock().unwrap().push("delete".into());
+            Ok(())
+        }
+    }
+
+    fn engine(root: &std::path::Path, log: &Log, fail: FailAt) -> Engine {
+        Engine::with_kinds(
+            EngineConfig {
+                root: root.to_path_buf(),
+                registry: Default::default(),
+                helper: "/nonexistent".into(),
+            },
+            vec![Box::new(FakeKind {
+                log: log.clone(),
+                fail,
+            })],
+        )
+        .unwrap()
+    }
+
+    fn record(remove_on_exit: bool) -> Record {
+        Record {
+            id: "f".repeat(64),
+            name: "fake".into(),
+            image: "img".into(),
+            command: vec!["true".into()],
+            created: 0,
+            status: Status::Created,
+            pid: None,
+            pid_start: None,
+            exit_code: None,
+            oom_killed: false,
+            finished: None,
+            detached: false,
+            remove_on_exit,
+            cgroups_path: "/skiff/fake".into(),
+            stop_signal: libc::SIGTERM,
+            private_network: true,
+            image_mount: "/nonexistent".into(),
+            layer_size: None,
+            sandbox: "fake".into(),
+        }
+    }
+
+    fn streams() -> Launch {
+        let null = || -> OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
+        Launch::Streams {
+            stdin: None,
+            stdout: null(),
+            stderr: null(),
+        }
+    }
+
+    /// A start or a wait that fails leaves nothing running: the sandbox is
+    /// killed, reaped and deleted, and the container removed.
+    #[test]
+    fn a_failure_after_prepare_never_leaves_the_container_running() {
+        for (fail, failed_step) in [(FailAt::Start, "start"), (FailAt::Wait, "wait")] {
+            let root = tempfile::tempdir().unwrap();
+            let log = Log::default();
+            let e = engine(root.path(), &log, fail);
+            let r = record(false);
+            r.save(root.path()).unwrap();
+            let err = e
+                .supervise(r.clone(), &Spec::default(), streams(), None)
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("the {failed_step} failed")),
+                "{err}"
+            );
+            let log = log.lock().unwrap().clone();
+            let tail: Vec<&str> = log.iter().map(String::as_str).collect();
+            let at = tail
+                .iter()
+                .position(|s| *s == "signal 9")
+                .expect("never killed");
+            assert!(tail[at..].contains(&"wait"), "not reaped: {tail:?}");
+            assert!(tail[at..].contains(&"delete"), "not deleted: {tail:?}");
+            assert!(
+                !record::dir(root.path(), &r.id).exists(),
+                "the container is still recorded"
+            );
+        }
+    }
+
+    #[test]
+    fn an_exit_is_recorded_and_the_sandbox_cleaned_up() {
+        let root = tempfile::tempdir().unwrap();
+        let log = Log::default();
+        let e = engine(root.path(), &log, FailAt::Nothing);
+        let r = record(false);
+        r.save(root.path()).unwrap();
+        assert_eq!(
+            e.supervise(r.clone(), &Spec::default(), streams(), None)
+                .unwrap(),
+            7
+        );
+        let saved = Record::load(root.path(), &r.id).unwrap();
+        assert_eq!((saved.status, saved.exit_code), (Status::Exited, Some(7)));
+        assert!(log
+            .lock()
+            .unwrap()
+            .contains(&"remove leftovers".to_string()));
+        let r = record(true);
+        r.save(root.path()).unwrap();
+        e.supervise(r.clone(), &Spec::default(), streams(), None)
+            .unwrap();
+        assert!(!record::dir(root.path(), &r.id).exists(), "--rm kept it");
     }
 }
