@@ -1017,7 +1017,7 @@ fn stop_fails_on_an_unreadable_record() {
     let saved = std::fs::read(&state).unwrap();
     let rec = serde_json::from_slice::<serde_json::Value>(&saved).unwrap();
     let pid = rec["pid"].as_i64().unwrap() as i32;
-    let mut stop = skiff
+    let stop = skiff
         .cmd()
         .args(["stop", "-t", "20", "stubborn"])
         .stdout(Stdio::piped())
