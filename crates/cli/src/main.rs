@@ -46,6 +46,24 @@ struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 
+    /// The node chunk cache's size limit: SIZE (10G) or a share of its
+    /// filesystem (20%, the default). Over it, the least recently used
+    /// chunks are evicted, those of images on the node last.
+    #[arg(long, global = true, env = "SKIFF_CACHE_SIZE", default_value = "20%", value_parser = skiff_engine::CacheSize::parse, value_name = "SIZE|N%")]
+    cache_size: skiff_engine::CacheSize,
+
+    /// Seconds an image mount of `skiff run`/`pull` stays with no container
+    /// running from it and no reads before it is unmounted (0: never).
+    /// The next run mounts it again, warm from the node's cache.
+    #[arg(
+        long,
+        global = true,
+        env = "SKIFF_IMAGE_IDLE_TIMEOUT",
+        default_value_t = 600,
+        value_name = "SECS"
+    )]
+    image_idle_timeout: u64,
+
     /// No progress bars (for `ps`: print only IDs).
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -68,6 +86,9 @@ enum Command {
     Umount(commands::umount::Args),
     Stats(commands::stats::Args),
     Cache(commands::cache::Args),
+    Pull(commands::pull::Args),
+    Images(commands::images::Args),
+    Rmi(commands::rmi::Args),
     Run(Box<commands::run::Args>),
     Ps(commands::ps::Args),
     Stop(commands::stop::Args),
@@ -129,10 +150,13 @@ fn main() {
     };
     // The engine's helpers (mount daemons, supervisors) are this binary.
     let helper = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("skiff"));
-    let engine = match skiff_engine::Engine::new(skiff_engine::EngineConfig {
+    let mut engine = match skiff_engine::Engine::new(skiff_engine::EngineConfig {
         root: cli.root.clone(),
         registry: registry.clone(),
         helper,
+        cache_size: cli.cache_size,
+        image_idle_timeout: (cli.image_idle_timeout > 0)
+            .then(|| std::time::Duration::from_secs(cli.image_idle_timeout)),
     }) {
         Ok(e) => e,
         Err(e) => {
@@ -140,11 +164,18 @@ fn main() {
             std::process::exit(exit::FAILURE);
         }
     };
+    let quiet = cli.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // A conversion on the node (an ordinary OCI image run or pulled) draws
+    // the same bars as `skiff convert`.
+    engine.set_convert_progress(std::sync::Arc::new(move || {
+        std::sync::Arc::new(progress::ConvertBars::new(progress::multi(quiet)))
+            as std::sync::Arc<dyn skiff_builder::Progress>
+    }));
     let global = Global {
         root: cli.root,
         registry,
         engine,
-        quiet: cli.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        quiet,
         quiet_flag: cli.quiet,
     };
     let result = match cli.command {
@@ -156,6 +187,9 @@ fn main() {
         Command::Umount(a) => commands::umount::run(&global, a),
         Command::Stats(a) => commands::stats::run(&global, a),
         Command::Cache(a) => commands::cache::run(&global, a),
+        Command::Pull(a) => commands::pull::run(&global, a),
+        Command::Images(a) => commands::images::run(&global, a),
+        Command::Rmi(a) => commands::rmi::run(&global, a),
         Command::Run(a) => commands::run::run(&global, *a),
         Command::Ps(a) => commands::ps::run(&global, a),
         Command::Stop(a) => commands::stop::run(&global, a),

@@ -32,6 +32,13 @@ pub enum EngineError {
         #[source]
         source: StoreError,
     },
+    /// Converting an image on the node failed.
+    #[error("{context}: {source}")]
+    Convert {
+        context: String,
+        #[source]
+        source: skiff_builder::BuildError,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -78,6 +85,7 @@ impl EngineError {
         match self {
             EngineError::Oci { source, .. } => source.is_verification_failure(),
             EngineError::Store { source, .. } => source.is_verification_failure(),
+            EngineError::Convert { source, .. } => source.is_verification_failure(),
             EngineError::Io { source, .. } => skiff_oci::error::io_is_verification_failure(source),
             EngineError::WithCleanup { error, .. } => error.is_verification_failure(),
             _ => false,

@@ -12,26 +12,37 @@ use std::path::{Path, PathBuf};
 use skiff_fs::IdShift;
 use skiff_oci::{Platform, RuntimeConfig};
 
+use skiff_format::mediatype::METADATA_LAYER;
+
 use crate::error::{EngineError, IoContext, Result};
+use crate::image_store::{self, Conversion, ImageRecord, ImageSource};
 use crate::mount_daemon::MountRequest;
-use crate::mount_records;
-use crate::Engine;
+use crate::{mount_records, record, Engine};
 
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// An image mount ready for containers.
+pub struct Mounted {
+    pub tree: PathBuf,
+    pub config: RuntimeConfig,
+    /// Set when the image was an ordinary OCI image converted just now.
+    pub conversion: Option<Conversion>,
+}
 
 impl Engine {
     /// The mounted tree of `image` and its runtime config, mounting it
     /// first if needed. With `shift`, file owners appear shifted for a user
     /// namespace; with `trace`, reads are recorded to that file (see
     /// [`Engine::release_image_mount`]). Each is a mount of its own (the
-    /// chunk cache is still shared).
+    /// chunk cache is still shared). An image that is not a skiff image is
+    /// converted on the node first (see [`crate::image_store`]).
     pub fn ensure_image_mount(
         &self,
         image: &str,
         platform: Option<&Platform>,
         shift: Option<IdShift>,
         trace: Option<&Path>,
-    ) -> Result<(PathBuf, RuntimeConfig)> {
+    ) -> Result<Mounted> {
         let root = &self.config.root;
         let platform_str = platform.map(|p| p.to_string()).unwrap_or_default();
         let mut id = format!("{image}\0{platform_str}");
@@ -57,7 +68,11 @@ impl Engine {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<RuntimeConfig>(&b).ok());
             if let (true, Some(config)) = (mount_records::alive(rec.pid) && is_fuse(&tree), saved) {
-                return Ok((tree, config));
+                return Ok(Mounted {
+                    tree,
+                    config,
+                    conversion: None,
+                });
             }
             tracing::info!(tree = %tree.display(), "clearing a stale image mount");
             let _ = rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH);
@@ -65,41 +80,130 @@ impl Engine {
         } else if is_fuse(&tree) {
             let _ = rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH);
         }
-        let image_file = dir.join("image");
-        std::fs::write(&image_file, format!("{image}\n{platform_str}\n"))
-            .ctx(|| format!("writing {}", image_file.display()))?;
 
-        let mut req = MountRequest::new(image, &tree);
+        let mut req = MountRequest::new(image, &tree, self.config.cache_size.bytes(root));
         req.platform = platform.cloned();
         req.shift_ids = shift;
         req.record_trace = trace.map(Path::to_path_buf);
-        // The daemon resolves and mounts the image while this process
-        // fetches its runtime config: two round trips to the registry at once.
-        let daemon = self.spawn_mount_daemon(&req)?;
-        let config = self.runtime_config(image, platform);
-        let mounted = daemon.wait_ready();
-        let config = match (config, mounted) {
-            (Ok(c), Ok(_)) => c,
-            (Err(e), mounted) => {
-                if mounted.is_ok() {
-                    let _ = rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH);
-                    mount_records::remove(root, &tree);
+        req.pin = Some(key.clone());
+        // A recording mount is this run's alone, released at its end.
+        req.idle_timeout = self.config.image_idle_timeout.filter(|_| trace.is_none());
+        // An image converted here before is served from the node's store
+        // once its source is seen to be the same; any other is assumed to
+        // be a skiff image, and the daemon resolves and mounts it while
+        // this process reads its config: two round trips at once.
+        let known_conversion = matches!(
+            image_store::read_record(&dir).map(|r| r.source),
+            Some(ImageSource::Converted { .. })
+        );
+        let daemon = if known_conversion {
+            None
+        } else {
+            Some(self.spawn_mount_daemon(&req)?)
+        };
+        let (repo, resolved) = match self.resolve_image(image, platform) {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(d) = daemon {
+                    let _ = d.wait_ready();
                 }
+                self.drop_mount(&tree);
                 return Err(e);
             }
-            (Ok(_), Err(e)) => {
-                return Err(match e {
-                    EngineError::Helper(text) => {
-                        EngineError::Helper(format!("mounting {image} failed: {text}"))
+        };
+        let is_skiff = resolved
+            .manifest
+            .layers
+            .iter()
+            .any(|l| l.media_type == METADATA_LAYER);
+        let mut conversion = None;
+        let mut source = ImageSource::Lazy;
+        let (digest, size_bytes, config) = if is_skiff {
+            let daemon = match daemon {
+                Some(d) => d,
+                None => self.spawn_mount_daemon(&req)?,
+            };
+            let config = repo
+                .read_blob(&resolved.manifest.config)
+                .and_then(|b| RuntimeConfig::parse(&b))
+                .map_err(EngineError::oci(format!(
+                    "reading the image config of {image}"
+                )));
+            let mounted = daemon.wait_ready();
+            let config = match (config, mounted) {
+                (Ok(c), Ok(_)) => c,
+                (Err(e), mounted) => {
+                    if mounted.is_ok() {
+                        self.drop_mount(&tree);
                     }
-                    e => e,
-                })
+                    return Err(e);
+                }
+                (Ok(_), Err(e)) => return Err(mount_failed(image, e)),
+            };
+            let size = resolved.manifest.layers.iter().map(|l| l.size).sum();
+            (resolved.descriptor.digest.clone(), size, config)
+        } else {
+            // Not a skiff image: whatever the daemon tried failed.
+            if let Some(d) = daemon {
+                let _ = d.wait_ready();
+                self.drop_mount(&tree);
             }
+            let from = resolved.descriptor.digest.clone();
+            let (store_ref, converted) = self.convert_locally(image, platform, &from)?;
+            conversion = converted;
+            let (store_repo, stored) = self.resolve_image(&store_ref, None)?;
+            req.image = store_ref.clone();
+            req.platform = None;
+            let daemon = self.spawn_mount_daemon(&req)?;
+            let config = store_repo
+                .read_blob(&stored.manifest.config)
+                .and_then(|b| RuntimeConfig::parse(&b))
+                .map_err(EngineError::oci(format!(
+                    "reading the image config of {store_ref}"
+                )));
+            let mounted = daemon.wait_ready();
+            let config = match (config, mounted) {
+                (Ok(c), Ok(_)) => c,
+                (Err(e), mounted) => {
+                    if mounted.is_ok() {
+                        self.drop_mount(&tree);
+                    }
+                    return Err(e);
+                }
+                (Ok(_), Err(e)) => return Err(mount_failed(&store_ref, e)),
+            };
+            source = ImageSource::Converted {
+                from_digest: from,
+                store: store_ref,
+            };
+            let size = stored.manifest.layers.iter().map(|l| l.size).sum();
+            (stored.descriptor.digest.clone(), size, config)
         };
         let bytes = serde_json::to_vec(&config)
             .map_err(|e| EngineError::io("encoding the image config", e.into()))?;
         std::fs::write(&config_path, bytes).ctx(|| format!("writing {}", config_path.display()))?;
-        Ok((tree, config))
+        image_store::write_record(
+            &dir,
+            &ImageRecord {
+                reference: image.to_string(),
+                platform: platform_str,
+                digest,
+                source,
+                size_bytes,
+                pulled: record::now(),
+            },
+        )?;
+        Ok(Mounted {
+            tree,
+            config,
+            conversion,
+        })
+    }
+
+    /// Unmounts a mount this process just started, and forgets it.
+    fn drop_mount(&self, tree: &Path) {
+        let _ = rustix::mount::unmount(tree, rustix::mount::UnmountFlags::DETACH);
+        mount_records::remove(&self.config.root, tree);
     }
 
     /// Unmounts an image mount and waits for its daemon to exit, so that a
@@ -123,4 +227,13 @@ impl Engine {
 
 fn is_fuse(p: &Path) -> bool {
     rustix::fs::statfs(p).is_ok_and(|s| s.f_type == FUSE_SUPER_MAGIC)
+}
+
+fn mount_failed(image: &str, e: EngineError) -> EngineError {
+    match e {
+        EngineError::Helper(text) => {
+            EngineError::Helper(format!("mounting {image} failed: {text}"))
+        }
+        e => e,
+    }
 }

@@ -10,6 +10,7 @@ pub mod container;
 pub mod error;
 pub mod helper;
 pub mod image_mounts;
+pub mod image_store;
 pub mod images;
 pub mod mount_daemon;
 pub mod mount_records;
@@ -17,7 +18,7 @@ pub mod record;
 pub mod request;
 pub mod root_dir;
 
-pub use config::EngineConfig;
+pub use config::{CacheSize, EngineConfig, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_IDLE_TIMEOUT};
 pub use container::{Created, Launch};
 pub use error::{EngineError, Result};
 pub use mount_daemon::MountRequest;
@@ -26,9 +27,15 @@ pub use request::RunRequest;
 
 use skiff_sandbox::{ImageFacts, SandboxKind};
 
+/// Makes a progress reporter for a conversion (a front end's bars).
+pub type ProgressFactory =
+    std::sync::Arc<dyn Fn() -> std::sync::Arc<dyn skiff_builder::Progress> + Send + Sync>;
+
 /// The engine of one node state directory.
 pub struct Engine {
     config: EngineConfig,
+    /// Reports a conversion's progress, where a front end draws it.
+    convert_progress: Option<ProgressFactory>,
     /// The sandbox kinds it can run containers in, the default first.
     kinds: Vec<Box<dyn SandboxKind>>,
 }
@@ -47,7 +54,16 @@ impl Engine {
     /// front ends that offer others, and for tests.
     pub fn with_kinds(config: EngineConfig, kinds: Vec<Box<dyn SandboxKind>>) -> Result<Self> {
         root_dir::prepare(&config.root)?;
-        Ok(Engine { config, kinds })
+        Ok(Engine {
+            config,
+            convert_progress: None,
+            kinds,
+        })
+    }
+
+    /// Where conversions on the node report their progress.
+    pub fn set_convert_progress(&mut self, factory: ProgressFactory) {
+        self.convert_progress = Some(factory);
     }
 
     /// The sandbox kind named `name` (as a record keeps it).

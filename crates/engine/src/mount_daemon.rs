@@ -31,7 +31,7 @@ pub struct MountRequest {
     pub prefetch_all: bool,
     /// Ignore the image's prefetch list.
     pub no_prefetch: bool,
-    /// The node chunk cache's size limit.
+    /// The node chunk cache's size limit (see [`crate::CacheSize`]).
     pub cache_size: u64,
     /// How long a read may wait for the registry before EIO.
     pub read_timeout: Duration,
@@ -43,17 +43,23 @@ pub struct MountRequest {
     pub no_passthrough: bool,
     /// File owners shifted for a user namespace.
     pub shift_ids: Option<IdShift>,
+    /// Keep the image's chunks in the node's cache under this name until
+    /// it is unpinned (an image on the node: its mount directory's key).
+    pub pin: Option<String>,
+    /// Unmount after this long with no reads and no running container
+    /// rooted on it.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The defaults `skiff mount` documents.
-pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_PARALLEL: usize = 8;
 pub const DEFAULT_READAHEAD: u64 = 64 << 10;
 
 impl MountRequest {
-    /// A request with the documented defaults.
-    pub fn new(image: &str, mountpoint: &Path) -> Self {
+    /// A request with the documented defaults, the cache's limit as
+    /// `cache_size` resolves.
+    pub fn new(image: &str, mountpoint: &Path, cache_size: u64) -> Self {
         MountRequest {
             image: image.to_string(),
             platform: None,
@@ -61,12 +67,14 @@ impl MountRequest {
             record_trace: None,
             prefetch_all: false,
             no_prefetch: false,
-            cache_size: DEFAULT_CACHE_SIZE,
+            cache_size,
             read_timeout: DEFAULT_READ_TIMEOUT,
             parallel: DEFAULT_PARALLEL,
             readahead: DEFAULT_READAHEAD,
             no_passthrough: false,
             shift_ids: None,
+            pin: None,
+            idle_timeout: None,
         }
     }
 
@@ -91,6 +99,13 @@ impl MountRequest {
         }
         if let Some(s) = self.shift_ids {
             cmd.arg("--shift-ids").arg(s.to_string());
+        }
+        if let Some(p) = &self.pin {
+            cmd.arg("--pin").arg(p);
+        }
+        if let Some(t) = self.idle_timeout {
+            cmd.arg("--idle-timeout")
+                .arg(t.as_secs().max(1).to_string());
         }
         cmd.arg("--cache-size")
             .arg(self.cache_size.to_string())
@@ -151,6 +166,15 @@ impl Engine {
                 .ctx(|| format!("opening the chunk cache under {}", root.display()))?,
         );
         let md = &image.metadata;
+        if let Some(name) = &req.pin {
+            let alg = md.header().digest_algorithm;
+            let digests: Vec<_> = (0..md.chunk_count())
+                .filter_map(|c| md.chunk(c).ok().map(|i| i.digest))
+                .collect();
+            if let Err(e) = cache.pin(name, alg, &digests) {
+                tracing::warn!("pinning the image's chunks in the cache: {e}");
+            }
+        }
         let prefetch: Vec<u32> = if req.prefetch_all {
             (0..md.chunk_count()).collect()
         } else if req.no_prefetch {
@@ -233,6 +257,9 @@ impl Engine {
             }
         });
 
+        if let Some(idle) = req.idle_timeout {
+            self.unmount_when_idle(mountpoint.clone(), fetcher.clone(), idle);
+        }
         ready();
         let result = session.run();
         mount_records::remove(root, mountpoint);
@@ -285,6 +312,40 @@ impl Engine {
         }
         mount_records::remove(root, mountpoint);
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Watches a mount this process serves, and unmounts it once it has
+    /// been idle for `idle`: no reads, and no running container whose root
+    /// it is. Its session then ends, and this daemon with it.
+    fn unmount_when_idle(&self, mountpoint: PathBuf, fetcher: Arc<Fetcher>, idle: Duration) {
+        let root = self.config.root.clone();
+        let every = (idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+        std::thread::spawn(move || {
+            let mut last_reads = u64::MAX;
+            let mut quiet_since = std::time::Instant::now();
+            loop {
+                std::thread::sleep(every);
+                let s = fetcher.metrics().snapshot();
+                let reads = s.reads + s.passthrough_opens;
+                let in_use = crate::record::all(&root).is_ok_and(|all| {
+                    all.iter()
+                        .any(|c| c.image_mount == mountpoint && c.running())
+                });
+                if reads != last_reads || in_use {
+                    last_reads = reads;
+                    quiet_since = std::time::Instant::now();
+                    continue;
+                }
+                if quiet_since.elapsed() >= idle {
+                    tracing::info!(mountpoint = %mountpoint.display(), "idle for {idle:?}; unmounting");
+                    let _ =
+                        rustix::mount::unmount(&mountpoint, rustix::mount::UnmountFlags::DETACH);
+                    return;
+                }
+            }
+        });
     }
 }
 

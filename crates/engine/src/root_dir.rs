@@ -24,6 +24,7 @@ const PRIVATE_DIRS: &[&str] = &[
     "mounts",
     "run",
     "seccomp",
+    "store",
     "tmp",
 ];
 

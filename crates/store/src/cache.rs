@@ -9,7 +9,9 @@
 //!
 //! Eviction is least-recently-used by file mtime, which readers bump (at
 //! most once a minute per chunk), so several daemons sharing the directory
-//! agree on the order without talking to each other.
+//! agree on the order without talking to each other. Chunks that a pin
+//! names (the images on the node: `cache/pins/NAME`, one digest per line)
+//! go last: every unpinned chunk is evicted before any pinned one.
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -43,6 +45,7 @@ pub struct PruneReport {
 pub struct ChunkCache {
     dir: PathBuf,
     tmp: PathBuf,
+    pins: PathBuf,
     limit: u64,
     /// Bytes in the cache as this process believes them to be; corrected by
     /// every full scan (prune).
@@ -83,8 +86,10 @@ impl ChunkCache {
     pub fn open(root: &Path, limit: u64) -> std::io::Result<Self> {
         let dir = root.join("cache/chunks");
         let tmp = root.join("cache/tmp");
+        let pins = root.join("cache/pins");
         fs::create_dir_all(&dir)?;
         fs::create_dir_all(&tmp)?;
+        fs::create_dir_all(&pins)?;
         // Leftovers of writers that died mid-write.
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
@@ -103,6 +108,7 @@ impl ChunkCache {
         Ok(Self {
             dir,
             tmp,
+            pins,
             limit,
             used: AtomicU64::new(used),
             evicting: Mutex::new(()),
@@ -209,10 +215,53 @@ impl ChunkCache {
         self.prune_to(target);
     }
 
-    /// Removes least recently used entries until at most `target` bytes remain.
+    /// Keeps `digests` (an image's chunks) under `name` until
+    /// [`ChunkCache::unpin`]: evicted only after every unpinned chunk.
+    pub fn pin(&self, name: &str, alg: DigestAlgorithm, digests: &[Digest]) -> std::io::Result<()> {
+        let mut text = String::with_capacity(digests.len() * 66);
+        for d in digests {
+            text.push_str(alg_dir(alg));
+            text.push('/');
+            text.push_str(&d.to_hex());
+            text.push('\n');
+        }
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)?;
+        tmp.write_all(text.as_bytes())?;
+        tmp.persist(self.pins.join(pin_name(name)))
+            .map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Drops the pin `name` under `root` (its image left the node); its
+    /// chunks become ordinary cache entries.
+    pub fn unpin(root: &Path, name: &str) {
+        let _ = fs::remove_file(root.join("cache/pins").join(pin_name(name)));
+    }
+
+    /// Every pinned chunk, as `ALG/HEX`.
+    fn pinned(&self) -> std::collections::HashSet<String> {
+        let mut out = std::collections::HashSet::new();
+        if let Ok(rd) = fs::read_dir(&self.pins) {
+            for e in rd.flatten() {
+                if let Ok(text) = fs::read_to_string(e.path()) {
+                    out.extend(text.lines().map(str::to_string));
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes least recently used entries until at most `target` bytes
+    /// remain: unpinned ones first, pinned ones only if that is not enough.
     pub fn prune_to(&self, target: u64) -> PruneReport {
         let mut entries = scan(&self.dir);
-        entries.sort_by_key(|e| e.2);
+        let pinned = self.pinned();
+        let key = |p: &Path| -> Option<String> {
+            let hex = p.file_name()?.to_str()?;
+            let alg = p.parent()?.parent()?.file_name()?.to_str()?;
+            Some(format!("{alg}/{hex}"))
+        };
+        entries.sort_by_key(|e| (key(&e.0).is_some_and(|k| pinned.contains(&k)), e.2));
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
         let mut report = PruneReport::default();
         for (path, size, _) in entries {
@@ -238,6 +287,19 @@ impl ChunkCache {
             limit: self.limit,
         }
     }
+}
+
+/// A pin's file name: the name, kept to safe characters.
+fn pin_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -300,5 +362,47 @@ mod tests {
         );
         let s = cache.stats();
         assert_eq!((s.entries, s.bytes), (5, 5000));
+    }
+
+    /// The chunks of images still on the node are evicted last.
+    #[test]
+    fn pinned_chunks_go_last() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(root.path(), 100_000).unwrap();
+        let alg = DigestAlgorithm::Blake3;
+        let mut digests = Vec::new();
+        for i in 0..10u8 {
+            let data = vec![i; 1000];
+            let d = alg.digest(&data);
+            cache.put(alg, &d, &data);
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + i as u64);
+            fs::File::options()
+                .write(true)
+                .open(cache.path(alg, &d))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+            digests.push(d);
+        }
+        // The oldest four belong to an image on the node.
+        cache.pin("image-a", alg, &digests[..4]).unwrap();
+        cache.prune_to(5_000);
+        let present: Vec<bool> = digests
+            .iter()
+            .map(|d| cache.path(alg, d).exists())
+            .collect();
+        assert_eq!(
+            present,
+            [true, true, true, true, false, false, false, false, false, true]
+        );
+        // Unpinned, they go by age like any other.
+        ChunkCache::unpin(root.path(), "image-a");
+        cache.prune_to(2_000);
+        let present: Vec<bool> = digests
+            .iter()
+            .map(|d| cache.path(alg, d).exists())
+            .collect();
+        assert_eq!(present.iter().filter(|p| **p).count(), 2);
+        assert!(present[9], "{present:?}");
     }
 }

@@ -3,11 +3,14 @@
 pub mod cache;
 pub mod check;
 pub mod convert;
+pub mod images;
 pub mod inspect;
 pub mod logs;
 pub mod mount;
 pub mod ps;
+pub mod pull;
 pub mod rm;
+pub mod rmi;
 pub mod run;
 pub mod stats;
 pub mod stop;

@@ -35,9 +35,6 @@ pub struct Args {
     /// Do not prefetch the chunks the image's prefetch list names.
     #[arg(long)]
     no_prefetch: bool,
-    /// Node chunk cache size limit, e.g. 10G (env SKIFF_CACHE_SIZE).
-    #[arg(long, env = "SKIFF_CACHE_SIZE", default_value = "10G", value_parser = parse_size)]
-    cache_size: u64,
     /// Seconds a read may wait for the registry before failing with EIO.
     #[arg(long, default_value_t = 60)]
     read_timeout: u64,
@@ -57,6 +54,14 @@ pub struct Args {
     /// appears as BASE+N, any other as 65534 (`skiff run --userns` uses it).
     #[arg(long, value_name = "BASE:SIZE")]
     shift_ids: Option<skiff_fs::IdShift>,
+    /// Unmount after SECS with no reads and no running container rooted on
+    /// this mount (skiff run's image mounts use --image-idle-timeout).
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<u64>,
+    /// Internal: keep the image's chunks in the node's cache under NAME
+    /// (an image mount of skiff run's).
+    #[arg(long, hide = true, value_name = "NAME")]
+    pin: Option<String>,
     /// Internal: report readiness on stdout (used by --daemon).
     #[arg(long, hide = true)]
     notify_ready: bool,
@@ -73,12 +78,15 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         record_trace: a.record_trace.clone(),
         prefetch_all: a.prefetch_all,
         no_prefetch: a.no_prefetch,
-        cache_size: a.cache_size,
+        // The global --cache-size (SIZE or a share of the filesystem).
+        cache_size: global.engine.config().cache_size.bytes(&global.root),
         read_timeout: Duration::from_secs(a.read_timeout),
         parallel: a.parallel,
         readahead: a.readahead,
         no_passthrough: a.no_passthrough,
         shift_ids: a.shift_ids,
+        pin: a.pin.clone(),
+        idle_timeout: a.idle_timeout.map(Duration::from_secs),
     };
     let engine = &global.engine;
     if a.daemon {

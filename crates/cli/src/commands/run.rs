@@ -178,6 +178,9 @@ fn create_and_run(global: &Global, a: Args) -> Result<i32> {
     let req = request(&a)?;
     let engine = &global.engine;
     let created = engine.create(&req)?;
+    if let Some(c) = &created.conversion {
+        say_converted(c);
+    }
     if a.detach {
         engine.start_detached(&created.record, a.tty)?;
         println!("{}", created.record.id);
@@ -201,6 +204,17 @@ fn create_and_run(global: &Global, a: Args) -> Result<i32> {
     let code = engine.supervise(created.record, &created.spec, launch, None);
     engine.finish_trace(created.trace_mount.as_deref());
     Ok(code?)
+}
+
+/// The one line that says an image was not lazy: it was converted here.
+pub fn say_converted(c: &skiff_engine::image_store::Conversion) {
+    exit::say(format_args!(
+        "skiff: {} is not a skiff image: converted it on this node in {:.1} s ({} read, {} stored); later runs use the conversion",
+        c.reference,
+        c.seconds,
+        super::human(c.source_bytes),
+        super::human(c.stored_bytes)
+    ));
 }
 
 /// The options as the engine takes them.

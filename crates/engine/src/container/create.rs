@@ -21,6 +21,8 @@ pub struct Created {
     /// The private image mount a `--record-trace` run has, released by
     /// [`Engine::finish_trace`] once the container exits.
     pub trace_mount: Option<PathBuf>,
+    /// Set when its image was an ordinary OCI image, converted just now.
+    pub conversion: Option<crate::image_store::Conversion>,
 }
 
 impl Engine {
@@ -59,7 +61,8 @@ impl Engine {
         if let Some(t) = precompile {
             let _ = t.join();
         }
-        let (image_mount, config) = ensured?;
+        let mounted = ensured?;
+        let (image_mount, config, conversion) = (mounted.tree, mounted.config, mounted.conversion);
         tracing::debug!("image mounted");
         let trace_mount = req.record_trace.as_ref().map(|_| image_mount.clone());
         let prepared = self.prepare(req, &id, name, &image_mount, &config, layer_size, seccomp);
@@ -68,6 +71,7 @@ impl Engine {
                 record,
                 spec,
                 trace_mount,
+                conversion,
             }),
             Err(e) => {
                 // A recording mount is this run's alone.

@@ -326,6 +326,8 @@ mod tests {
                 root: root.to_path_buf(),
                 registry: Default::default(),
                 helper: "/nonexistent".into(),
+                cache_size: crate::DEFAULT_CACHE_SIZE,
+                image_idle_timeout: None,
             },
             vec![Box::new(FakeKind {
                 log: log.clone(),

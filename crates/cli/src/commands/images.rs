@@ -1,0 +1,57 @@
+//! `skiff images`
+
+use anyhow::Result;
+
+use super::{human, print_json};
+use crate::{exit, Global};
+
+/// List the images on this node: reference, digest, whether served lazily
+/// or converted here, bytes fetched against the image's size, and the
+/// containers using each.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(global: &Global, a: Args) -> Result<i32> {
+    let images = global.engine.images()?;
+    if a.json {
+        print_json(&images)?;
+        return Ok(exit::OK);
+    }
+    if global.quiet_flag {
+        for i in &images {
+            println!("{}", short(&i.record.digest));
+        }
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<40}  {:<12}  {:<9}  {:>10}  {:>10}  {:<9}  CONTAINERS",
+        "IMAGE", "DIGEST", "MODE", "FETCHED", "SIZE", "MOUNTED"
+    );
+    for i in &images {
+        let name = if i.record.platform.is_empty() {
+            i.record.reference.clone()
+        } else {
+            format!("{} [{}]", i.record.reference, i.record.platform)
+        };
+        println!(
+            "{:<40}  {:<12}  {:<9}  {:>10}  {:>10}  {:<9}  {}",
+            name,
+            short(&i.record.digest),
+            i.mode,
+            human(i.fetched_bytes),
+            human(i.record.size_bytes),
+            if i.mounted { "yes" } else { "no" },
+            i.containers.len()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.trim_start_matches("sha256:");
+    &hex[..12.min(hex.len())]
+}
