@@ -18,7 +18,7 @@ pub struct Forwarder {
     thread: Option<JoinHandle<()>>,
 }
 
-pub fn forward_signals(pid: i32, has_tty: bool) -> Result<Forwarder> {
+pub fn forward_signals(signal: skiff_sandbox::SignalHandle, has_tty: bool) -> Result<Forwarder> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2])
         .ctx(|| "handling signals".into())?;
     let handle = signals.handle();
@@ -29,7 +29,7 @@ pub fn forward_signals(pid: i32, has_tty: bool) -> Result<Forwarder> {
                 interrupts += 1;
                 if interrupts > 1 {
                     say(format_args!("skiff: killing the container"));
-                    let _ = skiff_sandbox::process::signal(pid, libc::SIGKILL);
+                    let _ = signal(libc::SIGKILL);
                     continue;
                 }
                 if !has_tty {
@@ -38,7 +38,7 @@ pub fn forward_signals(pid: i32, has_tty: bool) -> Result<Forwarder> {
                     ));
                 }
             }
-            let _ = skiff_sandbox::process::signal(pid, sig);
+            let _ = signal(sig);
         }
     });
     Ok(Forwarder {

@@ -19,7 +19,7 @@ pub mod request;
 pub mod root_dir;
 
 pub use config::{CacheSize, EngineConfig, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_IDLE_TIMEOUT};
-pub use container::{Created, Launch};
+pub use container::{Created, Launch, SuperviseOptions, Supervisor, SupervisorOptions};
 pub use error::{EngineError, Result};
 pub use mount_daemon::MountRequest;
 pub use record::{Record, Status};

@@ -139,12 +139,18 @@ impl Record {
     }
 }
 
-/// Field 22 of /proc/PID/stat: the process start time in clock ticks.
+/// Field 22 of /proc/PID/stat: the process start time in clock ticks;
+/// `None` for a process that is gone, or dead and not yet reaped (a
+/// zombie has exited).
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: skip past the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Every recorded container, oldest first.

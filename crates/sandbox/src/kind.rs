@@ -82,6 +82,10 @@ pub trait SandboxKind: Send + Sync {
     fn remove_leftovers(&self, cgroups_path: &str) -> Result<(), SandboxError>;
 }
 
+/// Sends a signal to a container's first process, from any thread (a
+/// supervisor's control socket, its signal forwarder).
+pub type SignalHandle = std::sync::Arc<dyn Fn(i32) -> Result<(), SandboxError> + Send + Sync>;
+
 /// A prepared or running container, in a sandbox of some kind.
 pub trait Sandbox: Send {
     /// The container's first process as the host sees it.
@@ -95,6 +99,9 @@ pub trait Sandbox: Send {
 
     /// Sends a signal to the container's first process.
     fn signal(&self, signal: i32) -> Result<(), SandboxError>;
+
+    /// The same, as a handle other threads can keep.
+    fn signal_handle(&self) -> SignalHandle;
 
     /// Waits until the container's first process has exited.
     fn wait(&mut self) -> Result<Exit, SandboxError>;

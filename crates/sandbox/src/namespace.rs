@@ -23,7 +23,7 @@ use crate::cgroups::Cgroup;
 use crate::device_filter::{self, DeviceRule};
 use crate::init::channel::{await_ready, failure, receive, tell};
 use crate::init::{self, message, InitStdio, Plan};
-use crate::kind::{ImageFacts, Prepare, Sandbox, SandboxKind, Stats, Stdio};
+use crate::kind::{ImageFacts, Prepare, Sandbox, SandboxKind, SignalHandle, Stats, Stdio};
 use crate::process::{signal, wait, Exit};
 use crate::relay::{Pipes, Relay};
 use crate::seccomp_filter::CompiledFilter;
@@ -198,6 +198,11 @@ impl Sandbox for NamespaceSandbox {
 
     fn signal(&self, sig: i32) -> Result<(), SandboxError> {
         signal(self.pid, sig)
+    }
+
+    fn signal_handle(&self) -> SignalHandle {
+        let pid = self.pid;
+        std::sync::Arc::new(move |sig| signal(pid, sig))
     }
 
     fn wait(&mut self) -> Result<Exit, SandboxError> {

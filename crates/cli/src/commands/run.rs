@@ -201,7 +201,12 @@ fn create_and_run(global: &Global, a: Args) -> Result<i32> {
             stderr: rustix::io::dup(rustix::stdio::stderr())?,
         }
     };
-    let code = engine.supervise(created.record, &created.spec, launch, None);
+    let code = engine.supervise(
+        created.record,
+        &created.spec,
+        launch,
+        skiff_engine::SuperviseOptions::default(),
+    );
     engine.finish_trace(created.trace_mount.as_deref());
     Ok(code?)
 }

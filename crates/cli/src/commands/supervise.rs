@@ -1,12 +1,14 @@
 //! `skiff supervise ID` (internal, a helper of the engine): the detached
-//! parent of a `skiff run -d` container (see
-//! `skiff_engine::Engine::run_supervisor`).
+//! parent of a container (see `skiff_engine::Engine::run_supervisor`).
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 
 use crate::Global;
 
-/// Internal: supervise a detached container (started by `skiff run -d`).
+/// Internal: supervise a created container (started by `skiff run -d`, or
+/// by a front end through the engine).
 #[derive(clap::Args)]
 pub struct Args {
     /// The container ID.
@@ -14,8 +16,27 @@ pub struct Args {
     /// Give the container a pseudo-terminal, relayed to its log.
     #[arg(long)]
     tty: bool,
+    /// Create the container, then wait for `start` on its control socket.
+    #[arg(long)]
+    wait_start: bool,
+    /// The container's stdin (default /dev/null).
+    #[arg(long, value_name = "PATH")]
+    stdin: Option<PathBuf>,
+    /// The container's stdout (default: its log).
+    #[arg(long, value_name = "PATH")]
+    stdout: Option<PathBuf>,
+    /// The container's stderr (default: its log).
+    #[arg(long, value_name = "PATH")]
+    stderr: Option<PathBuf>,
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    Ok(global.engine.run_supervisor(&a.id, a.tty)?)
+    let opts = skiff_engine::SupervisorOptions {
+        tty: a.tty,
+        wait_for_start: a.wait_start,
+        stdin: a.stdin,
+        stdout: a.stdout,
+        stderr: a.stderr,
+    };
+    Ok(global.engine.run_supervisor(&a.id, &opts)?)
 }

@@ -2,10 +2,12 @@
 //! writable layer, spec), [`supervise`] (the sandbox from start to exit),
 //! [`stop`], [`remove`] (and the cleanup every end shares).
 
+pub mod control;
 pub mod create;
 pub mod remove;
 pub mod stop;
 pub mod supervise;
 
+pub use control::Supervisor;
 pub use create::Created;
-pub use supervise::Launch;
+pub use supervise::{Launch, SuperviseOptions, SupervisorOptions};

@@ -9,10 +9,23 @@ use std::os::fd::OwnedFd;
 use oci_spec::runtime::Spec;
 use skiff_sandbox::{Prepare, Sandbox};
 
+use super::control::{Control, Phase, Supervisor};
 use crate::console::{self, say};
 use crate::error::{EngineError, IoContext, Result};
 use crate::record::{self, Record, Status};
 use crate::Engine;
+
+/// What a supervisor does besides running the container.
+#[derive(Default)]
+pub struct SuperviseOptions {
+    /// A detached supervisor's pipe to its starter: "ready" once the
+    /// container runs (or, with `wait_for_start`, once it is created).
+    pub ready: Option<std::fs::File>,
+    /// Serve the control socket here (see [`super::control`]).
+    pub control: Option<std::path::PathBuf>,
+    /// Create the container, then wait for a `start` on the control socket.
+    pub wait_for_start: bool,
+}
 
 /// How the supervisor wires the container's streams.
 pub enum Launch {
@@ -40,8 +53,14 @@ impl Engine {
         mut record: Record,
         spec: &Spec,
         launch: Launch,
-        ready: Option<std::fs::File>,
+        options: SuperviseOptions,
     ) -> Result<i32> {
+        let SuperviseOptions {
+            mut ready,
+            control,
+            wait_for_start,
+        } = options;
+        let control_path = control.clone();
         let _span = tracing::info_span!("container", id = record.short_id()).entered();
         let root = &self.config.root;
         let cdir = record::dir(root, &record.id);
@@ -83,6 +102,17 @@ impl Engine {
         record.pid = Some(pid);
         record.pid_start = record::process_start_time(pid);
         let has_tty = terminal.is_some();
+        let signal = sandbox.signal_handle();
+        let (start_tx, start_rx) = std::sync::mpsc::channel();
+        let control = match &control {
+            Some(path) => {
+                match Control::serve(path, signal.clone(), wait_for_start.then_some(start_tx)) {
+                    Ok(c) => Some(c),
+                    Err(e) => return Err(self.abandon(sandbox.as_mut(), &record, e)),
+                }
+            }
+            None => None,
+        };
         // Signals are forwarded from before the start: a Ctrl-C that came
         // between start and forwarding would kill skiff and orphan the
         // container. (The init ignores them until its command installs
@@ -90,13 +120,20 @@ impl Engine {
         // terminal is attached before the start too, so that nothing that
         // can fail comes between the start and the wait.
         let started = (|| -> Result<(console::Forwarder, Option<console::Console>)> {
-            let forwarder = console::forward_signals(pid, has_tty)?;
+            let forwarder = console::forward_signals(signal.clone(), has_tty)?;
             let console = match (terminal, sandbox.take_console()) {
                 (Some((interactive, output)), Some(master)) => {
                     Some(console::attach(master, interactive, output)?)
                 }
                 _ => None,
             };
+            if wait_for_start {
+                record.save(root)?;
+                if let Some(mut r) = ready.take() {
+                    let _ = writeln!(r, "ready");
+                }
+                await_start(&start_rx, &record)?;
+            }
             sandbox.start()?;
             Ok((forwarder, console))
         })();
@@ -109,6 +146,9 @@ impl Engine {
         // must not make skiff leave it unsupervised.
         if let Err(e) = record.save(root) {
             tracing::warn!(id = %record.id, "recording the running container: {e}");
+        }
+        if let Some(c) = &control {
+            c.set(Phase::Running);
         }
         tracing::info!(id = %record.id, pid, "container started");
         if let Some(mut r) = ready {
@@ -134,6 +174,9 @@ impl Engine {
         if !record.remove_on_exit {
             let _ = record.save(root);
         }
+        if let Some(c) = &control {
+            c.set(Phase::Exited(exit.code()));
+        }
         if record.oom_killed {
             say(format_args!(
                 "skiff: container {} was killed by the kernel's OOM killer: it exceeded its memory limit (raise --memory)",
@@ -141,6 +184,9 @@ impl Engine {
             ));
         }
         let _ = self.cleanup(&record, record.remove_on_exit);
+        if let Some(path) = &control_path {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(exit.code())
     }
 
@@ -163,25 +209,23 @@ impl Engine {
         error.with_cleanup(cleanup)
     }
 
-    /// The `supervise ID` helper's work: supervises a created container
-    /// with its output in `ROOT/containers/ID/container.log`, and tells its
-    /// starter (on stdout) once the container runs.
-    pub fn run_supervisor(&self, id: &str, tty: bool) -> Result<i32> {
+    /// The `supervise ID` helper's work: supervises a created container,
+    /// with its output in `ROOT/containers/ID/container.log` unless
+    /// `streams` names files (a shim's FIFOs), serves its control socket
+    /// (`ROOT/containers/ID/control.sock`), and tells its starter (on
+    /// stdout) once the container runs, or with `wait_for_start` once it is
+    /// created.
+    pub fn run_supervisor(&self, id: &str, opts: &SupervisorOptions) -> Result<i32> {
         let root = &self.config.root;
         let record = Record::load(root, id)?;
-        let config = record::dir(root, id).join("config.json");
+        let cdir = record::dir(root, id);
+        let config = cdir.join("config.json");
         let spec = Spec::load(&config).map_err(|e| {
             EngineError::Invalid(format!(
                 "reading the container's spec {}: {e}",
                 config.display()
             ))
         })?;
-        let log_path = record::log_path(root, id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .ctx(|| format!("opening {}", log_path.display()))?;
         // Readiness goes to the starter's pipe; nothing else may: the pipe
         // must close when the starter stops reading.
         let ready: std::fs::File = rustix::io::dup(rustix::stdio::stdout())
@@ -193,37 +237,163 @@ impl Engine {
             .ctx(|| "opening /dev/null".into())?;
         rustix::stdio::dup2_stdout(&devnull)
             .map_err(|e| EngineError::io("redirecting stdout", e.into()))?;
-        let launch = if tty {
+        let log_path = record::log_path(root, id);
+        let log = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .ctx(|| format!("opening {}", log_path.display()))
+        };
+        let launch = if opts.tty {
             Launch::Terminal {
                 interactive: false,
-                output: log,
+                output: match &opts.stdout {
+                    Some(p) => open_stream(p, true)?,
+                    None => log()?,
+                },
             }
         } else {
-            // One open file for both: the container gets one pipe, and the
-            // log keeps the order of everything it wrote.
+            let (stdout, stderr) = match (&opts.stdout, &opts.stderr) {
+                (None, None) => {
+                    // One open file for both: the container gets one pipe,
+                    // and the log keeps the order of everything it wrote.
+                    let log = log()?;
+                    (log.try_clone().ctx(|| "duplicating the log".into())?, log)
+                }
+                (out, err) => (
+                    match out {
+                        Some(p) => open_stream(p, true)?,
+                        None => log()?,
+                    },
+                    match err {
+                        Some(p) => open_stream(p, true)?,
+                        None => log()?,
+                    },
+                ),
+            };
             Launch::Streams {
-                stdin: None,
-                stdout: log.try_clone().ctx(|| "duplicating the log".into())?.into(),
-                stderr: log.into(),
+                stdin: match &opts.stdin {
+                    Some(p) => Some(open_stream(p, false)?.into()),
+                    None => None,
+                },
+                stdout: stdout.into(),
+                stderr: stderr.into(),
             }
         };
-        self.supervise(record, &spec, launch, Some(ready))
+        self.supervise(
+            record,
+            &spec,
+            launch,
+            SuperviseOptions {
+                ready: Some(ready),
+                control: Some(cdir.join("control.sock")),
+                wait_for_start: opts.wait_for_start,
+            },
+        )
     }
 
-    /// Starts a supervisor helper for a created container and waits until
-    /// the container runs.
-    pub fn start_detached(&self, record: &Record, tty: bool) -> Result<()> {
+    /// Starts a supervisor helper for a created container, which becomes
+    /// the init's parent: the container runs there, not in this process,
+    /// so this works from any process, a multithreaded one (a tokio shim)
+    /// included. Returns once the container runs, or with
+    /// `wait_for_start` once it is created (then [`Supervisor::start`]).
+    pub fn spawn_supervisor(
+        &self,
+        record: &Record,
+        opts: &SupervisorOptions,
+    ) -> Result<Supervisor> {
         let log = self
             .config
             .root
             .join("logs")
             .join(format!("container-{}.log", record.short_id()));
         let mut cmd = self.helper_command();
-        cmd.arg("supervise")
-            .args(tty.then_some("--tty"))
-            .arg(&record.id);
+        cmd.arg("supervise");
+        if opts.tty {
+            cmd.arg("--tty");
+        }
+        if opts.wait_for_start {
+            cmd.arg("--wait-start");
+        }
+        for (flag, path) in [
+            ("--stdin", &opts.stdin),
+            ("--stdout", &opts.stdout),
+            ("--stderr", &opts.stderr),
+        ] {
+            if let Some(p) = path {
+                cmd.arg(flag).arg(p);
+            }
+        }
+        cmd.arg(&record.id);
         crate::helper::spawn(cmd, &log, "the container supervisor")?.wait_ready()?;
-        Ok(())
+        Ok(self.supervisor(&record.id))
+    }
+
+    /// The control client of container `id`'s supervisor.
+    pub fn supervisor(&self, id: &str) -> Supervisor {
+        Supervisor::new(id, record::dir(&self.config.root, id).join("control.sock"))
+    }
+
+    /// Starts a supervisor helper for a created container and waits until
+    /// the container runs (`skiff run -d`).
+    pub fn start_detached(&self, record: &Record, tty: bool) -> Result<()> {
+        self.spawn_supervisor(
+            record,
+            &SupervisorOptions {
+                tty,
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    }
+}
+
+/// How a supervisor helper is started.
+#[derive(Debug, Clone, Default)]
+pub struct SupervisorOptions {
+    /// A pty, relayed to stdout (or the log).
+    pub tty: bool,
+    /// Create, then wait for [`Supervisor::start`].
+    pub wait_for_start: bool,
+    /// Files (or FIFOs) for the container's streams; by default stdin is
+    /// /dev/null and the output goes to the container's log.
+    pub stdin: Option<std::path::PathBuf>,
+    pub stdout: Option<std::path::PathBuf>,
+    pub stderr: Option<std::path::PathBuf>,
+}
+
+/// Opens a stream a caller named: a FIFO read-write, so the open does not
+/// wait for its other end; a file to append to, or to read.
+fn open_stream(path: &std::path::Path, write: bool) -> Result<std::fs::File> {
+    use std::os::unix::fs::FileTypeExt;
+    let fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
+    let mut o = std::fs::OpenOptions::new();
+    if fifo {
+        o.read(true).write(true);
+    } else if write {
+        o.create(true).append(true);
+    } else {
+        o.read(true);
+    }
+    o.open(path).ctx(|| format!("opening {}", path.display()))
+}
+
+/// Waits for a `start` on the control socket; gives up if the container's
+/// init is killed first (a created container stopped before it ran).
+fn await_start(start: &std::sync::mpsc::Receiver<()>, record: &Record) -> Result<()> {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        match start.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(()) => return Ok(()),
+            Err(RecvTimeoutError::Timeout) if record.running() => {}
+            Err(_) => {
+                return Err(EngineError::Conflict(format!(
+                    "container {} was stopped before it was started",
+                    record.name
+                )))
+            }
+        }
     }
 }
 
@@ -296,6 +466,13 @@ mod tests {
         fn signal(&self, signal: i32) -> Result<(), SandboxError> {
             self.log.lock().unwrap().push(format!("signal {signal}"));
             Ok(())
+        }
+        fn signal_handle(&self) -> skiff_sandbox::SignalHandle {
+            let log = self.log.clone();
+            Arc::new(move |s| {
+                log.lock().unwrap().push(format!("signal {s}"));
+                Ok(())
+            })
         }
         fn wait(&mut self) -> Result<Exit, SandboxError> {
             self.log.lock().unwrap().push("wait".into());
@@ -381,7 +558,12 @@ mod tests {
             let r = record(false);
             r.save(root.path()).unwrap();
             let err = e
-                .supervise(r.clone(), &Spec::default(), streams(), None)
+                .supervise(
+                    r.clone(),
+                    &Spec::default(),
+                    streams(),
+                    SuperviseOptions::default(),
+                )
                 .unwrap_err();
             assert!(
                 err.to_string()
@@ -411,8 +593,13 @@ mod tests {
         let r = record(false);
         r.save(root.path()).unwrap();
         assert_eq!(
-            e.supervise(r.clone(), &Spec::default(), streams(), None)
-                .unwrap(),
+            e.supervise(
+                r.clone(),
+                &Spec::default(),
+                streams(),
+                SuperviseOptions::default()
+            )
+            .unwrap(),
             7
         );
         let saved = Record::load(root.path(), &r.id).unwrap();
@@ -423,8 +610,13 @@ mod tests {
             .contains(&"remove leftovers".to_string()));
         let r = record(true);
         r.save(root.path()).unwrap();
-        e.supervise(r.clone(), &Spec::default(), streams(), None)
-            .unwrap();
+        e.supervise(
+            r.clone(),
+            &Spec::default(),
+            streams(),
+            SuperviseOptions::default(),
+        )
+        .unwrap();
         assert!(!record::dir(root.path(), &r.id).exists(), "--rm kept it");
     }
 }
