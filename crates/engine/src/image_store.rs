@@ -336,3 +336,119 @@ fn is_mounted(tree: &Path) -> bool {
     const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
     rustix::fs::statfs(tree).is_ok_and(|s| s.f_type == FUSE_SUPER_MAGIC)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EngineConfig;
+
+    fn engine(root: &Path) -> Engine {
+        Engine::new(EngineConfig {
+            root: root.to_path_buf(),
+            registry: Default::default(),
+            helper: "/nonexistent".into(),
+            cache_size: crate::DEFAULT_CACHE_SIZE,
+            image_idle_timeout: None,
+        })
+        .unwrap()
+    }
+
+    fn image_dir(root: &Path, key: &str, reference: &str, source: ImageSource) -> PathBuf {
+        let dir = root.join("images").join(key);
+        std::fs::create_dir_all(&dir).unwrap();
+        write_record(
+            &dir,
+            &ImageRecord {
+                reference: reference.into(),
+                platform: String::new(),
+                digest: format!("sha256:{}", key.repeat(4)),
+                source,
+                size_bytes: 100,
+                pulled: 1,
+            },
+        )
+        .unwrap();
+        dir
+    }
+
+    /// Mounts of one reference (a shifted one, say) are one image; the
+    /// containers rooted on any of them are its users; removal refuses
+    /// what a container still uses unless forced, and takes its records.
+    #[test]
+    fn images_group_their_mounts_and_know_their_containers() {
+        let root = tempfile::tempdir().unwrap();
+        let e = engine(root.path());
+        let a1 = image_dir(
+            root.path(),
+            "aaaaaaaaaaaaaaaa",
+            "reg/a:1",
+            ImageSource::Lazy,
+        );
+        let _a2 = image_dir(
+            root.path(),
+            "bbbbbbbbbbbbbbbb",
+            "reg/a:1",
+            ImageSource::Lazy,
+        );
+        let conv = ImageSource::Converted {
+            from_digest: "sha256:cccc".into(),
+            store: "oci:/x:skiff".into(),
+        };
+        image_dir(root.path(), "cccccccccccccccc", "reg/plain:1", conv);
+        std::fs::create_dir_all(e.store_dir().join("cccc")).unwrap();
+        let c = crate::record::Record {
+            id: "d".repeat(64),
+            name: "user".into(),
+            image: "reg/a:1".into(),
+            command: vec![],
+            created: 0,
+            status: crate::record::Status::Exited,
+            pid: None,
+            pid_start: None,
+            exit_code: Some(0),
+            oom_killed: false,
+            finished: None,
+            detached: false,
+            remove_on_exit: false,
+            cgroups_path: "/skiff/d".into(),
+            stop_signal: 15,
+            private_network: true,
+            image_mount: a1.join("tree"),
+            layer_size: None,
+            sandbox: "namespace".into(),
+        };
+        c.save(root.path()).unwrap();
+
+        let list = e.images().unwrap();
+        assert_eq!(list.len(), 2, "{list:?}");
+        let a = list
+            .iter()
+            .find(|i| i.record.reference == "reg/a:1")
+            .unwrap();
+        assert_eq!(a.mounts.len(), 2);
+        assert_eq!(a.containers, [c.id.clone()]);
+        assert_eq!(a.mode, "lazy");
+        assert!(!a.mounted);
+        let plain = list
+            .iter()
+            .find(|i| i.record.reference == "reg/plain:1")
+            .unwrap();
+        assert_eq!(plain.mode, "converted");
+
+        assert!(matches!(
+            e.remove_image("reg/a:1", false),
+            Err(EngineError::Conflict(_))
+        ));
+        e.remove_image("reg/a:1", true).unwrap();
+        e.remove_image("cccccccc", false).unwrap();
+        assert!(e.images().unwrap().is_empty());
+        assert!(
+            !e.store_dir().join("cccc").exists(),
+            "the conversion was kept"
+        );
+        assert!(matches!(
+            e.remove_image("reg/a:1", false),
+            Err(EngineError::NotFound(_))
+        ));
+    }
+}

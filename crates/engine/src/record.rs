@@ -200,3 +200,93 @@ pub fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         && name.len() <= 128
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str, created: u64) -> Record {
+        Record {
+            id: id.to_string(),
+            name: name.to_string(),
+            image: "img".into(),
+            command: vec!["true".into()],
+            created,
+            status: Status::Exited,
+            pid: None,
+            pid_start: None,
+            exit_code: Some(0),
+            oom_killed: false,
+            finished: Some(created),
+            detached: false,
+            remove_on_exit: false,
+            cgroups_path: format!("/skiff/{id}"),
+            stop_signal: libc::SIGTERM,
+            private_network: true,
+            image_mount: "/nowhere".into(),
+            layer_size: None,
+            sandbox: "namespace".into(),
+        }
+    }
+
+    #[test]
+    fn records_save_load_and_are_found_by_name_id_or_prefix() {
+        let root = tempfile::tempdir().unwrap();
+        let a = record(&format!("ab{}", "1".repeat(62)), "alpha", 2);
+        let b = record(&format!("ac{}", "2".repeat(62)), "beta", 1);
+        a.save(root.path()).unwrap();
+        b.save(root.path()).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir(root.path(), &a.id))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
+        let names: Vec<String> = all(root.path())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["beta", "alpha"], "oldest first");
+        assert_eq!(find(root.path(), "alpha").unwrap().id, a.id);
+        assert_eq!(find(root.path(), &b.id).unwrap().name, "beta");
+        assert_eq!(find(root.path(), "ab1").unwrap().name, "alpha");
+        assert!(
+            matches!(find(root.path(), "a"), Err(EngineError::Invalid(_))),
+            "ambiguous"
+        );
+        assert!(matches!(
+            find(root.path(), "zz"),
+            Err(EngineError::NotFound(_))
+        ));
+        assert!(matches!(
+            Record::load(root.path(), "missing"),
+            Err(EngineError::NotFound(_))
+        ));
+        // An unreadable record is an error of its own, never "not found".
+        std::fs::write(dir(root.path(), &a.id).join("state.json"), b"{").unwrap();
+        assert!(matches!(
+            Record::load(root.path(), &a.id),
+            Err(EngineError::Io { .. })
+        ));
+        assert_eq!(
+            all(root.path()).unwrap().len(),
+            1,
+            "skipped, with a warning"
+        );
+    }
+
+    #[test]
+    fn a_record_whose_process_is_gone_shows_as_exited() {
+        let mut r = record("x", "x", 0);
+        r.status = Status::Running;
+        r.pid = Some(std::process::id() as i32);
+        r.pid_start = process_start_time(r.pid.unwrap());
+        assert!(r.running());
+        assert_eq!(r.effective_status(), Status::Running);
+        r.pid_start = r.pid_start.map(|s| s + 1);
+        assert!(!r.running(), "a reused pid is not the container");
+        assert_eq!(r.effective_status(), Status::Exited);
+        assert!(valid_name("web-1.a_b") && !valid_name("-x") && !valid_name(""));
+    }
+}
