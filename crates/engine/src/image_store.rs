@@ -426,7 +426,7 @@ mod tests {
             .find(|i| i.record.reference == "reg/a:1")
             .unwrap();
         assert_eq!(a.mounts.len(), 2);
-        assert_eq!(a.containers, [c.id.clone()]);
+        assert_eq!(a.containers, std::slice::from_ref(&c.id));
         assert_eq!(a.mode, "lazy");
         assert!(!a.mounted);
         let plain = list
