@@ -379,6 +379,20 @@ fn v1_hierarchies() -> Result<Vec<(PathBuf, PathBuf)>, SandboxError> {
     Ok(out)
 }
 
+/// The files a process writes `0` to, to join the cgroup `path` in every
+/// hierarchy it is in (an exec into a running container).
+pub fn join_files(path: &str) -> Result<Vec<PathBuf>, SandboxError> {
+    let rel = relative(path)?;
+    if crate::device_filter::unified_host() {
+        return Ok(vec![Path::new(CGROUP_ROOT).join(rel).join("cgroup.procs")]);
+    }
+    Ok(v1_hierarchies()?
+        .into_iter()
+        .map(|(mount, _)| mount.join(rel).join("cgroup.procs"))
+        .filter(|f| f.exists())
+        .collect())
+}
+
 /// Whether this host's cgroups have `controller`: a v1 hierarchy of it, or
 /// on a unified host the v2 root's `cgroup.controllers`. For defaults that
 /// apply only where they can (the pids limit).

@@ -49,6 +49,35 @@ pub struct Prepare<'a> {
     pub stdio: Stdio,
 }
 
+/// A running container to enter.
+pub struct Running<'a> {
+    /// Its first process, as the host sees it.
+    pub pid: i32,
+    /// The spec it was created from.
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+}
+
+/// A process to start in a running container.
+pub struct ExecStart<'a> {
+    /// Its command, environment, working directory, user, capabilities,
+    /// terminal, as the spec's `process` says them.
+    pub process: &'a oci_spec::runtime::Process,
+    pub stdio: Stdio,
+}
+
+/// A process started in a running container.
+pub trait ExecProcess: Send {
+    /// As the host sees it.
+    fn pid(&self) -> i32;
+    fn take_console(&mut self) -> Option<OwnedFd>;
+    fn signal_handle(&self) -> SignalHandle;
+    /// Waits until it has exited.
+    fn wait(&mut self) -> Result<Exit, SandboxError>;
+    /// Under [`Stdio::Relay`], copies the rest of its output.
+    fn finish_output(&mut self);
+}
+
 /// A container's resource use, read from its sandbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
@@ -75,6 +104,17 @@ pub trait SandboxKind: Send + Sync {
     /// process must be single-threaded where a kind says so (the
     /// namespace kind clones its init from it).
     fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError>;
+
+    /// Starts another process in a running container (`skiff exec`): in
+    /// all its namespaces and its cgroup, with the capabilities, seccomp
+    /// policy and user `start.process` gives. The calling process must be
+    /// single-threaded where a kind says so (the namespace kind forks from
+    /// it).
+    fn exec(
+        &self,
+        container: Running<'_>,
+        start: ExecStart<'_>,
+    ) -> Result<Box<dyn ExecProcess>, SandboxError>;
 
     /// Removes what a sandbox of this kind may have left on the host when
     /// its supervisor died: processes and cgroups (namespaces), a VM.

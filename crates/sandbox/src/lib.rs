@@ -19,7 +19,10 @@ pub mod seccomp_filter;
 pub mod spec;
 pub mod user;
 
-pub use kind::{ImageFacts, Prepare, Sandbox, SandboxKind, SignalHandle, Stats, Stdio};
+pub use kind::{
+    ExecProcess, ExecStart, ImageFacts, Prepare, Running, Sandbox, SandboxKind, SignalHandle,
+    Stats, Stdio,
+};
 pub use namespace::{NamespaceKind, NamespaceSandbox};
 pub use process::Exit;
 pub use spec::{ContainerSpec, IdMap, Network, ProcessUser, Resources, Volume};

@@ -23,7 +23,10 @@ use crate::cgroups::Cgroup;
 use crate::device_filter::{self, DeviceRule};
 use crate::init::channel::{await_ready, failure, receive, tell};
 use crate::init::{self, message, InitStdio, Plan};
-use crate::kind::{ImageFacts, Prepare, Sandbox, SandboxKind, SignalHandle, Stats, Stdio};
+use crate::kind::{
+    ExecProcess, ExecStart, ImageFacts, Prepare, Running, Sandbox, SandboxKind, SignalHandle,
+    Stats, Stdio,
+};
 use crate::process::{signal, wait, Exit};
 use crate::relay::{Pipes, Relay};
 use crate::seccomp_filter::CompiledFilter;
@@ -63,9 +66,192 @@ impl SandboxKind for NamespaceKind {
         )?))
     }
 
+    fn exec(
+        &self,
+        container: Running<'_>,
+        start: ExecStart<'_>,
+    ) -> Result<Box<dyn ExecProcess>, SandboxError> {
+        Ok(Box::new(NamespaceExec::start(
+            container,
+            start,
+            &self.filter_cache,
+        )?))
+    }
+
     fn remove_leftovers(&self, cgroups_path: &str) -> Result<(), SandboxError> {
         crate::cgroups::remove(cgroups_path)
     }
+}
+
+/// A process exec'd into a running namespace container.
+pub struct NamespaceExec {
+    pid: i32,
+    console: Option<OwnedFd>,
+    relay: Option<Relay>,
+}
+
+/// The namespaces a process joins to enter a container, the user one
+/// first (it gives the rights to join the others) and the mount one last.
+const JOIN_ORDER: &[(&str, libc::c_int)] = &[
+    ("user", libc::CLONE_NEWUSER),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("net", libc::CLONE_NEWNET),
+    ("pid", libc::CLONE_NEWPID),
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("mnt", libc::CLONE_NEWNS),
+];
+
+impl NamespaceExec {
+    fn start(
+        container: Running<'_>,
+        start: ExecStart<'_>,
+        filter_cache: &Path,
+    ) -> Result<Self, SandboxError> {
+        let mut spec = container.spec.clone();
+        spec.set_process(Some(start.process.clone()));
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| SandboxError::Invalid("the runtime spec has no linux section".into()))?;
+        let filter = match linux.seccomp() {
+            Some(policy) => Some(Arc::new(CompiledFilter::cached(policy, filter_cache)?)),
+            None => None,
+        };
+        let plan = Plan::new(&spec, container.bundle, filter)?;
+        let cgroups_path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                SandboxError::Invalid("the runtime spec needs linux.cgroupsPath".into())
+            })?;
+        let target = init::join::Target {
+            namespaces: namespaces_of(container.pid)?,
+            cgroup_files: crate::cgroups::join_files(&cgroups_path)?,
+        };
+        single_threaded()?;
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let (parent_end, child_end) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| SandboxError::io("making the exec's channel".into(), e.into()))?;
+        let (init_stdio, pipes, _keep) = stdio_for_child(start.stdio)?;
+        // SAFETY: fork of this single-threaded process; the child runs
+        // `join::run`, which never returns.
+        let helper = unsafe { libc::fork() };
+        if helper < 0 {
+            return Err(SandboxError::io(
+                "forking to enter the container".into(),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if helper == 0 {
+            use std::os::fd::AsRawFd;
+            init::join::run(
+                &plan,
+                &target,
+                child_end.as_fd(),
+                parent_end.as_raw_fd(),
+                &init_stdio,
+            );
+        }
+        drop(child_end);
+        let joined = wait(helper);
+        let mut pid = None;
+        let mut console = None;
+        loop {
+            match receive(&parent_end)? {
+                Some((message::PID, body, _)) if body.len() == 4 => {
+                    pid = Some(i32::from_ne_bytes([body[0], body[1], body[2], body[3]]));
+                }
+                Some((message::CONSOLE, _, fd)) => console = fd,
+                Some((tag, body, _)) => {
+                    if let Some(p) = pid {
+                        let _ = wait(p);
+                    }
+                    return Err(failure(tag, &body));
+                }
+                // The process exec'd its command (or died: its exit tells).
+                None => break,
+            }
+        }
+        let Some(pid) = pid else {
+            return Err(SandboxError::Setup(format!(
+                "entering the container failed ({:?})",
+                joined
+            )));
+        };
+        let relay = match pipes.map(Pipes::start).transpose() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = signal(pid, libc::SIGKILL);
+                let _ = wait(pid);
+                return Err(e);
+            }
+        };
+        Ok(NamespaceExec {
+            pid,
+            console,
+            relay,
+        })
+    }
+}
+
+impl ExecProcess for NamespaceExec {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
+    }
+
+    fn signal_handle(&self) -> SignalHandle {
+        let pid = self.pid;
+        std::sync::Arc::new(move |sig| signal(pid, sig))
+    }
+
+    fn wait(&mut self) -> Result<Exit, SandboxError> {
+        wait(self.pid)
+    }
+
+    fn finish_output(&mut self) {
+        if let Some(r) = self.relay.take() {
+            r.finish();
+        }
+    }
+}
+
+/// The namespaces of `pid` that this process is not in already, opened,
+/// in [`JOIN_ORDER`].
+fn namespaces_of(pid: i32) -> Result<Vec<(OwnedFd, libc::c_int)>, SandboxError> {
+    let mut out = Vec::new();
+    for (name, typ) in JOIN_ORDER {
+        let theirs = format!("/proc/{pid}/ns/{name}");
+        let fd = rustix::fs::open(
+            theirs.as_str(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| {
+            SandboxError::io(
+                format!("opening {theirs} (is the container running?)"),
+                e.into(),
+            )
+        })?;
+        let ours = rustix::fs::stat(format!("/proc/self/ns/{name}").as_str())
+            .map_err(|e| SandboxError::io(format!("reading /proc/self/ns/{name}"), e.into()))?;
+        let st = rustix::fs::fstat(&fd)
+            .map_err(|e| SandboxError::io(format!("reading {theirs}"), e.into()))?;
+        if (st.st_dev, st.st_ino) != (ours.st_dev, ours.st_ino) {
+            out.push((fd, *typ));
+        }
+    }
+    Ok(out)
 }
 
 /// A created (not yet started) or running container.
@@ -256,6 +442,32 @@ fn single_threaded() -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// The streams a child gets (raw descriptors it inherits), the pipes to
+/// copy once it runs, and what must stay open until it is made.
+fn stdio_for_child(stdio: Stdio) -> Result<(InitStdio, Option<Pipes>, Vec<OwnedFd>), SandboxError> {
+    Ok(match stdio {
+        Stdio::Files {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            use std::os::fd::AsRawFd;
+            let fds = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+            (InitStdio::Files(fds), None, vec![stdin, stdout, stderr])
+        }
+        Stdio::Relay {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let p = Pipes::new(stdin, stdout, stderr)?;
+            let fds = p.child_fds();
+            (InitStdio::Files(fds), Some(p), Vec::new())
+        }
+        Stdio::Terminal => (InitStdio::Terminal, None, Vec::new()),
+    })
+}
+
 /// Clones the init into its namespaces (and cgroup); writes its ID maps
 /// under a user namespace. Returns its pid, the parent's channel end, and
 /// the copies of its streams under [`Stdio::Relay`].
@@ -292,29 +504,7 @@ fn spawn(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = std::os::fd::AsRawFd::as_raw_fd(fd) as u64;
     }
-    let mut pipes = None;
-    let (init_stdio, _keep) = match stdio {
-        Stdio::Files {
-            stdin,
-            stdout,
-            stderr,
-        } => {
-            use std::os::fd::AsRawFd;
-            let fds = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
-            (InitStdio::Files(fds), vec![stdin, stdout, stderr])
-        }
-        Stdio::Relay {
-            stdin,
-            stdout,
-            stderr,
-        } => {
-            let p = Pipes::new(stdin, stdout, stderr)?;
-            let fds = p.child_fds();
-            pipes = Some(p);
-            (InitStdio::Files(fds), Vec::new())
-        }
-        Stdio::Terminal => (InitStdio::Terminal, Vec::new()),
-    };
+    let (init_stdio, pipes, _keep) = stdio_for_child(stdio)?;
     // The init starts in the root (see `init::prepare_rootfs`): the new
     // mount namespace translates the working directory into its own copy.
     let cwd = rustix::fs::open(

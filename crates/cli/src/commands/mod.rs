@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod check;
 pub mod convert;
+pub mod exec;
 pub mod images;
 pub mod inspect;
 pub mod logs;

@@ -159,15 +159,20 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         Ok(code) => Ok(code),
         Err(e) => {
             exit::say(format_args!("skiff: error: {}", exit::render(&e)));
-            let sandbox = e
-                .downcast_ref::<EngineError>()
-                .and_then(EngineError::as_sandbox);
-            Ok(match sandbox {
-                Some(SandboxError::NotFound(_)) => NOT_FOUND,
-                Some(SandboxError::NotExecutable(_)) => NOT_EXECUTABLE,
-                _ => RUN_FAILED,
-            })
+            Ok(exit_code_for(&e).unwrap_or(RUN_FAILED))
         }
+    }
+}
+
+/// 127 for a command not found, 126 for one that cannot run, as Docker.
+pub fn exit_code_for(e: &anyhow::Error) -> Option<i32> {
+    let sandbox = e
+        .downcast_ref::<EngineError>()
+        .and_then(EngineError::as_sandbox);
+    match sandbox {
+        Some(SandboxError::NotFound(_)) => Some(NOT_FOUND),
+        Some(SandboxError::NotExecutable(_)) => Some(NOT_EXECUTABLE),
+        _ => None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod create;
+pub mod exec;
 pub mod remove;
 pub mod stop;
 pub mod supervise;

@@ -442,6 +442,15 @@ mod tests {
                 waited: false,
             }))
         }
+        fn exec(
+            &self,
+            _: skiff_sandbox::Running<'_>,
+            _: skiff_sandbox::ExecStart<'_>,
+        ) -> Result<Box<dyn skiff_sandbox::ExecProcess>, SandboxError> {
+            Err(SandboxError::Unsupported(
+                "the fake kind runs no exec".into(),
+            ))
+        }
         fn remove_leftovers(&self, _: &str) -> Result<(), SandboxError> {
             self.log.lock().unwrap().push("remove leftovers".into());
             Ok(())

@@ -20,6 +20,9 @@ pub(crate) mod message {
     pub const MAPPED: u8 = b'M';
     /// Parent to child: run the command.
     pub const START: u8 = b'S';
+    /// Exec into a running container: the exec'd process's pid as the
+    /// host sees it (4 bytes, native order), from the process that forks it.
+    pub const PID: u8 = b'P';
 }
 
 /// Why the init gave up: the kinds map to Docker's exit codes (the byte

@@ -76,6 +76,21 @@ pub(crate) fn make_devices(root: &OwnedFd, user_namespace: bool) -> Step {
 /// A pty from the container's own devpts: the master goes to the parent,
 /// the slave is kept (and bound over `/dev/console`).
 pub(crate) fn make_console(root: &OwnedFd, sock: BorrowedFd<'_>) -> Step<OwnedFd> {
+    let slave = open_pty(root, sock)?;
+    let console = resolve_in_root(root, "/dev/console", Create::File)?;
+    mount(
+        Some(&fd_path(&slave)),
+        &fd_path(&console),
+        None,
+        libc::MS_BIND,
+        None,
+    )?;
+    Ok(slave)
+}
+
+/// A new pty from the container's devpts: the master is handed to the
+/// parent, the slave returned (an exec'd process's terminal).
+pub(crate) fn open_pty(root: &OwnedFd, sock: BorrowedFd<'_>) -> Step<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
     let ptmx = resolve_in_root(root, "/dev/pts/ptmx", Create::Dir)?;
     let master = rustix::fs::open(
@@ -91,14 +106,6 @@ pub(crate) fn make_console(root: &OwnedFd, sock: BorrowedFd<'_>) -> Step<OwnedFd
         rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY,
     )
     .map_err(|e| fail(format!("opening the pty's terminal side: {e}")))?;
-    let console = resolve_in_root(root, "/dev/console", Create::File)?;
-    mount(
-        Some(&fd_path(&slave)),
-        &fd_path(&console),
-        None,
-        libc::MS_BIND,
-        None,
-    )?;
     send_fd(sock, master.as_fd())?;
     Ok(slave)
 }

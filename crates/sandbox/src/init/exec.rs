@@ -2,8 +2,9 @@
 //! exec'd through the sealed exec stub.
 
 use super::channel::FailureKind;
+use super::credentials::{load_seccomp, set_rlimits, switch_user};
 use super::plan::Plan;
-use super::sys::{check, fail, Failure, Step};
+use super::sys::{check, fail, os, Failure, Step};
 use super::InitStdio;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -212,4 +213,61 @@ pub(crate) fn exec(plan: &Plan, stub: Option<&OwnedFd>) -> Step<std::convert::In
             std::io::Error::last_os_error()
         ),
     })
+}
+
+/// The command's start, shared by the init and by a process exec'd into a
+/// running container: signals reset, limits set, streams wired, every other
+/// descriptor closed at exec, the working directory entered, the user and
+/// capabilities, `no_new_privs` and seccomp, then the exec itself.
+pub(crate) fn run_command(
+    plan: &Plan,
+    stdio: &InitStdio,
+    console: Option<&OwnedFd>,
+) -> Step<std::convert::Infallible> {
+    // SAFETY: prctl with integer arguments; umask cannot fail.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0);
+        libc::umask(0o022);
+    }
+    reset_signals()?;
+    // As root, before the user switch: raising a hard limit may need
+    // CAP_SYS_RESOURCE, which the switch drops.
+    set_rlimits(&plan.rlimits)?;
+    let stub = sealed_stub()?;
+    set_stdio(stdio, console)?;
+    // Everything else closes at exec; the socket stays usable until then.
+    check(
+        // SAFETY: close_range only sets flags on our own descriptors.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) as libc::c_int
+        },
+        "marking inherited descriptors close-on-exec",
+    )?;
+    // As root first (runc's order), again as the user if root could not.
+    // SAFETY: chdir with a NUL-terminated path.
+    let entered = unsafe { libc::chdir(plan.cwd.as_ptr()) } == 0;
+    if !plan.no_new_privs {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
+        // the user switch may drop.
+        load_seccomp(plan)?;
+    }
+    switch_user(plan)?;
+    // SAFETY: as above.
+    if !entered && unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
+        return Err(os(format!("entering the working directory {:?}", plan.cwd)));
+    }
+    if plan.no_new_privs {
+        check(
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
+            "setting no_new_privs",
+        )?;
+        load_seccomp(plan)?;
+    }
+    exec(plan, stub.as_ref())
 }

@@ -11,6 +11,7 @@ pub(crate) mod channel;
 mod credentials;
 mod devices;
 mod exec;
+pub(crate) mod join;
 pub(crate) mod plan;
 mod protections;
 mod rootfs;
@@ -19,12 +20,10 @@ mod sys;
 use std::os::fd::{BorrowedFd, RawFd};
 
 use self::channel::{expect, send};
-use self::credentials::{load_seccomp, set_rlimits, switch_user};
 use self::devices::make_console;
-use self::exec::{reset_signals, sealed_stub, set_stdio};
 use self::protections::{check_kernel_filesystems, make_cwd, mask, read_only};
 use self::rootfs::{enter_rootfs, prepare_rootfs};
-use self::sys::{check, fail, os, remount, Step};
+use self::sys::{check, fail, remount, Step};
 pub(crate) use channel::message;
 pub(crate) use plan::Plan;
 
@@ -125,50 +124,5 @@ pub(crate) fn setup_and_exec(
     send(sock, &[message::READY])?;
     expect(sock, message::START)?;
 
-    // SAFETY: prctl with integer arguments; umask cannot fail.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, 0);
-        libc::umask(0o022);
-    }
-    reset_signals()?;
-    // As root, before the user switch: raising a hard limit may need
-    // CAP_SYS_RESOURCE, which the switch drops.
-    set_rlimits(&plan.rlimits)?;
-    let stub = sealed_stub()?;
-    set_stdio(stdio, console.as_ref())?;
-    // Everything else closes at exec; the socket stays usable until then.
-    check(
-        // SAFETY: close_range only sets flags on our own descriptors.
-        unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) as libc::c_int
-        },
-        "marking inherited descriptors close-on-exec",
-    )?;
-    // As root first (runc's order), again as the user if root could not.
-    // SAFETY: chdir with a NUL-terminated path.
-    let entered = unsafe { libc::chdir(plan.cwd.as_ptr()) } == 0;
-    if !plan.no_new_privs {
-        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
-        // the user switch may drop.
-        load_seccomp(plan)?;
-    }
-    switch_user(plan)?;
-    // SAFETY: as above.
-    if !entered && unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
-        return Err(os(format!("entering the working directory {:?}", plan.cwd)));
-    }
-    if plan.no_new_privs {
-        check(
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-            "setting no_new_privs",
-        )?;
-        load_seccomp(plan)?;
-    }
-    exec::exec(plan, stub.as_ref())
+    exec::run_command(plan, stdio, console.as_ref())
 }
