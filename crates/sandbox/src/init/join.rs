@@ -53,6 +53,14 @@ pub(crate) fn run(
 }
 
 fn join_and_fork(plan: &Plan, target: &Target, sock: BorrowedFd<'_>, stdio: &InitStdio) -> Step {
+    // Not dumpable until the command's exec: the container's processes
+    // must not trace or read the memory of one that still holds skiff's
+    // descriptors and the host's credentials (runc's CVE-2016-9962).
+    check(
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
+        "making the exec's helper non-dumpable",
+    )?;
     check(
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
