@@ -123,23 +123,8 @@ impl Engine {
                 Some(d) => d,
                 None => self.spawn_mount_daemon(&req)?,
             };
-            let config = repo
-                .read_blob(&resolved.manifest.config)
-                .and_then(|b| RuntimeConfig::parse(&b))
-                .map_err(EngineError::oci(format!(
-                    "reading the image config of {image}"
-                )));
-            let mounted = daemon.wait_ready();
-            let config = match (config, mounted) {
-                (Ok(c), Ok(_)) => c,
-                (Err(e), mounted) => {
-                    if mounted.is_ok() {
-                        self.drop_mount(&tree);
-                    }
-                    return Err(e);
-                }
-                (Ok(_), Err(e)) => return Err(mount_failed(image, e)),
-            };
+            let config =
+                self.config_while_mounting(daemon, repo.as_ref(), &resolved, &tree, image)?;
             let size = resolved.manifest.layers.iter().map(|l| l.size).sum();
             (resolved.descriptor.digest.clone(), size, config)
         } else {
@@ -155,23 +140,13 @@ impl Engine {
             req.image = store_ref.clone();
             req.platform = None;
             let daemon = self.spawn_mount_daemon(&req)?;
-            let config = store_repo
-                .read_blob(&stored.manifest.config)
-                .and_then(|b| RuntimeConfig::parse(&b))
-                .map_err(EngineError::oci(format!(
-                    "reading the image config of {store_ref}"
-                )));
-            let mounted = daemon.wait_ready();
-            let config = match (config, mounted) {
-                (Ok(c), Ok(_)) => c,
-                (Err(e), mounted) => {
-                    if mounted.is_ok() {
-                        self.drop_mount(&tree);
-                    }
-                    return Err(e);
-                }
-                (Ok(_), Err(e)) => return Err(mount_failed(&store_ref, e)),
-            };
+            let config = self.config_while_mounting(
+                daemon,
+                store_repo.as_ref(),
+                &stored,
+                &tree,
+                &store_ref,
+            )?;
             source = ImageSource::Converted {
                 from_digest: from,
                 store: store_ref,
@@ -198,6 +173,34 @@ impl Engine {
             config,
             conversion,
         })
+    }
+
+    /// Reads the image's runtime config while its daemon mounts it, then
+    /// waits for the daemon; either failing undoes the mount.
+    fn config_while_mounting(
+        &self,
+        daemon: crate::helper::Starting,
+        repo: &dyn skiff_oci::Repository,
+        resolved: &skiff_oci::ResolvedImage,
+        tree: &Path,
+        image: &str,
+    ) -> Result<RuntimeConfig> {
+        let config = repo
+            .read_blob(&resolved.manifest.config)
+            .and_then(|b| RuntimeConfig::parse(&b))
+            .map_err(EngineError::oci(format!(
+                "reading the image config of {image}"
+            )));
+        match (config, daemon.wait_ready()) {
+            (Ok(c), Ok(_)) => Ok(c),
+            (Err(e), mounted) => {
+                if mounted.is_ok() {
+                    self.drop_mount(tree);
+                }
+                Err(e)
+            }
+            (Ok(_), Err(e)) => Err(mount_failed(image, e)),
+        }
     }
 
     /// Unmounts a mount this process just started, and forgets it.

@@ -64,6 +64,17 @@ pub fn dir(root: &Path, id: &str) -> PathBuf {
     root.join("containers").join(id)
 }
 
+/// A container's OCI runtime spec, `ROOT/containers/ID/config.json`.
+pub fn load_spec(root: &Path, id: &str) -> Result<oci_spec::runtime::Spec> {
+    let path = dir(root, id).join("config.json");
+    oci_spec::runtime::Spec::load(&path).map_err(|e| {
+        EngineError::Invalid(format!(
+            "reading the container's spec {}: {e}",
+            path.display()
+        ))
+    })
+}
+
 pub fn log_path(root: &Path, id: &str) -> PathBuf {
     dir(root, id).join("container.log")
 }

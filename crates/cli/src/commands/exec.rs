@@ -57,21 +57,7 @@ fn exec(global: &Global, a: Args) -> Result<i32> {
     if a.tty && a.interactive && !std::io::stdin().is_terminal() {
         bail!("-it needs a terminal on stdin; drop -t to pipe input");
     }
-    let launch = if a.tty {
-        Launch::Terminal {
-            interactive: a.interactive,
-            output: rustix::io::dup(rustix::stdio::stdout())?.into(),
-        }
-    } else {
-        Launch::Streams {
-            stdin: a
-                .interactive
-                .then(|| rustix::io::dup(rustix::stdio::stdin()))
-                .transpose()?,
-            stdout: rustix::io::dup(rustix::stdio::stdout())?,
-            stderr: rustix::io::dup(rustix::stdio::stderr())?,
-        }
-    };
+    let launch = Launch::from_this_process(a.tty, a.interactive)?;
     let req = ExecRequest {
         command: a.command,
         env: a.env,

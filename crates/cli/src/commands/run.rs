@@ -191,21 +191,7 @@ fn create_and_run(global: &Global, a: Args) -> Result<i32> {
         println!("{}", created.record.id);
         return Ok(exit::OK);
     }
-    let launch = if a.tty {
-        Launch::Terminal {
-            interactive: a.interactive,
-            output: rustix::io::dup(rustix::stdio::stdout())?.into(),
-        }
-    } else {
-        Launch::Streams {
-            stdin: a
-                .interactive
-                .then(|| rustix::io::dup(rustix::stdio::stdin()))
-                .transpose()?,
-            stdout: rustix::io::dup(rustix::stdio::stdout())?,
-            stderr: rustix::io::dup(rustix::stdio::stderr())?,
-        }
-    };
+    let launch = Launch::from_this_process(a.tty, a.interactive)?;
     let code = engine.supervise(
         created.record,
         &created.spec,

@@ -13,9 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The repository root.
+/// The repository root. Cargo sets CARGO_MANIFEST_DIR at run time too; it
+/// wins over the compile-time path, because a shared target directory may
+/// hold a test binary built from another checkout of the same commit.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest_dir)
         .join("../..")
         .canonicalize()
         .unwrap()

@@ -46,32 +46,9 @@ impl Engine {
             ));
         }
         let cdir = record::dir(root, &record.id);
-        let spec_path = cdir.join("config.json");
-        let spec = Spec::load(&spec_path).map_err(|e| {
-            EngineError::Invalid(format!(
-                "reading the container's spec {}: {e}",
-                spec_path.display()
-            ))
-        })?;
+        let spec = record::load_spec(root, &record.id)?;
         let process = exec_process(&spec, req, pid)?;
-        let (stdio, terminal) = match launch {
-            Launch::Streams {
-                stdin,
-                stdout,
-                stderr,
-            } => (
-                skiff_sandbox::Stdio::Relay {
-                    stdin,
-                    stdout,
-                    stderr,
-                },
-                None,
-            ),
-            Launch::Terminal {
-                interactive,
-                output,
-            } => (skiff_sandbox::Stdio::Terminal, Some((interactive, output))),
-        };
+        let (stdio, terminal) = launch.into_stdio();
         let kind = self.kind(&record.sandbox)?;
         let mut proc = kind.exec(
             Running {

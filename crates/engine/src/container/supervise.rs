@@ -43,6 +43,55 @@ pub enum Launch {
     },
 }
 
+impl Launch {
+    /// This process's own streams, as `skiff run` and `skiff exec` give
+    /// them: a pty relayed to stdout under `tty`, else pipes copied from
+    /// stdin (if `interactive`) and to stdout and stderr.
+    pub fn from_this_process(tty: bool, interactive: bool) -> Result<Launch> {
+        let dup = |fd: rustix::fd::BorrowedFd<'_>| {
+            rustix::io::dup(fd)
+                .map_err(|e| EngineError::io("duplicating a standard stream", e.into()))
+        };
+        Ok(if tty {
+            Launch::Terminal {
+                interactive,
+                output: dup(rustix::stdio::stdout())?.into(),
+            }
+        } else {
+            Launch::Streams {
+                stdin: interactive
+                    .then(|| dup(rustix::stdio::stdin()))
+                    .transpose()?,
+                stdout: dup(rustix::stdio::stdout())?,
+                stderr: dup(rustix::stdio::stderr())?,
+            }
+        })
+    }
+
+    /// The sandbox's streams, and the terminal's relay (interactive, where
+    /// its output goes) under `Terminal`.
+    pub(crate) fn into_stdio(self) -> (skiff_sandbox::Stdio, Option<(bool, std::fs::File)>) {
+        match self {
+            Launch::Streams {
+                stdin,
+                stdout,
+                stderr,
+            } => (
+                skiff_sandbox::Stdio::Relay {
+                    stdin,
+                    stdout,
+                    stderr,
+                },
+                None,
+            ),
+            Launch::Terminal {
+                interactive,
+                output,
+            } => (skiff_sandbox::Stdio::Terminal, Some((interactive, output))),
+        }
+    }
+}
+
 impl Engine {
     /// Creates and starts the container, waits for it and cleans up; the
     /// container's exit code. This process must be single-threaded (the
@@ -64,24 +113,7 @@ impl Engine {
         let _span = tracing::info_span!("container", id = record.short_id()).entered();
         let root = &self.config.root;
         let cdir = record::dir(root, &record.id);
-        let (stdio, terminal) = match launch {
-            Launch::Streams {
-                stdin,
-                stdout,
-                stderr,
-            } => (
-                skiff_sandbox::Stdio::Relay {
-                    stdin,
-                    stdout,
-                    stderr,
-                },
-                None,
-            ),
-            Launch::Terminal {
-                interactive,
-                output,
-            } => (skiff_sandbox::Stdio::Terminal, Some((interactive, output))),
-        };
+        let (stdio, terminal) = launch.into_stdio();
         // Still single-threaded here, as the namespace sandbox's clone needs.
         tracing::debug!("creating the container");
         let created = self.kind(&record.sandbox).and_then(|kind| {
@@ -219,13 +251,7 @@ impl Engine {
         let root = &self.config.root;
         let record = Record::load(root, id)?;
         let cdir = record::dir(root, id);
-        let config = cdir.join("config.json");
-        let spec = Spec::load(&config).map_err(|e| {
-            EngineError::Invalid(format!(
-                "reading the container's spec {}: {e}",
-                config.display()
-            ))
-        })?;
+        let spec = record::load_spec(root, id)?;
         // Readiness goes to the starter's pipe; nothing else may: the pipe
         // must close when the starter stops reading.
         let ready: std::fs::File = rustix::io::dup(rustix::stdio::stdout())

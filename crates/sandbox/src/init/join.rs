@@ -14,7 +14,7 @@ use super::channel::{message, report_failure, send};
 use super::devices::open_pty;
 use super::exec::run_command;
 use super::plan::Plan;
-use super::sys::{check, fail, Step};
+use super::sys::{check, die_with_parent, fail, Step};
 use super::InitStdio;
 
 /// What to join: the namespaces (each an open `/proc/PID/ns/X` with its
@@ -61,11 +61,7 @@ fn join_and_fork(plan: &Plan, target: &Target, sock: BorrowedFd<'_>, stdio: &Ini
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
         "making the exec's helper non-dumpable",
     )?;
-    check(
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
-        "setting the parent-death signal",
-    )?;
+    die_with_parent()?;
     // The cgroup first, while the host's /sys/fs/cgroup is in view.
     for f in &target.cgroup_files {
         std::fs::write(f, "0").map_err(|e| {
@@ -120,11 +116,7 @@ fn run_exec(
     stdio: &InitStdio,
 ) -> Step<std::convert::Infallible> {
     // Its parent is the caller now: die with it until the command runs.
-    check(
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
-        "setting the parent-death signal",
-    )?;
+    die_with_parent()?;
     let console = if plan.terminal {
         let root = rustix::fs::open(
             "/",

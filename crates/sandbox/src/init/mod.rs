@@ -23,7 +23,7 @@ use self::channel::{expect, send};
 use self::devices::make_console;
 use self::protections::{check_kernel_filesystems, make_cwd, mask, read_only};
 use self::rootfs::{enter_rootfs, prepare_rootfs};
-use self::sys::{check, fail, remount, Step};
+use self::sys::{check, die_with_parent, fail, remount, Step};
 pub(crate) use channel::message;
 pub(crate) use plan::Plan;
 
@@ -60,11 +60,7 @@ pub(crate) fn setup_and_exec(
     stdio: &InitStdio,
 ) -> Step<std::convert::Infallible> {
     // Until it runs the command, the init dies with its parent.
-    check(
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
-        "setting the parent-death signal",
-    )?;
+    die_with_parent()?;
     if plan.user_namespace {
         expect(sock, message::MAPPED)?;
         // Become the namespace's root (host root is not mapped in it).
@@ -79,11 +75,7 @@ pub(crate) fn setup_and_exec(
             "setresuid(0) in the user namespace",
         )?;
         // Changing credentials cleared the parent-death signal.
-        check(
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
-            "setting the parent-death signal",
-        )?;
+        die_with_parent()?;
     }
     // SAFETY: umask cannot fail; devices get exact modes.
     unsafe { libc::umask(0) };

@@ -111,3 +111,12 @@ pub(crate) fn remount(path: &str, flags: libc::c_ulong) -> Step {
         None,
     )
 }
+
+/// The process dies with its parent (until the command's exec clears it).
+pub(crate) fn die_with_parent() -> Step {
+    check(
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) },
+        "setting the parent-death signal",
+    )
+}
