@@ -17,17 +17,28 @@ stdout and stdin, `skiff run` against `runc run` (which hands the container
 its own descriptors) and the same pipeline on the host alone; and the start
 with a bounded writable layer (`--storage-opt size=10G`).
 
+With --baseline BIN, another skiff build (an earlier commit's) starts the
+same image in the same interleaved loop, so a regression shows as a ratio
+measured in one run.
+
 Rewrites the "Run" section of docs/benchmarks.md.
-Usage: bench/run.py [--runs N] [--stream-runs N]
 """
-import json, os, re, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("SKIFF_CACHE", os.path.expanduser("~/.cache/skiff"))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(CACHE, "target"))
 SKIFF = os.environ.get("SKIFF_BIN") or os.path.join(TARGET, "release", "skiff")
-RUNS = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 30
-STREAM_RUNS = int(sys.argv[sys.argv.index("--stream-runs") + 1]) if "--stream-runs" in sys.argv else 5
+_parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+_parser.add_argument("--runs", type=int, default=30, help="interleaved start runs (default 30)")
+_parser.add_argument("--stream-runs", type=int, default=5, help="1 GiB stream runs (default 5)")
+_parser.add_argument("--baseline", metavar="BIN", help="another skiff binary to start side by side")
+_parser.add_argument("--baseline-label", metavar="TEXT", default="baseline",
+                     help="its name in the table, e.g. the commit it was built from")
+ARGS = _parser.parse_args()
+RUNS = ARGS.runs
+STREAM_RUNS = ARGS.stream_runs
 GIB = 1 << 30
 
 
@@ -93,12 +104,21 @@ def main():
         json.dump(stream_spec, open(os.path.join(b, "config.json"), "w"))
         stream_bundles[name] = b
 
-    rows = {"skiff run": [], "skiff run --storage-opt size=10G": [], "runc run": [], "crun run": []}
+    skiff_rows = [("skiff run", SKIFF, []),
+                  ("skiff run --storage-opt size=10G", SKIFF, ["--storage-opt", "size=10G"])]
+    if ARGS.baseline:
+        # Its own root: the two builds' state formats may differ.
+        base_env = dict(os.environ, SKIFF_ROOT=os.path.join(work, "baseline-root"))
+        sh([ARGS.baseline, "run", "--rm", layout, "/bin/true"], env=base_env)
+        skiff_rows.append((f"skiff run ({ARGS.baseline_label})", ARGS.baseline, []))
+    rows = {name: [] for name, _, _ in skiff_rows}
+    rows.update({"runc run": [], "crun run": []})
     notes = {}
     for i in range(RUNS):
         # Interleaved, so drift hits every row alike.
-        for name, extra in [("skiff run", []), ("skiff run --storage-opt size=10G", ["--storage-opt", "size=10G"])]:
-            t, r = timed([SKIFF, "run", "--rm", *extra, layout, "/bin/true"], env=env)
+        for name, binary, extra in skiff_rows:
+            run_env = base_env if binary is not SKIFF else env
+            t, r = timed([binary, "run", "--rm", *extra, layout, "/bin/true"], env=run_env)
             if r.returncode == 0:
                 rows[name].append(t)
             else:
@@ -149,9 +169,11 @@ def main():
     else:
         text = text.rstrip() + "\n\n" + section
     open(doc, "w").write(text)
-    for t in os.listdir(os.path.join(work, "root", "images")):
-        subprocess.run([SKIFF, "umount", "--lazy", os.path.join(work, "root", "images", t, "tree")],
-                       env=env, capture_output=True)
+    for binary, root in [(SKIFF, "root"), (ARGS.baseline, "baseline-root")]:
+        images = os.path.join(work, root, "images")
+        for t in os.listdir(images) if binary and os.path.isdir(images) else []:
+            subprocess.run([binary, "umount", "--lazy", os.path.join(images, t, "tree")],
+                           env=dict(os.environ, SKIFF_ROOT=os.path.join(work, root)), capture_output=True)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -187,6 +209,12 @@ def streams(env, layout, bundles, work):
             "skiff run": f"head -c {GIB} /dev/zero | {q(SKIFF)} run --rm -i {unconfined} {q(layout)} sh -c 'cat > /dev/null'",
         },
     }
+    if ARGS.baseline:
+        base = f"SKIFF_ROOT={q(os.path.join(work, 'baseline-root'))} {q(ARGS.baseline)}"
+        label = f"skiff run ({ARGS.baseline_label})"
+        cases["out"][label] = f"{base} run --rm {unconfined} {q(layout)} head -c {GIB} /dev/zero | cat > /dev/null"
+        cases["in"][label] = (f"head -c {GIB} /dev/zero | {base} run --rm -i {unconfined} {q(layout)} "
+                              f"sh -c 'cat > /dev/null'")
     direct = "runc run -d (direct descriptors)"
     got = {(d, n): [] for d, c in cases.items() for n in c}
     for _ in range(STREAM_RUNS):

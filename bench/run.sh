@@ -10,6 +10,8 @@
 #                                produced a number; writes no docs (for `make test`)
 #   options: --runs N --profiles 1gbit,100mbit,20mbit --workloads python,node,gcc,java,numpy
 #            --no-dedup --paths oci,estargz,estargz-opt,skiff,skiff-trace
+#            --baseline BIN   also runs an earlier skiff build (path skiff-baseline;
+#                             SKIFF_BASELINE_LABEL names it in the docs)
 # As root. Results JSON are kept in ${SKIFF_CACHE:-~/.cache/skiff}/bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,8 @@ while [ $# -gt 0 ]; do
   --workloads) workloads=$2; shift ;;
   --paths) paths=$2; shift ;;
   --no-dedup) dedup=0 ;;
-  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+  --baseline) export SKIFF_BASELINE_BIN=$2; shift ;;
+  -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
   *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

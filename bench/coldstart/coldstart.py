@@ -9,6 +9,7 @@ bytes over the link (host veth counters: before first output and in all) and pea
   estargz-opt  the same, image converted with `ctr-remote image optimize` for the workload
   skiff        `skiff run --rm` from a fresh --root (empty chunk cache, nothing mounted)
   skiff-trace  the same, image converted with a prefetch trace of the workload
+  skiff-baseline  `skiff run --rm` with SKIFF_BASELINE_BIN, an earlier build (only when set)
 Every cold run starts from nothing: a fresh containerd root or skiff root, page cache dropped.
 Paths are interleaved run by run. The physical limit is also measured (see limit()).
 
@@ -19,7 +20,7 @@ import argparse, json, os, shlex, signal, statistics, subprocess, sys, tempfile,
 sys.dont_write_bytecode = True  # no __pycache__ in the clone
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
-from harness import (SKIFF, BenchError, Containerd, Estargz, Link, Skiff, drop_caches, ensure_packages,  # noqa: E402
+from harness import (SKIFF, SKIFF_BASELINE, BenchError, Containerd, Estargz, Link, Skiff, drop_caches, ensure_packages,  # noqa: E402
                      log, rate_bytes_per_s, sh, timed, umount_under, version, PATH_ENV, ROOT)
 
 HELLO_C = r'printf "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n" >/tmp/hello.c'
@@ -32,7 +33,7 @@ WORKLOADS = {
     "java": ("large", ["sh", "-c", "exec java -version 2>&1"], "version"),
     "numpy": ("large", ["python3", "-c", "import numpy; print(numpy.__version__)"], "."),
 }
-PATHS = ["oci", "estargz", "estargz-opt", "skiff", "skiff-trace"]
+PATHS = ["oci", "estargz", "estargz-opt", "skiff", "skiff-trace"] + (["skiff-baseline"] if SKIFF_BASELINE else [])
 DAEMONS = {"containerd", "containerd-shim", "estargz snapshotter", "skiff mount daemon"}
 
 
@@ -113,6 +114,8 @@ class Bench:
             if not (self.estargz and self.estargz.available()):
                 return f"not available: {self.estargz.reason if self.estargz else 'not requested'}"
             return self.unavailable.get((p, w))
+        if p == "skiff-baseline" and not SKIFF_BASELINE:
+            return "not available: set SKIFF_BASELINE_BIN (bench/run.sh --baseline BIN)"
         return None
 
     def record_trace(self, w, im, cmd):
@@ -221,8 +224,9 @@ class Bench:
                 return d
             r = timed(run, self.link, watch=watch, log_path=logf)
         else:
-            tag = "skiff" if path == "skiff" else f"trace-{w}"
-            self.skiff = Skiff(os.path.join(self.work, f"skiff-{self.seq}"))
+            tag = f"trace-{w}" if path == "skiff-trace" else "skiff"
+            binary = SKIFF_BASELINE if path == "skiff-baseline" else SKIFF
+            self.skiff = Skiff(os.path.join(self.work, f"skiff-{self.seq}"), binary)
             drop_caches()
             r = timed(self.skiff.cmd("run", "--rm", self.ref(im, tag), *cmd), self.link,
                       watch=self.skiff.watch, log_path=logf)
@@ -313,7 +317,9 @@ def main():
     meta = {"profile": args.profile, "rate_bytes_per_s": rate_bytes_per_s(args.profile), "runs": args.runs,
             "date": time.strftime("%Y-%m-%d", time.gmtime(t_start)), "seconds": round(time.time() - t_start),
             "kernel": os.uname().release, "cpu": cpu_model(), "cores": os.cpu_count(),
-            "skiff": version([SKIFF, "--version"]), "containerd": version(["containerd", "--version"]),
+            "skiff": version([SKIFF, "--version"]),
+            "skiff_baseline": version([SKIFF_BASELINE, "--version"]) if SKIFF_BASELINE else None,
+            "containerd": version(["containerd", "--version"]),
             "runc": version(["runc", "--version"]), "skopeo": version(["skopeo", "--version"]),
             "ctr-remote": version(["ctr-remote", "--version"]),
             "stargz-snapshotter": version(["dpkg-query", "-W", "-f", "${Package} ${Version}; ", "stargz-snapshotter",

@@ -16,6 +16,8 @@ ROOT = os.path.dirname(BENCH)
 CACHE = os.environ.get("SKIFF_CACHE", os.path.expanduser("~/.cache/skiff"))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(CACHE, "target"))
 SKIFF = os.environ.get("SKIFF_BIN", os.path.join(TARGET, "release", "skiff"))
+# An earlier build to run side by side (the "skiff-baseline" path), or None.
+SKIFF_BASELINE = os.environ.get("SKIFF_BASELINE_BIN") or None
 LINK = os.path.join(BENCH, "net", "link.sh")
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -349,11 +351,12 @@ class Estargz:
 class Skiff:
     """skiff with its own --root: one fresh root per cold run."""
 
-    def __init__(self, root):
+    def __init__(self, root, binary=None):
         self.root = root
+        self.binary = binary or SKIFF
 
     def cmd(self, *args):
-        return [SKIFF, "--plain-http", "-q", "--root", self.root, *args]
+        return [self.binary, "--plain-http", "-q", "--root", self.root, *args]
 
     def watch(self):
         pids = {}

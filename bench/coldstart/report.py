@@ -13,7 +13,10 @@ from harness import ROOT, version  # noqa: E402
 
 LABELS = {"oci": "OCI full pull (containerd, overlayfs)", "estargz": "eStargz lazy pull",
           "estargz-opt": "eStargz, optimized for the workload", "skiff": "skiff, no prefetch trace",
-          "skiff-trace": "skiff, prefetch trace"}
+          "skiff-trace": "skiff, prefetch trace",
+          # Only with SKIFF_BASELINE_BIN (bench/run.sh --baseline): an earlier build, no trace.
+          "skiff-baseline": "skiff, no prefetch trace, baseline build"}
+OPTIONAL = {"skiff-baseline"}
 WL_DESC = {"python": "`python3 -c 'print(1)'`", "node": "`node -e 'console.log(1)'`",
            "gcc": "compile and run hello.c", "java": "`java -version` (large)",
            "numpy": "`python3 -c 'import numpy'` (large)"}
@@ -53,7 +56,10 @@ def stargz_version(meta):
 def coldstart_section(runs, command):
     first = runs[0]["meta"]
     out = [f"Measured {first['date']} on {first['cpu']}, {first['cores']} cores, Linux {first['kernel']}; "
-           f"{first['skiff']}; {first['containerd']}; {first['runc']}; {first['skopeo']}; "
+           f"{first['skiff']}"
+           + (f" (baseline build: {first['skiff_baseline']}, at {os.environ.get('SKIFF_BASELINE_LABEL', 'an earlier commit')})"
+              if first.get("skiff_baseline") else "")
+           + f"; {first['containerd']}; {first['runc']}; {first['skopeo']}; "
            f"eStargz: Debian's {stargz_version(first)} (ctr-remote, and the "
            f"library under bench/estargz's snapshotter).", "",
            "Registry: Debian's docker-registry in a network namespace, reached over a veth pair shaped with "
@@ -79,6 +85,8 @@ def coldstart_section(runs, command):
             limit = read_bytes(lim) / m["rate_bytes_per_s"] + startup if lim and startup else None
             for p in LABELS:
                 rs = paths.get(p)
+                if rs is None and p in OPTIONAL:
+                    continue
                 if rs is None:
                     out.append(f"| {w} | {LABELS[p]} | not run (left out with --paths) | | | | | | | | |")
                     continue

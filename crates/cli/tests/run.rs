@@ -508,7 +508,7 @@ fn tty_under_t() {
 
 #[test]
 fn detached_logs_stop_and_rm() {
-    let skiff = Skiff::new();
+    let skiff = Skiff::with_deep_root();
     let id = skiff.ok(&[
         "run",
         "-d",

@@ -5,7 +5,7 @@
 //! framework would outweigh the daemon it serves.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +84,7 @@ pub fn serve(
     cache: Option<Arc<ChunkCache>>,
 ) -> std::io::Result<()> {
     let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket)?;
+    let listener = crate::socket::bind(socket)?;
     std::thread::Builder::new()
         .name("skiff-control".into())
         .spawn(move || {
@@ -97,7 +97,7 @@ pub fn serve(
 
 /// Asks a daemon's control socket for `path`; returns the body.
 pub fn query(socket: &Path, path: &str) -> std::io::Result<String> {
-    let mut s = UnixStream::connect(socket)?;
+    let mut s = crate::socket::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
     let mut resp = String::new();

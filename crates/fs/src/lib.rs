@@ -4,6 +4,7 @@
 pub mod control;
 pub mod fuse;
 pub mod mount;
+pub mod socket;
 pub mod unpack;
 
 pub use fuse::{IdShift, SkiffFs, TraceRecorder};

@@ -43,6 +43,17 @@ impl Skiff {
         }
     }
 
+    /// A root whose sockets (ROOT/containers/ID/control.sock) are longer
+    /// than a unix socket address holds, as under a deep temporary dir.
+    pub fn with_deep_root() -> Self {
+        Self {
+            root: tempfile::Builder::new()
+                .prefix("skiff-root-deeper-than-a-unix-socket-address-holds.")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(skiff_bin());
         c.env("SKIFF_ROOT", self.root.path())

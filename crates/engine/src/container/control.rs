@@ -8,7 +8,7 @@
 //! directory.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
@@ -54,7 +54,7 @@ impl Control {
     ) -> Result<Arc<Control>> {
         let _ = std::fs::remove_file(socket);
         let listener =
-            UnixListener::bind(socket).ctx(|| format!("listening on {}", socket.display()))?;
+            skiff_fs::socket::bind(socket).ctx(|| format!("listening on {}", socket.display()))?;
         let control = Arc::new(Control {
             phase: Mutex::new(Phase::Created),
             changed: Condvar::new(),
@@ -147,7 +147,7 @@ impl Supervisor {
                 e,
             )
         };
-        let mut conn = UnixStream::connect(&self.socket).map_err(fail)?;
+        let mut conn = skiff_fs::socket::connect(&self.socket).map_err(fail)?;
         writeln!(conn, "{request}").map_err(fail)?;
         let mut line = String::new();
         BufReader::new(conn).read_line(&mut line).map_err(fail)?;
