@@ -5,7 +5,8 @@
 # docs/benchmarks.md and docs/img/coldstart.png (bench/coldstart/report.py).
 #
 #   bench/run.sh                 all workloads at 100mbit, 5 cold runs, plus dedup
-#   bench/run.sh --quick         python only at 100mbit, 5 runs, no dedup (under 10 minutes)
+#   bench/run.sh --quick         python only at 100mbit, 5 runs, no dedup (under 10 minutes);
+#                                its own section of docs/benchmarks.md, the full run's kept
 #   bench/run.sh --smoke         python at 1gbit, 1 run; fails unless every path
 #                                produced a number; writes no docs (for `make test`)
 #   options: --runs N --profiles 1gbit,100mbit,20mbit --workloads python,node,gcc,java,numpy
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
   --paths) paths=$2; shift ;;
   --no-dedup) dedup=0 ;;
   --baseline) export SKIFF_BASELINE_BIN=$2; shift ;;
-  -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
   *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -90,6 +91,7 @@ if [ "$dedup" = 1 ]; then
   args=(--dedup "$dout")
 fi
 cmd="bench/run.sh"
-[ "$mode" = quick ] && cmd="bench/run.sh --quick"
+quick=""
+[ "$mode" = quick ] && cmd="bench/run.sh --quick${SKIFF_BASELINE_BIN:+ --baseline BIN}" quick=1
 [ "$mode" = full ] && cmd="bench/run.sh --runs $runs --profiles $profiles --workloads $workloads${paths:+ --paths $paths}"
-$py bench/coldstart/report.py --command "$cmd" "${files[@]}" "${args[@]}"
+$py bench/coldstart/report.py --command "$cmd" ${quick:+--quick} "${files[@]}" "${args[@]}"
