@@ -276,8 +276,8 @@ pub fn convert(
             .push_manifest(&bytes, OCI_INDEX, tag.as_deref())?
     };
     Ok(ConvertReport {
-        source: source.repo.describe(),
-        target: target.repo.describe(),
+        source: source.describe(),
+        target: target.describe(),
         digest,
         images: reports,
     })

@@ -83,8 +83,6 @@ impl OutBlob {
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct WriteStats {
-    pub chunks_submitted: u64,
-    pub bytes_submitted: u64,
     pub new_chunks: u64,
     pub new_bytes: u64,
     pub new_compressed_bytes: u64,

@@ -2,6 +2,7 @@
 
 mod commands;
 mod exit;
+mod out;
 mod progress;
 
 use std::path::PathBuf;
@@ -48,8 +49,9 @@ struct Cli {
 
     /// The node chunk cache's size limit: SIZE (10G) or a share of its
     /// filesystem (20%, the default). Over it, the least recently used
-    /// chunks are evicted, those of images on the node last.
-    #[arg(long, global = true, env = "SKIFF_CACHE_SIZE", default_value = "20%", value_parser = skiff_engine::CacheSize::parse, value_name = "SIZE|N%")]
+    /// chunks are evicted, those of images on the node last. `none`: no
+    /// limit.
+    #[arg(long, global = true, env = "SKIFF_CACHE_SIZE", default_value = "20%", value_parser = skiff_engine::CacheSize::parse, value_name = "SIZE|N%|none")]
     cache_size: skiff_engine::CacheSize,
 
     /// Seconds an image mount of `skiff run`/`pull` stays with no container
@@ -201,6 +203,9 @@ fn main() {
     };
     match result {
         Ok(code) => std::process::exit(code),
+        // Its reader had what it wanted (`skiff ps | head -1`); the work
+        // itself is done and cleaned up by now.
+        Err(e) if out::is_stdout_closed(&e) => std::process::exit(exit::OK),
         Err(e) => {
             exit::say(format_args!("skiff: error: {}", exit::render(&e)));
             std::process::exit(exit::for_error(&e));

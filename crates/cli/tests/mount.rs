@@ -249,7 +249,7 @@ fn killed_daemon_leaves_a_mount_umount_clears_and_remount_reuses_the_cache() {
     );
     assert_eq!(m.stats()["metrics"]["verify_failures"], 0);
     drop(m);
-    let pruned = skiff.json(&["cache", "prune", "--max-size", "1M"]);
+    let pruned = skiff.json(&["cache", "prune", "1M"]);
     assert!(pruned["remaining"].as_u64().unwrap() <= 1 << 20);
     assert!(skiff.json(&["cache", "stats"])["bytes"].as_u64().unwrap() <= 1 << 20);
 }

@@ -34,14 +34,19 @@ pub enum CacheSize {
     Bytes(u64),
     /// Percent of the filesystem's size (`20%`).
     Percent(f64),
+    /// No limit (`none`): the cache grows until its filesystem is full.
+    Unlimited,
 }
 
 /// The default: a fifth of the filesystem under `ROOT/cache`.
 pub const DEFAULT_CACHE_SIZE: CacheSize = CacheSize::Percent(20.0);
 
 impl CacheSize {
-    /// `512M`, `10G`, or `20%`.
+    /// `512M`, `10G`, `20%`, or `none`.
     pub fn parse(s: &str) -> Result<Self, String> {
+        if s.trim() == "none" {
+            return Ok(CacheSize::Unlimited);
+        }
         match s.trim().strip_suffix('%') {
             Some(p) => {
                 let p: f64 = p
@@ -61,6 +66,7 @@ impl CacheSize {
     pub fn bytes(self, root: &Path) -> u64 {
         match self {
             CacheSize::Bytes(b) => b,
+            CacheSize::Unlimited => u64::MAX,
             CacheSize::Percent(p) => {
                 let dir = [root.join("cache"), root.to_path_buf()]
                     .into_iter()
@@ -87,6 +93,7 @@ mod tests {
         assert!(CacheSize::parse("0%").is_err());
         assert!(CacheSize::parse("120%").is_err());
         assert!(CacheSize::parse("lots").is_err());
+        assert_eq!(CacheSize::parse("none"), Ok(CacheSize::Unlimited));
         let root = tempfile::tempdir().unwrap();
         let fifth = CacheSize::Percent(20.0).bytes(root.path());
         let whole = CacheSize::Percent(100.0).bytes(root.path());

@@ -195,6 +195,14 @@ impl RunRequest {
                     "--cpus {c}: give a positive number of CPUs, e.g. 0.5"
                 )));
             }
+            // As Docker: a quota above the CPUs there are limits nothing.
+            let host = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if c > host as f64 {
+                return Err(EngineError::Invalid(format!(
+                    "--cpus {c}: this host has {host} CPU{}; give at most {host}",
+                    if host == 1 { "" } else { "s" }
+                )));
+            }
         }
         Ok(ContainerSpec {
             rootfs: at.rootfs.to_path_buf(),

@@ -18,6 +18,19 @@ pub struct OpenedRef {
     pub reference: Option<String>,
 }
 
+impl OpenedRef {
+    /// The reference as a user writes it: the repository with its tag
+    /// (`:TAG`) or digest (`@sha256:...`).
+    pub fn describe(&self) -> String {
+        let repo = self.repo.describe();
+        match &self.reference {
+            Some(r) if r.contains(':') => format!("{repo}@{r}"),
+            Some(tag) => format!("{repo}:{tag}"),
+            None => repo,
+        }
+    }
+}
+
 impl ImageRef {
     pub fn open(&self, options: &RegistryOptions) -> Result<OpenedRef> {
         Ok(match self {

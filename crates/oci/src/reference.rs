@@ -150,6 +150,26 @@ fn split_path_tag(rest: &str, allow_repo_tag: bool) -> (PathBuf, Option<String>)
 }
 
 impl ImageRef {
+    /// Whether writing to `self` would replace the image `other` names:
+    /// the same repository and tag (an absent tag is "latest", as a write
+    /// uses), or the same layout directory and tag.
+    pub fn names_same_image(&self, other: &ImageRef) -> bool {
+        let tag = |t: &Option<String>| t.clone().unwrap_or_else(|| "latest".into());
+        match (self, other) {
+            (ImageRef::Registry(a), ImageRef::Registry(b)) => {
+                a.registry == b.registry
+                    && a.repository == b.repository
+                    && a.reference() == b.reference()
+            }
+            (ImageRef::OciLayout { dir: a, tag: ta }, ImageRef::OciLayout { dir: b, tag: tb }) => {
+                let real =
+                    |d: &std::path::Path| d.canonicalize().unwrap_or_else(|_| d.to_path_buf());
+                real(a) == real(b) && tag(ta) == tag(tb)
+            }
+            _ => false,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         if let Some(rest) = s.strip_prefix("oci:") {
             if rest.is_empty() {
@@ -242,6 +262,24 @@ fn parse_registry_ref(s: &str) -> Result<RegistryRef, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_naming_its_source_is_recognised() {
+        let same = |a: &str, b: &str| {
+            ImageRef::parse(a)
+                .unwrap()
+                .names_same_image(&ImageRef::parse(b).unwrap())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        assert!(same(&format!("oci:{d}:v1"), &format!("oci:{d}/./:v1")));
+        assert!(same(&format!("oci:{d}"), &format!("oci:{d}:latest")));
+        assert!(!same(&format!("oci:{d}:v1"), &format!("oci:{d}:v1-skiff")));
+        assert!(same("127.0.0.1:5000/app:v1", "127.0.0.1:5000/app:v1"));
+        assert!(same("python", "docker.io/library/python:latest"));
+        assert!(!same("127.0.0.1:5000/app:v1", "127.0.0.1:5001/app:v1"));
+        assert!(!same("127.0.0.1:5000/app:v1", &format!("oci:{d}:v1")));
+    }
 
     fn reg(s: &str) -> RegistryRef {
         match ImageRef::parse(s).unwrap() {

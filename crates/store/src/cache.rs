@@ -32,7 +32,8 @@ const TOUCH_AFTER: Duration = Duration::from_secs(60);
 pub struct CacheStats {
     pub entries: u64,
     pub bytes: u64,
-    pub limit: u64,
+    /// The size limit in bytes; `None` (JSON null) when unlimited.
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Clone, Copy)]
@@ -284,7 +285,7 @@ impl ChunkCache {
         CacheStats {
             entries: entries.len() as u64,
             bytes: entries.iter().map(|e| e.1).sum(),
-            limit: self.limit,
+            limit: (self.limit != u64::MAX).then_some(self.limit),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `skiff cache stats|prune`
 
+use crate::out::outln;
 use anyhow::{Context, Result};
 use skiff_store::ChunkCache;
 
@@ -20,17 +21,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Remove least recently used chunks until at most SIZE remain (0 empties it).
+    /// Remove least recently used chunks, those of images on the node last,
+    /// until the cache fits its limit (--cache-size, 20% of its filesystem
+    /// by default), or SIZE, or nothing with --all.
+    #[command(
+        after_help = "Examples:\n  skiff cache prune          # down to --cache-size\n  skiff cache prune 2G\n  skiff cache prune --all    # empty it"
+    )]
     Prune {
-        #[arg(long, default_value = "0", value_parser = super::mount::parse_size)]
-        max_size: u64,
+        /// At most this much remains (512M, 2G).
+        #[arg(value_parser = super::mount::parse_size, conflicts_with = "all")]
+        size: Option<u64>,
+        /// Empty the cache.
+        #[arg(long)]
+        all: bool,
         #[arg(long)]
         json: bool,
     },
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let cache = ChunkCache::open(&global.root, u64::MAX)
+    let limit = global.engine.config().cache_size.bytes(&global.root);
+    let cache = ChunkCache::open(&global.root, limit)
         .with_context(|| format!("opening the chunk cache under {}", global.root.display()))?;
     match a.command {
         Cmd::Stats { json } => {
@@ -38,25 +49,26 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
             if json {
                 print_json(&s)?;
             } else {
-                println!(
-                    "{} chunks, {} in {}",
+                outln!(
+                    "{} chunks, {} in {} (limit {})",
                     s.entries,
                     human(s.bytes),
-                    cache.dir().display()
-                );
+                    cache.dir().display(),
+                    s.limit.map_or("none".to_string(), human)
+                )?;
             }
         }
-        Cmd::Prune { max_size, json } => {
-            let r = cache.prune_to(max_size);
+        Cmd::Prune { size, all, json } => {
+            let r = cache.prune_to(if all { 0 } else { size.unwrap_or(limit) });
             if json {
                 print_json(&r)?;
             } else {
-                println!(
+                outln!(
                     "removed {} chunks ({}); {} remain",
                     r.removed,
                     human(r.freed),
                     human(r.remaining)
-                );
+                )?;
             }
         }
     }

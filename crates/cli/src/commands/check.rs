@@ -1,5 +1,6 @@
 //! `skiff check IMAGE`
 
+use crate::out::{errln, outln};
 use anyhow::Result;
 use skiff_store::check_image;
 
@@ -31,22 +32,29 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     if a.json {
         print_json(&report)?;
     } else if report.ok() {
-        println!(
+        outln!(
             "ok: {} (root {}): {} chunks in {} blobs verified, {} inodes",
-            report.image, report.root_digest, report.chunks_checked, report.blobs, report.inodes
-        );
+            report.image,
+            report.root_digest,
+            report.chunks_checked,
+            report.blobs,
+            report.inodes
+        )?;
     } else {
-        eprintln!("FAILED: {}", report.image);
+        errln!("FAILED: {}", report.image);
         for b in &report.bad_blobs {
-            eprintln!("  {b}");
+            errln!("  {b}");
         }
         if let Some(first) = report.bad_chunks.first() {
-            eprintln!(
+            errln!(
                 "  first bad chunk: #{} {} in blob {}: {}",
-                first.index, first.digest, first.blob, first.reason
+                first.index,
+                first.digest,
+                first.blob,
+                first.reason
             );
             let shown: Vec<&str> = first.files.iter().take(20).map(String::as_str).collect();
-            eprintln!(
+            errln!(
                 "  used by: {}",
                 if shown.is_empty() {
                     "(no file)".into()
@@ -55,9 +63,9 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
                 }
             );
             if first.files.len() > shown.len() {
-                eprintln!("  ... and {} more files", first.files.len() - shown.len());
+                errln!("  ... and {} more files", first.files.len() - shown.len());
             }
-            eprintln!("  {} bad chunks in all", report.bad_chunks.len());
+            errln!("  {} bad chunks in all", report.bad_chunks.len());
         }
     }
     Ok(if report.ok() {

@@ -1,5 +1,6 @@
 //! `skiff convert SOURCE TARGET`
 
+use crate::out::outln;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -55,6 +56,10 @@ pub struct Args {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Write TARGET even when it names SOURCE itself, replacing the
+    /// source image's tag with the skiff image.
+    #[arg(long)]
+    force: bool,
 }
 
 fn parse_codec(s: &str) -> Result<Codec, String> {
@@ -87,6 +92,14 @@ fn parse_size(s: &str) -> Result<u32, String> {
 pub fn run(global: &Global, a: Args) -> Result<i32> {
     let source = ImageRef::parse(&a.source)?;
     let target = ImageRef::parse(&a.target)?;
+    if !a.force && target.names_same_image(&source) {
+        anyhow::bail!(
+            "the target {} names the source image itself: converting would replace it; \
+             write to another tag (such as {}-skiff), or pass --force",
+            a.target,
+            a.target
+        );
+    }
     let source = source
         .open(&global.registry)
         .with_context(|| format!("opening {}", a.source))?;
@@ -135,7 +148,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     for img in &report.images {
         let s = &img.stats;
         let mbps = s.tar_bytes as f64 / s.seconds.max(1e-9) / 1e6;
-        println!(
+        outln!(
             "{}{} -> {}",
             a.target,
             img.platform
@@ -143,15 +156,15 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
                 .map(|p| format!(" [{p}]"))
                 .unwrap_or_default(),
             img.manifest
-        );
-        println!(
+        )?;
+        outln!(
             "  {} layers, {} tar read in {:.1}s ({mbps:.0} MB/s); {} inodes",
             s.layers,
             human(s.tar_bytes),
             s.seconds,
             s.inodes
-        );
-        println!(
+        )?;
+        outln!(
             "  chunks: {} new ({} -> {} compressed), {} duplicate, {} from dictionaries ({})",
             s.write.new_chunks,
             human(s.write.new_bytes),
@@ -159,19 +172,19 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
             s.write.dup_chunks_in_image,
             s.write.dict_chunks,
             human(s.write.dict_bytes)
-        );
-        println!(
+        )?;
+        outln!(
             "  blobs written {}, referenced {}; metadata {} ({} compressed); source layers {}",
             human(img.new_blob_bytes),
             human(img.blob_bytes),
             human(s.metadata_bytes),
             human(img.metadata_layer_bytes),
             human(s.layer_bytes)
-        );
-        println!("  root digest {}", img.root_digest);
+        )?;
+        outln!("  root digest {}", img.root_digest)?;
     }
     if report.images.len() > 1 {
-        println!("index {}", report.digest);
+        outln!("index {}", report.digest)?;
     }
     Ok(exit::OK)
 }

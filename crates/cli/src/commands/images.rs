@@ -1,5 +1,6 @@
 //! `skiff images`
 
+use crate::out::outln;
 use anyhow::Result;
 
 use super::{human, print_json};
@@ -23,21 +24,26 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     }
     if global.quiet_flag {
         for i in &images {
-            println!("{}", short(&i.record.digest));
+            outln!("{}", short(&i.record.digest))?;
         }
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{:<40}  {:<12}  {:<9}  {:>10}  {:>10}  {:<9}  CONTAINERS",
-        "IMAGE", "DIGEST", "MODE", "FETCHED", "SIZE", "MOUNTED"
-    );
+        "IMAGE",
+        "DIGEST",
+        "MODE",
+        "FETCHED",
+        "SIZE",
+        "MOUNTED"
+    )?;
     for i in &images {
         let name = if i.record.platform.is_empty() {
             i.record.reference.clone()
         } else {
             format!("{} [{}]", i.record.reference, i.record.platform)
         };
-        println!(
+        outln!(
             "{:<40}  {:<12}  {:<9}  {:>10}  {:>10}  {:<9}  {}",
             name,
             short(&i.record.digest),
@@ -46,7 +52,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
             human(i.record.size_bytes),
             if i.mounted { "yes" } else { "no" },
             i.containers.len()
-        );
+        )?;
     }
     Ok(exit::OK)
 }

@@ -1,5 +1,6 @@
 //! `skiff inspect IMAGE`
 
+use crate::out::outln;
 use std::collections::HashSet;
 
 use anyhow::Result;
@@ -178,54 +179,62 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         print_json(&s)?;
         return Ok(exit::OK);
     }
-    println!("image        {}", s.image);
-    println!("root digest  {}", s.root_digest);
-    println!(
+    outln!("image        {}", s.image)?;
+    outln!("root digest  {}", s.root_digest)?;
+    outln!(
         "tree         {} inodes: {} directories, {} files, {} symlinks, {} other",
-        s.inodes, s.directories, s.files, s.symlinks, s.other
-    );
-    println!(
+        s.inodes,
+        s.directories,
+        s.files,
+        s.symlinks,
+        s.other
+    )?;
+    outln!(
         "file data    {} ({} of it holes)",
         human(s.file_bytes),
         human(s.hole_bytes)
-    );
-    println!(
+    )?;
+    outln!(
         "chunks       {} distinct, {} -> {} compressed (x{:.2}), dedup x{:.2}",
         s.chunks,
         human(s.chunk_bytes),
         human(s.compressed_bytes),
         s.compression_ratio,
         s.dedup_ratio
-    );
-    println!(
+    )?;
+    outln!(
         "chunking     {} digests, avg {} (min {}, max {}), files under {} packed",
         s.digest_algorithm,
         human(s.chunk_size.avg as u64),
         human(s.chunk_size.min as u64),
         human(s.chunk_size.max as u64),
         human(s.chunk_size.pack_threshold as u64)
-    );
-    println!("blobs        {} totalling {}", s.blobs, human(s.blob_bytes));
-    println!(
+    )?;
+    outln!("blobs        {} totalling {}", s.blobs, human(s.blob_bytes))?;
+    outln!(
         "prefetch     {} chunks, {} compressed",
         s.prefetch_chunks,
         human(s.prefetch_bytes)
-    );
-    println!(
+    )?;
+    outln!(
         "metadata     {} ({} compressed layer)",
         human(s.metadata_bytes),
         human(s.metadata_layer_bytes)
-    );
+    )?;
     for e in &s.tree {
         let target = e
             .target
             .as_ref()
             .map(|t| format!(" -> {t}"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:>4} {:>5}:{:<5} {:>12} {}{target}",
-            e.mode, e.uid, e.gid, e.size, e.path
-        );
+            e.mode,
+            e.uid,
+            e.gid,
+            e.size,
+            e.path
+        )?;
     }
     Ok(exit::OK)
 }

@@ -37,17 +37,20 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     loop {
         let n = file.read(&mut buf)?;
         if n > 0 {
-            out.write_all(&buf[..n])?;
+            out.write_all(&buf[..n]).map_err(crate::out::closed_or)?;
             continue;
         }
-        out.flush()?;
+        out.flush().map_err(crate::out::closed_or)?;
         if !a.follow {
             break;
         }
         let running = Record::load(&global.root, &record.id).is_ok_and(|r| r.running());
         if !running {
             // Drain what was written between the last read and the exit.
-            std::io::copy(&mut file, &mut out)?;
+            std::io::copy(&mut file, &mut out).map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe => crate::out::StdoutClosed.into(),
+                _ => anyhow::Error::new(e).context(format!("copying {}", path.display())),
+            })?;
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

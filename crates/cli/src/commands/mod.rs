@@ -19,6 +19,7 @@ pub mod supervise;
 pub mod umount;
 pub mod unpack;
 
+use crate::out::outln;
 use anyhow::Result;
 use skiff_oci::Platform;
 use skiff_store::SkiffImage;
@@ -57,7 +58,7 @@ pub fn open_image(
 
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?)?;
     Ok(())
 }
 

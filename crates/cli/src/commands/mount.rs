@@ -1,5 +1,6 @@
 //! `skiff mount IMAGE MOUNTPOINT`
 
+use crate::out::outln;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -91,11 +92,11 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     let engine = &global.engine;
     if a.daemon {
         let (pid, log) = engine.mount_detached(&req)?;
-        println!(
+        outln!(
             "mounted at {} (daemon pid {pid}, log {})",
             mountpoint.display(),
             log.display()
-        );
+        )?;
         return Ok(exit::OK);
     }
     let mut notify_failed = None;

@@ -1,5 +1,6 @@
 //! `skiff ps`
 
+use crate::out::outln;
 use anyhow::Result;
 
 use skiff_engine::record;
@@ -27,14 +28,17 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     }
     if global.quiet_flag {
         for r in &list {
-            println!("{}", r.short_id());
+            outln!("{}", r.short_id())?;
         }
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{:<12}  {:<20}  {:<30}  {:<24}  STATUS",
-        "CONTAINER ID", "NAME", "IMAGE", "COMMAND"
-    );
+        "CONTAINER ID",
+        "NAME",
+        "IMAGE",
+        "COMMAND"
+    )?;
     let now = record::now();
     for r in &list {
         let status = match r.status {
@@ -49,14 +53,14 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
                 None => "Exited (unknown: its supervisor died)".into(),
             },
         };
-        println!(
+        outln!(
             "{:<12}  {:<20}  {:<30}  {:<24}  {}",
             r.short_id(),
             clip(&r.name, 20),
             clip(&r.image, 30),
             clip(&format!("{:?}", r.command.join(" ")), 24),
             status
-        );
+        )?;
     }
     Ok(exit::OK)
 }

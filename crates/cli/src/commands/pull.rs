@@ -1,5 +1,6 @@
 //! `skiff pull IMAGE`
 
+use crate::out::outln;
 use anyhow::Result;
 
 use super::{human, parse_platform, print_json};
@@ -30,12 +31,12 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         print_json(&entry)?;
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{}: {} ({}, {})",
         a.image,
         entry.record.digest,
         entry.mode,
         human(entry.record.size_bytes)
-    );
+    )?;
     Ok(exit::OK)
 }

@@ -1,5 +1,6 @@
 //! `skiff rm`
 
+use crate::out::outln;
 use anyhow::Result;
 
 use crate::{exit, Global};
@@ -19,7 +20,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     let mut code = exit::OK;
     for key in &a.containers {
         match global.engine.remove(key, a.force) {
-            Ok(_) => println!("{key}"),
+            Ok(_) => outln!("{key}")?,
             Err(e) => {
                 exit::say(format_args!("skiff: error: {e}"));
                 code = exit::FAILURE;

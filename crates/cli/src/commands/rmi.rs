@@ -1,5 +1,6 @@
 //! `skiff rmi IMAGE...`
 
+use crate::out::outln;
 use anyhow::Result;
 
 use crate::{exit, Global};
@@ -23,7 +24,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     let mut code = exit::OK;
     for key in &a.images {
         match global.engine.remove_image(key, a.force) {
-            Ok(e) => println!("removed {} ({})", e.record.reference, e.record.digest),
+            Ok(e) => outln!("removed {} ({})", e.record.reference, e.record.digest)?,
             Err(e) => {
                 exit::say(format_args!("skiff: error: {e}"));
                 code = exit::FAILURE;

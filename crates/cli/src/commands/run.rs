@@ -2,6 +2,7 @@
 //! image. The options become a [`RunRequest`] for the engine, which does
 //! the rest; a foreground run supervises the container in this process.
 
+use crate::out::outln;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -188,7 +189,7 @@ fn create_and_run(global: &Global, a: Args) -> Result<i32> {
     }
     if a.detach {
         engine.start_detached(&created.record, a.tty)?;
-        println!("{}", created.record.id);
+        outln!("{}", created.record.id)?;
         return Ok(exit::OK);
     }
     let launch = Launch::from_this_process(a.tty, a.interactive)?;

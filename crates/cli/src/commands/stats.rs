@@ -1,5 +1,6 @@
 //! `skiff stats MOUNTPOINT`
 
+use crate::out::out;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -36,6 +37,6 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
             rec.socket.display()
         )
     })?;
-    print!("{body}");
+    out!("{body}")?;
     Ok(exit::OK)
 }

@@ -1,5 +1,6 @@
 //! `skiff stop`
 
+use crate::out::outln;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -26,7 +27,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
             .find(key)
             .and_then(|r| engine.stop(&r, Duration::from_secs(a.time)));
         match stopped {
-            Ok(()) => println!("{key}"),
+            Ok(()) => outln!("{key}")?,
             Err(e) => {
                 exit::say(format_args!("skiff: error: {e}"));
                 code = exit::FAILURE;

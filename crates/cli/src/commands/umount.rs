@@ -1,5 +1,6 @@
 //! `skiff umount MOUNTPOINT`
 
+use crate::out::outln;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -23,6 +24,6 @@ pub struct Args {
 pub fn run(global: &Global, a: Args) -> Result<i32> {
     let mountpoint = mount_records::absolute(&a.mountpoint)?;
     global.engine.unmount(&mountpoint, a.lazy)?;
-    println!("unmounted {}", mountpoint.display());
+    outln!("unmounted {}", mountpoint.display())?;
     Ok(exit::OK)
 }

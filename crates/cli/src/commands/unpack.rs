@@ -1,5 +1,6 @@
 //! `skiff unpack IMAGE DIR`
 
+use crate::out::{errln, outln};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -46,7 +47,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     if a.json {
         print_json(&stats)?;
     } else {
-        println!(
+        outln!(
             "unpacked {} into {}: {} files ({}), {} directories, {} symlinks, {} hardlinks, {} special",
             image.name(),
             a.dir.display(),
@@ -56,9 +57,9 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
             stats.symlinks,
             stats.hardlinks,
             stats.special
-        );
+        )?;
         if stats.skipped_devices > 0 {
-            eprintln!(
+            errln!(
                 "warning: skipped {} device nodes (run as root to create them)",
                 stats.skipped_devices
             );

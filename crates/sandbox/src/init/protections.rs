@@ -96,6 +96,18 @@ pub(crate) fn make_cwd(cwd: &CStr) -> Step {
     if path.is_dir() {
         return Ok(());
     }
+    // Something that is not a directory (`-w /etc/passwd`): mkdir would
+    // say "File exists", which names the wrong problem.
+    if let Some(not_dir) = path
+        .ancestors()
+        .find(|p| p.symlink_metadata().is_ok() && !p.is_dir())
+    {
+        return Err(fail(format!(
+            "the working directory {}: {} is not a directory in the image",
+            path.display(),
+            not_dir.display()
+        )));
+    }
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o755)
         .create(path)
         .map_err(|e| {
