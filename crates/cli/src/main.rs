@@ -97,6 +97,9 @@ enum Command {
     Stop(commands::stop::Args),
     Rm(commands::rm::Args),
     Logs(commands::logs::Args),
+    Kill(commands::kill::Args),
+    Wait(commands::wait::Args),
+    Version(commands::version::Args),
     #[command(hide = true)]
     Supervise(commands::supervise::Args),
 }
@@ -123,6 +126,8 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         // Its report of a failed write is an eprintln!, which panics when
         // stderr is a closed pipe: a log line must not end a container run
@@ -199,6 +204,9 @@ fn main() {
         Command::Stop(a) => commands::stop::run(&global, a),
         Command::Rm(a) => commands::rm::run(&global, a),
         Command::Logs(a) => commands::logs::run(&global, a),
+        Command::Kill(a) => commands::kill::run(&global, a),
+        Command::Wait(a) => commands::wait::run(&global, a),
+        Command::Version(a) => commands::version::run(&global, a),
         Command::Supervise(a) => commands::supervise::run(&global, a),
     };
     match result {

@@ -126,3 +126,161 @@ fn option_checks_say_what_is_wrong() {
     let limited = skiff.json(&["--cache-size", "1G", "cache", "stats"]);
     assert_eq!(limited["limit"], 1u64 << 30, "{limited}");
 }
+
+#[test]
+fn removed_containers_leave_no_log_behind() {
+    let skiff = Skiff::new();
+    skiff.ok(&["run", "-d", "--name", "brief", layout(), "true"]);
+    skiff.ok(&["wait", "brief"]);
+    skiff.ok(&["rm", "brief"]);
+    let o = run(&skiff, &[], &["true"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let logs: Vec<_> = std::fs::read_dir(skiff.root.path().join("logs"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("container-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(logs.is_empty(), "{logs:?}");
+}
+
+#[test]
+fn mount_leaves_no_directory_and_hides_no_files() {
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    // A failed mount removes the mount point it created.
+    let fresh = work.path().join("fresh");
+    let missing = format!("oci:{}:none", work.path().join("no-layout").display());
+    let (c, e) = skiff.fails(&["mount", &missing, fresh.to_str().unwrap()]);
+    assert_eq!(c, 1, "{e}");
+    assert!(!fresh.exists(), "a failed mount left {}", fresh.display());
+    // Over a directory with files: refused, and the files stay visible.
+    let full = work.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("keep.txt"), b"mine").unwrap();
+    let (c, e) = skiff.fails(&["mount", "--daemon", layout(), full.to_str().unwrap()]);
+    assert_eq!(c, 1, "{e}");
+    assert!(e.contains("not empty") && e.contains("--nonempty"), "{e}");
+    assert_eq!(std::fs::read(full.join("keep.txt")).unwrap(), b"mine");
+    // --nonempty mounts over it, as asked.
+    skiff.ok(&[
+        "mount",
+        "--daemon",
+        "--nonempty",
+        layout(),
+        full.to_str().unwrap(),
+    ]);
+    assert!(full.join("etc/debian_version").exists());
+    skiff.ok(&["umount", full.to_str().unwrap()]);
+    assert_eq!(std::fs::read(full.join("keep.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_and_quiet_about_ioctls() {
+    let skiff = Skiff::new();
+    let o = skiff
+        .cmd()
+        .env("SKIFF_LOG", "debug")
+        .args(["run", "--rm", layout(), "true"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("DEBUG"), "no log lines to check: {e}");
+    assert!(!e.contains('\x1b'), "colour codes in a pipe: {e:?}");
+    // An ioctl on a mounted file: refused (the kernel shows ENOTTY to
+    // lsattr as "not supported"), and not logged.
+    let m = common::Mounted::new(&skiff, layout(), &[]);
+    let o = std::process::Command::new("lsattr")
+        .arg(m.dir.join("etc/debian_version"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let why = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        why.contains("Inappropriate ioctl") || why.contains("Operation not supported"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    drop(m);
+    let logs = skiff.root.path().join("logs");
+    for entry in std::fs::read_dir(&logs).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        assert!(
+            !text.contains("Not Implemented"),
+            "{}: {text}",
+            entry.path().display()
+        );
+        assert!(
+            !text.contains('\x1b'),
+            "{}: {text:?}",
+            entry.path().display()
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_ends_a_foreground_mount_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("mnt");
+    let mut child = skiff
+        .cmd()
+        .args(["mount", layout(), dir.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("mounted"), "{line}");
+    assert!(dir.join("etc/debian_version").exists());
+    // SAFETY: signalling a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(status.success(), "{status:?}: {rest}");
+    assert!(!rest.contains("Failed to umount"), "{rest}");
+    assert!(!dir.join("etc").exists(), "still mounted");
+}
+
+#[test]
+fn kill_wait_and_version() {
+    let skiff = Skiff::new();
+    skiff.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hup",
+        layout(),
+        "sh",
+        "-c",
+        "trap 'exit 7' HUP; echo ready; while :; do sleep 0.1; done",
+    ]);
+    // An init ignores signals it has no handler for: wait for the trap.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !skiff.ok(&["logs", "hup"]).contains("ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trap was never set"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    skiff.ok(&["kill", "-s", "HUP", "hup"]);
+    assert_eq!(skiff.ok(&["wait", "hup"]), "7\n");
+    // Not running any more: an error, not a signal to whatever has its pid.
+    let (c, e) = skiff.fails(&["kill", "hup"]);
+    assert_eq!(c, 1);
+    assert!(e.contains("not running"), "{e}");
+    let (c, e) = skiff.fails(&["kill", "-s", "NOPE", "hup"]);
+    assert_eq!(c, 2, "{e}");
+    skiff.ok(&["run", "-d", "--name", "sleeper", layout(), "sleep", "60"]);
+    skiff.ok(&["kill", "sleeper"]);
+    assert_eq!(skiff.ok(&["wait", "sleeper"]), "137\n");
+    let v = skiff.json(&["version"]);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"), "{v}");
+    assert!(skiff.ok(&["version"]).starts_with("skiff "));
+}

@@ -49,6 +49,8 @@ pub struct MountRequest {
     /// Unmount after this long with no reads and no running container
     /// rooted on it.
     pub idle_timeout: Option<Duration>,
+    /// Mount over a directory that holds files, hiding them while mounted.
+    pub nonempty: bool,
 }
 
 /// The defaults `skiff mount` documents.
@@ -75,6 +77,7 @@ impl MountRequest {
             shift_ids: None,
             pin: None,
             idle_timeout: None,
+            nonempty: false,
         }
     }
 
@@ -102,6 +105,9 @@ impl MountRequest {
         }
         if let Some(p) = &self.pin {
             cmd.arg("--pin").arg(p);
+        }
+        if self.nonempty {
+            cmd.arg("--nonempty");
         }
         if let Some(t) = self.idle_timeout {
             cmd.arg("--idle-timeout")
@@ -156,10 +162,29 @@ impl Engine {
     /// Serves `req` in this process until unmounted or signalled. `ready`
     /// runs once the mount serves (a daemon reports to its starter).
     pub fn serve_mount(&self, req: &MountRequest, ready: impl FnOnce()) -> Result<()> {
-        let root = &self.config.root;
         let mountpoint = &req.mountpoint;
         self.refuse_double_mount(mountpoint)?;
+        let holds_files = std::fs::read_dir(mountpoint).is_ok_and(|mut d| d.next().is_some());
+        if holds_files && !req.nonempty {
+            return Err(EngineError::Invalid(format!(
+                "{} is not empty: a mount there would hide its files; mount on an empty \
+                 directory, or pass --nonempty",
+                mountpoint.display()
+            )));
+        }
+        let created = !mountpoint.exists();
         std::fs::create_dir_all(mountpoint).ctx(|| format!("creating {}", mountpoint.display()))?;
+        let result = self.serve_mount_on(req, ready);
+        // A mount that never served leaves no directory behind it made.
+        if result.is_err() && created {
+            let _ = std::fs::remove_dir(mountpoint);
+        }
+        result
+    }
+
+    fn serve_mount_on(&self, req: &MountRequest, ready: impl FnOnce()) -> Result<()> {
+        let root = &self.config.root;
+        let mountpoint = &req.mountpoint;
         let image = Arc::new(self.open_image(&req.image, req.platform.as_ref())?);
         let cache = Arc::new(
             ChunkCache::open(root, req.cache_size)
@@ -202,7 +227,7 @@ impl Engine {
         // Passthrough reads bypass the daemon, so a trace would miss them.
         let passthrough_dir =
             (!req.no_passthrough && req.record_trace.is_none()).then(|| root.join("cache/tmp"));
-        let session = skiff_fs::mount(
+        let mut session = skiff_fs::mount(
             SkiffFs::new(fetcher.clone(), trace, passthrough_dir).with_id_shift(req.shift_ids),
             mountpoint,
             MountOptions::default(),
@@ -249,16 +274,17 @@ impl Engine {
             signal_hook::consts::SIGTERM,
         ])
         .ctx(|| "handling signals".into())?;
-        let mp = mountpoint.clone();
+        let unmounter = skiff_fs::mount::Unmounter::new(&mut session, mountpoint);
+        let on_signal = unmounter.clone();
         std::thread::spawn(move || {
             if signals.forever().next().is_some() {
                 tracing::info!("signal received; unmounting");
-                let _ = rustix::mount::unmount(&mp, rustix::mount::UnmountFlags::DETACH);
+                let _ = on_signal.unmount();
             }
         });
 
         if let Some(idle) = req.idle_timeout {
-            self.unmount_when_idle(mountpoint.clone(), fetcher.clone(), idle);
+            self.unmount_when_idle(mountpoint.clone(), fetcher.clone(), idle, unmounter);
         }
         ready();
         let result = session.run();
@@ -319,7 +345,13 @@ impl Engine {
     /// Watches a mount this process serves, and unmounts it once it has
     /// been idle for `idle`: no reads, and no running container whose root
     /// it is. Its session then ends, and this daemon with it.
-    fn unmount_when_idle(&self, mountpoint: PathBuf, fetcher: Arc<Fetcher>, idle: Duration) {
+    fn unmount_when_idle(
+        &self,
+        mountpoint: PathBuf,
+        fetcher: Arc<Fetcher>,
+        idle: Duration,
+        unmounter: skiff_fs::mount::Unmounter,
+    ) {
         let root = self.config.root.clone();
         let every = (idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
         std::thread::spawn(move || {
@@ -340,8 +372,7 @@ impl Engine {
                 }
                 if quiet_since.elapsed() >= idle {
                     tracing::info!(mountpoint = %mountpoint.display(), "idle for {idle:?}; unmounting");
-                    let _ =
-                        rustix::mount::unmount(&mountpoint, rustix::mount::UnmountFlags::DETACH);
+                    let _ = unmounter.unmount();
                     return;
                 }
             }

@@ -57,3 +57,32 @@ pub fn mount(
     config.clone_fd = true;
     Session::new(fs, mountpoint, &config)
 }
+
+/// Ends a session's mount from another thread (a signal, an idle timer):
+/// detaches it, so files still open keep working until closed, and tells
+/// the session its mount is gone. Without that, the session would unmount
+/// again when it ends and log "Failed to umount filesystem".
+#[derive(Clone)]
+pub struct Unmounter {
+    mountpoint: std::path::PathBuf,
+    session: std::sync::Arc<std::sync::Mutex<fuser::SessionUnmounter>>,
+}
+
+impl Unmounter {
+    pub fn new(session: &mut Session<SkiffFs>, mountpoint: &Path) -> Self {
+        Self {
+            mountpoint: mountpoint.to_path_buf(),
+            session: std::sync::Arc::new(std::sync::Mutex::new(session.unmount_callable())),
+        }
+    }
+
+    pub fn unmount(&self) -> std::io::Result<()> {
+        rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)?;
+        // Already detached: this only takes the mount from the session,
+        // whose own unmount now fails harmlessly, unlogged.
+        if let Ok(mut s) = self.session.lock() {
+            let _ = s.unmount();
+        }
+        Ok(())
+    }
+}

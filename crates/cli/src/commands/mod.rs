@@ -6,6 +6,7 @@ pub mod convert;
 pub mod exec;
 pub mod images;
 pub mod inspect;
+pub mod kill;
 pub mod logs;
 pub mod mount;
 pub mod ps;
@@ -18,6 +19,8 @@ pub mod stop;
 pub mod supervise;
 pub mod umount;
 pub mod unpack;
+pub mod version;
+pub mod wait;
 
 use crate::out::outln;
 use anyhow::Result;

@@ -59,6 +59,9 @@ pub struct Args {
     /// this mount (skiff run's image mounts use --image-idle-timeout).
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<u64>,
+    /// Mount even over a directory that holds files (hidden while mounted).
+    #[arg(long)]
+    nonempty: bool,
     /// Internal: keep the image's chunks in the node's cache under NAME
     /// (an image mount of skiff run's).
     #[arg(long, hide = true, value_name = "NAME")]
@@ -88,6 +91,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         shift_ids: a.shift_ids,
         pin: a.pin.clone(),
         idle_timeout: a.idle_timeout.map(Duration::from_secs),
+        nonempty: a.nonempty,
     };
     let engine = &global.engine;
     if a.daemon {

@@ -5,6 +5,7 @@
 pub mod control;
 pub mod create;
 pub mod exec;
+pub mod kill;
 pub mod remove;
 pub mod stop;
 pub mod supervise;

@@ -79,6 +79,14 @@ impl Engine {
             {
                 fail(e);
             }
+            // The supervisor's own log goes with the container.
+            match std::fs::remove_file(super::supervise::supervisor_log(root, record)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => fail(EngineError::io(
+                    "removing the supervisor's log".to_string(),
+                    e,
+                )),
+                _ => {}
+            }
         }
         tracing::debug!("cleaned up");
         match first {

@@ -329,11 +329,7 @@ impl Engine {
         record: &Record,
         opts: &SupervisorOptions,
     ) -> Result<Supervisor> {
-        let log = self
-            .config
-            .root
-            .join("logs")
-            .join(format!("container-{}.log", record.short_id()));
+        let log = supervisor_log(&self.config.root, record);
         let mut cmd = self.helper_command();
         cmd.arg("supervise");
         if opts.tty {
@@ -421,6 +417,13 @@ fn await_start(start: &std::sync::mpsc::Receiver<()>, record: &Record) -> Result
             }
         }
     }
+}
+
+/// Where a container's supervisor logs (its own messages, not the
+/// container's output).
+pub(crate) fn supervisor_log(root: &std::path::Path, record: &Record) -> std::path::PathBuf {
+    root.join("logs")
+        .join(format!("container-{}.log", record.short_id()))
 }
 
 #[cfg(test)]
