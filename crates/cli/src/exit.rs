@@ -6,6 +6,9 @@ pub const OK: i32 = 0;
 pub const FAILURE: i32 = 1;
 /// The command line was wrong (clap prints usage).
 pub const USAGE: i32 = 2;
+/// `skiff run`'s own usage error (Docker's 125; the container's code is
+/// passed through otherwise).
+pub const RUN_USAGE: i32 = 125;
 /// Verification failed: a chunk, blob or the metadata does not match its digest.
 pub const VERIFY_FAILED: i32 = 3;
 

@@ -75,7 +75,7 @@ struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 failure, 2 usage error, 3 verification failed \
-(`skiff run`: the container's code, or 125/126/127 as Docker).\n\
+(`skiff run`: the container's code, or 125 (skiff's error, a usage error included), 126, 127 as Docker).\n\
 Image references: REGISTRY/REPO[:TAG][@sha256:DIGEST], oci:DIR[:TAG], docker-archive:FILE[:REPO:TAG].";
 
 #[derive(Subcommand)]
@@ -136,14 +136,68 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// Verbs that only read: the only ones a typo may be pointed to, so that
+/// `skiff top` never suggests `stop`, nor `skiff rmi` `rm`.
+const READ_VERBS: &[&str] = &[
+    "inspect", "check", "stats", "images", "ps", "logs", "wait", "version",
+];
+
+/// The command word of this process's arguments, past the global options
+/// (and the values of those that take one).
+fn typed_command() -> Option<String> {
+    const WITH_VALUE: &[&str] = &[
+        "--root",
+        "--proxy",
+        "--mirror",
+        "--cache-size",
+        "--image-idle-timeout",
+    ];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if WITH_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
+}
+
+fn suggest_verb(typed: &str) -> Option<&'static str> {
+    READ_VERBS
+        .iter()
+        .map(|v| (strsim::damerau_levenshtein(typed, v), *v))
+        .filter(|(d, _)| *d <= 2 && *d < typed.len())
+        .min()
+        .map(|(_, v)| v)
+}
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidSubcommand => {
+            let typed = e
+                .get(clap::error::ContextKind::InvalidSubcommand)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            exit::say(format_args!(
+                "skiff: '{typed}' is not a skiff command; see `skiff --help`"
+            ));
+            if let Some(verb) = suggest_verb(&typed) {
+                exit::say(format_args!(
+                    "  a command with a similar name: skiff {verb}"
+                ));
+            }
+            std::process::exit(exit::USAGE);
+        }
         Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
+            let code = if !e.use_stderr() {
                 exit::OK
+            } else if typed_command().as_deref() == Some("run") {
+                // As Docker's, so scripts tell skiff's errors from the container's.
+                exit::RUN_USAGE
+            } else {
+                exit::USAGE
             };
             let _ = e.print();
             std::process::exit(code);

@@ -284,3 +284,60 @@ fn kill_wait_and_version() {
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"), "{v}");
     assert!(skiff.ok(&["version"]).starts_with("skiff "));
 }
+
+#[test]
+fn an_unreachable_registry_fails_at_once_with_one_line() {
+    let skiff = Skiff::new();
+    // Nothing listens on a port just freed; `.invalid` never resolves.
+    let port = common::registry::free_port();
+    let refused = format!("127.0.0.1:{port}/app:v1");
+    for (image, says) in [
+        (refused.as_str(), "connection refused"),
+        ("registry.invalid/app:v1", "does not resolve"),
+    ] {
+        let started = std::time::Instant::now();
+        let o = skiff.run(&["pull", image]);
+        // A guard against the 30-second retry budget, not a speed target.
+        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+        assert_eq!(code(&o), 1, "{}", err(&o));
+        let e = err(&o);
+        let lines: Vec<_> = e.lines().collect();
+        assert_eq!(lines.len(), 1, "one line, no retry warnings: {e}");
+        assert!(lines[0].contains(says), "{e}");
+        let registry = image.split('/').next().unwrap();
+        assert!(lines[0].contains(registry), "names the registry: {e}");
+    }
+    // `run` fails the same way.
+    let o = skiff.run(&["run", "--rm", &refused, "true"]);
+    assert_ne!(code(&o), 0);
+    assert_eq!(err(&o).lines().count(), 1, "{}", err(&o));
+}
+
+#[test]
+fn a_mistyped_verb_never_suggests_a_destructive_one() {
+    let skiff = Skiff::new();
+    for typo in ["top", "rmv", "kil", "stpo"] {
+        let (c, e) = skiff.fails(&[typo]);
+        assert_eq!(c, 2, "{e}");
+        assert!(e.contains("is not a skiff command"), "{e}");
+        for destructive in ["stop", "rm", "rmi", "kill"] {
+            assert!(
+                !e.contains(&format!("skiff {destructive}")),
+                "`skiff {typo}` suggested `{destructive}`: {e}"
+            );
+        }
+    }
+    let (_, e) = skiff.fails(&["imgaes"]);
+    assert!(e.contains("skiff images"), "{e}");
+}
+
+#[test]
+fn a_usage_error_in_run_exits_125_and_elsewhere_2() {
+    let skiff = Skiff::new();
+    let (c, e) = skiff.fails(&["run", "--no-such-flag", layout()]);
+    assert_eq!(c, 125, "{e}");
+    let (c, e) = skiff.fails(&["--root", "/tmp", "run", "--memory"]);
+    assert_eq!(c, 125, "{e}");
+    let (c, e) = skiff.fails(&["ps", "--no-such-flag"]);
+    assert_eq!(c, 2, "{e}");
+}

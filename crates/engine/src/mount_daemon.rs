@@ -286,6 +286,9 @@ impl Engine {
         if let Some(idle) = req.idle_timeout {
             self.unmount_when_idle(mountpoint.clone(), fetcher.clone(), idle, unmounter);
         }
+        // Serving: a registry restart must not fail the reads of running
+        // containers (before this, a wrong address fails the mount at once).
+        skiff_oci::registry::wait_out_unreachable_registries();
         ready();
         let result = session.run();
         mount_records::remove(root, mountpoint);

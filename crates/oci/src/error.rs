@@ -19,6 +19,14 @@ pub enum OciError {
         status: u16,
         body: String,
     },
+    /// The registry is not there at all (nothing listens, the name does
+    /// not resolve): reported after a second or two, not retried for long.
+    #[error("cannot reach the registry {registry}: {reason}; {hint}")]
+    Unreachable {
+        registry: String,
+        reason: String,
+        hint: String,
+    },
     #[error("cannot reach {url}: {source}")]
     Network {
         url: String,

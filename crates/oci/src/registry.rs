@@ -33,6 +33,11 @@ pub struct RegistryOptions {
     pub plain_http: bool,
     /// How long to keep retrying a request that fails transiently.
     pub retry_for: Duration,
+    /// How long to keep retrying a registry that refuses connections or
+    /// whose name does not resolve: short, so a wrong address fails at
+    /// once. A process that serves reads raises it to `retry_for` with
+    /// [`wait_out_unreachable_registries`], to ride out a restart.
+    pub unreachable_retry_for: Duration,
     /// Connect timeout and longest wait for any single read.
     pub timeout: Duration,
     /// First backoff delay; doubles per attempt, capped at 2 s.
@@ -49,6 +54,7 @@ impl Default for RegistryOptions {
         Self {
             plain_http: false,
             retry_for: Duration::from_secs(30),
+            unreachable_retry_for: Duration::from_secs(1),
             timeout: Duration::from_secs(30),
             backoff: Duration::from_millis(200),
             proxy: None,
@@ -330,6 +336,7 @@ impl RegistryClient {
     ) -> Result<Response<Body>> {
         let mut authenticated = false;
         let mut retry = self.retry_within(budget);
+        let started = std::time::Instant::now();
         loop {
             let auth = self.cached_auth(scope);
             let result = {
@@ -407,6 +414,20 @@ impl RegistryClient {
                     return Ok(resp);
                 }
                 Err(e) => {
+                    if let Some(reason) = unreachable_reason(&e) {
+                        // A few quick tries ride out a restart; a registry
+                        // that is not there fails in about a second.
+                        tracing::debug!(url, error = %e, attempt = retry.attempt, "registry unreachable");
+                        let patience = if SERVING.load(std::sync::atomic::Ordering::Relaxed) {
+                            budget
+                        } else {
+                            self.options.unreachable_retry_for.min(budget)
+                        };
+                        if started.elapsed() < patience && retry.wait() {
+                            continue;
+                        }
+                        return Err(self.unreachable(reason));
+                    }
                     tracing::warn!(url, error = %e, attempt = retry.attempt, "registry request failed");
                     if retry.wait() {
                         continue;
@@ -417,6 +438,57 @@ impl RegistryClient {
                     });
                 }
             }
+        }
+    }
+}
+
+/// Set once this process serves reads (a mount daemon whose mount is
+/// ready): from then on, its users need the data more than a quick error.
+static SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, requests in this process wait out a registry that refuses
+/// connections or does not resolve for their full retry budget.
+pub fn wait_out_unreachable_registries() {
+    SERVING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Why a request never reached a registry, if that is what happened.
+fn unreachable_reason(e: &ureq::Error) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    match e {
+        ureq::Error::HostNotFound => Some("its name does not resolve"),
+        ureq::Error::ConnectionFailed => Some("the connection failed"),
+        ureq::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => Some("connection refused"),
+            ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => Some("no route to it"),
+            // getaddrinfo's failures come as uncategorised I/O errors.
+            _ if io.to_string().contains("failed to lookup address") => {
+                Some("its name does not resolve")
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl RegistryClient {
+    fn unreachable(&self, reason: &str) -> OciError {
+        let hint = if self.registry == crate::reference::DOCKER_HUB {
+            "a name without a registry goes to Docker Hub, as in Docker: give the registry \
+             (HOST:PORT/NAME:TAG) or a local image (oci:DIR:TAG)"
+                .to_string()
+        } else if reason == "connection refused" {
+            format!(
+                "is a registry listening at {}? Check the host and port",
+                self.registry
+            )
+        } else {
+            format!("check the name {} and this host's network", self.registry)
+        };
+        OciError::Unreachable {
+            registry: self.registry.clone(),
+            reason: reason.to_string(),
+            hint,
         }
     }
 }
