@@ -966,7 +966,12 @@ fn userns_remap_makes_container_root_an_unprivileged_host_user() {
     }
 
     let o = skiff.run(&["run", "--rm", "--userns", "0:65536", layout(), "true"]);
-    assert_eq!(code(&o), 2, "BASE 0 is refused: {}", err(&o));
+    assert_eq!(
+        code(&o),
+        125,
+        "BASE 0 is refused (a usage error of run): {}",
+        err(&o)
+    );
     assert!(err(&o).contains("host root"), "{}", err(&o));
 }
 
