@@ -341,3 +341,46 @@ fn a_usage_error_in_run_exits_125_and_elsewhere_2() {
     let (c, e) = skiff.fails(&["ps", "--no-such-flag"]);
     assert_eq!(c, 2, "{e}");
 }
+
+#[test]
+fn stop_acts_on_several_containers_at_once() {
+    let skiff = Skiff::new();
+    let shared = tempfile::tempdir().unwrap();
+    let vol = format!("{}:/v", shared.path().display());
+    // `first` finishes its TERM handler only once `second` has had its
+    // TERM: one at a time, `first` would be killed at the end of its grace.
+    let first = "trap 'while [ ! -e /v/second-termed ]; do sleep 0.05; done; exit 0' TERM; \
+                 touch /v/first-ready; while :; do sleep 0.1; done";
+    let second = "trap 'touch /v/second-termed; exit 0' TERM; \
+                  touch /v/second-ready; while :; do sleep 0.1; done";
+    for (name, script) in [("first", first), ("second", second)] {
+        skiff.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-v",
+            &vol,
+            layout(),
+            "sh",
+            "-c",
+            script,
+        ]);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !(shared.path().join("first-ready").exists()
+        && shared.path().join("second-ready").exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the traps were never set"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        skiff.ok(&["stop", "-t", "5", "first", "second"]),
+        "first\nsecond\n"
+    );
+    assert_eq!(skiff.ok(&["wait", "first", "second"]), "0\n0\n");
+    assert_eq!(skiff.ok(&["rm", "first", "second"]), "first\nsecond\n");
+}

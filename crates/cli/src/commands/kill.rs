@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::out::outln;
-use crate::{exit, Global};
+use crate::Global;
 
 /// Send a signal to running containers (default SIGKILL).
 #[derive(clap::Args)]
@@ -25,15 +25,9 @@ fn parse_signal(s: &str) -> Result<i32, String> {
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
     let engine = &global.engine;
-    let mut code = exit::OK;
-    for key in &a.containers {
-        match engine.find(key).and_then(|r| engine.kill(&r, a.signal)) {
-            Ok(()) => outln!("{key}")?,
-            Err(e) => {
-                exit::say(format_args!("skiff: error: {e}"));
-                code = exit::FAILURE;
-            }
-        }
-    }
-    Ok(code)
+    super::for_each_container(
+        &a.containers,
+        |key| engine.find(key).and_then(|r| engine.kill(&r, a.signal)),
+        |key, ()| outln!("{key}"),
+    )
 }

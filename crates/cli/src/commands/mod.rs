@@ -59,6 +59,41 @@ pub fn open_image(
     Ok(global.engine.open_image(reference, platform)?)
 }
 
+/// Acts on each container at once, so `skiff stop a b c` waits out one
+/// grace period rather than three; then reports in the order given: what
+/// `show` prints for each, or its error on stderr. 1 if any failed.
+pub fn for_each_container<T: Send>(
+    keys: &[String],
+    act: impl Fn(&str) -> skiff_engine::Result<T> + Sync,
+    show: impl Fn(&str, T) -> Result<()>,
+) -> Result<i32> {
+    let results: Vec<_> = std::thread::scope(|s| {
+        let act = &act;
+        let running: Vec<_> = keys.iter().map(|k| s.spawn(move || act(k))).collect();
+        running
+            .into_iter()
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(skiff_engine::EngineError::Invalid(
+                        "skiff failed on this container (a bug; please report it)".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut code = crate::exit::OK;
+    for (key, result) in keys.iter().zip(results) {
+        match result {
+            Ok(v) => show(key, v)?,
+            Err(e) => {
+                crate::exit::say(format_args!("skiff: error: {e}"));
+                code = crate::exit::FAILURE;
+            }
+        }
+    }
+    Ok(code)
+}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     outln!("{}", serde_json::to_string_pretty(v)?)?;

@@ -3,7 +3,7 @@
 use crate::out::outln;
 use anyhow::Result;
 
-use crate::{exit, Global};
+use crate::Global;
 
 /// Remove containers: their writable layer, logs and state.
 #[derive(clap::Args)]
@@ -17,15 +17,9 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let mut code = exit::OK;
-    for key in &a.containers {
-        match global.engine.remove(key, a.force) {
-            Ok(_) => outln!("{key}")?,
-            Err(e) => {
-                exit::say(format_args!("skiff: error: {e}"));
-                code = exit::FAILURE;
-            }
-        }
-    }
-    Ok(code)
+    super::for_each_container(
+        &a.containers,
+        |key| global.engine.remove(key, a.force),
+        |key, _| outln!("{key}"),
+    )
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::{exit, Global};
+use crate::Global;
 
 /// Stop running containers: the image's stop signal (default SIGTERM),
 /// then SIGKILL after a grace period.
@@ -21,18 +21,10 @@ pub struct Args {
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
     let engine = &global.engine;
-    let mut code = exit::OK;
-    for key in &a.containers {
-        let stopped = engine
-            .find(key)
-            .and_then(|r| engine.stop(&r, Duration::from_secs(a.time)));
-        match stopped {
-            Ok(()) => outln!("{key}")?,
-            Err(e) => {
-                exit::say(format_args!("skiff: error: {e}"));
-                code = exit::FAILURE;
-            }
-        }
-    }
-    Ok(code)
+    let grace = Duration::from_secs(a.time);
+    super::for_each_container(
+        &a.containers,
+        |key| engine.find(key).and_then(|r| engine.stop(&r, grace)),
+        |key, ()| outln!("{key}"),
+    )
 }

@@ -15,21 +15,24 @@ pub struct Args {
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
     let engine = &global.engine;
-    let mut code = exit::OK;
-    for key in &a.containers {
-        match engine.find(key).and_then(|r| engine.wait(&r)) {
-            Ok(Some(c)) => outln!("{c}")?,
-            Ok(None) => {
+    let gone = std::sync::atomic::AtomicBool::new(false);
+    let code = super::for_each_container(
+        &a.containers,
+        |key| engine.find(key).and_then(|r| engine.wait(&r)),
+        |key, code| match code {
+            Some(c) => outln!("{c}"),
+            None => {
                 exit::say(format_args!(
                     "skiff: error: container {key} was removed before its exit code could be read"
                 ));
-                code = exit::FAILURE;
+                gone.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
             }
-            Err(e) => {
-                exit::say(format_args!("skiff: error: {e}"));
-                code = exit::FAILURE;
-            }
-        }
-    }
-    Ok(code)
+        },
+    )?;
+    Ok(if gone.into_inner() {
+        exit::FAILURE
+    } else {
+        code
+    })
 }
