@@ -22,6 +22,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "SKIFF_ROOT",
         default_value = "/var/lib/skiff",
         value_name = "DIR"
@@ -29,16 +30,28 @@ struct Cli {
     root: PathBuf,
 
     /// Talk plain HTTP to non-loopback registries (loopback ones always use HTTP).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     plain_http: bool,
 
     /// An HTTP(S) proxy for registry requests (default: HTTPS_PROXY etc.).
-    #[arg(long, global = true, env = "SKIFF_PROXY", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "SKIFF_PROXY",
+        value_name = "URL"
+    )]
     proxy: Option<String>,
 
     /// A pull-through registry mirror, or a P2P daemon in mirror mode (such as
     /// Dragonfly's), tried first for every pull; the registry is the fallback.
-    #[arg(long, global = true, env = "SKIFF_MIRROR", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "SKIFF_MIRROR",
+        value_name = "URL"
+    )]
     mirror: Option<String>,
 
     /// More log output (-v info, -vv debug, -vvv trace), given before the
@@ -51,7 +64,7 @@ struct Cli {
     /// filesystem (20%, the default). Over it, the least recently used
     /// chunks are evicted, those of images on the node last. `none`: no
     /// limit.
-    #[arg(long, global = true, env = "SKIFF_CACHE_SIZE", default_value = "20%", value_parser = skiff_engine::CacheSize::parse, value_name = "SIZE|N%|none")]
+    #[arg(long, global = true, help_heading = "Global options", env = "SKIFF_CACHE_SIZE", default_value = "20%", value_parser = skiff_engine::CacheSize::parse, value_name = "SIZE|N%|none")]
     cache_size: skiff_engine::CacheSize,
 
     /// Seconds an image mount of `skiff run`/`pull` stays with no container
@@ -60,6 +73,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "SKIFF_IMAGE_IDLE_TIMEOUT",
         default_value_t = 600,
         value_name = "SECS"
@@ -67,7 +81,7 @@ struct Cli {
     image_idle_timeout: u64,
 
     /// No progress bars (for `ps`: print only IDs).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     quiet: bool,
 
     #[command(subcommand)]

@@ -384,3 +384,15 @@ fn stop_acts_on_several_containers_at_once() {
     assert_eq!(skiff.ok(&["wait", "first", "second"]), "0\n0\n");
     assert_eq!(skiff.ok(&["rm", "first", "second"]), "first\nsecond\n");
 }
+
+#[test]
+fn run_help_shows_its_own_options_first() {
+    let skiff = Skiff::new();
+    let help = skiff.ok(&["run", "--help"]);
+    let own = help.find("--env").expect("run's -e");
+    let heading = help
+        .find("Global options:")
+        .expect("a heading for the global options");
+    let root = help.find("--root <DIR>").expect("--root");
+    assert!(own < heading && heading < root, "{help}");
+}
