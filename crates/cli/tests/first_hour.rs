@@ -396,3 +396,61 @@ fn run_help_shows_its_own_options_first() {
     let root = help.find("--root <DIR>").expect("--root");
     assert!(own < heading && heading < root, "{help}");
 }
+
+#[test]
+fn a_failed_unpack_leaves_no_tree() {
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    // Files in path order: `a` is written before `z`'s chunk fails.
+    let noise: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let tar = Tar::new()
+        .file("a.txt", b"first\n")
+        .file("z.bin", &noise)
+        .finish();
+    let src_dir = work.path().join("src");
+    write_image(&src_dir, "v1", &[LayerBlob::gzip(&tar)], ("linux", "amd64"));
+    let out = work.path().join("out");
+    let dst = format!("oci:{}:s", out.display());
+    skiff.ok(&[
+        "convert",
+        "-q",
+        &format!("oci:{}:v1", src_dir.display()),
+        &dst,
+    ]);
+    // Corrupt the chunk blob (not the metadata, which fails before any write).
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let blob = |d: &str| out.join("blobs/sha256").join(&d[7..]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(manifest_digest)).unwrap()).unwrap();
+    let chunks = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["mediaType"] == "application/vnd.skiff.blob.v1")
+        .unwrap();
+    common::flip_byte(&blob(chunks["digest"].as_str().unwrap()), 100);
+    for existing in [false, true] {
+        let dir = work.path().join(format!("rootfs-{existing}"));
+        if existing {
+            std::fs::create_dir(&dir).unwrap();
+        }
+        let (c, e) = skiff.fails(&["unpack", &dst, dir.to_str().unwrap()]);
+        assert_eq!(c, 3, "a verification failure: {e}");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "a partial tree: {left:?}");
+        assert_eq!(dir.exists(), existing);
+    }
+    let strays: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("skiff-unpack"))
+        .collect();
+    assert!(strays.is_empty(), "{strays:?}");
+}

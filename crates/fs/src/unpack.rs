@@ -385,20 +385,14 @@ impl Unpacker<'_> {
 
 /// Writes the image's tree into `dest`, which must not exist or be empty.
 pub fn unpack(reader: &ChunkReader<'_>, dest: &Path, opts: UnpackOptions) -> Result<UnpackStats> {
-    match std::fs::read_dir(dest) {
+    let existed = match std::fs::read_dir(dest) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(UnpackError::NotEmpty(dest.to_path_buf()));
             }
+            true
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dest).map_err(|e| UnpackError::Sys {
-                path: dest.display().to_string(),
-                op: "mkdir",
-                source: e,
-                hint: None,
-            })?;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => {
             return Err(UnpackError::Sys {
                 path: dest.display().to_string(),
@@ -407,7 +401,87 @@ pub fn unpack(reader: &ChunkReader<'_>, dest: &Path, opts: UnpackOptions) -> Res
                 hint: None,
             })
         }
+    };
+    let dest = if existed {
+        dest.canonicalize().map_err(|e| UnpackError::Sys {
+            path: dest.display().to_string(),
+            op: "open",
+            source: e,
+            hint: None,
+        })?
+    } else {
+        dest.to_path_buf()
+    };
+    let mkdir = |p: &Path, all: bool| {
+        let made = if all {
+            std::fs::create_dir_all(p)
+        } else {
+            std::fs::create_dir(p)
+        };
+        made.map_err(|e| UnpackError::Sys {
+            path: p.display().to_string(),
+            op: "mkdir",
+            source: e,
+            hint: None,
+        })
+    };
+    // A failed unpack must never leave a tree that looks complete: write
+    // into a staging directory beside DEST and rename it into place. An
+    // existing DEST that is a mount point cannot be renamed onto, so there
+    // the tree is written in place and its entries removed on failure.
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    if !existed {
+        mkdir(&parent, true)?;
     }
+    let same_fs = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(x), Ok(y)) if x.dev() == y.dev())
+    };
+    if existed && !same_fs(&dest, &parent) {
+        let result = unpack_into(reader, &dest, opts);
+        if result.is_err() {
+            if let Ok(entries) = std::fs::read_dir(&dest) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let _ = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        }
+        return result;
+    }
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = parent.join(format!(".{name}.skiff-unpack-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    mkdir(&staging, false)?;
+    let result = unpack_into(reader, &staging, opts).and_then(|stats| {
+        // rename(2) replaces an empty directory in one step.
+        std::fs::rename(&staging, &dest).map_err(|e| UnpackError::Sys {
+            path: dest.display().to_string(),
+            op: "rename",
+            source: e,
+            hint: None,
+        })?;
+        Ok(stats)
+    });
+    if result.is_err() {
+        // std's remove_dir_all does not follow symlinks the image made.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn unpack_into(reader: &ChunkReader<'_>, dest: &Path, opts: UnpackOptions) -> Result<UnpackStats> {
     let root = rustix::fs::open(
         dest,
         OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
