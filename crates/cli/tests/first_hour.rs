@@ -454,3 +454,64 @@ fn a_failed_unpack_leaves_no_tree() {
         .collect();
     assert!(strays.is_empty(), "{strays:?}");
 }
+
+/// The one image mount under ROOT/images, and its record's daemon pid.
+fn image_mount(skiff: &Skiff) -> (std::path::PathBuf, Option<u32>) {
+    let dirs: Vec<_> = std::fs::read_dir(skiff.root.path().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let tree = dirs[0].join("tree");
+    let pid = std::fs::read_dir(skiff.root.path().join("mounts"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .find(|r| r["mountpoint"] == tree.to_str().unwrap())
+        .and_then(|r| r["pid"].as_u64())
+        .map(|p| p as u32);
+    (tree, pid)
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+#[test]
+fn a_stale_mount_daemon_leaves_a_newer_mount_alone() {
+    let skiff = Skiff::new();
+    skiff.ok(&["run", "-d", "--name", "c1", layout(), "sleep", "300"]);
+    let (tree, old) = image_mount(&skiff);
+    let old = old.expect("a record for the first mount");
+    let tree_arg = tree.to_str().unwrap();
+    // c1's mount namespace keeps the first mount, and its daemon, alive.
+    skiff.ok(&["umount", tree_arg]);
+    skiff.ok(&["run", "--rm", layout(), "true"]);
+    let (_, new) = image_mount(&skiff);
+    let new = new.expect("a record for the second mount");
+    assert_ne!(old, new);
+    // Told to unmount, the old daemon finds its mount off the path and
+    // leaves the path alone; it serves c1 until c1 is gone.
+    // SAFETY: signalling a daemon this test's skiff started.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGTERM) }, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!skiff.ok(&["exec", "c1", "cat", "/etc/debian_version"]).is_empty());
+    skiff.ok(&["rm", "-f", "c1"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while alive(old) {
+        assert!(std::time::Instant::now() < deadline, "the old daemon lives on");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The newer mount, its record and its socket are untouched...
+    assert_eq!(image_mount(&skiff).1, Some(new), "the record is gone");
+    assert!(alive(new));
+    let stats: serde_json::Value = serde_json::from_str(&skiff.ok(&["stats", tree_arg])).unwrap();
+    assert_eq!(stats["pid"].as_u64(), Some(new as u64), "{stats}");
+    // ...and the next run uses it rather than starting a third daemon.
+    let o = run(&skiff, &[], &["cat", "/etc/debian_version"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(image_mount(&skiff).1, Some(new));
+}

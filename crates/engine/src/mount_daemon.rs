@@ -227,7 +227,7 @@ impl Engine {
         // Passthrough reads bypass the daemon, so a trace would miss them.
         let passthrough_dir =
             (!req.no_passthrough && req.record_trace.is_none()).then(|| root.join("cache/tmp"));
-        let mut session = skiff_fs::mount(
+        let (session, unmounter) = skiff_fs::mount(
             SkiffFs::new(fetcher.clone(), trace, passthrough_dir).with_id_shift(req.shift_ids),
             mountpoint,
             MountOptions::default(),
@@ -240,25 +240,27 @@ impl Engine {
             )
         })?;
 
+        let pid = std::process::id();
+        let socket = mount_records::socket(root, mountpoint, pid);
         let paths = mount_records::paths(root, mountpoint);
-        if let Some(dir) = paths.socket.parent() {
+        if let Some(dir) = socket.parent() {
             crate::root_dir::make_private(dir).ctx(|| format!("creating {}", dir.display()))?;
         }
         let info = MountInfo {
             image: image.name(),
             mountpoint: mountpoint.display().to_string(),
             root_digest: image.root_digest.clone(),
-            pid: std::process::id(),
+            pid,
         };
-        skiff_fs::control::serve(&paths.socket, info, fetcher.clone(), Some(cache))
-            .ctx(|| format!("serving {}", paths.socket.display()))?;
+        skiff_fs::control::serve(&socket, info, fetcher.clone(), Some(cache))
+            .ctx(|| format!("serving {}", socket.display()))?;
         mount_records::write(
             root,
             &MountRecord {
                 mountpoint: mountpoint.clone(),
                 image: req.image.clone(),
-                pid: std::process::id(),
-                socket: paths.socket.clone(),
+                pid,
+                socket: socket.clone(),
                 log: paths.log.clone(),
             },
         )?;
@@ -274,7 +276,6 @@ impl Engine {
             signal_hook::consts::SIGTERM,
         ])
         .ctx(|| "handling signals".into())?;
-        let unmounter = skiff_fs::mount::Unmounter::new(&mut session, mountpoint);
         let on_signal = unmounter.clone();
         std::thread::spawn(move || {
             if signals.forever().next().is_some() {
@@ -291,7 +292,7 @@ impl Engine {
         skiff_oci::registry::wait_out_unreachable_registries();
         ready();
         let result = session.run();
-        mount_records::remove(root, mountpoint);
+        mount_records::remove_own(root, mountpoint, pid);
         result.ctx(|| "serving the FUSE session".into())
     }
 }

@@ -1,6 +1,11 @@
 //! The node's record of running mounts: `ROOT/mounts/ID.json`, with the
-//! daemon's control socket at `ROOT/run/ID.sock`. ID derives from the
+//! daemon's control socket at `ROOT/run/ID-PID.sock`. ID derives from the
 //! mountpoint's absolute path, so a broken mount can still be found.
+//!
+//! A record names the daemon that owns it. A daemon whose mount was taken
+//! off its path (while a container's namespace kept it alive) may outlive
+//! a newer mount at the same path: it removes only its own record and
+//! socket, never the newer daemon's.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +35,6 @@ pub fn id(mountpoint: &Path) -> String {
 
 pub struct Paths {
     pub record: PathBuf,
-    pub socket: PathBuf,
     pub log: PathBuf,
 }
 
@@ -38,9 +42,15 @@ pub fn paths(root: &Path, mountpoint: &Path) -> Paths {
     let id = id(mountpoint);
     Paths {
         record: root.join("mounts").join(format!("{id}.json")),
-        socket: root.join("run").join(format!("{id}.sock")),
         log: root.join("logs").join(format!("mount-{id}.log")),
     }
+}
+
+/// The control socket of the daemon `pid` serving `mountpoint`: one per
+/// daemon, so that two daemons of one path never share a socket file.
+pub fn socket(root: &Path, mountpoint: &Path, pid: u32) -> PathBuf {
+    root.join("run")
+        .join(format!("{}-{pid}.sock", id(mountpoint)))
 }
 
 pub fn write(root: &Path, rec: &MountRecord) -> Result<()> {
@@ -60,10 +70,23 @@ pub fn read(root: &Path, mountpoint: &Path) -> Option<MountRecord> {
     serde_json::from_slice(&std::fs::read(p.record).ok()?).ok()
 }
 
+/// Forgets the mount at `mountpoint`, whichever daemon owns it: for a mount
+/// that is known to be gone from its path.
 pub fn remove(root: &Path, mountpoint: &Path) {
     let p = paths(root, mountpoint);
+    if let Some(rec) = read(root, mountpoint) {
+        let _ = std::fs::remove_file(&rec.socket);
+    }
     let _ = std::fs::remove_file(p.record);
-    let _ = std::fs::remove_file(p.socket);
+}
+
+/// What a daemon removes as it ends: its socket, and the record if it is
+/// still its own.
+pub fn remove_own(root: &Path, mountpoint: &Path, pid: u32) {
+    let _ = std::fs::remove_file(socket(root, mountpoint, pid));
+    if read(root, mountpoint).is_some_and(|r| r.pid == pid) {
+        let _ = std::fs::remove_file(paths(root, mountpoint).record);
+    }
 }
 
 pub fn alive(pid: u32) -> bool {
