@@ -498,11 +498,16 @@ fn a_stale_mount_daemon_leaves_a_newer_mount_alone() {
     // SAFETY: signalling a daemon this test's skiff started.
     assert_eq!(unsafe { libc::kill(old as i32, libc::SIGTERM) }, 0);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(!skiff.ok(&["exec", "c1", "cat", "/etc/debian_version"]).is_empty());
+    assert!(!skiff
+        .ok(&["exec", "c1", "cat", "/etc/debian_version"])
+        .is_empty());
     skiff.ok(&["rm", "-f", "c1"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while alive(old) {
-        assert!(std::time::Instant::now() < deadline, "the old daemon lives on");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old daemon lives on"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // The newer mount, its record and its socket are untouched...
@@ -514,4 +519,219 @@ fn a_stale_mount_daemon_leaves_a_newer_mount_alone() {
     let o = run(&skiff, &[], &["cat", "/etc/debian_version"]);
     assert_eq!(code(&o), 0, "{}", err(&o));
     assert_eq!(image_mount(&skiff).1, Some(new));
+}
+
+/// The recorded state of the container named `name`, read from disk.
+fn state_of(skiff: &Skiff, name: &str) -> Option<serde_json::Value> {
+    std::fs::read_dir(skiff.root.path().join("containers"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("state.json")).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .find(|r| r["name"] == name)
+}
+
+/// Waits until the container `name` runs; returns its record.
+fn running_state(skiff: &Skiff, name: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(r) = state_of(skiff, name).filter(|r| r["status"] == "running") {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} never ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn mounted_anywhere(needle: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(needle)
+}
+
+fn wait_gone(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while alive(pid)
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(std::time::Instant::now() < deadline, "pid {pid} lives on");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_container_whose_supervisor_was_killed_is_cleaned_up_by_the_next_command() {
+    let skiff = Skiff::new();
+    // A foreground `run --rm` is its own container's supervisor.
+    let mut fg = skiff
+        .cmd()
+        .args(["run", "--rm", "--name", "gone", layout(), "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let r = running_state(&skiff, "gone");
+    let id = r["id"].as_str().unwrap().to_string();
+    let init = r["pid"].as_u64().unwrap() as u32;
+    assert!(
+        mounted_anywhere(&id),
+        "the overlay is mounted while it runs"
+    );
+    fg.kill().unwrap();
+    fg.wait().unwrap();
+    wait_gone(init);
+    let ps = skiff.ok(&["ps", "-a"]);
+    assert!(!ps.contains("gone"), "{ps}");
+    assert!(state_of(&skiff, "gone").is_none(), "its record is removed");
+    assert!(!mounted_anywhere(&id), "its overlay is unmounted");
+    // The name is free again.
+    skiff.ok(&["run", "--rm", "--name", "gone", layout(), "true"]);
+
+    // A detached container without --rm is kept, with its exit unknown.
+    skiff.ok(&["run", "-d", "--name", "kept", layout(), "sleep", "300"]);
+    let r = running_state(&skiff, "kept");
+    let id = r["id"].as_str().unwrap().to_string();
+    let init = r["pid"].as_u64().unwrap() as u32;
+    let supervisor = parent_of(init);
+    // SAFETY: killing the supervisor this test's skiff started.
+    assert_eq!(unsafe { libc::kill(supervisor, libc::SIGKILL) }, 0);
+    wait_gone(init);
+    let ps = skiff.ok(&["ps", "-a"]);
+    let line = ps.lines().find(|l| l.contains("kept")).expect(&ps);
+    assert!(
+        line.contains("Exited (unknown: its supervisor died)"),
+        "{ps}"
+    );
+    assert_eq!(state_of(&skiff, "kept").unwrap()["status"], "exited");
+    assert!(!mounted_anywhere(&id), "its overlay is unmounted");
+    skiff.ok(&["rm", "kept"]);
+
+    // A command that clears its own parent-death signal (prctl is syscall
+    // 157, PR_SET_PDEATHSIG is 1) outlives its supervisor; the next
+    // command kills it.
+    skiff.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "stubborn",
+        layout(),
+        "perl",
+        "-e",
+        "syscall(157, 1, 0) == 0 or die; exec 'sleep', '300'",
+    ]);
+    let r = running_state(&skiff, "stubborn");
+    let id = r["id"].as_str().unwrap().to_string();
+    let init = r["pid"].as_u64().unwrap() as u32;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let supervisor = parent_of(init);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(supervisor, libc::SIGKILL) }, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(alive(init), "the command outlived its supervisor");
+    let ps = skiff.ok(&["ps", "-a"]);
+    assert!(!ps.contains("stubborn"), "{ps}");
+    wait_gone(init);
+    assert!(!mounted_anywhere(&id), "its overlay is unmounted");
+}
+
+fn parent_of(pid: u32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A pty pair: (master, slave), both close-on-exec from the start, so
+/// that no child another test spawns meanwhile keeps the master open.
+fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    let master: std::os::fd::OwnedFd = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/ptmx")
+        .unwrap()
+        .into();
+    let unlock: libc::c_int = 0;
+    // SAFETY: ioctls on a descriptor owned here; TIOCSPTLCK reads an int.
+    let slave = unsafe {
+        assert_eq!(
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock),
+            0
+        );
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    assert!(slave >= 0);
+    // SAFETY: just returned, owned here alone.
+    (master, unsafe { std::os::fd::OwnedFd::from_raw_fd(slave) })
+}
+
+#[test]
+fn closing_the_terminal_hangs_up_the_container_and_rm_cleans_up() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let skiff = Skiff::new();
+    let (master, slave) = open_pty();
+    let mut cmd = skiff.cmd();
+    cmd.args(["run", "-it", "--rm", "--name", "term", layout(), "sh"])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec: skiff
+    // becomes a session leader with the pty as its terminal, as a shell
+    // in a terminal window is.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    let r = running_state(&skiff, "term");
+    let id = r["id"].as_str().unwrap().to_string();
+    // The shell prompts once it reads its terminal.
+    let mut reader = std::fs::File::from(master);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains('#') {
+        let n = reader.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The terminal window closes.
+    drop(reader);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = skiff.run(&["rm", "-f", "term"]);
+            let _ = child.kill();
+            panic!("skiff and the container outlived their terminal");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        status.code().is_some(),
+        "skiff ended by a signal: {status:?}"
+    );
+    assert!(
+        state_of(&skiff, "term").is_none(),
+        "--rm removed the record"
+    );
+    assert!(!mounted_anywhere(&id), "its overlay is unmounted");
 }

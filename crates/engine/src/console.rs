@@ -18,13 +18,24 @@ pub struct Forwarder {
     thread: Option<JoinHandle<()>>,
 }
 
-pub fn forward_signals(signal: skiff_sandbox::SignalHandle, has_tty: bool) -> Result<Forwarder> {
+///
+/// Under a terminal (`line`), a SIGHUP (ours closed) hangs up the
+/// container's terminal instead, as a closed terminal does to a session.
+pub fn forward_signals(
+    signal: skiff_sandbox::SignalHandle,
+    line: Option<TerminalLine>,
+) -> Result<Forwarder> {
+    let has_tty = line.is_some();
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2])
         .ctx(|| "handling signals".into())?;
     let handle = signals.handle();
     let thread = std::thread::spawn(move || {
         let mut interrupts = 0;
         for sig in signals.forever() {
+            if let (SIGHUP, Some(line)) = (sig, &line) {
+                line.hang_up();
+                continue;
+            }
             if sig == SIGINT {
                 interrupts += 1;
                 if interrupts > 1 {
@@ -52,6 +63,43 @@ impl Drop for Forwarder {
         self.handle.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The container's terminal, held to hang it up: a duplicate of its pty
+/// master.
+#[derive(Clone)]
+pub struct TerminalLine(std::sync::Arc<OwnedFd>);
+
+impl TerminalLine {
+    pub fn new(master: &OwnedFd) -> Result<TerminalLine> {
+        let dup = master.try_clone().ctx(|| "duplicating the pty".into())?;
+        Ok(TerminalLine(std::sync::Arc::new(dup)))
+    }
+
+    /// Hangs up the container's terminal, as closing a terminal does: the
+    /// kernel sends SIGHUP (and SIGCONT) to its session leader and its
+    /// foreground process group, and their reads see end-of-file. Done on
+    /// the pty's other side, opened from the master (`TIOCGPTPEER`: its
+    /// path is in the container's devpts), with `TIOCVHANGUP`.
+    pub fn hang_up(&self) {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        tracing::info!("our terminal hung up; hanging up the container's");
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        // SAFETY: an ioctl on a descriptor we own, returning a new one.
+        let peer = unsafe { libc::ioctl(self.0.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+        if peer < 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!("opening the container's terminal to hang it up: {e}");
+            return;
+        }
+        // SAFETY: `peer` was just returned to us, and is owned here alone.
+        let peer = unsafe { OwnedFd::from_raw_fd(peer) };
+        // SAFETY: an ioctl without arguments on a descriptor we own.
+        if unsafe { libc::ioctl(peer.as_raw_fd(), libc::TIOCVHANGUP) } < 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!("hanging up the container's terminal: {e}");
         }
     }
 }
@@ -99,13 +147,22 @@ pub fn attach(master: OwnedFd, interactive: bool, output: std::fs::File) -> Resu
     if interactive {
         let mut to_container =
             std::fs::File::from(master.try_clone().ctx(|| "duplicating the pty".into())?);
+        let line = TerminalLine::new(&master)?;
         // Not joined: it blocks reading our stdin until the process exits.
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             let mut input = std::io::stdin().lock();
-            while let Ok(n) = input.read(&mut buf) {
-                if n == 0 || to_container.write_all(&buf[..n]).is_err() {
-                    break;
+            loop {
+                match input.read(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        if to_container.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    // A raw terminal passes Ctrl-D on as a byte: its end
+                    // is a hangup, and so is the container's.
+                    _ if stdin_tty => return line.hang_up(),
+                    _ => return,
                 }
             }
         });

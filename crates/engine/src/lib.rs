@@ -99,9 +99,11 @@ impl Engine {
         &self.config
     }
 
-    /// Every recorded container, oldest first, with the status to show
-    /// (a record whose supervisor died shows as exited).
+    /// Every recorded container, oldest first, with the status to show.
+    /// Containers whose supervisor died are finished first (see
+    /// [`container::orphans`]).
     pub fn containers(&self) -> Result<Vec<Record>> {
+        self.reap_orphans();
         let mut list = record::all(&self.config.root)?;
         for r in &mut list {
             r.status = r.effective_status();
@@ -109,8 +111,10 @@ impl Engine {
         Ok(list)
     }
 
-    /// A container by name, full ID or unique ID prefix.
+    /// A container by name, full ID or unique ID prefix (after finishing
+    /// orphans, as [`Engine::containers`] does).
     pub fn find(&self, key: &str) -> Result<Record> {
+        self.reap_orphans();
         record::find(&self.config.root, key)
     }
 }

@@ -37,6 +37,7 @@ impl Engine {
         let _span = tracing::info_span!("container", id = &id[..12]).entered();
         let name = match &req.name {
             Some(n) => {
+                self.reap_orphans();
                 if record::all(root)?.iter().any(|r| &r.name == n) {
                     return Err(EngineError::Conflict(format!(
                         "a container named {n:?} exists; remove it with `skiff rm {n}` or pick another name"

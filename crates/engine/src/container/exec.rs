@@ -62,8 +62,13 @@ impl Engine {
             },
         )?;
         let signal = proc.signal_handle();
-        let forwarder = console::forward_signals(signal.clone(), terminal.is_some());
-        let console = match (terminal, proc.take_console()) {
+        let master = proc.take_console();
+        let line = match (&terminal, &master) {
+            (Some(_), Some(m)) => console::TerminalLine::new(m).ok(),
+            _ => None,
+        };
+        let forwarder = console::forward_signals(signal.clone(), line);
+        let console = match (terminal, master) {
             (Some((interactive, output)), Some(master)) => {
                 console::attach(master, interactive, output).ok()
             }

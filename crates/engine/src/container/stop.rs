@@ -7,6 +7,8 @@ use crate::error::{EngineError, Result};
 use crate::record::{self, Record, Status};
 use crate::Engine;
 
+use super::orphans::SupervisorLock;
+
 impl Engine {
     /// Signals the container and waits until its supervisor has recorded
     /// the exit (or, if the supervisor is gone, until the process is).
@@ -34,7 +36,7 @@ impl Engine {
     }
 
     /// Whether the container exited within `limit`. A record whose
-    /// supervisor died is finished here instead. A record that cannot be
+    /// supervisor died is finished here instead (see [`super::orphans`]). A record that cannot be
     /// read (other than removed, by `--rm`) is an error, never "exited".
     pub fn wait_exit(&self, record: &Record, limit: Duration) -> Result<bool> {
         let root = &self.config.root;
@@ -44,21 +46,13 @@ impl Engine {
                 Ok(r) if r.status == Status::Exited => return Ok(true),
                 Err(EngineError::NotFound(_)) => return Ok(true),
                 Err(e) => return Err(e),
+                // The process is gone: a live supervisor is recording
+                // it; a dead one's container is finished here.
                 Ok(r) if !still_same_process(&r) => {
-                    // The process is gone; give a live supervisor a moment
-                    // to record it.
-                    std::thread::sleep(Duration::from_millis(200));
-                    if let Ok(again) = Record::load(root, &record.id) {
-                        if again.status != Status::Exited {
-                            let mut done = again;
-                            done.status = Status::Exited;
-                            done.pid = None;
-                            done.finished = Some(record::now());
-                            let _ = done.save(root);
-                            let _ = self.cleanup(&done, false);
-                        }
+                    if let Some(lock) = SupervisorLock::try_take(root, &r.id) {
+                        self.finish_orphan(&r.id, &lock);
+                        return Ok(true);
                     }
-                    return Ok(true);
                 }
                 Ok(_) => {}
             }

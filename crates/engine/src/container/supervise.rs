@@ -113,6 +113,14 @@ impl Engine {
         let _span = tracing::info_span!("container", id = record.short_id()).entered();
         let root = &self.config.root;
         let cdir = record::dir(root, &record.id);
+        // Held until this process ends, however it ends (see orphans).
+        let _lock = match super::orphans::SupervisorLock::hold(root, &record.id) {
+            Ok(l) => l,
+            Err(e) => {
+                let cleanup = self.cleanup(&record, true).err();
+                return Err(e.with_cleanup(cleanup));
+            }
+        };
         let (stdio, terminal) = launch.into_stdio();
         // Still single-threaded here, as the namespace sandbox's clone needs.
         tracing::debug!("creating the container");
@@ -133,7 +141,6 @@ impl Engine {
         let pid = sandbox.pid();
         record.pid = Some(pid);
         record.pid_start = record::process_start_time(pid);
-        let has_tty = terminal.is_some();
         let signal = sandbox.signal_handle();
         let (start_tx, start_rx) = std::sync::mpsc::channel();
         let control = match &control {
@@ -152,8 +159,13 @@ impl Engine {
         // terminal is attached before the start too, so that nothing that
         // can fail comes between the start and the wait.
         let started = (|| -> Result<(console::Forwarder, Option<console::Console>)> {
-            let forwarder = console::forward_signals(signal.clone(), has_tty)?;
-            let console = match (terminal, sandbox.take_console()) {
+            let master = sandbox.take_console();
+            let line = match (&terminal, &master) {
+                (Some(_), Some(m)) => Some(console::TerminalLine::new(m)?),
+                _ => None,
+            };
+            let forwarder = console::forward_signals(signal.clone(), line)?;
+            let console = match (terminal, master) {
                 (Some((interactive, output)), Some(master)) => {
                     Some(console::attach(master, interactive, output)?)
                 }

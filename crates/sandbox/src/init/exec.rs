@@ -224,11 +224,8 @@ pub(crate) fn run_command(
     stdio: &InitStdio,
     console: Option<&OwnedFd>,
 ) -> Step<std::convert::Infallible> {
-    // SAFETY: prctl with integer arguments; umask cannot fail.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, 0);
-        libc::umask(0o022);
-    }
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o022) };
     reset_signals()?;
     // As root, before the user switch: raising a hard limit may need
     // CAP_SYS_RESOURCE, which the switch drops.
@@ -257,6 +254,13 @@ pub(crate) fn run_command(
         load_seccomp(plan)?;
     }
     switch_user(plan)?;
+    // The command dies with its supervisor, as the init did until now: an
+    // unsupervised container would have no one to relay its output or
+    // record its exit. After the user switch, which clears it, and before
+    // the default seccomp policy. Best effort: the engine kills what a
+    // dead supervisor leaves running anyway.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // SAFETY: as above.
     if !entered && unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
         return Err(os(format!("entering the working directory {:?}", plan.cwd)));

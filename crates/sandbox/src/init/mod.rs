@@ -59,7 +59,7 @@ pub(crate) fn setup_and_exec(
     sock: BorrowedFd<'_>,
     stdio: &InitStdio,
 ) -> Step<std::convert::Infallible> {
-    // Until it runs the command, the init dies with its parent.
+    // The init, and later its command, dies with its parent.
     die_with_parent()?;
     if plan.user_namespace {
         expect(sock, message::MAPPED)?;

@@ -112,7 +112,8 @@ pub(crate) fn remount(path: &str, flags: libc::c_ulong) -> Step {
     )
 }
 
-/// The process dies with its parent (until the command's exec clears it).
+/// The process dies with its parent (a credential change clears it; the
+/// command's start sets it again after the user switch).
 pub(crate) fn die_with_parent() -> Step {
     check(
         // SAFETY: prctl with integer arguments.
