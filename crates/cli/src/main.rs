@@ -113,6 +113,7 @@ enum Command {
     Logs(commands::logs::Args),
     Kill(commands::kill::Args),
     Wait(commands::wait::Args),
+    Volume(commands::volume::Args),
     Version(commands::version::Args),
     #[command(hide = true)]
     Supervise(commands::supervise::Args),
@@ -274,6 +275,7 @@ fn main() {
         Command::Logs(a) => commands::logs::run(&global, a),
         Command::Kill(a) => commands::kill::run(&global, a),
         Command::Wait(a) => commands::wait::run(&global, a),
+        Command::Volume(a) => commands::volume::run(&global, a),
         Command::Version(a) => commands::version::run(&global, a),
         Command::Supervise(a) => commands::supervise::run(&global, a),
     };

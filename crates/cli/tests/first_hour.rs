@@ -735,3 +735,197 @@ fn closing_the_terminal_hangs_up_the_container_and_rm_cleans_up() {
     );
     assert!(!mounted_anywhere(&id), "its overlay is unmounted");
 }
+
+#[test]
+fn inspect_tells_containers_from_images() {
+    let skiff = Skiff::new();
+    skiff.ok(&["run", "-d", "--name", "web", layout(), "sleep", "60"]);
+    let c = skiff.json(&["inspect", "web"]);
+    assert_eq!(c["name"], "web", "{c}");
+    assert_eq!(c["running"], true, "{c}");
+    assert_eq!(c["status"], "running", "{c}");
+    assert_eq!(
+        c["spec"]["process"]["args"],
+        serde_json::json!(["sleep", "60"]),
+        "{c}"
+    );
+    // Images still inspect as before; --type picks one kind.
+    assert!(
+        skiff.json(&["inspect", layout()])["chunks"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let (code, e) = skiff.fails(&["inspect", "--type", "container", layout()]);
+    assert_eq!(code, 1, "{e}");
+    // Neither a container nor an image on the node: an error at once,
+    // never a registry lookup of library/NAME.
+    let started = std::time::Instant::now();
+    let (code, e) = skiff.fails(&["inspect", "nosuchthing"]);
+    assert_eq!(code, 1, "{e}");
+    assert!(
+        e.contains("no container or image named \"nosuchthing\""),
+        "{e}"
+    );
+    assert!(e.contains("docker.io/library/nosuchthing:latest"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    skiff.ok(&["stop", "-t", "0", "web"]);
+    assert_eq!(skiff.json(&["inspect", "web"])["running"], false);
+}
+
+#[test]
+fn stats_reads_each_containers_cgroup() {
+    let skiff = Skiff::new();
+    skiff.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        layout(),
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    skiff.ok(&["run", "-d", "--name", "idle", layout(), "sleep", "60"]);
+    running_state(&skiff, "busy");
+    let all = skiff.json(&["stats", "--no-stream"]);
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["busy", "idle"], "{all}");
+    let busy = &all[0];
+    assert!(busy["cpu_percent"].as_f64().unwrap() > 5.0, "{busy}");
+    assert!(busy["memory_bytes"].as_u64().unwrap() > 0, "{busy}");
+    assert!(busy["pids"].as_u64().unwrap() >= 1, "{busy}");
+    assert!(
+        busy["memory_limit_bytes"].as_u64().unwrap() > busy["memory_bytes"].as_u64().unwrap(),
+        "{busy}"
+    );
+    let idle = &all[1];
+    assert!(idle["cpu_percent"].as_f64().unwrap() < busy["cpu_percent"].as_f64().unwrap());
+    let table = skiff.ok(&["stats", "--no-stream", "idle"]);
+    assert!(table.starts_with("CONTAINER ID"), "{table}");
+    assert!(table.contains("idle") && !table.contains("busy"), "{table}");
+    skiff.ok(&["rm", "-f", "busy", "idle"]);
+    let (code, e) = skiff.fails(&["stats", "--no-stream", "busy"]);
+    assert_eq!(code, 1, "{e}");
+}
+
+#[test]
+fn detached_interactive_containers_keep_their_stdin() {
+    let skiff = Skiff::new();
+    skiff.ok(&["run", "-dit", "--name", "shell", layout(), "sh"]);
+    skiff.ok(&["run", "-di", "--name", "cat", layout(), "cat"]);
+    running_state(&skiff, "shell");
+    running_state(&skiff, "cat");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let ps = skiff.ok(&["ps"]);
+    assert!(
+        ps.contains("shell") && ps.contains("cat"),
+        "both wait for input: {ps}"
+    );
+    assert!(
+        skiff.ok(&["logs", "shell"]).contains('#'),
+        "the shell prompts on its terminal"
+    );
+    skiff.ok(&["rm", "-f", "shell", "cat"]);
+}
+
+#[test]
+fn volumes_make_missing_host_directories_and_named_volumes_persist() {
+    let skiff = Skiff::new();
+    let host = tempfile::tempdir().unwrap();
+    let missing = host.path().join("not/yet/here");
+    let bind = format!("{}:/c", missing.display());
+    let o = run(&skiff, &["-v", &bind], &["sh", "-c", "echo hi > /c/f"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(std::fs::read_to_string(missing.join("f")).unwrap(), "hi\n");
+
+    let o = run(
+        &skiff,
+        &["-v", "data:/c"],
+        &["sh", "-c", "echo kept > /c/f"],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let o = run(&skiff, &["-v", "data:/d:ro"], &["cat", "/d/f"]);
+    assert_eq!(common::containers::out(&o), "kept\n", "{}", err(&o));
+    let ls = skiff.json(&["volume", "ls"]);
+    assert_eq!(ls[0]["name"], "data", "{ls}");
+    // In use by a container, running or not: kept.
+    skiff.ok(&["run", "--name", "user", "-v", "data:/c", layout(), "true"]);
+    let (code_, e) = skiff.fails(&["volume", "rm", "data"]);
+    assert_eq!(code_, 1);
+    assert!(e.contains("used by container"), "{e}");
+    skiff.ok(&["rm", "user"]);
+    skiff.ok(&["volume", "rm", "data"]);
+    assert_eq!(skiff.json(&["volume", "ls"]), serde_json::json!([]));
+    let (code_, e) = skiff.fails(&["volume", "rm", "data"]);
+    assert_eq!(code_, 1);
+    assert!(e.contains("no volume named"), "{e}");
+}
+
+#[test]
+fn etc_files_are_written_for_the_container_and_never_into_the_image() {
+    let skiff = Skiff::new();
+    let script =
+        "cat /etc/hostname; getent hosts localhost; getent hosts myhost; cat /etc/resolv.conf";
+    for extra in [&[][..], &["--read-only"][..], &["--userns", "remap"][..]] {
+        let mut opts = vec!["--hostname", "myhost"];
+        opts.extend_from_slice(extra);
+        let o = run(&skiff, &opts, &["sh", "-c", script]);
+        let text = common::containers::out(&o);
+        assert_eq!(code(&o), 0, "{extra:?}: {}", err(&o));
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("myhost"), "{extra:?}: {text}");
+        assert!(text.contains("localhost"), "{extra:?}: {text}");
+        assert!(text.contains("127.0.1.1       myhost"), "{extra:?}: {text}");
+        assert!(text.contains("no nameserver"), "{extra:?}: {text}");
+        assert!(!text.contains("nameserver "), "{extra:?}: {text}");
+    }
+    let o = run(&skiff, &["--network", "host"], &["cat", "/etc/resolv.conf"]);
+    assert_eq!(
+        common::containers::out(&o),
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    );
+    // The image and the container's layer keep their own files.
+    let skiff = Skiff::new();
+    skiff.ok(&[
+        "run",
+        "--name",
+        "kept",
+        "--hostname",
+        "other",
+        layout(),
+        "true",
+    ]);
+    let (tree, _) = image_mount(&skiff);
+    assert_ne!(
+        std::fs::read_to_string(tree.join("etc/hostname")).unwrap(),
+        "other\n"
+    );
+    let id = state_of(&skiff, "kept").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let upper = skiff
+        .root
+        .path()
+        .join("containers")
+        .join(&id)
+        .join("upper/etc");
+    // At most an empty mount point where the image had no such file.
+    let written: Vec<_> = std::fs::read_dir(&upper)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.metadata().map_or(true, |m| m.len() > 0))
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(written.is_empty(), "{written:?}");
+    skiff.ok(&["rm", "kept"]);
+}

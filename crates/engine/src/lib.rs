@@ -17,11 +17,14 @@ pub mod mount_records;
 pub mod record;
 pub mod request;
 pub mod root_dir;
+pub mod volumes;
 
 pub use config::{CacheSize, EngineConfig, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_IDLE_TIMEOUT};
 pub use container::{Created, Launch, SuperviseOptions, Supervisor, SupervisorOptions};
 pub use error::{EngineError, Result};
 pub use mount_daemon::MountRequest;
+/// A container's OCI runtime spec, as front ends show it.
+pub use oci_spec::runtime::Spec;
 pub use record::{Record, Status};
 pub use request::RunRequest;
 
@@ -109,6 +112,12 @@ impl Engine {
             r.status = r.effective_status();
         }
         Ok(list)
+    }
+
+    /// What the running container `record` uses now: CPU time, memory and
+    /// processes, from its sandbox kind.
+    pub fn stats(&self, record: &Record) -> Result<skiff_sandbox::Stats> {
+        Ok(self.kind(&record.sandbox)?.stats(&record.cgroups_path)?)
     }
 
     /// A container by name, full ID or unique ID prefix (after finishing

@@ -75,16 +75,13 @@ pub(crate) struct Placement<'a> {
     /// The image's own tree, to resolve the user in (the container has
     /// written nothing yet).
     pub image_tree: &'a Path,
+    /// The node's root, where named volumes live.
+    pub root: &'a Path,
 }
 
 impl RunRequest {
     /// The checks that need nothing but the request.
     pub(crate) fn check(&self) -> Result<()> {
-        if self.detach && self.interactive {
-            return Err(EngineError::Invalid(
-                "-d and -i cannot be combined: a detached container has no stdin".into(),
-            ));
-        }
         if self.detach && self.record_trace.is_some() {
             return Err(EngineError::Invalid("--record-trace needs a foreground run (drop -d): the trace ends when the container does".into()));
         }
@@ -176,8 +173,12 @@ impl RunRequest {
         let volumes = self
             .volumes
             .iter()
-            .map(|v| rootfs::parse_volume(v))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|v| {
+                Ok(rootfs::parse_volume(&crate::volumes::resolve_source(
+                    at.root, v,
+                )?)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let capabilities =
             skiff_sandbox::capabilities::effective_capabilities(&self.cap_add, &self.cap_drop)?;
         let ulimits = self
@@ -210,6 +211,7 @@ impl RunRequest {
             env,
             cwd,
             user: user.user,
+            etc_files: etc_files(&hostname, self.network),
             hostname,
             terminal: self.tty,
             network: self.network,
@@ -336,6 +338,30 @@ fn env_assignment(s: &str) -> Option<(String, String)> {
 }
 
 /// A size such as `512M` or `10G` (K, M, G, T: powers of 1024).
+/// `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` as Docker writes
+/// them for the network mode: the host's own under `--network host`; under
+/// `--network none`, loopback names and the hostname, and no nameserver
+/// (none could be reached).
+fn etc_files(hostname: &str, network: skiff_sandbox::Network) -> Vec<(String, String)> {
+    let host_file = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let (hosts, resolv) = match network {
+        skiff_sandbox::Network::Host => (host_file("/etc/hosts"), host_file("/etc/resolv.conf")),
+        _ => (
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+                 fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\n\
+                 ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+            ),
+            "# --network none: this container has no network, so no nameserver.\n".to_string(),
+        ),
+    };
+    vec![
+        ("hostname".into(), format!("{hostname}\n")),
+        ("hosts".into(), hosts),
+        ("resolv.conf".into(), resolv),
+    ]
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {

@@ -120,6 +120,11 @@ pub trait SandboxKind: Send + Sync {
     /// its supervisor died: processes and cgroups (namespaces), a VM.
     /// `cgroups_path` is the spec's `linux.cgroupsPath`.
     fn remove_leftovers(&self, cgroups_path: &str) -> Result<(), SandboxError>;
+
+    /// What a running container of this kind uses now, read from the host
+    /// (any process may ask, not only its supervisor). `cgroups_path` is
+    /// the spec's `linux.cgroupsPath`.
+    fn stats(&self, cgroups_path: &str) -> Result<Stats, SandboxError>;
 }
 
 /// Sends a signal to a container's first process, from any thread (a

@@ -81,6 +81,10 @@ impl SandboxKind for NamespaceKind {
     fn remove_leftovers(&self, cgroups_path: &str) -> Result<(), SandboxError> {
         crate::cgroups::remove(cgroups_path)
     }
+
+    fn stats(&self, cgroups_path: &str) -> Result<Stats, SandboxError> {
+        Ok(crate::cgroups::stats(cgroups_path))
+    }
 }
 
 /// A process exec'd into a running namespace container.

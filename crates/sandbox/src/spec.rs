@@ -73,6 +73,11 @@ fn device_rules() -> serde_json::Value {
     serde_json::Value::Array(rules)
 }
 
+/// The files under `/etc` a spec may carry for the container, each in the
+/// annotation [`ETC_FILE_ANNOTATION`]`NAME`.
+pub const ETC_FILES: &[&str] = &["hostname", "hosts", "resolv.conf"];
+pub const ETC_FILE_ANNOTATION: &str = "org.skiff.etc.";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
     /// A new network namespace with only a loopback interface.
@@ -127,6 +132,10 @@ pub struct ContainerSpec {
     pub cwd: String,
     pub user: ProcessUser,
     pub hostname: String,
+    /// Files the container sees at `/etc/NAME` ([`ETC_FILES`]), written
+    /// for it and never into its image or layer: as Docker writes
+    /// `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`.
+    pub etc_files: Vec<(String, String)>,
     pub terminal: bool,
     pub network: Network,
     pub read_only: bool,
@@ -251,8 +260,14 @@ impl ContainerSpec {
             .iter()
             .map(|l| json!({"type": l.name, "soft": l.soft, "hard": l.hard}))
             .collect();
+        let annotations: serde_json::Map<String, serde_json::Value> = self
+            .etc_files
+            .iter()
+            .map(|(name, text)| (format!("{ETC_FILE_ANNOTATION}{name}"), json!(text)))
+            .collect();
         let spec = json!({
             "ociVersion": "1.0.2",
+            "annotations": annotations,
             "root": {"path": self.rootfs, "readonly": self.read_only},
             "hostname": self.hostname,
             "mounts": mounts,
@@ -294,6 +309,7 @@ mod tests {
             cwd: String::new(),
             user: ProcessUser::default(),
             hostname: "h".into(),
+            etc_files: Vec::new(),
             terminal: false,
             network: Network::None,
             read_only: true,

@@ -1,4 +1,4 @@
-//! `skiff inspect IMAGE`
+//! `skiff inspect CONTAINER|IMAGE`
 
 use crate::out::outln;
 use std::collections::HashSet;
@@ -6,21 +6,111 @@ use std::collections::HashSet;
 use anyhow::Result;
 use serde::Serialize;
 use skiff_format::{InodeKind, Metadata};
+use skiff_oci::{ImageRef, Platform};
 
-use super::{human, print_json, ImageArgs};
+use super::{human, open_image, parse_platform, print_json};
 use crate::{exit, Global};
 
-/// Show a skiff image: sizes, chunks, dedup and compression, and its tree.
+/// Show a container (its record and OCI config, as JSON), or a skiff image:
+/// sizes, chunks, dedup and compression, and its tree.
+///
+/// A name is a container's first. A short image name (no registry, as in
+/// `debian:12`) is looked up only among the node's images; give a registry
+/// (`docker.io/library/debian:12`) or `oci:DIR` to read any image.
 #[derive(clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    image: ImageArgs,
-    /// Also list every entry of the tree.
+    /// A container (name, ID or unique prefix), or a skiff image (registry
+    /// reference, oci:DIR[:TAG]).
+    target: String,
+    /// Look only for this kind of object.
+    #[arg(long = "type", value_enum)]
+    kind: Option<Kind>,
+    /// For a multi-platform image (default: this host's platform).
+    #[arg(long, value_parser = parse_platform, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<Platform>,
+    /// Also list every entry of the image's tree.
     #[arg(long)]
     tree: bool,
-    /// Print JSON on stdout.
+    /// Print JSON on stdout (a container is always shown as JSON).
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Container,
+    Image,
+}
+
+/// A container as `inspect` shows it.
+#[derive(Serialize)]
+struct ContainerDetails {
+    #[serde(flatten)]
+    record: skiff_engine::Record,
+    running: bool,
+    /// The container's OCI runtime spec, as its sandbox was given it.
+    spec: skiff_engine::Spec,
+}
+
+pub fn run(global: &Global, a: Args) -> Result<i32> {
+    let image_only = a.kind == Some(Kind::Image) || a.tree || a.platform.is_some();
+    if !image_only {
+        match global.engine.find(&a.target) {
+            Ok(record) => return show_container(global, record),
+            Err(e) if a.kind == Some(Kind::Container) => return Err(e.into()),
+            Err(skiff_engine::EngineError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Checked here, so that a bad reference is named as one.
+        let reference = ImageRef::parse(&a.target)?;
+        if is_short_name(&a.target, &reference)
+            && !global
+                .engine
+                .images()?
+                .iter()
+                .any(|i| i.record.reference == a.target)
+        {
+            anyhow::bail!(
+                "no container or image named {:?} on this node (`skiff ps -a` lists containers, `skiff images` images); to read an image from a registry, name the registry, as in docker.io/{}",
+                a.target,
+                match &reference {
+                    ImageRef::Registry(r) => format!("{}:{}", r.repository, r.reference()),
+                    _ => a.target.clone(),
+                }
+            );
+        }
+    }
+    show_image(global, &a)
+}
+
+/// A registry reference written without its registry, which Docker would
+/// send to Docker Hub: `debian`, `debian:12`, `library/debian`.
+fn is_short_name(written: &str, reference: &ImageRef) -> bool {
+    let ImageRef::Registry(_) = reference else {
+        return false;
+    };
+    let name = written.strip_prefix("docker://").unwrap_or(written);
+    match name.split_once('/') {
+        Some((first, _)) => {
+            !(first.contains('.')
+                || first.contains(':')
+                || first == "localhost"
+                || first.starts_with('['))
+        }
+        None => true,
+    }
+}
+
+fn show_container(global: &Global, mut record: skiff_engine::Record) -> Result<i32> {
+    let spec = skiff_engine::record::load_spec(&global.root, &record.id)?;
+    let running = record.running();
+    record.status = record.effective_status();
+    print_json(&ContainerDetails {
+        record,
+        running,
+        spec,
+    })?;
+    Ok(exit::OK)
 }
 
 #[derive(Serialize, Default)]
@@ -169,8 +259,8 @@ pub fn summarize<B: AsRef<[u8]>>(md: &Metadata<B>, with_tree: bool) -> Result<Su
     Ok(s)
 }
 
-pub fn run(global: &Global, a: Args) -> Result<i32> {
-    let image = a.image.open(global)?;
+fn show_image(global: &Global, a: &Args) -> Result<i32> {
+    let image = open_image(global, &a.target, a.platform.as_ref())?;
     let mut s = summarize(&image.metadata, a.tree)?;
     s.image = image.name();
     s.root_digest = image.root_digest.clone();

@@ -20,6 +20,7 @@ pub mod supervise;
 pub mod umount;
 pub mod unpack;
 pub mod version;
+pub mod volume;
 pub mod wait;
 
 use crate::out::outln;

@@ -188,7 +188,7 @@ fn create_and_run(global: &Global, a: Args) -> Result<i32> {
         say_converted(c);
     }
     if a.detach {
-        engine.start_detached(&created.record, a.tty)?;
+        engine.start_detached(&created.record, a.tty, a.interactive)?;
         outln!("{}", created.record.id)?;
         return Ok(exit::OK);
     }

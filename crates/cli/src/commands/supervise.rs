@@ -19,6 +19,9 @@ pub struct Args {
     /// Create the container, then wait for `start` on its control socket.
     #[arg(long)]
     wait_start: bool,
+    /// Keep the container's stdin open (default /dev/null).
+    #[arg(long)]
+    keep_stdin: bool,
     /// The container's stdin (default /dev/null).
     #[arg(long, value_name = "PATH")]
     stdin: Option<PathBuf>,
@@ -33,6 +36,7 @@ pub struct Args {
 pub fn run(global: &Global, a: Args) -> Result<i32> {
     let opts = skiff_engine::SupervisorOptions {
         tty: a.tty,
+        keep_stdin_open: a.keep_stdin,
         wait_for_start: a.wait_start,
         stdin: a.stdin,
         stdout: a.stdout,

@@ -111,6 +111,7 @@ impl Engine {
                 cgroups_path: &cgroups_path,
                 rootfs: &dirs.merged,
                 image_tree: image_mount,
+                root,
             },
             seccomp,
         )?;

@@ -313,6 +313,15 @@ impl Engine {
             Launch::Streams {
                 stdin: match &opts.stdin {
                     Some(p) => Some(open_stream(p, false)?.into()),
+                    None if opts.keep_stdin_open => {
+                        let (reader, writer) = rustix::pipe::pipe_with(
+                            rustix::pipe::PipeFlags::CLOEXEC,
+                        )
+                        .map_err(|e| EngineError::io("making the container's stdin", e.into()))?;
+                        // Held open until this process ends.
+                        std::mem::forget(writer);
+                        Some(reader)
+                    }
                     None => None,
                 },
                 stdout: stdout.into(),
@@ -350,6 +359,9 @@ impl Engine {
         if opts.wait_for_start {
             cmd.arg("--wait-start");
         }
+        if opts.keep_stdin_open {
+            cmd.arg("--keep-stdin");
+        }
         for (flag, path) in [
             ("--stdin", &opts.stdin),
             ("--stdout", &opts.stdout),
@@ -370,12 +382,15 @@ impl Engine {
     }
 
     /// Starts a supervisor helper for a created container and waits until
-    /// the container runs (`skiff run -d`).
-    pub fn start_detached(&self, record: &Record, tty: bool) -> Result<()> {
+    /// the container runs (`skiff run -d`). With `interactive` (`-di`,
+    /// `-dit`) its stdin stays open, as Docker keeps it: a shell waits for
+    /// input rather than ending at once.
+    pub fn start_detached(&self, record: &Record, tty: bool, interactive: bool) -> Result<()> {
         self.spawn_supervisor(
             record,
             &SupervisorOptions {
                 tty,
+                keep_stdin_open: interactive,
                 ..Default::default()
             },
         )
@@ -388,6 +403,9 @@ impl Engine {
 pub struct SupervisorOptions {
     /// A pty, relayed to stdout (or the log).
     pub tty: bool,
+    /// Without `stdin`: give the container a stdin that stays open (a pipe
+    /// nobody writes to) rather than /dev/null.
+    pub keep_stdin_open: bool,
     /// Create, then wait for [`Supervisor::start`].
     pub wait_for_start: bool,
     /// Files (or FIFOs) for the container's streams; by default stdin is
@@ -495,6 +513,9 @@ mod tests {
         fn remove_leftovers(&self, _: &str) -> Result<(), SandboxError> {
             self.log.lock().unwrap().push("remove leftovers".into());
             Ok(())
+        }
+        fn stats(&self, _: &str) -> Result<skiff_sandbox::Stats, SandboxError> {
+            Ok(skiff_sandbox::Stats::default())
         }
     }
 

@@ -43,6 +43,9 @@ pub(crate) struct Plan {
     pub(crate) readonly_root: bool,
     pub(crate) hostname: Option<String>,
     pub(crate) mounts: Vec<MountPlan>,
+    /// `/etc/NAME` files to bind in from the container's `/dev` tmpfs:
+    /// (NAME, contents), from the spec's annotations.
+    pub(crate) etc_files: Vec<(String, Vec<u8>)>,
     pub(crate) masked: Vec<String>,
     pub(crate) readonly: Vec<String>,
     pub(crate) user_namespace: bool,
@@ -187,6 +190,14 @@ impl Plan {
             rootfs,
             readonly_root: root.readonly().unwrap_or(false),
             hostname: spec.hostname().clone(),
+            etc_files: crate::spec::ETC_FILES
+                .iter()
+                .filter_map(|name| {
+                    let key = format!("{}{name}", crate::spec::ETC_FILE_ANNOTATION);
+                    let text = spec.annotations().as_ref()?.get(&key)?;
+                    Some((name.to_string(), text.clone().into_bytes()))
+                })
+                .collect(),
             mounts,
             masked: linux.masked_paths().clone().unwrap_or_default(),
             readonly: linux.readonly_paths().clone().unwrap_or_default(),

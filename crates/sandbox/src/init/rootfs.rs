@@ -54,7 +54,63 @@ pub(crate) fn prepare_rootfs(plan: &Plan) -> Step<OwnedFd> {
     {
         make_devices(&root, plan.user_namespace)?;
     }
+    write_etc_files(&root, plan)?;
     Ok(root)
+}
+
+/// Binds each of the plan's `/etc` files over the container's own: written
+/// on its `/dev` tmpfs (skiff's, so this works in a user namespace and
+/// under a read-only root), bound in, then unlinked there. Never written
+/// into the image or the container's layer. A file a mount of the spec
+/// (a volume) already provides is the user's, and left alone.
+fn write_etc_files(root: &OwnedFd, plan: &Plan) -> Step {
+    use std::io::Write;
+    if plan.etc_files.is_empty() {
+        return Ok(());
+    }
+    let dev = resolve_in_root_strict(root, "/dev")?;
+    for (name, text) in &plan.etc_files {
+        let destination = format!("/etc/{name}");
+        if plan.mounts.iter().any(|m| m.destination == destination) {
+            continue;
+        }
+        let staged = format!(".skiff-etc-{name}");
+        let file = rustix::fs::openat(
+            &dev,
+            staged.as_str(),
+            rustix::fs::OFlags::WRONLY
+                | rustix::fs::OFlags::CREATE
+                | rustix::fs::OFlags::EXCL
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| fail(format!("writing {destination} for the container: {e}")))?;
+        std::fs::File::from(file)
+            .write_all(text)
+            .map_err(|e| fail(format!("writing {destination} for the container: {e}")))?;
+        let source = rustix::fs::openat(
+            &dev,
+            staged.as_str(),
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| fail(format!("reopening {destination} for the container: {e}")))?;
+        let bound = bind_mount(
+            root,
+            &MountPlan {
+                destination: destination.clone(),
+                typ: "bind".into(),
+                source: fd_path(&source),
+                flags: libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                propagation: libc::MS_PRIVATE,
+                data: String::new(),
+            },
+        );
+        let _ = rustix::fs::unlinkat(&dev, staged.as_str(), rustix::fs::AtFlags::empty());
+        bound?;
+    }
+    Ok(())
 }
 
 pub(crate) fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &Plan) -> Step {
