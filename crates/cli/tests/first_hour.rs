@@ -790,14 +790,23 @@ fn stats_reads_each_containers_cgroup() {
     skiff.ok(&["run", "-d", "--name", "idle", layout(), "sleep", "60"]);
     running_state(&skiff, "busy");
     let all = skiff.json(&["stats", "--no-stream"]);
-    let names: Vec<&str> = all
+    let mut names: Vec<&str> = all
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
+    names.sort();
     assert_eq!(names, ["busy", "idle"], "{all}");
-    let busy = &all[0];
+    let named = |n: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let busy = &named("busy");
     assert!(busy["cpu_percent"].as_f64().unwrap() > 5.0, "{busy}");
     assert!(busy["memory_bytes"].as_u64().unwrap() > 0, "{busy}");
     assert!(busy["pids"].as_u64().unwrap() >= 1, "{busy}");
@@ -805,7 +814,7 @@ fn stats_reads_each_containers_cgroup() {
         busy["memory_limit_bytes"].as_u64().unwrap() > busy["memory_bytes"].as_u64().unwrap(),
         "{busy}"
     );
-    let idle = &all[1];
+    let idle = &named("idle");
     assert!(idle["cpu_percent"].as_f64().unwrap() < busy["cpu_percent"].as_f64().unwrap());
     let table = skiff.ok(&["stats", "--no-stream", "idle"]);
     assert!(table.starts_with("CONTAINER ID"), "{table}");
@@ -928,4 +937,99 @@ fn etc_files_are_written_for_the_container_and_never_into_the_image() {
         .unwrap_or_default();
     assert!(written.is_empty(), "{written:?}");
     skiff.ok(&["rm", "kept"]);
+}
+
+/// `skiff logs NAME`: (stdout, stderr).
+fn logs_of(skiff: &Skiff, name: &str) -> (String, String) {
+    let o = skiff.run(&["logs", name]);
+    assert!(o.status.success(), "{}", err(&o));
+    (common::containers::out(&o), err(&o))
+}
+
+#[test]
+fn logs_keep_stdout_and_stderr_apart_for_every_container() {
+    let skiff = Skiff::new();
+    let script = "echo out1; sleep 0.2; echo err1 >&2; sleep 0.2; echo out2";
+    // Foreground: the output reaches the terminal and the log.
+    let o = skiff.run(&["run", "--name", "fg", layout(), "sh", "-c", script]);
+    assert_eq!(common::containers::out(&o), "out1\nout2\n");
+    assert_eq!(err(&o), "err1\n");
+    assert_eq!(
+        logs_of(&skiff, "fg"),
+        ("out1\nout2\n".into(), "err1\n".into())
+    );
+    // Detached: the log alone.
+    skiff.ok(&["run", "-d", "--name", "bg", layout(), "sh", "-c", script]);
+    assert_eq!(skiff.ok(&["wait", "bg"]), "0\n");
+    assert_eq!(
+        logs_of(&skiff, "bg"),
+        ("out1\nout2\n".into(), "err1\n".into())
+    );
+    // Printed back in the order written, when both streams meet.
+    let mut both = std::process::Command::new("sh");
+    both.arg("-c")
+        .arg(format!("'{}' logs bg 2>&1", common::skiff_bin()))
+        .env("SKIFF_ROOT", skiff.root.path());
+    assert_eq!(common::sh(&mut both), "out1\nerr1\nout2\n");
+    // A foreground --rm container's log can be read while it runs.
+    let mut live = skiff
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            "live",
+            layout(),
+            "sh",
+            "-c",
+            "echo hello; sleep 30",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    running_state(&skiff, "live");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while logs_of(&skiff, "live").0 != "hello\n" {
+        assert!(std::time::Instant::now() < deadline, "no log while it runs");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    skiff.ok(&["stop", "-t", "0", "live"]);
+    live.wait().unwrap();
+    assert!(
+        state_of(&skiff, "live").is_none(),
+        "--rm removed it, log and all"
+    );
+    skiff.ok(&["rm", "fg", "bg"]);
+
+    // A log is bounded: it rotates at max-size and keeps two files.
+    let o = skiff.run(&[
+        "run",
+        "--name",
+        "big",
+        "--log-opt",
+        "max-size=1M",
+        layout(),
+        "head",
+        "-c",
+        "5000000",
+        "/dev/zero",
+    ]);
+    assert_eq!(o.stdout.len(), 5_000_000, "{}", err(&o));
+    let id = state_of(&skiff, "big").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cdir = skiff.root.path().join("containers").join(&id);
+    let kept: u64 = ["container.log", "container.log.1"]
+        .iter()
+        .map(|f| std::fs::metadata(cdir.join(f)).unwrap().len())
+        .sum();
+    assert!(kept <= 2 << 20, "{kept} bytes kept");
+    let printed = skiff.run(&["logs", "big"]).stdout.len() as u64;
+    assert!(printed > 1 << 20 && printed < kept, "{printed} of {kept}");
+    let (c, e) = skiff.fails(&["run", "--rm", "--log-opt", "max-file=3", layout(), "true"]);
+    assert_eq!(c, 125);
+    assert!(e.contains("max-size"), "{e}");
 }

@@ -521,7 +521,8 @@ fn detached_logs_stop_and_rm() {
     ]);
     assert_eq!(id.trim().len(), 64, "{id}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !skiff.ok(&["logs", "ticker"]).contains("to-stderr") {
+    // `logs` prints the container's stderr on its own stderr.
+    while !err(&skiff.run(&["logs", "ticker"])).contains("to-stderr") {
         assert!(Instant::now() < deadline, "no output in the log");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -537,8 +538,9 @@ fn detached_logs_stop_and_rm() {
     let (_, e) = skiff.fails(&["run", "--name", "ticker", layout(), "true"]);
     assert!(e.contains("exists"), "{e}");
     skiff.ok(&["stop", "ticker"]);
-    let logs = skiff.ok(&["logs", "ticker"]);
-    assert_eq!(logs, "started\nto-stderr\nstopping\n");
+    let logs = skiff.run(&["logs", "ticker"]);
+    assert_eq!(out(&logs), "started\nstopping\n");
+    assert_eq!(err(&logs), "to-stderr\n");
     assert!(!skiff.ok(&["ps"]).contains("ticker"));
     let rec = ps_record(&skiff, id.trim());
     assert_eq!(rec["status"], "exited");

@@ -415,6 +415,7 @@ mod tests {
             private_network: true,
             image_mount: a1.join("tree"),
             layer_size: None,
+            log_max_file_bytes: None,
             sandbox: "namespace".into(),
         };
         c.save(root.path()).unwrap();

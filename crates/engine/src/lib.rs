@@ -7,6 +7,7 @@
 pub mod config;
 pub mod console;
 pub mod container;
+pub mod container_log;
 pub mod error;
 pub mod helper;
 pub mod image_mounts;

@@ -51,6 +51,10 @@ pub struct Record {
     /// `--storage-opt size`: the writable layer is a filesystem of this size.
     #[serde(default)]
     pub layer_size: Option<u64>,
+    /// `--log-opt max-size`: where its log rotates (default
+    /// [`crate::container_log::DEFAULT_MAX_FILE_BYTES`]).
+    #[serde(default)]
+    pub log_max_file_bytes: Option<u64>,
     /// The sandbox kind it runs in (`skiff_sandbox::SandboxKind::name`).
     #[serde(default = "namespace_kind")]
     pub sandbox: String,
@@ -236,6 +240,7 @@ mod tests {
             private_network: true,
             image_mount: "/nowhere".into(),
             layer_size: None,
+            log_max_file_bytes: None,
             sandbox: "namespace".into(),
         }
     }

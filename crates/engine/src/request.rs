@@ -54,6 +54,8 @@ pub struct RunRequest {
     pub ulimits: Vec<String>,
     /// `size=SIZE`.
     pub storage_opts: Vec<String>,
+    /// `max-size=SIZE`.
+    pub log_opts: Vec<String>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     /// `seccomp=FILE` or `seccomp=unconfined`.
@@ -116,6 +118,31 @@ impl RunRequest {
             }
         }
         Ok(seccomp)
+    }
+
+    /// `--log-opt max-size=`: where the container's log rotates.
+    pub(crate) fn log_max_file_bytes(&self) -> Result<Option<u64>> {
+        let mut max = None;
+        for opt in &self.log_opts {
+            match opt.split_once('=') {
+                Some(("max-size", v)) => {
+                    let n = parse_size(v)
+                        .map_err(|e| EngineError::Invalid(format!("--log-opt {opt:?}: {e}")))?;
+                    if n < 1 << 20 {
+                        return Err(EngineError::Invalid(format!(
+                            "--log-opt {opt:?}: give at least 1M"
+                        )));
+                    }
+                    max = Some(n);
+                }
+                _ => {
+                    return Err(EngineError::Invalid(format!(
+                        "--log-opt {opt:?} is not supported; the one option is max-size=SIZE (e.g. max-size=10M)"
+                    )))
+                }
+            }
+        }
+        Ok(max)
     }
 
     /// `--storage-opt size=`: the bound on the writable layer, if any.
@@ -426,7 +453,8 @@ mod tests {
             interactive: true,
             ..Default::default()
         };
-        assert!(matches!(r.check(), Err(EngineError::Invalid(_))));
+        // -di keeps a detached container's stdin open, as Docker does.
+        assert!(r.check().is_ok());
         r.interactive = false;
         r.record_trace = Some("/t".into());
         assert!(r.check().is_err());

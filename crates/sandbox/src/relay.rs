@@ -130,7 +130,7 @@ impl Pipes {
 /// Whether two descriptors are one open file description (`2>&1`, one
 /// terminal opened once). kcmp(2); where it is unavailable, they count as
 /// different, which costs only the interleaving.
-fn same_open_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+pub fn same_open_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
     const KCMP_FILE: libc::c_long = 0;
     let pid = std::process::id() as libc::c_long;
     // SAFETY: kcmp compares two of our own descriptors; no memory is passed.

@@ -1,15 +1,19 @@
 //! `skiff logs`
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
+use skiff_engine::container_log::{LogReader, Stream};
 use skiff_engine::record::{self, Record};
 
 use crate::{exit, Global};
 
-/// Print a detached container's output (stdout and stderr, interleaved).
+/// Print a container's output: what it wrote to stdout on stdout, and to
+/// stderr on stderr, in the order it wrote them. Every container keeps its
+/// log until it is removed, foreground ones included (a `-t` container's
+/// terminal is one stream, on stdout).
 #[derive(clap::Args)]
 pub struct Args {
     /// Keep printing new output until the container exits.
@@ -22,38 +26,45 @@ pub struct Args {
 pub fn run(global: &Global, a: Args) -> Result<i32> {
     let record = global.engine.find(&a.container)?;
     let path = record::log_path(&global.root, &record.id);
-    let mut file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            anyhow::bail!(
-                "container {} has no log: only detached (-d) containers keep one",
-                record.name
-            )
-        }
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    let Some(mut log) = LogReader::open(&path)? else {
+        anyhow::bail!(
+            "container {} has no log: its streams were given to the program that started it",
+            record.name
+        )
     };
     let mut out = std::io::stdout().lock();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n > 0 {
-            out.write_all(&buf[..n]).map_err(crate::out::closed_or)?;
-            continue;
+    let mut err = std::io::stderr().lock();
+    let out_closed = std::cell::Cell::new(false);
+    let mut print = |stream: Stream, bytes: &[u8]| -> std::io::Result<()> {
+        match stream {
+            Stream::Stdout => out.write_all(bytes).inspect_err(|_| out_closed.set(true)),
+            Stream::Stderr => {
+                // In order with what stdout got before it.
+                out.flush().inspect_err(|_| out_closed.set(true))?;
+                let _ = err.write_all(bytes);
+                Ok(())
+            }
         }
-        out.flush().map_err(crate::out::closed_or)?;
-        if !a.follow {
+    };
+    let mut finishing = false;
+    loop {
+        match log.read(&mut print) {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(_) if out_closed.get() => return Err(crate::out::StdoutClosed.into()),
+            Err(e) => return Err(e.into()),
+        }
+        if !a.follow || finishing {
             break;
         }
         let running = Record::load(&global.root, &record.id).is_ok_and(|r| r.running());
         if !running {
-            // Drain what was written between the last read and the exit.
-            std::io::copy(&mut file, &mut out).map_err(|e| match e.kind() {
-                std::io::ErrorKind::BrokenPipe => crate::out::StdoutClosed.into(),
-                _ => anyhow::Error::new(e).context(format!("copying {}", path.display())),
-            })?;
-            break;
+            // One more pass drains what came between the last read and the exit.
+            finishing = true;
+            continue;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    std::io::stdout().flush().map_err(crate::out::closed_or)?;
     Ok(exit::OK)
 }

@@ -97,6 +97,10 @@ pub struct Args {
     /// of that size); by default it is bounded only by --root's disk.
     #[arg(long, value_name = "size=SIZE")]
     storage_opt: Vec<String>,
+    /// max-size=SIZE: the container's log (`skiff logs`) rotates at SIZE
+    /// and keeps two files (default 32M).
+    #[arg(long, value_name = "max-size=SIZE")]
+    log_opt: Vec<String>,
     /// Add a capability to Docker's default set (or ALL).
     #[arg(long, value_name = "CAP")]
     cap_add: Vec<String>,
@@ -197,7 +201,11 @@ fn create_and_run(global: &Global, a: Args) -> Result<i32> {
         created.record,
         &created.spec,
         launch,
-        skiff_engine::SuperviseOptions::default(),
+        skiff_engine::SuperviseOptions {
+            // `skiff logs` works for foreground containers too.
+            log: true,
+            ..Default::default()
+        },
     );
     engine.finish_trace(created.trace_mount.as_deref());
     Ok(code?)
@@ -248,6 +256,7 @@ fn request(a: &Args) -> Result<RunRequest> {
         pids_limit: a.pids_limit,
         ulimits: a.ulimit.clone(),
         storage_opts: a.storage_opt.clone(),
+        log_opts: a.log_opt.clone(),
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),
         security_opts: a.security_opt.clone(),

@@ -48,6 +48,8 @@ impl Engine {
             None => id[..12].to_string(),
         };
         let layer_size = req.layer_size()?;
+        // Checked before anything is mounted, as the layer's size is.
+        req.log_max_file_bytes()?;
         // Checked before anything is mounted; a bad profile fails here.
         let seccomp = req.seccomp_policy()?;
         let precompile = self.precompile_seccomp(seccomp.clone());
@@ -134,6 +136,7 @@ impl Engine {
             private_network: req.network != skiff_sandbox::Network::Host,
             image_mount: image_mount.to_path_buf(),
             layer_size,
+            log_max_file_bytes: req.log_max_file_bytes()?,
             sandbox: kind.name().to_string(),
         };
         record.save(root)?;

@@ -48,7 +48,7 @@ impl Engine {
         let cdir = record::dir(root, &record.id);
         let spec = record::load_spec(root, &record.id)?;
         let process = exec_process(&spec, req, pid)?;
-        let (stdio, terminal) = launch.into_stdio();
+        let (stdio, terminal) = launch.into_stdio()?;
         let kind = self.kind(&record.sandbox)?;
         let mut proc = kind.exec(
             Running {

@@ -25,6 +25,9 @@ pub struct SuperviseOptions {
     pub control: Option<std::path::PathBuf>,
     /// Create the container, then wait for a `start` on the control socket.
     pub wait_for_start: bool,
+    /// Keep the container's output in its log too (`skiff logs`), as a
+    /// foreground `skiff run` does. A `Launch::Logged` always does.
+    pub log: bool,
 }
 
 /// How the supervisor wires the container's streams.
@@ -41,6 +44,9 @@ pub enum Launch {
         interactive: bool,
         output: std::fs::File,
     },
+    /// Output to the container's log alone (a detached container): its
+    /// stdout and stderr apart, or its pty under `tty`.
+    Logged { tty: bool, stdin: Option<OwnedFd> },
 }
 
 impl Launch {
@@ -69,9 +75,17 @@ impl Launch {
     }
 
     /// The sandbox's streams, and the terminal's relay (interactive, where
-    /// its output goes) under `Terminal`.
-    pub(crate) fn into_stdio(self) -> (skiff_sandbox::Stdio, Option<(bool, std::fs::File)>) {
-        match self {
+    /// its output goes) under `Terminal`. `Logged` must have been given its
+    /// log first ([`crate::container_log`]); here it would discard.
+    pub(crate) fn into_stdio(
+        self,
+    ) -> Result<(skiff_sandbox::Stdio, Option<(bool, std::fs::File)>)> {
+        Ok(match self {
+            Launch::Logged { .. } => {
+                return Err(EngineError::Invalid(
+                    "a container's output was to go to a log it was not given".into(),
+                ))
+            }
             Launch::Streams {
                 stdin,
                 stdout,
@@ -88,7 +102,7 @@ impl Launch {
                 interactive,
                 output,
             } => (skiff_sandbox::Stdio::Terminal, Some((interactive, output))),
-        }
+        })
     }
 }
 
@@ -108,6 +122,7 @@ impl Engine {
             mut ready,
             control,
             wait_for_start,
+            log,
         } = options;
         let control_path = control.clone();
         let _span = tracing::info_span!("container", id = record.short_id()).entered();
@@ -121,7 +136,26 @@ impl Engine {
                 return Err(e.with_cleanup(cleanup));
             }
         };
-        let (stdio, terminal) = launch.into_stdio();
+        let wants_log = log || matches!(launch, Launch::Logged { .. });
+        let prepared = if wants_log {
+            crate::container_log::logged(
+                launch,
+                &record::log_path(root, &record.id),
+                record
+                    .log_max_file_bytes
+                    .unwrap_or(crate::container_log::DEFAULT_MAX_FILE_BYTES),
+            )
+        } else {
+            Ok((launch, crate::container_log::Pumps::default()))
+        }
+        .and_then(|(l, pumps)| Ok((l.into_stdio()?, pumps)));
+        let ((stdio, terminal), mut pumps) = match prepared {
+            Ok(x) => x,
+            Err(e) => {
+                let cleanup = self.cleanup(&record, true).err();
+                return Err(e.with_cleanup(cleanup));
+            }
+        };
         // Still single-threaded here, as the namespace sandbox's clone needs.
         tracing::debug!("creating the container");
         let created = self.kind(&record.sandbox).and_then(|kind| {
@@ -138,6 +172,7 @@ impl Engine {
                 return Err(e.with_cleanup(cleanup));
             }
         };
+        pumps.start();
         let pid = sandbox.pid();
         record.pid = Some(pid);
         record.pid_start = record::process_start_time(pid);
@@ -208,6 +243,7 @@ impl Engine {
         if let Some(c) = console {
             c.finish();
         }
+        pumps.finish();
         drop(forwarder);
 
         record.oom_killed = sandbox.oom_killed();
@@ -275,58 +311,43 @@ impl Engine {
             .ctx(|| "opening /dev/null".into())?;
         rustix::stdio::dup2_stdout(&devnull)
             .map_err(|e| EngineError::io("redirecting stdout", e.into()))?;
-        let log_path = record::log_path(root, id);
-        let log = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .ctx(|| format!("opening {}", log_path.display()))
+        let stdin: Option<OwnedFd> = match &opts.stdin {
+            Some(p) => Some(open_stream(p, false)?.into()),
+            None if opts.keep_stdin_open => {
+                let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                    .map_err(|e| EngineError::io("making the container's stdin", e.into()))?;
+                // Held open until this process ends.
+                std::mem::forget(writer);
+                Some(reader)
+            }
+            None => None,
         };
-        let launch = if opts.tty {
-            Launch::Terminal {
+        // Streams a caller names (a shim's FIFOs) are the caller's to keep;
+        // one it leaves out is discarded. Otherwise the output goes to the
+        // container's log.
+        let named = |p: &Option<std::path::PathBuf>| -> Result<OwnedFd> {
+            match p {
+                Some(p) => Ok(open_stream(p, true)?.into()),
+                None => Ok(devnull
+                    .try_clone()
+                    .ctx(|| "duplicating /dev/null".into())?
+                    .into()),
+            }
+        };
+        let launch = match (&opts.stdout, &opts.stderr) {
+            (None, None) => Launch::Logged {
+                tty: opts.tty,
+                stdin,
+            },
+            (out, _) if opts.tty => Launch::Terminal {
                 interactive: false,
-                output: match &opts.stdout {
-                    Some(p) => open_stream(p, true)?,
-                    None => log()?,
-                },
-            }
-        } else {
-            let (stdout, stderr) = match (&opts.stdout, &opts.stderr) {
-                (None, None) => {
-                    // One open file for both: the container gets one pipe,
-                    // and the log keeps the order of everything it wrote.
-                    let log = log()?;
-                    (log.try_clone().ctx(|| "duplicating the log".into())?, log)
-                }
-                (out, err) => (
-                    match out {
-                        Some(p) => open_stream(p, true)?,
-                        None => log()?,
-                    },
-                    match err {
-                        Some(p) => open_stream(p, true)?,
-                        None => log()?,
-                    },
-                ),
-            };
-            Launch::Streams {
-                stdin: match &opts.stdin {
-                    Some(p) => Some(open_stream(p, false)?.into()),
-                    None if opts.keep_stdin_open => {
-                        let (reader, writer) = rustix::pipe::pipe_with(
-                            rustix::pipe::PipeFlags::CLOEXEC,
-                        )
-                        .map_err(|e| EngineError::io("making the container's stdin", e.into()))?;
-                        // Held open until this process ends.
-                        std::mem::forget(writer);
-                        Some(reader)
-                    }
-                    None => None,
-                },
-                stdout: stdout.into(),
-                stderr: stderr.into(),
-            }
+                output: named(out)?.into(),
+            },
+            (out, err) => Launch::Streams {
+                stdin,
+                stdout: named(out)?,
+                stderr: named(err)?,
+            },
         };
         self.supervise(
             record,
@@ -336,6 +357,7 @@ impl Engine {
                 ready: Some(ready),
                 control: Some(cdir.join("control.sock")),
                 wait_for_start: opts.wait_for_start,
+                log: false,
             },
         )
     }
@@ -605,6 +627,7 @@ mod tests {
             private_network: true,
             image_mount: "/nonexistent".into(),
             layer_size: None,
+            log_max_file_bytes: None,
             sandbox: "fake".into(),
         }
     }
