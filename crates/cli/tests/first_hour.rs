@@ -1033,3 +1033,24 @@ fn logs_keep_stdout_and_stderr_apart_for_every_container() {
     assert_eq!(c, 125);
     assert!(e.contains("max-size"), "{e}");
 }
+
+#[test]
+fn an_unconverted_image_gets_one_line_with_the_command_to_convert_it() {
+    let skiff = Skiff::new();
+    let source = format!("oci:{}:full", debian_image().display());
+    let command = format!("skiff convert {source} {source}-skiff");
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t");
+    let target = target.to_str().unwrap();
+    for args in [
+        vec!["inspect", source.as_str()],
+        vec!["check", source.as_str()],
+        vec!["mount", source.as_str(), target],
+        vec!["unpack", source.as_str(), target],
+    ] {
+        let (code, e) = skiff.fails(&args);
+        assert_eq!(code, 1, "{args:?}: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: {e}");
+        assert!(e.contains(&command), "{args:?}: {e}");
+    }
+}

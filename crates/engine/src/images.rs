@@ -25,14 +25,37 @@ pub fn host_platform() -> Platform {
     }
 }
 
+/// A name for the skiff image converted from `reference`: its tag with
+/// `-skiff` added (`skiff` for an untagged or pinned one), beside it.
+pub fn converted_name(reference: &str) -> String {
+    match skiff_oci::ImageRef::parse(reference) {
+        Ok(ImageRef::Registry(r)) => {
+            let tag = match (&r.tag, &r.digest) {
+                (Some(t), None) => format!("{t}-skiff"),
+                _ => "skiff".to_string(),
+            };
+            format!("{}/{}:{tag}", r.registry, r.repository)
+        }
+        Ok(ImageRef::OciLayout { dir, tag }) => {
+            let tag = tag.map_or_else(|| "skiff".to_string(), |t| format!("{t}-skiff"));
+            format!("oci:{}:{tag}", dir.display())
+        }
+        _ => "oci:./image-skiff:latest".to_string(),
+    }
+}
+
 impl Engine {
     /// Opens a skiff image by reference, verifying its metadata. An index
     /// resolves to `platform`, or to the host's.
     pub fn open_image(&self, reference: &str, platform: Option<&Platform>) -> Result<SkiffImage> {
         let (repo, image) = self.resolve_image(reference, platform)?;
-        SkiffImage::open(repo, &image).map_err(EngineError::store(format!(
-            "opening skiff image {reference}"
-        )))
+        SkiffImage::open(repo, &image).map_err(|e| match e {
+            skiff_store::StoreError::NotSkiff(_) => EngineError::Invalid(format!(
+                "{reference} is an OCI image, not a skiff image; convert it with `skiff convert {reference} {}` (`skiff run` converts it on the node by itself)",
+                converted_name(reference)
+            )),
+            e => EngineError::store(format!("opening skiff image {reference}"))(e),
+        })
     }
 
     /// The runtime part of an image's config (Entrypoint, Cmd, Env...),
@@ -91,5 +114,23 @@ impl Engine {
             }
         };
         Ok((opened.repo.clone(), image.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn converted_names_sit_beside_their_source() {
+        use super::converted_name;
+        assert_eq!(converted_name("oci:/img:full"), "oci:/img:full-skiff");
+        assert_eq!(converted_name("oci:/img"), "oci:/img:skiff");
+        assert_eq!(
+            converted_name("debian:12"),
+            "docker.io/library/debian:12-skiff"
+        );
+        assert_eq!(
+            converted_name("reg.example:5000/app:v1"),
+            "reg.example:5000/app:v1-skiff"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The node's record of containers: `ROOT/containers/ID/`, holding
 //! `state.json` (this record), `config.json` (the OCI runtime spec),
-//! `container.log` (a detached container's output) and the overlay's
+//! `container.log` (its output, see [`crate::container_log`]) and the overlay's
 //! `upper/` and `work/`. It survives restarts of skiff.
 //!
 //! The overlay's mount point lives only as long as the container's
