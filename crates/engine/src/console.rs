@@ -114,7 +114,12 @@ pub struct Console {
 
 /// Relays the pty master. When our stdin is a terminal it goes raw, so
 /// keys (Ctrl-C included) reach the container's terminal unchanged.
-pub fn attach(master: OwnedFd, interactive: bool, output: std::fs::File) -> Result<Console> {
+pub fn attach(
+    master: OwnedFd,
+    interactive: bool,
+    output: std::fs::File,
+    log: Option<std::sync::Arc<crate::container_log::LogFile>>,
+) -> Result<Console> {
     let stdin = rustix::stdio::stdin();
     let stdin_tty = rustix::termios::isatty(stdin);
     let mut restore = None;
@@ -173,7 +178,13 @@ pub fn attach(master: OwnedFd, interactive: bool, output: std::fs::File) -> Resu
         let mut buf = [0u8; 16384];
         // The master reads EIO once every slave side is closed.
         while let Ok(n) = from_container.read(&mut buf) {
-            if n == 0 || out.write_all(&buf[..n]).is_err() {
+            if n == 0 {
+                break;
+            }
+            if let Some(log) = &log {
+                log.append(crate::container_log::Stream::Stdout, &buf[..n]);
+            }
+            if out.write_all(&buf[..n]).is_err() {
                 break;
             }
             let _ = out.flush();

@@ -10,11 +10,10 @@
 //! streams apart this way.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use crate::container::supervise::Launch;
 use crate::error::{EngineError, IoContext, Result};
@@ -35,6 +34,21 @@ pub enum Stream {
 /// A log file's size at which it is rotated (to `container.log.1`, which
 /// replaces the one before): a container keeps at most twice this.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 32 << 20;
+
+/// Where a container's log is, and the size at which it rotates; `None`
+/// for a foreground `--rm` container, which keeps none: its output goes to
+/// the terminal or pipe that started it, it is removed at its exit, and
+/// writing everything a pipeline streams through `skiff run` to a log
+/// would cost more than the relay itself (docs/benchmarks.md).
+pub fn location(root: &Path, record: &crate::Record) -> Option<(std::path::PathBuf, u64)> {
+    if record.remove_on_exit && !record.detached {
+        return None;
+    }
+    Some((
+        crate::record::log_path(root, &record.id),
+        record.log_max_file_bytes.unwrap_or(DEFAULT_MAX_FILE_BYTES),
+    ))
+}
 
 /// Where the log rotates to.
 pub fn rotated_path(path: &Path) -> std::path::PathBuf {
@@ -58,11 +72,17 @@ struct Open {
     size: u64,
 }
 
+/// Opened for writing at its end, without `O_APPEND`: splice(2) refuses an
+/// append-mode file. One supervisor writes a log, so it keeps the offset.
 fn open_for_append(path: &Path) -> std::io::Result<Open> {
-    let mut file = File::options().create(true).append(true).open(path)?;
+    let file = File::options()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)?;
     let mut size = file.metadata()?.len();
     if size == 0 {
-        file.write_all(MAGIC)?;
+        rustix::io::pwrite(&file, MAGIC, 0)?;
         size = MAGIC.len() as u64;
     }
     Ok(Open { file, size })
@@ -80,148 +100,132 @@ impl LogFile {
         }))
     }
 
-    fn append(&self, stream: Stream, bytes: &[u8]) {
+    /// Appends one frame of `bytes` (a terminal's output, read already).
+    pub fn append(&self, stream: Stream, bytes: &[u8]) {
+        self.write_frame(stream, bytes.len(), &mut |file, off| {
+            let wrote = rustix::io::pwrite(file, bytes, *off)?;
+            *off += wrote as u64;
+            Ok(wrote)
+        });
+    }
+
+    /// Moves the `len` bytes waiting in `staged` (a pipe holding nothing
+    /// else) into one frame, without copying them through user space. The
+    /// pipe is empty afterwards, whatever happened.
+    fn append_from_pipe(&self, stream: Stream, staged: &OwnedFd, len: usize) {
+        let mut moved = 0;
+        self.write_frame(stream, len, &mut |file, off| {
+            let n = rustix::pipe::splice(
+                staged,
+                None,
+                file,
+                Some(off),
+                len - moved,
+                rustix::pipe::SpliceFlags::empty(),
+            )?;
+            moved += n;
+            Ok(n)
+        });
+        drain(staged, len - moved);
+    }
+
+    /// Writes a frame's header, then calls `body` until `len` bytes are
+    /// written after it (each call writes at `off` and advances it). A
+    /// frame that fails is cut off: the log ends at the frame before.
+    fn write_frame(
+        &self,
+        stream: Stream,
+        len: usize,
+        body: &mut dyn FnMut(&File, &mut u64) -> rustix::io::Result<usize>,
+    ) {
         use std::sync::atomic::Ordering;
         if self.failed.load(Ordering::Relaxed) {
             return;
         }
-        let mut frame = Vec::with_capacity(HEADER + bytes.len());
-        frame.push(stream as u8);
-        frame.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        frame.extend_from_slice(bytes);
         let Ok(mut open) = self.open.lock() else {
             return;
         };
         let written = (|| -> std::io::Result<()> {
-            if open.size + frame.len() as u64 > self.max_file_bytes {
+            if open.size + (HEADER + len) as u64 > self.max_file_bytes {
                 std::fs::rename(&self.path, rotated_path(&self.path))?;
                 *open = open_for_append(&self.path)?;
             }
-            open.file.write_all(&frame)?;
-            open.size += frame.len() as u64;
+            let mut header = [0u8; HEADER];
+            header[0] = stream as u8;
+            header[1..].copy_from_slice(&(len as u32).to_le_bytes());
+            if rustix::io::pwrite(&open.file, &header, open.size)? != HEADER {
+                return Err(std::io::Error::other("a short write of a frame header"));
+            }
+            let mut off = open.size + HEADER as u64;
+            let end = off + len as u64;
+            while off < end {
+                if body(&open.file, &mut off)? == 0 {
+                    return Err(std::io::Error::other("a frame's bytes ran dry"));
+                }
+            }
+            open.size = end;
             Ok(())
         })();
         if let Err(e) = written {
             tracing::warn!("the container's log stops here: {e}");
             self.failed.store(true, Ordering::Relaxed);
+            let _ = open.file.set_len(open.size);
         }
     }
 }
 
-/// The threads copying a container's output into its log: made before the
-/// sandbox (which needs the pipes), started after it (the namespace kind
-/// clones its init from a single-threaded process); [`Pumps::finish`]
-/// waits until every byte is in.
-#[derive(Default)]
-pub struct Pumps {
-    waiting: Vec<Box<dyn FnOnce() + Send>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Pumps {
-    /// Starts copying.
-    pub fn start(&mut self) {
-        for pump in self.waiting.drain(..) {
-            self.threads.push(std::thread::spawn(pump));
-        }
-    }
-
-    pub fn finish(mut self) {
-        self.start();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-
-    /// A pipe whose write end the container's output goes to: what comes
-    /// out of it is logged as `stream`, and copied on to `tee` if given.
-    /// When `tee` fails (its reader went away) the pump stops reading, so
-    /// that the container sees its output closed, as without a log.
-    fn pipe(
-        &mut self,
-        log: &Arc<LogFile>,
-        stream: Stream,
-        tee: Option<OwnedFd>,
-    ) -> Result<OwnedFd> {
-        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| EngineError::io("making a pipe for the container's log", e.into()))?;
-        let log = log.clone();
-        self.waiting.push(Box::new(move || {
-            let mut reader = File::from(reader);
-            let mut tee = tee.map(File::from);
-            let mut buf = vec![0u8; MAX_FRAME];
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                log.append(stream, &buf[..n]);
-                if let Some(t) = &mut tee {
-                    if t.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            }
-        }));
-        Ok(writer)
+impl skiff_sandbox::relay::OutputTap for LogFile {
+    fn take(&self, stream: skiff_sandbox::relay::OutputStream, staged: &OwnedFd, len: usize) {
+        let stream = match stream {
+            skiff_sandbox::relay::OutputStream::Stdout => Stream::Stdout,
+            skiff_sandbox::relay::OutputStream::Stderr => Stream::Stderr,
+        };
+        self.append_from_pipe(stream, staged, len);
     }
 }
 
-/// `launch` with the container's output also going to the log at `path`.
-/// Under a terminal the output is one stream (stdout). Where stdout and
-/// stderr are one open file (`2>&1`), the container keeps one pipe, so
-/// that their order stays exact, and the log keeps it as stdout.
-pub(crate) fn logged(launch: Launch, path: &Path, max_file_bytes: u64) -> Result<(Launch, Pumps)> {
+/// Reads and drops `len` bytes from a pipe.
+fn drain(pipe: &OwnedFd, mut len: usize) {
+    let mut buf = [0u8; 8192];
+    while len > 0 {
+        match rustix::io::read(pipe, &mut buf[..len.min(8192)]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => len -= n,
+        }
+    }
+}
+
+/// `launch` with the container's output also kept in the log at `path`:
+/// the log, which the caller gives the relay as its tap (or the console,
+/// under a terminal), and a launch in which `Logged` became the streams it
+/// means (output to /dev/null besides the log).
+pub(crate) fn logged(
+    launch: Launch,
+    path: &Path,
+    max_file_bytes: u64,
+) -> Result<(Launch, Arc<LogFile>)> {
     let log = LogFile::open(path, max_file_bytes)?;
-    let mut pumps = Pumps::default();
-    let launch = match launch {
-        Launch::Streams {
-            stdin,
-            stdout,
-            stderr,
-        } => {
-            if skiff_sandbox::relay::same_open_file(stdout.as_fd(), stderr.as_fd()) {
-                drop(stderr);
-                let out = pumps.pipe(&log, Stream::Stdout, Some(stdout))?;
-                let err = out.try_clone().ctx(|| "duplicating a pipe".into())?;
-                Launch::Streams {
-                    stdin,
-                    stdout: out,
-                    stderr: err,
-                }
-            } else {
-                Launch::Streams {
-                    stdin,
-                    stdout: pumps.pipe(&log, Stream::Stdout, Some(stdout))?,
-                    stderr: pumps.pipe(&log, Stream::Stderr, Some(stderr))?,
-                }
-            }
-        }
-        Launch::Terminal {
-            interactive,
-            output,
-        } => Launch::Terminal {
-            interactive,
-            output: pumps
-                .pipe(&log, Stream::Stdout, Some(output.into()))?
-                .into(),
-        },
-        Launch::Logged { tty, stdin } => {
-            if tty {
-                Launch::Terminal {
-                    interactive: false,
-                    output: pumps.pipe(&log, Stream::Stdout, None)?.into(),
-                }
-            } else {
-                Launch::Streams {
-                    stdin,
-                    stdout: pumps.pipe(&log, Stream::Stdout, None)?,
-                    stderr: pumps.pipe(&log, Stream::Stderr, None)?,
-                }
-            }
-        }
+    // Opened apart, so the relay keeps stdout and stderr apart too.
+    let null = || -> Result<OwnedFd> {
+        Ok(File::options()
+            .write(true)
+            .open("/dev/null")
+            .ctx(|| "opening /dev/null".into())?
+            .into())
     };
-    Ok((launch, pumps))
+    let launch = match launch {
+        Launch::Logged { tty: true, .. } => Launch::Terminal {
+            interactive: false,
+            output: File::from(null()?),
+        },
+        Launch::Logged { tty: false, stdin } => Launch::Streams {
+            stdin,
+            stdout: null()?,
+            stderr: null()?,
+        },
+        other => other,
+    };
+    Ok((launch, log))
 }
 
 /// What a log holds, decoded as far as it is complete.

@@ -26,6 +26,8 @@ pub enum Stdio {
         stdin: Option<OwnedFd>,
         stdout: OwnedFd,
         stderr: OwnedFd,
+        /// Also given what the container writes, as it passes (a log).
+        tap: Option<std::sync::Arc<dyn crate::relay::OutputTap>>,
     },
     /// A new pseudo-terminal; its master side is [`Sandbox::take_console`].
     Terminal,

@@ -463,8 +463,9 @@ fn stdio_for_child(stdio: Stdio) -> Result<(InitStdio, Option<Pipes>, Vec<OwnedF
             stdin,
             stdout,
             stderr,
+            tap,
         } => {
-            let p = Pipes::new(stdin, stdout, stderr)?;
+            let p = Pipes::new(stdin, stdout, stderr)?.with_tap(tap);
             let fds = p.child_fds();
             (InitStdio::Files(fds), Some(p), Vec::new())
         }

@@ -14,6 +14,7 @@
 //! kept too.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
@@ -37,6 +38,24 @@ pub(crate) struct Pipes {
     /// Read ends (non-blocking) and their destinations; one entry when
     /// stdout and stderr share a pipe.
     outputs: Vec<(OwnedFd, OwnedFd)>,
+    tap: Option<Arc<dyn OutputTap>>,
+}
+
+/// Which of the container's streams output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Stdout, or both where they share one pipe.
+    Stdout,
+    Stderr,
+}
+
+/// Receives a copy of the container's output as the relay moves it (the
+/// engine's log). The copy is made with tee(2), so no byte passes through
+/// user space on the way.
+pub trait OutputTap: Send + Sync {
+    /// `len` bytes of `stream` wait in the pipe `staged`, which holds
+    /// nothing else: take them all (read, splice or drop them).
+    fn take(&self, stream: OutputStream, staged: &OwnedFd, len: usize);
 }
 
 fn sys(what: &str) -> impl Fn(Errno) -> SandboxError + '_ {
@@ -88,7 +107,14 @@ impl Pipes {
             child: [child_in, child_out, child_err],
             stdin,
             outputs,
+            tap: None,
         })
+    }
+
+    /// The same pipes, with their output also given to `tap`.
+    pub(crate) fn with_tap(mut self, tap: Option<Arc<dyn OutputTap>>) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// The descriptors the init makes its 0, 1 and 2.
@@ -103,13 +129,22 @@ impl Pipes {
         let done = rustix::event::eventfd(0, EventfdFlags::CLOEXEC)
             .map_err(sys("making the relay's eventfd"))?;
         let mut threads = Vec::new();
-        for (source, destination) in self.outputs {
+        for (i, (source, destination)) in self.outputs.into_iter().enumerate() {
             let done = done
                 .try_clone()
                 .map_err(|e| SandboxError::io("dup".into(), e))?;
+            let stream = if i == 0 {
+                OutputStream::Stdout
+            } else {
+                OutputStream::Stderr
+            };
+            let tap = match &self.tap {
+                Some(t) => Some(Tapped::new(t.clone(), stream)?),
+                None => None,
+            };
             let t = std::thread::Builder::new()
                 .name("skiff-relay-out".into())
-                .spawn(move || copy_out(source, destination, done))
+                .spawn(move || copy_out(source, destination, done, tap))
                 .map_err(|e| SandboxError::io("starting an output relay".into(), e))?;
             threads.push(t);
         }
@@ -199,12 +234,37 @@ enum Sink {
     Discard,
 }
 
-fn copy_out(source: OwnedFd, destination: OwnedFd, done: OwnedFd) {
+/// A tap with the staging pipe its copies go through.
+struct Tapped {
+    tap: Arc<dyn OutputTap>,
+    stream: OutputStream,
+    staged_out: OwnedFd,
+    staged_in: OwnedFd,
+}
+
+impl Tapped {
+    fn new(tap: Arc<dyn OutputTap>, stream: OutputStream) -> Result<Self, SandboxError> {
+        let (staged_out, staged_in) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(sys("making a pipe"))?;
+        Ok(Tapped {
+            tap,
+            stream,
+            staged_out,
+            staged_in,
+        })
+    }
+}
+
+fn copy_out(source: OwnedFd, destination: OwnedFd, done: OwnedFd, tap: Option<Tapped>) {
     let mut sink = Sink::Splice;
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut finishing = false;
     loop {
-        match step(&source, &destination, &mut sink, &mut buf) {
+        let stepped = match &tap {
+            Some(t) => tapped_step(&source, &destination, &mut sink, &mut buf, t),
+            None => step(&source, &destination, &mut sink, &mut buf),
+        };
+        match stepped {
             Step::Moved => {}
             Step::Ended => return,
             Step::Empty if finishing => return,
@@ -268,6 +328,73 @@ fn step(source: &OwnedFd, destination: &OwnedFd, sink: &mut Sink, buf: &mut [u8]
             Err(Errno::INTR) => {}
             Err(Errno::AGAIN) => wait_writable(destination),
             Err(e) => return destination_failed(e, sink),
+        }
+    }
+    Step::Moved
+}
+
+/// A step that first copies what waits to the tap (tee(2) leaves it in
+/// `source`), then moves exactly that much on, so the tap and the
+/// destination see the same bytes.
+fn tapped_step(
+    source: &OwnedFd,
+    destination: &OwnedFd,
+    sink: &mut Sink,
+    buf: &mut [u8],
+    t: &Tapped,
+) -> Step {
+    // At most one plain copy's worth: the log's frames stay that small.
+    let len = match rustix::pipe::tee(source, &t.staged_in, COPY_BUFFER, SpliceFlags::NONBLOCK) {
+        Ok(0) => return Step::Ended,
+        Ok(n) => n,
+        Err(Errno::AGAIN) => return Step::Empty,
+        Err(Errno::INTR) => return Step::Moved,
+        Err(_) => return Step::Ended,
+    };
+    t.tap.take(t.stream, &t.staged_out, len);
+    let mut left = len;
+    while left > 0 {
+        if *sink == Sink::Splice {
+            let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+            match rustix::pipe::splice(source, None, destination, None, left, flags) {
+                Ok(0) => return Step::Ended,
+                Ok(n) => left -= n,
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => wait_writable(destination),
+                Err(Errno::INVAL) => *sink = Sink::Copy,
+                Err(e) => {
+                    if let Step::Ended = destination_failed(e, sink) {
+                        return Step::Ended;
+                    }
+                }
+            }
+            continue;
+        }
+        // The bytes are in the pipe already: a read never waits here.
+        let want = left.min(buf.len());
+        let n = match rustix::io::read(source, &mut buf[..want]) {
+            Ok(0) => return Step::Ended,
+            Ok(n) => n,
+            Err(Errno::INTR) => continue,
+            Err(_) => return Step::Ended,
+        };
+        left -= n;
+        if *sink == Sink::Discard {
+            continue;
+        }
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            match rustix::io::write(destination, rest) {
+                Ok(w) => rest = &rest[w..],
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => wait_writable(destination),
+                Err(e) => {
+                    if let Step::Ended = destination_failed(e, sink) {
+                        return Step::Ended;
+                    }
+                    break;
+                }
+            }
         }
     }
     Step::Moved
@@ -418,5 +545,60 @@ mod tests {
         let mut r = out_r;
         r.read_to_string(&mut got).unwrap();
         assert_eq!(got, "partial");
+    }
+
+    /// Keeps what the tap is given, by stream.
+    #[derive(Default)]
+    struct Collect(std::sync::Mutex<Vec<(OutputStream, Vec<u8>)>>);
+
+    impl OutputTap for Collect {
+        fn take(&self, stream: OutputStream, staged: &OwnedFd, len: usize) {
+            let mut buf = vec![0u8; len];
+            let mut got = 0;
+            while got < len {
+                got += rustix::io::read(staged, &mut buf[got..]).unwrap();
+            }
+            self.0.lock().unwrap().push((stream, buf));
+        }
+    }
+
+    #[test]
+    fn a_tap_sees_every_byte_the_destination_gets() {
+        let (mut out_r, out_w) = pipe();
+        let (mut err_r, err_w) = pipe();
+        let tap = Arc::new(Collect::default());
+        let pipes = Pipes::new(None, out_w.into(), err_w.into())
+            .unwrap()
+            .with_tap(Some(tap.clone()));
+        let [_, child_out, child_err] = pipes.child.each_ref().map(|f| f.try_clone().unwrap());
+        let relay = pipes.start().unwrap();
+        let big = vec![b'o'; 300_000];
+        let writer = std::thread::spawn(move || {
+            let mut out = std::fs::File::from(child_out);
+            out.write_all(&big).unwrap();
+            rustix::io::write(&child_err, b"err").unwrap();
+        });
+        let mut got_out = Vec::new();
+        let reader = std::thread::spawn(move || {
+            out_r.read_to_end(&mut got_out).unwrap();
+            got_out
+        });
+        writer.join().unwrap();
+        relay.finish();
+        let got_out = reader.join().unwrap();
+        let mut got_err = Vec::new();
+        err_r.read_to_end(&mut got_err).unwrap();
+        assert_eq!(got_out.len(), 300_000);
+        assert_eq!(got_err, b"err");
+        let seen = tap.0.lock().unwrap();
+        let tapped = |s: OutputStream| -> Vec<u8> {
+            seen.iter()
+                .filter(|(x, _)| *x == s)
+                .flat_map(|(_, b)| b.clone())
+                .collect()
+        };
+        assert_eq!(tapped(OutputStream::Stdout), got_out);
+        assert_eq!(tapped(OutputStream::Stderr), b"err");
+        assert!(seen.iter().all(|(_, b)| b.len() <= COPY_BUFFER));
     }
 }

@@ -6,14 +6,15 @@ use std::time::Duration;
 use anyhow::Result;
 
 use skiff_engine::container_log::{LogReader, Stream};
-use skiff_engine::record::{self, Record};
+use skiff_engine::record::Record;
 
 use crate::{exit, Global};
 
 /// Print a container's output: what it wrote to stdout on stdout, and to
 /// stderr on stderr, in the order it wrote them. Every container keeps its
-/// log until it is removed, foreground ones included (a `-t` container's
-/// terminal is one stream, on stdout).
+/// log until it is removed, foreground ones included, except a foreground
+/// `--rm` one (it is removed at its exit). A `-t` container's terminal is
+/// one stream, on stdout.
 #[derive(clap::Args)]
 pub struct Args {
     /// Keep printing new output until the container exits.
@@ -25,7 +26,12 @@ pub struct Args {
 
 pub fn run(global: &Global, a: Args) -> Result<i32> {
     let record = global.engine.find(&a.container)?;
-    let path = record::log_path(&global.root, &record.id);
+    let Some((path, _)) = skiff_engine::container_log::location(&global.root, &record) else {
+        anyhow::bail!(
+            "container {} runs in the foreground with --rm: its output goes only to the terminal that started it (run it without --rm, or with -d, to keep a log)",
+            record.name
+        )
+    };
     let Some(mut log) = LogReader::open(&path)? else {
         anyhow::bail!(
             "container {} has no log: its streams were given to the program that started it",

@@ -70,7 +70,7 @@ impl Engine {
         let forwarder = console::forward_signals(signal.clone(), line);
         let console = match (terminal, master) {
             (Some((interactive, output)), Some(master)) => {
-                console::attach(master, interactive, output).ok()
+                console::attach(master, interactive, output, None).ok()
             }
             _ => None,
         };

@@ -95,6 +95,7 @@ impl Launch {
                     stdin,
                     stdout,
                     stderr,
+                    tap: None,
                 },
                 None,
             ),
@@ -136,26 +137,25 @@ impl Engine {
                 return Err(e.with_cleanup(cleanup));
             }
         };
-        let wants_log = log || matches!(launch, Launch::Logged { .. });
-        let prepared = if wants_log {
-            crate::container_log::logged(
-                launch,
-                &record::log_path(root, &record.id),
-                record
-                    .log_max_file_bytes
-                    .unwrap_or(crate::container_log::DEFAULT_MAX_FILE_BYTES),
-            )
-        } else {
-            Ok((launch, crate::container_log::Pumps::default()))
+        let location = crate::container_log::location(root, &record)
+            .filter(|_| log || matches!(launch, Launch::Logged { .. }));
+        let prepared = match location {
+            Some((path, max)) => {
+                crate::container_log::logged(launch, &path, max).map(|(l, log)| (l, Some(log)))
+            }
+            None => Ok((launch, None)),
         }
-        .and_then(|(l, pumps)| Ok((l.into_stdio()?, pumps)));
-        let ((stdio, terminal), mut pumps) = match prepared {
+        .and_then(|(l, log)| Ok((l.into_stdio()?, log)));
+        let ((mut stdio, terminal), log) = match prepared {
             Ok(x) => x,
             Err(e) => {
                 let cleanup = self.cleanup(&record, true).err();
                 return Err(e.with_cleanup(cleanup));
             }
         };
+        if let (skiff_sandbox::Stdio::Relay { tap, .. }, Some(log)) = (&mut stdio, &log) {
+            *tap = Some(log.clone());
+        }
         // Still single-threaded here, as the namespace sandbox's clone needs.
         tracing::debug!("creating the container");
         let created = self.kind(&record.sandbox).and_then(|kind| {
@@ -172,7 +172,6 @@ impl Engine {
                 return Err(e.with_cleanup(cleanup));
             }
         };
-        pumps.start();
         let pid = sandbox.pid();
         record.pid = Some(pid);
         record.pid_start = record::process_start_time(pid);
@@ -202,7 +201,7 @@ impl Engine {
             let forwarder = console::forward_signals(signal.clone(), line)?;
             let console = match (terminal, master) {
                 (Some((interactive, output)), Some(master)) => {
-                    Some(console::attach(master, interactive, output)?)
+                    Some(console::attach(master, interactive, output, log.clone())?)
                 }
                 _ => None,
             };
@@ -243,7 +242,6 @@ impl Engine {
         if let Some(c) = console {
             c.finish();
         }
-        pumps.finish();
         drop(forwarder);
 
         record.oom_killed = sandbox.oom_killed();
