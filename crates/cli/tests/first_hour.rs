@@ -971,8 +971,8 @@ fn logs_keep_stdout_and_stderr_apart_for_every_container() {
         .arg(format!("'{}' logs bg 2>&1", common::skiff_bin()))
         .env("SKIFF_ROOT", skiff.root.path());
     assert_eq!(common::sh(&mut both), "out1\nerr1\nout2\n");
-    // A foreground --rm container keeps no log (it is gone at its exit):
-    // `logs` says so, and why.
+    // A foreground --rm container whose output goes to a pipe keeps no log
+    // (it is gone at its exit, its output is the pipe's): `logs` says so.
     let mut live = skiff
         .cmd()
         .args([
@@ -997,6 +997,33 @@ fn logs_keep_stdout_and_stderr_apart_for_every_container() {
     skiff.ok(&["stop", "-t", "0", "live"]);
     live.wait().unwrap();
     assert!(state_of(&skiff, "live").is_none(), "--rm removed it");
+    // Its output on a terminal, it keeps one while it runs.
+    let (_master, slave) = open_pty();
+    let mut on_terminal = skiff
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            "term",
+            layout(),
+            "sh",
+            "-c",
+            "echo hello; sleep 30",
+        ])
+        .stdin(Stdio::null())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    running_state(&skiff, "term");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while logs_of(&skiff, "term").0 != "hello\n" {
+        assert!(std::time::Instant::now() < deadline, "no log while it runs");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    skiff.ok(&["stop", "-t", "0", "term"]);
+    on_terminal.wait().unwrap();
     skiff.ok(&["rm", "fg", "bg"]);
 
     // A log is bounded: it rotates at max-size and keeps two files.

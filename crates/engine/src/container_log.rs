@@ -36,18 +36,29 @@ pub enum Stream {
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 32 << 20;
 
 /// Where a container's log is, and the size at which it rotates; `None`
-/// for a foreground `--rm` container, which keeps none: its output goes to
-/// the terminal or pipe that started it, it is removed at its exit, and
-/// writing everything a pipeline streams through `skiff run` to a log
-/// would cost more than the relay itself (docs/benchmarks.md).
+/// for a container that keeps none (a foreground `--rm` one whose output
+/// goes to a pipe or a file: it is removed at its exit, its output is its
+/// caller's already, and writing everything a pipeline streams through
+/// `skiff run` into a log costs more than the relay; docs/run.md).
 pub fn location(root: &Path, record: &crate::Record) -> Option<(std::path::PathBuf, u64)> {
-    if record.remove_on_exit && !record.detached {
-        return None;
+    record.keeps_log.then(|| {
+        (
+            crate::record::log_path(root, &record.id),
+            record.log_max_file_bytes.unwrap_or(DEFAULT_MAX_FILE_BYTES),
+        )
+    })
+}
+
+/// Whether a container started with `launch` keeps a log.
+pub(crate) fn keeps_log(record: &crate::Record, launch: &Launch) -> bool {
+    if !record.remove_on_exit || record.detached {
+        return true;
     }
-    Some((
-        crate::record::log_path(root, &record.id),
-        record.log_max_file_bytes.unwrap_or(DEFAULT_MAX_FILE_BYTES),
-    ))
+    match launch {
+        Launch::Streams { stdout, .. } => rustix::termios::isatty(stdout),
+        Launch::Terminal { output, .. } => rustix::termios::isatty(output),
+        Launch::Logged { .. } => true,
+    }
 }
 
 /// Where the log rotates to.

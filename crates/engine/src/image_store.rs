@@ -416,6 +416,7 @@ mod tests {
             image_mount: a1.join("tree"),
             layer_size: None,
             log_max_file_bytes: None,
+            keeps_log: true,
             sandbox: "namespace".into(),
         };
         c.save(root.path()).unwrap();

@@ -55,9 +55,18 @@ pub struct Record {
     /// [`crate::container_log::DEFAULT_MAX_FILE_BYTES`]).
     #[serde(default)]
     pub log_max_file_bytes: Option<u64>,
+    /// Whether its output is kept in its log: all but a foreground `--rm`
+    /// container whose output goes to a pipe or a file (see
+    /// [`crate::container_log::location`]).
+    #[serde(default = "yes")]
+    pub keeps_log: bool,
     /// The sandbox kind it runs in (`skiff_sandbox::SandboxKind::name`).
     #[serde(default = "namespace_kind")]
     pub sandbox: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn namespace_kind() -> String {
@@ -241,6 +250,7 @@ mod tests {
             image_mount: "/nowhere".into(),
             layer_size: None,
             log_max_file_bytes: None,
+            keeps_log: true,
             sandbox: "namespace".into(),
         }
     }

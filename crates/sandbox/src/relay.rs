@@ -318,10 +318,16 @@ fn step(source: &OwnedFd, destination: &OwnedFd, sink: &mut Sink, buf: &mut [u8]
         Err(Errno::INTR) => return Step::Moved,
         Err(_) => return Step::Ended,
     };
+    write_out(destination, &buf[..n], sink)
+}
+
+/// Writes `bytes` to `destination`, unless the sink discards: `Ended` once
+/// the destination is gone.
+fn write_out(destination: &OwnedFd, bytes: &[u8], sink: &mut Sink) -> Step {
     if *sink == Sink::Discard {
         return Step::Moved;
     }
-    let mut rest = &buf[..n];
+    let mut rest = bytes;
     while !rest.is_empty() {
         match rustix::io::write(destination, rest) {
             Ok(w) => rest = &rest[w..],
@@ -379,22 +385,8 @@ fn tapped_step(
             Err(_) => return Step::Ended,
         };
         left -= n;
-        if *sink == Sink::Discard {
-            continue;
-        }
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            match rustix::io::write(destination, rest) {
-                Ok(w) => rest = &rest[w..],
-                Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => wait_writable(destination),
-                Err(e) => {
-                    if let Step::Ended = destination_failed(e, sink) {
-                        return Step::Ended;
-                    }
-                    break;
-                }
-            }
+        if let Step::Ended = write_out(destination, &buf[..n], sink) {
+            return Step::Ended;
         }
     }
     Step::Moved

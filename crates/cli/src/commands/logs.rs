@@ -13,8 +13,8 @@ use crate::{exit, Global};
 /// Print a container's output: what it wrote to stdout on stdout, and to
 /// stderr on stderr, in the order it wrote them. Every container keeps its
 /// log until it is removed, foreground ones included, except a foreground
-/// `--rm` one (it is removed at its exit). A `-t` container's terminal is
-/// one stream, on stdout.
+/// `--rm` one whose output goes to a pipe or a file. A `-t` container's
+/// terminal is one stream, on stdout.
 #[derive(clap::Args)]
 pub struct Args {
     /// Keep printing new output until the container exits.
@@ -28,7 +28,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     let record = global.engine.find(&a.container)?;
     let Some((path, _)) = skiff_engine::container_log::location(&global.root, &record) else {
         anyhow::bail!(
-            "container {} runs in the foreground with --rm: its output goes only to the terminal that started it (run it without --rm, or with -d, to keep a log)",
+            "container {} runs in the foreground with --rm, its output going to a pipe or a file: it keeps no log (run it without --rm, or with -d, to keep one)",
             record.name
         )
     };

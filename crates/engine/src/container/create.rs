@@ -137,6 +137,7 @@ impl Engine {
             image_mount: image_mount.to_path_buf(),
             layer_size,
             log_max_file_bytes: req.log_max_file_bytes()?,
+            keeps_log: true,
             sandbox: kind.name().to_string(),
         };
         record.save(root)?;

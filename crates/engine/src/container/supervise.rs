@@ -137,6 +137,7 @@ impl Engine {
                 return Err(e.with_cleanup(cleanup));
             }
         };
+        record.keeps_log = crate::container_log::keeps_log(&record, &launch);
         let location = crate::container_log::location(root, &record)
             .filter(|_| log || matches!(launch, Launch::Logged { .. }));
         let prepared = match location {
@@ -626,6 +627,7 @@ mod tests {
             image_mount: "/nonexistent".into(),
             layer_size: None,
             log_max_file_bytes: None,
+            keeps_log: true,
             sandbox: "fake".into(),
         }
     }
