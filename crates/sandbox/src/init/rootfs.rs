@@ -102,8 +102,11 @@ fn write_etc_files(root: &OwnedFd, plan: &Plan) -> Step {
                 destination: destination.clone(),
                 typ: "bind".into(),
                 source: fd_path(&source),
-                flags: libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                propagation: libc::MS_PRIVATE,
+                // The clone keeps the /dev tmpfs's nosuid; the file is a
+                // 0644 regular file, so nodev and noexec would add nothing
+                // but a mount_setattr per file to every start.
+                flags: libc::MS_BIND,
+                propagation: 0,
                 data: String::new(),
             },
         );
