@@ -864,6 +864,27 @@ fn volumes_make_missing_host_directories_and_named_volumes_persist() {
     assert_eq!(common::containers::out(&o), "kept\n", "{}", err(&o));
     let ls = skiff.json(&["volume", "ls"]);
     assert_eq!(ls[0]["name"], "data", "{ls}");
+    // A new named volume starts with the image's files at its destination.
+    let o = run(&skiff, &["-v", "seeded:/etc/apt"], &["ls", "/etc/apt"]);
+    assert!(
+        common::containers::out(&o).contains("sources.list"),
+        "{}",
+        err(&o)
+    );
+    skiff.ok(&["volume", "rm", "seeded"]);
+    // Not with a user namespace yet: refused at once, with what to do.
+    let (code_, e) = skiff.fails(&[
+        "run",
+        "--rm",
+        "--userns",
+        "remap",
+        "-v",
+        "data:/c",
+        layout(),
+        "true",
+    ]);
+    assert_eq!(code_, 125);
+    assert!(e.contains("named volumes do not work with --userns"), "{e}");
     // In use by a container, running or not: kept.
     skiff.ok(&["run", "--name", "user", "-v", "data:/c", layout(), "true"]);
     let (code_, e) = skiff.fails(&["volume", "rm", "data"]);

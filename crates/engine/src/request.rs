@@ -202,7 +202,10 @@ impl RunRequest {
             .iter()
             .map(|v| {
                 Ok(rootfs::parse_volume(&crate::volumes::resolve_source(
-                    at.root, v,
+                    at.root,
+                    at.image_tree,
+                    v,
+                    self.userns.is_some(),
                 )?)?)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -1,7 +1,8 @@
 //! Volumes as Docker reads `-v SRC:DST`: an absolute SRC is a host
 //! directory, made if it is missing; a name (`data`) is a volume skiff
 //! keeps under `ROOT/volumes/NAME/_data`, made on first use and kept until
-//! `skiff volume rm`.
+//! `skiff volume rm`. As with Docker, a new named volume starts with what
+//! the image holds at DST (its files, owners and modes).
 
 use std::path::{Path, PathBuf};
 
@@ -28,8 +29,14 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// `-v SRC:DST[:MODE]` with SRC as a host path: a named volume's data
-/// directory, or a missing absolute directory, made here.
-pub(crate) fn resolve_source(root: &Path, spec: &str) -> Result<String> {
+/// directory, or a missing absolute directory, made here. A new named
+/// volume gets a copy of `image_tree`'s DST, if that is a directory.
+pub(crate) fn resolve_source(
+    root: &Path,
+    image_tree: &Path,
+    spec: &str,
+    userns: bool,
+) -> Result<String> {
     let Some((src, rest)) = spec.split_once(':') else {
         return Ok(spec.to_string());
     };
@@ -45,15 +52,91 @@ pub(crate) fn resolve_source(root: &Path, spec: &str) -> Result<String> {
         // A relative path: read as written (from this directory).
         return Ok(spec.to_string());
     }
+    if userns {
+        // The init binds it as the namespace's root, which cannot walk the
+        // root-only ROOT to reach it.
+        return Err(EngineError::Invalid(format!(
+            "-v {spec:?}: named volumes do not work with --userns yet; give a host directory instead (-v /srv/{src}:DST)"
+        )));
+    }
     let data = data_dir(root, src);
     if !data.exists() {
-        crate::root_dir::make_private(&dir(root))
-            .ctx(|| format!("creating {}", dir(root).display()))?;
-        std::fs::create_dir_all(&data)
-            .ctx(|| format!("creating volume {src} at {}", data.display()))?;
+        let volumes = dir(root);
+        crate::root_dir::make_private(&volumes)
+            .ctx(|| format!("creating {}", volumes.display()))?;
+        // Filled beside its place and renamed in, so that a failed copy
+        // never leaves a volume that looks made.
+        let staging = volumes.join(format!(".{src}.new-{}", std::process::id()));
+        let staged = staging.join("_data");
+        let made = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&staged)?;
+            let destination = rest.split(':').next().unwrap_or("");
+            if let Some(from) = image_dir(image_tree, destination) {
+                copy_tree(&from, &staged)?;
+                copy_attributes(&from, &staged)?;
+            }
+            std::fs::rename(&staging, volumes.join(src))
+        })();
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(EngineError::io(format!("creating volume {src}"), e));
+        }
         tracing::info!(volume = src, "created a volume");
     }
     Ok(format!("{}:{rest}", data.display()))
+}
+
+/// `destination` in the image's tree, if every part of it is a real
+/// directory there (a symlink would be the container's to resolve, not the
+/// host's: such a volume starts empty).
+fn image_dir(image_tree: &Path, destination: &str) -> Option<PathBuf> {
+    let mut at = image_tree.to_path_buf();
+    for part in Path::new(destination).components() {
+        match part {
+            std::path::Component::Normal(name) => at.push(name),
+            std::path::Component::RootDir | std::path::Component::CurDir => continue,
+            _ => return None,
+        }
+        if !std::fs::symlink_metadata(&at).ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+/// Copies a directory's entries: directories, regular files and symlinks,
+/// with their owners and modes (device nodes, FIFOs and sockets are not
+/// carried into a volume). By hand: a few lines over `std::fs`, where a
+/// crate would bring options this does not want (following symlinks).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = std::fs::symlink_metadata(&source)?.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(&target)?;
+            copy_tree(&source, &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(&source, &target)?;
+        } else {
+            continue;
+        }
+        copy_attributes(&source, &target)?;
+    }
+    Ok(())
+}
+
+/// The owner (and, but for a symlink, the mode) of `from`, onto `to`.
+fn copy_attributes(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(from)?;
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+    if !meta.file_type().is_symlink() {
+        std::fs::set_permissions(to, meta.permissions())?;
+    }
+    Ok(())
 }
 
 /// A volume on the node.
@@ -146,17 +229,45 @@ mod tests {
     fn names_are_volumes_and_absolute_paths_are_made() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        let got = resolve_source(r, "data:/var/lib/data:ro").unwrap();
+        let image = tempfile::tempdir().unwrap();
+        let img = image.path();
+        std::fs::create_dir_all(img.join("var/lib/data/sub")).unwrap();
+        std::fs::write(img.join("var/lib/data/sub/seed"), b"from the image").unwrap();
+        std::os::unix::fs::symlink("sub/seed", img.join("var/lib/data/link")).unwrap();
+        let got = resolve_source(r, img, "data:/var/lib/data:ro", false).unwrap();
         assert_eq!(
             got,
             format!("{}:/var/lib/data:ro", data_dir(r, "data").display())
         );
-        assert!(data_dir(r, "data").is_dir());
+        let data = data_dir(r, "data");
+        assert_eq!(
+            std::fs::read(data.join("sub/seed")).unwrap(),
+            b"from the image"
+        );
+        assert_eq!(
+            std::fs::read_link(data.join("link")).unwrap(),
+            Path::new("sub/seed")
+        );
+        // An existing volume keeps its own files.
+        std::fs::write(data.join("sub/seed"), b"changed").unwrap();
+        resolve_source(r, img, "data:/var/lib/data", false).unwrap();
+        assert_eq!(std::fs::read(data.join("sub/seed")).unwrap(), b"changed");
+        // A destination the image lacks, or reaches through a symlink: empty.
+        std::os::unix::fs::symlink("var/lib", img.join("lnk")).unwrap();
+        resolve_source(r, img, "empty:/lnk/data", false).unwrap();
+        assert_eq!(std::fs::read_dir(data_dir(r, "empty")).unwrap().count(), 0);
         let missing = r.join("host/made/here");
         let spec = format!("{}:/c", missing.display());
-        assert_eq!(resolve_source(r, &spec).unwrap(), spec);
+        assert_eq!(resolve_source(r, img, &spec, false).unwrap(), spec);
         assert!(missing.is_dir());
-        assert_eq!(resolve_source(r, "./rel:/c").unwrap(), "./rel:/c");
+        assert_eq!(
+            resolve_source(r, img, "./rel:/c", false).unwrap(),
+            "./rel:/c"
+        );
         assert!(valid_name("db-1.x") && !valid_name("x") && !valid_name("-x"));
+        assert!(matches!(
+            resolve_source(r, img, "data:/c", true),
+            Err(EngineError::Invalid(_))
+        ));
     }
 }
