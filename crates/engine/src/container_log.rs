@@ -1,8 +1,11 @@
 //! A container's output log, `ROOT/containers/ID/container.log`: what the
-//! container wrote, each read of its output kept as a frame that names
-//! the stream, so that `skiff logs` prints stdout and stderr back apart, in
-//! the order they came. Detached and foreground containers alike keep one
-//! (a foreground run's output is copied to its terminal as well). The
+//! container wrote, each pass of the relay kept as a frame that names the
+//! stream, so that `skiff logs` prints stdout and stderr back apart, in the
+//! order they came. The relay hands each pass to [`LogFile`] as its
+//! [`skiff_sandbox::relay::OutputTap`] (tee'd into a staging pipe, spliced
+//! into the file); a terminal's output comes from the console thread.
+//! Detached and foreground containers alike keep one, but a foreground
+//! `--rm` one whose output goes to a pipe or file ([`location`]). The
 //! format is in docs/format.md ("Container log").
 //!
 //! Written by hand: a container's output is a byte stream, not lines, and
@@ -21,7 +24,7 @@ use crate::error::{EngineError, IoContext, Result};
 /// The first bytes of a framed log (a log without them is raw output, from
 /// a skiff before frames).
 pub const MAGIC: &[u8; 8] = b"skiflog1";
-/// The largest frame's payload: a pump reads at most this much at once.
+/// The largest frame's payload: one pass of the relay moves at most this.
 pub const MAX_FRAME: usize = 64 * 1024;
 const HEADER: usize = 5;
 
@@ -68,7 +71,8 @@ pub fn rotated_path(path: &Path) -> std::path::PathBuf {
     p.into()
 }
 
-/// A log open for appending frames, shared by a container's pumps.
+/// A log open for appending frames, shared by the relay's copies of a
+/// container's streams.
 pub struct LogFile {
     path: std::path::PathBuf,
     max_file_bytes: u64,
