@@ -228,6 +228,61 @@ impl Engine {
     }
 }
 
+/// The image mount's init layer, `ROOT/images/KEY/init`, a lower layer
+/// above the image's tree (as Docker's `-init` layer): empty mount points
+/// for the `/etc` files skiff writes for every container
+/// (`skiff_sandbox::spec::ETC_FILES`). Without it, each start would look
+/// them up through the lazy mount, and copy `/etc` up into its own layer
+/// where the image has no such file. Made once, beside the tree, and
+/// renamed into place; owned by `owner` (a user namespace's host ID for
+/// root), as the shifted tree is. Never changed once made (an overlay's
+/// lower layers must not change under it). `None` where the image's
+/// `/etc` is not a directory (a symlink the layer's `/etc` would hide).
+pub(crate) fn init_layer(tree: &Path, owner: Option<u32>) -> Result<Option<PathBuf>> {
+    match std::fs::symlink_metadata(tree.join("etc")) {
+        Ok(m) if !m.is_dir() => return Ok(None),
+        _ => {}
+    }
+    let dir = tree.parent().unwrap_or(tree).join("init");
+    if dir.is_dir() {
+        return Ok(Some(dir));
+    }
+    let staging = dir.with_extension(format!("new-{}", std::process::id()));
+    let made = (|| -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let etc = staging.join("etc");
+        std::fs::create_dir_all(&etc)?;
+        for d in [&staging, &etc] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let mut made = vec![staging.clone(), etc.clone()];
+        for name in skiff_sandbox::spec::ETC_FILES {
+            let f = etc.join(name);
+            std::fs::write(&f, b"")?;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644))?;
+            made.push(f);
+        }
+        if let Some(id) = owner {
+            for p in &made {
+                std::os::unix::fs::lchown(p, Some(id), Some(id))?;
+            }
+        }
+        std::fs::rename(&staging, &dir)
+    })();
+    match made {
+        Ok(()) => Ok(Some(dir)),
+        // Another start made it first.
+        Err(_) if dir.is_dir() => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(Some(dir))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(EngineError::io(format!("making {}", dir.display()), e))
+        }
+    }
+}
+
 fn is_fuse(p: &Path) -> bool {
     rustix::fs::statfs(p).is_ok_and(|s| s.f_type == FUSE_SUPER_MAGIC)
 }

@@ -46,11 +46,12 @@ impl OverlayDirs {
     }
 }
 
-/// Mounts `lower` (read-only) under a fresh upper layer at `dirs.merged`.
+/// Mounts `lowers` (read-only, the first on top) under a fresh upper layer
+/// at `dirs.merged`.
 /// With `root_owner` (a user namespace's host ID for container root), the
 /// container's `/` belongs to it, as the image's tree then does.
 pub fn mount_overlay(
-    lower: &Path,
+    lowers: &[&Path],
     dirs: &OverlayDirs,
     root_owner: Option<u32>,
 ) -> Result<(), SandboxError> {
@@ -67,20 +68,23 @@ pub fn mount_overlay(
         rustix::fs::chown(&dirs.upper, Some(uid), Some(gid))
             .map_err(|e| SandboxError::io(format!("chown {}", dirs.upper.display()), e.into()))?;
     }
-    let mut data = String::new();
-    for (key, path) in [
-        ("lowerdir", lower),
-        ("upperdir", &dirs.upper),
-        ("workdir", &dirs.work),
-    ] {
-        let s = path.to_str().filter(|s| !s.contains([',', ':', '\\']));
-        let Some(s) = s else {
-            return Err(SandboxError::Invalid(format!(
+    let layer = |path: &Path| -> Result<String, SandboxError> {
+        match path.to_str().filter(|s| !s.contains([',', ':', '\\'])) {
+            Some(s) => Ok(s.to_string()),
+            None => Err(SandboxError::Invalid(format!(
                 "{} cannot be an overlayfs layer (it must be UTF-8 without ',', ':' or '\\'); choose another --root",
                 path.display()
-            )));
-        };
-        data.push_str(&format!("{key}={s},"));
+            ))),
+        }
+    };
+    let lowerdir = lowers
+        .iter()
+        .map(|p| layer(p))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(":");
+    let mut data = format!("lowerdir={lowerdir},");
+    for (key, path) in [("upperdir", &dirs.upper), ("workdir", &dirs.work)] {
+        data.push_str(&format!("{key}={},", layer(path)?));
     }
     // The lower layer is FUSE, which cannot encode file handles: no index.
     // volatile: no sync of the upper filesystem at unmount (40 ms of every

@@ -144,7 +144,11 @@ impl Engine {
         tracing::debug!("record written");
         let result = (|| -> Result<Spec> {
             root_dir::make_private(&scratch).ctx(|| format!("creating {}", scratch.display()))?;
-            rootfs::mount_overlay(image_mount, &dirs, req.userns.map(|s| s.base))?;
+            let owner = req.userns.map(|s| s.base);
+            match crate::image_mounts::init_layer(image_mount, owner)? {
+                Some(init) => rootfs::mount_overlay(&[&init, image_mount], &dirs, owner)?,
+                None => rootfs::mount_overlay(&[image_mount], &dirs, owner)?,
+            }
             tracing::debug!("overlay mounted");
             let oci = spec.to_oci()?;
             let json = skiff_sandbox::spec::to_json(&oci)?;
