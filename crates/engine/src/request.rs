@@ -122,52 +122,24 @@ impl RunRequest {
 
     /// `--log-opt max-size=`: where the container's log rotates.
     pub(crate) fn log_max_file_bytes(&self) -> Result<Option<u64>> {
-        let mut max = None;
-        for opt in &self.log_opts {
-            match opt.split_once('=') {
-                Some(("max-size", v)) => {
-                    let n = parse_size(v)
-                        .map_err(|e| EngineError::Invalid(format!("--log-opt {opt:?}: {e}")))?;
-                    if n < 1 << 20 {
-                        return Err(EngineError::Invalid(format!(
-                            "--log-opt {opt:?}: give at least 1M"
-                        )));
-                    }
-                    max = Some(n);
-                }
-                _ => {
-                    return Err(EngineError::Invalid(format!(
-                        "--log-opt {opt:?} is not supported; the one option is max-size=SIZE (e.g. max-size=10M)"
-                    )))
-                }
-            }
+        match size_option("log-opt", "max-size", "10M", &self.log_opts)? {
+            Some((opt, n)) if n < 1 << 20 => Err(EngineError::Invalid(format!(
+                "--log-opt {opt:?}: give at least 1M"
+            ))),
+            found => Ok(found.map(|(_, n)| n)),
         }
-        Ok(max)
     }
 
     /// `--storage-opt size=`: the bound on the writable layer, if any.
     pub(crate) fn layer_size(&self) -> Result<Option<u64>> {
-        let mut size = None;
-        for opt in &self.storage_opts {
-            match opt.split_once('=') {
-                Some(("size", v)) => {
-                    let n = parse_size(v)
-                        .map_err(|e| EngineError::Invalid(format!("--storage-opt {opt:?}: {e}")))?;
-                    if n != 0 && n < skiff_sandbox::layer_fs::MIN_SIZE {
-                        return Err(EngineError::Invalid(format!(
-                            "--storage-opt {opt:?}: give at least 16M (or size=0 for no bound)"
-                        )));
-                    }
-                    size = (n != 0).then_some(n);
-                }
-                _ => {
-                    return Err(EngineError::Invalid(format!(
-                        "--storage-opt {opt:?} is not supported; the one option is size=SIZE (e.g. size=10G)"
-                    )))
-                }
+        match size_option("storage-opt", "size", "10G", &self.storage_opts)? {
+            Some((opt, n)) if n != 0 && n < skiff_sandbox::layer_fs::MIN_SIZE => {
+                Err(EngineError::Invalid(format!(
+                    "--storage-opt {opt:?}: give at least 16M (or size=0 for no bound)"
+                )))
             }
+            found => Ok(found.map(|(_, n)| n).filter(|&n| n != 0)),
         }
-        Ok(size)
     }
 
     /// The container's spec, from this request and the image's config.
@@ -390,6 +362,32 @@ fn etc_files(hostname: &str, network: skiff_sandbox::Network) -> Vec<(String, St
         ("hosts".into(), hosts),
         ("resolv.conf".into(), resolv),
     ]
+}
+
+/// The last `KEY=SIZE` of a flag that takes that one key (`--FLAG KEY=SIZE`)
+/// as given and parsed; any other key is refused.
+fn size_option(
+    flag: &str,
+    key: &str,
+    example: &str,
+    opts: &[String],
+) -> Result<Option<(String, u64)>> {
+    let mut found = None;
+    for opt in opts {
+        match opt.split_once('=') {
+            Some((k, v)) if k == key => {
+                let n = parse_size(v)
+                    .map_err(|e| EngineError::Invalid(format!("--{flag} {opt:?}: {e}")))?;
+                found = Some((opt.clone(), n));
+            }
+            _ => {
+                return Err(EngineError::Invalid(format!(
+                    "--{flag} {opt:?} is not supported; the one option is {key}=SIZE (e.g. {key}={example})"
+                )))
+            }
+        }
+    }
+    Ok(found)
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
