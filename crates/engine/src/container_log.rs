@@ -28,10 +28,15 @@ pub const MAGIC: &[u8; 8] = b"skiflog1";
 pub const MAX_FRAME: usize = 64 * 1024;
 const HEADER: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout = 1,
-    Stderr = 2,
+/// Which stream a frame holds: the relay's own name for it.
+pub use skiff_sandbox::relay::OutputStream as Stream;
+
+/// A frame's stream byte (docs/format.md, section 7).
+fn stream_code(stream: Stream) -> u8 {
+    match stream {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+    }
 }
 
 /// A log file's size at which it is rotated (to `container.log.1`, which
@@ -166,7 +171,7 @@ impl LogFile {
                 *open = open_for_append(&self.path)?;
             }
             let mut header = [0u8; HEADER];
-            header[0] = stream as u8;
+            header[0] = stream_code(stream);
             header[1..].copy_from_slice(&(len as u32).to_le_bytes());
             if rustix::io::pwrite(&open.file, &header, open.size)? != HEADER {
                 return Err(std::io::Error::other("a short write of a frame header"));
@@ -190,11 +195,7 @@ impl LogFile {
 }
 
 impl skiff_sandbox::relay::OutputTap for LogFile {
-    fn take(&self, stream: skiff_sandbox::relay::OutputStream, staged: &OwnedFd, len: usize) {
-        let stream = match stream {
-            skiff_sandbox::relay::OutputStream::Stdout => Stream::Stdout,
-            skiff_sandbox::relay::OutputStream::Stderr => Stream::Stderr,
-        };
+    fn take(&self, stream: Stream, staged: &OwnedFd, len: usize) {
         self.append_from_pipe(stream, staged, len);
     }
 }

@@ -107,8 +107,7 @@ impl Engine {
     /// Containers whose supervisor died are finished first (see
     /// [`container::orphans`]).
     pub fn containers(&self) -> Result<Vec<Record>> {
-        self.reap_orphans();
-        let mut list = record::all(&self.config.root)?;
+        let mut list = self.reap_orphans()?;
         for r in &mut list {
             r.status = r.effective_status();
         }
@@ -124,7 +123,6 @@ impl Engine {
     /// A container by name, full ID or unique ID prefix (after finishing
     /// orphans, as [`Engine::containers`] does).
     pub fn find(&self, key: &str) -> Result<Record> {
-        self.reap_orphans();
-        record::find(&self.config.root, key)
+        record::find_in(self.reap_orphans()?, key)
     }
 }

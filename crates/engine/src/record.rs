@@ -200,7 +200,11 @@ pub fn all(root: &Path) -> Result<Vec<Record>> {
 
 /// Finds a container by name, full ID or unique ID prefix.
 pub fn find(root: &Path, key: &str) -> Result<Record> {
-    let all = all(root)?;
+    find_in(all(root)?, key)
+}
+
+/// [`find`] among records already read.
+pub fn find_in(all: Vec<Record>, key: &str) -> Result<Record> {
     if let Some(r) = all.iter().find(|r| r.name == key || r.id == key) {
         return Ok(r.clone());
     }

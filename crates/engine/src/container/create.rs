@@ -31,14 +31,12 @@ impl Engine {
     /// Anything that fails leaves nothing behind.
     pub fn create(&self, req: &RunRequest) -> Result<Created> {
         req.check()?;
-        let root = &self.config.root;
         let id = record::new_id()?;
         // Every event of this container's creation names it.
         let _span = tracing::info_span!("container", id = &id[..12]).entered();
         let name = match &req.name {
             Some(n) => {
-                self.reap_orphans();
-                if record::all(root)?.iter().any(|r| &r.name == n) {
+                if self.reap_orphans()?.iter().any(|r| &r.name == n) {
                     return Err(EngineError::Conflict(format!(
                         "a container named {n:?} exists; remove it with `skiff rm {n}` or pick another name"
                     )));

@@ -69,24 +69,30 @@ fn maybe_orphan(r: &Record) -> bool {
 impl Engine {
     /// Finishes every container whose supervisor died (see the module).
     /// Failures are logged: the caller's own work goes on.
-    pub fn reap_orphans(&self) {
-        let Ok(all) = record::all(&self.config.root) else {
-            return;
-        };
+    /// Returns every record as it is afterwards (each finished one read
+    /// again, a removed one left out), so a caller lists the directory once.
+    pub fn reap_orphans(&self) -> Result<Vec<Record>> {
         let root = &self.config.root;
+        let mut all = record::all(root)?;
+        let mut changed = false;
         for r in &all {
             if maybe_orphan(r) {
                 if let Some(lock) = SupervisorLock::try_take(root, &r.id) {
-                    self.finish_orphan(&r.id, &lock);
+                    changed |= self.finish_orphan(&r.id, &lock);
                 }
             } else if r.running() {
                 // Its command's exec cleared the parent-death signal (a
                 // setuid program): kill what runs unsupervised.
                 if let Some(lock) = SupervisorLock::try_take_made(root, &r.id) {
                     self.kill_unsupervised(r, &lock);
+                    changed = true;
                 }
             }
         }
+        if changed {
+            all = record::all(root)?;
+        }
+        Ok(all)
     }
 
     fn kill_unsupervised(&self, r: &Record, lock: &SupervisorLock) {
