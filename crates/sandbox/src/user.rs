@@ -46,7 +46,7 @@ pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, SandboxEr
         Mode::empty(),
     )
     .map_err(|e| SandboxError::io(format!("opening {}", root.display()), e.into()))?;
-    let fd = match rustix::fs::openat2(
+    let fd = match crate::init::sys::openat2_retrying(
         &dir,
         path.trim_start_matches('/'),
         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,

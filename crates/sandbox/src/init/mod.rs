@@ -15,7 +15,7 @@ pub(crate) mod join;
 pub(crate) mod plan;
 mod protections;
 mod rootfs;
-mod sys;
+pub(crate) mod sys;
 
 use std::os::fd::{BorrowedFd, RawFd};
 

@@ -12,7 +12,7 @@ use std::path::Path;
 /// exist (`/proc/scsi` on a kernel without SCSI).
 pub(crate) fn open_exact(path: &str) -> Step<Option<OwnedFd>> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    match rustix::fs::openat2(
+    match super::sys::openat2_retrying(
         rustix::fs::CWD,
         path,
         OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,

@@ -3,7 +3,7 @@
 
 use super::devices::make_devices;
 use super::plan::{MountPlan, Plan};
-use super::sys::{fail, fd_path, mount, os, remount, Step};
+use super::sys::{fail, fd_path, mount, openat2_retrying, os, remount, Step};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// The root, bind-mounted on itself (pivot_root needs a mount point), with
@@ -314,7 +314,7 @@ pub(crate) fn resolve_in_root(root: &OwnedFd, path: &str, create: Create) -> Ste
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let open =
-        |p: &str| rustix::fs::openat2(root, p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), how);
+        |p: &str| openat2_retrying(root, p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), how);
     let rel = path.trim_start_matches('/');
     if rel.is_empty() {
         return open(".").map_err(|e| fail(format!("opening the root: {e}")));
@@ -367,7 +367,7 @@ pub(crate) fn resolve_in_root_strict(root: &OwnedFd, path: &str) -> Step<OwnedFd
     // checks the whole path holds no symlink at all.
     drop(resolve_in_root(root, path, Create::Dir)?);
     let rel = path.trim_start_matches('/');
-    rustix::fs::openat2(
+    openat2_retrying(
         root,
         if rel.is_empty() { "." } else { rel },
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,

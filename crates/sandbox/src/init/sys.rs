@@ -121,3 +121,24 @@ pub(crate) fn die_with_parent() -> Step {
         "setting the parent-death signal",
     )
 }
+
+/// openat2(2), tried again while it answers EAGAIN: with `RESOLVE_IN_ROOT`
+/// or `RESOLVE_BENEATH` the kernel gives up a walk that a rename or a mount
+/// anywhere on the host raced with (other containers starting), and asks
+/// the caller to retry.
+pub(crate) fn openat2_retrying<Fd: std::os::fd::AsFd>(
+    dir: Fd,
+    path: &str,
+    flags: rustix::fs::OFlags,
+    mode: rustix::fs::Mode,
+    how: rustix::fs::ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let dir = dir.as_fd();
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(dir, path, flags, mode, how) {
+            Err(rustix::io::Errno::AGAIN) if tries < 1000 => tries += 1,
+            other => return other,
+        }
+    }
+}
