@@ -9,6 +9,8 @@ bytes over the link (host veth counters: before first output and in all) and pea
   estargz-opt  the same, image converted with `ctr-remote image optimize` for the workload
   skiff        `skiff run --rm` from a fresh --root (empty chunk cache, nothing mounted)
   skiff-trace  the same, image converted with a prefetch trace of the workload
+  skiff-ctr    containerd + runc with `skiff snapshotter` (fresh root): `skiff snapshotter pull`
+               then `ctr run --rm --snapshotter skiff` of the skiff image (no trace)
   skiff-baseline  `skiff run --rm` with SKIFF_BASELINE_BIN, an earlier build (only when set)
 Every cold run starts from nothing: a fresh containerd root or skiff root, page cache dropped.
 Paths are interleaved run by run. The physical limit is also measured (see limit()).
@@ -20,7 +22,7 @@ import argparse, json, os, shlex, signal, statistics, subprocess, sys, tempfile,
 sys.dont_write_bytecode = True  # no __pycache__ in the clone
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
-from harness import (SKIFF, SKIFF_BASELINE, BenchError, Containerd, Estargz, Link, Skiff, drop_caches, ensure_packages,  # noqa: E402
+from harness import (SKIFF, SKIFF_BASELINE, BenchError, Containerd, Estargz, Link, Skiff, SkiffSnapshotter, drop_caches, ensure_packages,  # noqa: E402
                      log, rate_bytes_per_s, sh, timed, umount_under, version, PATH_ENV, ROOT)
 
 HELLO_C = r'printf "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n" >/tmp/hello.c'
@@ -33,8 +35,8 @@ WORKLOADS = {
     "java": ("large", ["sh", "-c", "exec java -version 2>&1"], "version"),
     "numpy": ("large", ["python3", "-c", "import numpy; print(numpy.__version__)"], "."),
 }
-PATHS = ["oci", "estargz", "estargz-opt", "skiff", "skiff-trace"] + (["skiff-baseline"] if SKIFF_BASELINE else [])
-DAEMONS = {"containerd", "containerd-shim", "estargz snapshotter", "skiff mount daemon"}
+PATHS = ["oci", "estargz", "estargz-opt", "skiff", "skiff-trace", "skiff-ctr"] + (["skiff-baseline"] if SKIFF_BASELINE else [])
+DAEMONS = {"containerd", "containerd-shim", "estargz snapshotter", "skiff mount daemon", "skiff snapshotter"}
 
 
 class Bench:
@@ -223,6 +225,26 @@ class Bench:
                 d[pid] = "estargz snapshotter"
                 return d
             r = timed(run, self.link, watch=watch, log_path=logf)
+        elif path == "skiff-ctr":
+            self.skiff = Skiff(os.path.join(self.work, f"skiff-{self.seq}"))
+            self.snap = SkiffSnapshotter(self.skiff, os.path.join(self.work, f"snap-{self.seq}.sock"))
+            self.snap.start()
+            self.ctrd = Containerd(os.path.join(self.work, f"ctrd-{self.seq}"), proxy={"skiff": self.snap.sock})
+            self.ctrd.start()
+            drop_caches()
+            ref = self.ref(im, "skiff")
+            pull = " ".join(shlex.quote(x) for x in self.skiff.cmd(
+                "snapshotter", "pull", ref, "--containerd-address", self.ctrd.sock, "-n", Containerd.NS))
+            run = ["sh", "-c", f'{pull} >/dev/null && date +%s.%N >{mark} && exec "$@"', "sh",
+                   *self.ctrd.ctr("run", "--rm", "--snapshotter", "skiff", ref, cid, *cmd)]
+
+            def watch():
+                d = self.ctrd.watch()
+                d.update(self.skiff.watch())
+                d[self.snap.proc.pid] = "skiff snapshotter"
+                return d
+            r = timed(run, self.link, watch=watch, log_path=logf)
+            extra = self.skiff.stats()
         else:
             tag = f"trace-{w}" if path == "skiff-trace" else "skiff"
             binary = SKIFF_BASELINE if path == "skiff-baseline" else SKIFF
@@ -247,6 +269,9 @@ class Bench:
         if self.ctrd:
             self.ctrd.stop()
             self.ctrd = None
+        if getattr(self, "snap", None):
+            self.snap.stop()
+            self.snap = None
         if self.estargz and getattr(self.estargz, "proc", None):
             self.estargz.stop()
         if self.skiff:

@@ -348,6 +348,31 @@ class Estargz:
             umount_under(self.root)
 
 
+class SkiffSnapshotter:
+    """`skiff snapshotter` on a Skiff's root, for a private containerd."""
+
+    def __init__(self, skiff, sock):
+        self.skiff = skiff
+        self.sock = sock
+        self.proc = None
+
+    def start(self):
+        os.makedirs(self.skiff.root, exist_ok=True)
+        self.log = open(self.sock + ".log", "w")
+        self.proc = subprocess.Popen(self.skiff.cmd("snapshotter", "--address", self.sock),
+                                     stdout=self.log, stderr=self.log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(self.sock):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"skiff snapshotter did not start; see {self.sock}.log")
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc:
+            stop_process(self.proc)
+            self.proc = None
+
+
 class Skiff:
     """skiff with its own --root: one fresh root per cold run."""
 

@@ -14,6 +14,7 @@ from harness import ROOT, version  # noqa: E402
 LABELS = {"oci": "OCI full pull (containerd, overlayfs)", "estargz": "eStargz lazy pull",
           "estargz-opt": "eStargz, optimized for the workload", "skiff": "skiff, no prefetch trace",
           "skiff-trace": "skiff, prefetch trace",
+          "skiff-ctr": "containerd + skiff snapshotter (ctr), no trace",
           # Only with SKIFF_BASELINE_BIN (bench/run.sh --baseline): an earlier build, no trace.
           "skiff-baseline": "skiff, no prefetch trace, baseline build"}
 OPTIONAL = {"skiff-baseline"}

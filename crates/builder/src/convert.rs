@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use skiff_format::mediatype::{
     ANNOTATION_BLOB_CHUNKS, ANNOTATION_FORMAT, ANNOTATION_METADATA_SIZE, ANNOTATION_ROOT_DIGEST,
-    ANNOTATION_SOURCE, BLOB_LAYER, FORMAT_VERSION, METADATA_LAYER,
+    ANNOTATION_SNAPSHOT_LAYER, ANNOTATION_SNAPSHOT_ROOT_DIGEST, ANNOTATION_SOURCE, BLOB_LAYER,
+    FORMAT_VERSION, METADATA_LAYER,
 };
 use skiff_oci::manifest::{Index, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 use skiff_oci::{copy_blob, resolve, Descriptor, Manifest, OpenedRef, Platform, Repository};
@@ -196,8 +197,13 @@ pub fn convert(
                     copy_blob(d.repo.as_ref(), target.repo.as_ref(), &d.layer)?;
                     // Keep the dictionary layer's own annotations.
                     desc = d.layer.clone();
+                    // A dictionary converted before the media type moved.
+                    desc.media_type = BLOB_LAYER.to_string();
                 }
             }
+            desc.annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(ANNOTATION_SNAPSHOT_LAYER.to_string(), "blob".to_string());
             layers.push(desc);
         }
         tracing::info!(seconds = phase.elapsed().as_secs_f64(), "blobs pushed");
@@ -212,6 +218,14 @@ pub fn convert(
             (
                 ANNOTATION_METADATA_SIZE.to_string(),
                 built.metadata.len().to_string(),
+            ),
+            (
+                ANNOTATION_SNAPSHOT_LAYER.to_string(),
+                "metadata".to_string(),
+            ),
+            (
+                ANNOTATION_SNAPSHOT_ROOT_DIGEST.to_string(),
+                root_digest.clone(),
             ),
         ]));
         tracing::info!(

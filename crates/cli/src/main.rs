@@ -114,6 +114,7 @@ enum Command {
     Kill(commands::kill::Args),
     Wait(commands::wait::Args),
     Volume(commands::volume::Args),
+    Snapshotter(commands::snapshotter::Args),
     Version(commands::version::Args),
     #[command(hide = true)]
     Supervise(commands::supervise::Args),
@@ -276,6 +277,7 @@ fn main() {
         Command::Kill(a) => commands::kill::run(&global, a),
         Command::Wait(a) => commands::wait::run(&global, a),
         Command::Volume(a) => commands::volume::run(&global, a),
+        Command::Snapshotter(a) => commands::snapshotter::run(&global, a),
         Command::Version(a) => commands::version::run(&global, a),
         Command::Supervise(a) => commands::supervise::run(&global, a),
     };

@@ -430,7 +430,7 @@ fn a_failed_unpack_leaves_no_tree() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["mediaType"] == "application/vnd.skiff.blob.v1")
+        .find(|l| l["mediaType"] == "application/vnd.oci.image.layer.skiff.blob.v1")
         .unwrap();
     common::flip_byte(&blob(chunks["digest"].as_str().unwrap()), 100);
     for existing in [false, true] {

@@ -49,11 +49,11 @@ fn registry_round_trip_matches_umoci() {
     let layers = raw["layers"].as_array().unwrap();
     assert_eq!(
         layers.last().unwrap()["mediaType"],
-        "application/vnd.skiff.metadata.v1+zstd"
+        "application/vnd.oci.image.layer.skiff.metadata.v1.zstd"
     );
     assert!(layers[..layers.len() - 1]
         .iter()
-        .all(|l| l["mediaType"] == "application/vnd.skiff.blob.v1"));
+        .all(|l| l["mediaType"] == "application/vnd.oci.image.layer.skiff.blob.v1"));
     let copy = reg.reference("copied/debian:1");
     sh(Command::new("skopeo").args([
         "copy",

@@ -41,9 +41,22 @@ pub(crate) struct Starting {
     what: &'static str,
 }
 
+fn running_helpers() -> std::sync::MutexGuard<'static, Vec<Child>> {
+    static HELPERS: std::sync::Mutex<Vec<Child>> = std::sync::Mutex::new(Vec::new());
+    HELPERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reaps the helpers this process started that have exited since (a
+/// mount daemon whose image was unmounted). Front ends that live long
+/// call it now and then; every new helper's start calls it too.
+pub fn reap_exited_helpers() {
+    running_helpers().retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
+}
+
 /// Starts `cmd` as a helper (see [`Starting`]); [`Starting::wait_ready`]
 /// then waits for it, so the caller can do other work meanwhile.
 pub(crate) fn spawn(mut cmd: Command, log: &Path, what: &'static str) -> Result<Starting> {
+    reap_exited_helpers();
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
     }
@@ -78,7 +91,14 @@ impl Starting {
             let _ = BufReader::new(out).read_line(&mut line);
         }
         if line.trim() == "ready" {
-            return Ok(self.child.id());
+            let pid = self.child.id();
+            // A long-lived front end (the snapshotter, a shim) starts
+            // helpers for as long as it runs: each is reaped once it exits
+            // (by `reap_exited_helpers`), or it stays a zombie. No reaper
+            // thread: `skiff run` must stay single-threaded to create
+            // containers.
+            running_helpers().push(self.child);
+            return Ok(pid);
         }
         let status = self
             .child

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use skiff_fs::IdShift;
 use skiff_oci::{Platform, RuntimeConfig};
 
-use skiff_format::mediatype::METADATA_LAYER;
+use skiff_format::mediatype::is_metadata_layer;
 
 use crate::error::{EngineError, IoContext, Result};
 use crate::image_store::{self, Conversion, ImageRecord, ImageSource};
@@ -115,7 +115,7 @@ impl Engine {
             .manifest
             .layers
             .iter()
-            .any(|l| l.media_type == METADATA_LAYER);
+            .any(|l| is_metadata_layer(&l.media_type));
         let mut conversion = None;
         let mut source = ImageSource::Lazy;
         let (digest, size_bytes, config) = if is_skiff {
@@ -225,6 +225,18 @@ impl Engine {
             }
         }
         mount_records::remove(root, tree);
+    }
+}
+
+impl Engine {
+    /// The Prometheus text of the daemon serving the image mount at
+    /// `tree`, if one is alive (for a front end's metrics endpoint).
+    pub fn image_mount_metrics(&self, tree: &Path) -> Option<String> {
+        let rec = mount_records::read(&self.config.root, tree)?;
+        if !mount_records::alive(rec.pid) {
+            return None;
+        }
+        skiff_fs::control::query(&rec.socket, "/metrics").ok()
     }
 }
 

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use skiff_format::mediatype::{
-    ANNOTATION_METADATA_SIZE, ANNOTATION_ROOT_DIGEST, BLOB_LAYER, METADATA_LAYER,
+    is_blob_layer, is_metadata_layer, ANNOTATION_METADATA_SIZE, ANNOTATION_ROOT_DIGEST,
 };
 use skiff_format::{Digest, Metadata};
 use skiff_oci::{Descriptor, Manifest, Repository, ResolvedImage};
@@ -33,7 +33,7 @@ impl SkiffImage {
         let mut meta_layers = manifest
             .layers
             .iter()
-            .filter(|l| l.media_type == METADATA_LAYER);
+            .filter(|l| is_metadata_layer(&l.media_type));
         let layer = meta_layers
             .next()
             .ok_or_else(|| StoreError::NotSkiff(name.clone()))?
@@ -107,7 +107,7 @@ impl SkiffImage {
             let l = manifest
                 .layers
                 .iter()
-                .find(|l| l.digest == digest && l.media_type == BLOB_LAYER)
+                .find(|l| l.digest == digest && is_blob_layer(&l.media_type))
                 .ok_or_else(|| {
                     StoreError::Invalid(format!(
                         "{name}: blob {digest} is not among the manifest's layers"

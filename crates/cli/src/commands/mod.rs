@@ -14,6 +14,7 @@ pub mod pull;
 pub mod rm;
 pub mod rmi;
 pub mod run;
+pub mod snapshotter;
 pub mod stats;
 pub mod stop;
 pub mod supervise;

@@ -16,7 +16,10 @@ pub fn layout() -> &'static str {
         let src = debian_image();
         let index = std::fs::read(src.join("index.json")).unwrap();
         let version = skiff_format::layout::METADATA_VERSION.to_le_bytes();
-        let key = &sha256_hex(&[&index[..], &version[..]].concat())[..16];
+        // Bumped when what convert writes changes without a format version
+        // (containerd's layer annotations).
+        let salt = b"snapshot-annotations-2";
+        let key = &sha256_hex(&[&index[..], &version[..], &salt[..]].concat())[..16];
         let cache = std::env::var("SKIFF_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/skiff"));

@@ -2,6 +2,7 @@
 //! Debian test image, OCI layouts built from tar layers, and tree comparison.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod containers;
 pub mod images;
 pub mod layers;
