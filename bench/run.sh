@@ -7,6 +7,9 @@
 #   bench/run.sh                 all workloads at 100mbit, 5 cold runs, plus dedup
 #   bench/run.sh --quick         python only at 100mbit, 5 runs, no dedup (under 10 minutes);
 #                                its own section of docs/benchmarks.md, the full run's kept
+#   bench/run.sh --containerd    python and node at 100mbit and 1gbit, 5 runs, through containerd:
+#                                OCI, eStargz, skiff run, and containerd + skiff snapshotter; its
+#                                own section of docs/benchmarks.md
 #   bench/run.sh --smoke         python at 1gbit, 1 run; fails unless every path
 #                                produced a number; writes no docs (for `make test`)
 #   options: --runs N --profiles 1gbit,100mbit,20mbit --workloads python,node,gcc,java,numpy
@@ -21,6 +24,7 @@ mode=full runs=5 profiles=100mbit workloads=python,node,gcc,java,numpy dedup=1 p
 while [ $# -gt 0 ]; do
   case $1 in
   --quick) mode=quick profiles=100mbit workloads=python dedup=0 ;;
+  --containerd) mode=containerd profiles=100mbit,1gbit workloads=python,node dedup=0 paths=oci,estargz,skiff,skiff-ctr ;;
   --smoke) mode=smoke profiles=1gbit workloads=python runs=1 dedup=0 ;;
   --runs) runs=$2; shift ;;
   --profiles) profiles=$2; shift ;;
@@ -28,7 +32,7 @@ while [ $# -gt 0 ]; do
   --paths) paths=$2; shift ;;
   --no-dedup) dedup=0 ;;
   --baseline) export SKIFF_BASELINE_BIN=$2; shift ;;
-  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
   *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -92,6 +96,8 @@ if [ "$dedup" = 1 ]; then
 fi
 cmd="bench/run.sh"
 quick=""
+containerd=""
+[ "$mode" = containerd ] && cmd="bench/run.sh --containerd" containerd=1
 [ "$mode" = quick ] && cmd="bench/run.sh --quick${SKIFF_BASELINE_BIN:+ --baseline BIN}" quick=1
 [ "$mode" = full ] && cmd="bench/run.sh --runs $runs --profiles $profiles --workloads $workloads${paths:+ --paths $paths}"
-$py bench/coldstart/report.py --command "$cmd" ${quick:+--quick} "${files[@]}" "${args[@]}"
+$py bench/coldstart/report.py --command "$cmd" ${quick:+--quick} ${containerd:+--containerd} "${files[@]}" "${args[@]}"

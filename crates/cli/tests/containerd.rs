@@ -302,6 +302,11 @@ fn a_plain_oci_image_runs_through_the_same_snapshotter() {
         n.snapshotter.log()
     );
 
+    let listed = n.snapshotter.skiff.ok(&["images"]);
+    assert!(
+        listed.contains("0 layers served lazily, 2 not lazy (ordinary OCI layers"),
+        "skiff images shows the layers that were not lazy: {listed}"
+    );
     // And a skiff image runs beside it on the same node.
     let skiff_image = n.pull_skiff("deb:skiff");
     let id = unique("beside");
@@ -551,4 +556,55 @@ fn bad_images_and_registry_faults_get_clear_errors_and_the_snapshotter_keeps_ser
         !n.containerd.snapshots().is_empty(),
         "the snapshotter still answers"
     );
+}
+
+#[test]
+fn a_full_disk_under_the_root_is_a_clear_error_and_serving_resumes_once_freed() {
+    // The snapshotter's root on a small tmpfs of its own.
+    let mut snapshotter = Snapshotter::start();
+    snapshotter.kill9();
+    let root = snapshotter.skiff.root.path().to_path_buf();
+    sh(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs"])
+        .arg(&root));
+    snapshotter.restart();
+    let containerd = Containerd::start(&snapshotter.socket(), "");
+    let fill = root.join("fill");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=64"])
+        .arg(format!("of={}", fill.display()))
+        .output()
+        .unwrap();
+    let o = containerd.ctr(&[
+        "snapshots",
+        "--snapshotter",
+        "skiff",
+        "prepare",
+        "full-1",
+        "",
+    ]);
+    assert!(!o.status.success(), "prepare on a full disk succeeded");
+    let e = stderr(&o);
+    assert!(
+        e.contains("the disk is full; free space under the snapshotter's --root"),
+        "names the cause and the fix: {e}"
+    );
+    std::fs::remove_file(&fill).unwrap();
+    containerd.ctr_ok(&[
+        "snapshots",
+        "--snapshotter",
+        "skiff",
+        "prepare",
+        "full-2",
+        "",
+    ]);
+    assert_eq!(
+        containerd.snapshots(),
+        ["full-2"],
+        "nothing half-made is left"
+    );
+    containerd.ctr_ok(&["snapshots", "--snapshotter", "skiff", "rm", "full-2"]);
+    drop(containerd);
+    snapshotter.kill9();
+    common::containerd::detach_mounts_under(&root);
 }

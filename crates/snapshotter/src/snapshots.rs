@@ -995,3 +995,33 @@ mod tests {
         assert_eq!(s.counters.lazy_layers.load(Ordering::Relaxed), 1);
     }
 }
+
+/// What the snapshotter holds for containerd, by how it was served, as
+/// `skiff images` shows it (read from the record file, without a server).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct LayerSummary {
+    /// Layers skiff serves (data layers and image mounts).
+    pub lazy: usize,
+    /// Committed layers containerd downloaded and unpacked itself.
+    pub not_lazy: usize,
+    pub not_lazy_bytes: i64,
+}
+
+pub fn layer_summary(root: &Path) -> Option<LayerSummary> {
+    let bytes = std::fs::read(root.join("snapshotter").join("metadata.json")).ok()?;
+    let st: State = serde_json::from_slice(&bytes).ok()?;
+    let mut sum = LayerSummary::default();
+    for s in st.snapshots.values() {
+        match (&s.content, s.kind) {
+            (Content::SkiffBlob | Content::SkiffImage { .. }, _) => sum.lazy += 1,
+            (Content::Local, SnapshotKind::Committed)
+                if s.labels.contains_key(labels::SKIFF_NOT_LAZY) =>
+            {
+                sum.not_lazy += 1;
+                sum.not_lazy_bytes += s.usage.map_or(0, |u| u.0);
+            }
+            _ => {}
+        }
+    }
+    Some(sum)
+}

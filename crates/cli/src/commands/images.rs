@@ -54,6 +54,15 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
             i.containers.len()
         )?;
     }
+    // Never silent: what containerd unpacked itself, not lazily.
+    if let Some(l) = skiff_snapshotter::snapshots::layer_summary(&global.root) {
+        outln!(
+            "containerd (skiff snapshotter): {} layers served lazily, {} not lazy (ordinary OCI layers containerd downloaded and unpacked, {})",
+            l.lazy,
+            l.not_lazy,
+            human(l.not_lazy_bytes.max(0) as u64)
+        )?;
+    }
     Ok(exit::OK)
 }
 
