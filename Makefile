@@ -47,12 +47,14 @@ test: deps images lint
 	$(CARGO) test --workspace
 	@# The cold-start harness (issue 5), one quick iteration over a shaped
 	@# link on the tests' build of skiff; it checks every path gave a number.
+	$(CARGO) build -p skiff --example cri_run
 	SKIFF_BIN=$(CARGO_TARGET_DIR)/debug/skiff bash bench/run.sh --smoke
 
 demo: release images
 	bash scripts/demo.sh
 
 bench: release images
+	$(CARGO) build --release -p skiff --example cri_run
 	bench/convert.py
 	bench/mount.py
 	bench/run.py

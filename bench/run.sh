@@ -8,7 +8,8 @@
 #   bench/run.sh --quick         python only at 100mbit, 5 runs, no dedup (under 10 minutes);
 #                                its own section of docs/benchmarks.md, the full run's kept
 #   bench/run.sh --containerd    python and node at 100mbit and 1gbit, 5 runs, through containerd:
-#                                OCI, eStargz, skiff run, and containerd + skiff snapshotter; its
+#                                OCI, eStargz, skiff run, and containerd + skiff snapshotter (ctr and
+#                                the CRI, through crates/cli/examples/cri_run.rs); its
 #                                own section of docs/benchmarks.md
 #   bench/run.sh --smoke         python at 1gbit, 1 run; fails unless every path
 #                                produced a number; writes no docs (for `make test`)
@@ -24,7 +25,7 @@ mode=full runs=5 profiles=100mbit workloads=python,node,gcc,java,numpy dedup=1 p
 while [ $# -gt 0 ]; do
   case $1 in
   --quick) mode=quick profiles=100mbit workloads=python dedup=0 ;;
-  --containerd) mode=containerd profiles=100mbit,1gbit workloads=python,node dedup=0 paths=oci,estargz,skiff,skiff-ctr ;;
+  --containerd) mode=containerd profiles=100mbit,1gbit workloads=python,node dedup=0 paths=oci,estargz,skiff,skiff-ctr,skiff-cri ;;
   --smoke) mode=smoke profiles=1gbit workloads=python runs=1 dedup=0 ;;
   --runs) runs=$2; shift ;;
   --profiles) profiles=$2; shift ;;
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
   --paths) paths=$2; shift ;;
   --no-dedup) dedup=0 ;;
   --baseline) export SKIFF_BASELINE_BIN=$2; shift ;;
-  -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
   *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

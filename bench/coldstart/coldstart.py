@@ -11,6 +11,9 @@ bytes over the link (host veth counters: before first output and in all) and pea
   skiff-trace  the same, image converted with a prefetch trace of the workload
   skiff-ctr    containerd + runc with `skiff snapshotter` (fresh root): `skiff snapshotter pull`
                then `ctr run --rm --snapshotter skiff` of the skiff image (no trace)
+  skiff-cri    the same snapshotter under containerd's CRI plugin, driven as the kubelet does by
+               crates/cli/examples/cri_run.rs: PullImage, RunPodSandbox (host network), Create-
+               and StartContainer, output read from the CRI log (no trace)
   skiff-baseline  `skiff run --rm` with SKIFF_BASELINE_BIN, an earlier build (only when set)
 Every cold run starts from nothing: a fresh containerd root or skiff root, page cache dropped.
 Paths are interleaved run by run. The physical limit is also measured (see limit()).
@@ -22,7 +25,7 @@ import argparse, json, os, shlex, signal, statistics, subprocess, sys, tempfile,
 sys.dont_write_bytecode = True  # no __pycache__ in the clone
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
-from harness import (SKIFF, SKIFF_BASELINE, BenchError, Containerd, Estargz, Link, Skiff, SkiffSnapshotter, drop_caches, ensure_packages,  # noqa: E402
+from harness import (CRI_RUN, SKIFF, SKIFF_BASELINE, BenchError, Containerd, Estargz, Link, Skiff, SkiffSnapshotter, drop_caches, ensure_packages,  # noqa: E402
                      log, rate_bytes_per_s, sh, timed, umount_under, version, PATH_ENV, ROOT)
 
 HELLO_C = r'printf "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n" >/tmp/hello.c'
@@ -35,7 +38,7 @@ WORKLOADS = {
     "java": ("large", ["sh", "-c", "exec java -version 2>&1"], "version"),
     "numpy": ("large", ["python3", "-c", "import numpy; print(numpy.__version__)"], "."),
 }
-PATHS = ["oci", "estargz", "estargz-opt", "skiff", "skiff-trace", "skiff-ctr"] + (["skiff-baseline"] if SKIFF_BASELINE else [])
+PATHS = ["oci", "estargz", "estargz-opt", "skiff", "skiff-trace", "skiff-ctr", "skiff-cri"] + (["skiff-baseline"] if SKIFF_BASELINE else [])
 DAEMONS = {"containerd", "containerd-shim", "estargz snapshotter", "skiff mount daemon", "skiff snapshotter"}
 
 
@@ -79,6 +82,8 @@ class Bench:
                                "oci_bytes": sum(l["size"] for l in manifest["layers"]),
                                "skiff_blob_bytes": info["blob_bytes"], "file_bytes": info["file_bytes"],
                                "files": info["files"]}
+        if "skiff-cri" in self.args.paths:
+            self.push_pause()
         self.estargz = Estargz() if "estargz" in self.args.paths or "estargz-opt" in self.args.paths else None
         if self.estargz and not self.estargz.available():
             log(f"eStargz: not available ({self.estargz.reason})")
@@ -91,6 +96,52 @@ class Bench:
             if self.estargz and self.estargz.available():
                 self.convert_estargz(w, im, cmd)
         conv.cleanup()
+
+    def push_pause(self):
+        """A pause image for the CRI path, from a static binary built here (no public registry)."""
+        import gzip, hashlib, io, tarfile
+        d = os.path.join(self.work, "pause")
+        os.makedirs(os.path.join(d, "layout", "blobs", "sha256"))
+        open(os.path.join(d, "pause.c"), "w").write(
+            "#include <signal.h>\n#include <unistd.h>\nstatic void q(int s) { (void)s; _exit(0); }\n"
+            "int main(void) { signal(SIGTERM, q); signal(SIGINT, q); for (;;) pause(); }\n")
+        sh(["gcc", "-static", "-O2", "-o", os.path.join(d, "pause"), os.path.join(d, "pause.c")])
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w") as t:
+            t.add(os.path.join(d, "pause"), arcname="pause")
+
+        def blob(b):
+            h = hashlib.sha256(b).hexdigest()
+            open(os.path.join(d, "layout", "blobs", "sha256", h), "wb").write(b)
+            return {"digest": f"sha256:{h}", "size": len(b)}
+        layer = blob(gzip.compress(raw.getvalue(), mtime=0))
+        config = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/pause"]},
+                                  "rootfs": {"type": "layers", "diff_ids": [
+                                      "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]}}).encode())
+        manifest = blob(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+                                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                                **layer}]}).encode())
+        open(os.path.join(d, "layout", "oci-layout"), "w").write('{"imageLayoutVersion":"1.0.0"}')
+        open(os.path.join(d, "layout", "index.json"), "w").write(json.dumps({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest,
+             "annotations": {"org.opencontainers.image.ref.name": "pause"}}]}))
+        sh(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{d}/layout:pause",
+            f"docker://{self.reg}/pause:bench"])
+
+    def cri_config(self):
+        return "\n".join([
+            '[plugins."io.containerd.grpc.v1.cri"]',
+            f'  sandbox_image = "{self.reg}/pause:bench"',
+            '  stream_server_address = "127.0.0.1"', '  stream_server_port = "0"',
+            # Lowering the pause container's OOM score is denied in a container without CAP_SYS_RESOURCE.
+            '  restrict_oom_score_adj = true',
+            '  [plugins."io.containerd.grpc.v1.cri".containerd]',
+            '    snapshotter = "skiff"', '    disable_snapshot_annotations = false',
+            f'  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{self.reg}"]',
+            f'    endpoint = ["http://{self.reg}"]',
+            '  [plugins."io.containerd.grpc.v1.cri".cni]',
+            f'    bin_dir = "{self.work}/cni/bin"', f'    conf_dir = "{self.work}/cni/conf"'])
 
     def convert_estargz(self, w, im, cmd):
         """A conversion that fails makes that path unavailable for that workload, with the reason."""
@@ -116,6 +167,8 @@ class Bench:
             if not (self.estargz and self.estargz.available()):
                 return f"not available: {self.estargz.reason if self.estargz else 'not requested'}"
             return self.unavailable.get((p, w))
+        if p == "skiff-cri" and not os.access(CRI_RUN, os.X_OK):
+            return f"not available: no {CRI_RUN} (cargo build --release -p skiff --example cri_run)"
         if p == "skiff-baseline" and not SKIFF_BASELINE:
             return "not available: set SKIFF_BASELINE_BIN (bench/run.sh --baseline BIN)"
         return None
@@ -225,6 +278,30 @@ class Bench:
                 d[pid] = "estargz snapshotter"
                 return d
             r = timed(run, self.link, watch=watch, log_path=logf)
+        elif path == "skiff-cri":
+            self.skiff = Skiff(os.path.join(self.work, f"skiff-{self.seq}"))
+            self.snap = SkiffSnapshotter(self.skiff, os.path.join(self.work, f"snap-{self.seq}.sock"))
+            self.snap.start()
+            self.ctrd = Containerd(os.path.join(self.work, f"ctrd-{self.seq}"), proxy={"skiff": self.snap.sock},
+                                   cri=self.cri_config())
+            self.ctrd.start()
+            drop_caches()
+            run = [CRI_RUN, "--containerd", self.ctrd.sock, "--log-dir", os.path.join(self.work, f"pod-{self.seq}"),
+                   "--name", cid, self.ref(im, "skiff"), *cmd]
+
+            def watch():
+                d = self.ctrd.watch()
+                d.update(self.skiff.watch())
+                d[self.snap.proc.pid] = "skiff snapshotter"
+                return d
+            r = timed(run, self.link, watch=watch, log_path=logf)
+            extra = self.skiff.stats()
+            try:
+                phases = json.loads(open(logf).read().strip().splitlines()[-1])
+                mark_time = r["t0_wall"] + phases["pull_s"]
+                open(mark, "w").write(f"{mark_time}")
+            except (OSError, ValueError, KeyError, IndexError):
+                pass
         elif path == "skiff-ctr":
             self.skiff = Skiff(os.path.join(self.work, f"skiff-{self.seq}"))
             self.snap = SkiffSnapshotter(self.skiff, os.path.join(self.work, f"snap-{self.seq}.sock"))

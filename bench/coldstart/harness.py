@@ -16,6 +16,8 @@ ROOT = os.path.dirname(BENCH)
 CACHE = os.environ.get("SKIFF_CACHE", os.path.expanduser("~/.cache/skiff"))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(CACHE, "target"))
 SKIFF = os.environ.get("SKIFF_BIN", os.path.join(TARGET, "release", "skiff"))
+# The kubelet stand-in (crates/cli/examples/cri_run.rs), built beside the skiff binary.
+CRI_RUN = os.environ.get("SKIFF_CRI_RUN", os.path.join(os.path.dirname(SKIFF), "examples", "cri_run"))
 # An earlier build to run side by side (the "skiff-baseline" path), or None.
 SKIFF_BASELINE = os.environ.get("SKIFF_BASELINE_BIN") or None
 LINK = os.path.join(BENCH, "net", "link.sh")
@@ -214,24 +216,28 @@ class Containerd:
 
     NS = "skiffbench"
 
-    def __init__(self, workdir, proxy=None):
+    def __init__(self, workdir, proxy=None, cri=None):
         self.dir = workdir
         self.sock = os.path.join(workdir, "containerd.sock")
         self.proxy = proxy or {}
+        # TOML for the CRI plugin's section, which is then enabled.
+        self.cri = cri
         self.proc = None
 
     def start(self):
         os.makedirs(self.dir, exist_ok=True)
         conf = os.path.join(self.dir, "config.toml")
         lines = ["version = 2", f'root = "{self.dir}/root"', f'state = "{self.dir}/state"',
-                 # The CRI plugin is not needed and only slows the start.
-                 'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+                 # The CRI plugin is not needed (but for the CRI path) and only slows the start.
+                 *([] if self.cri else ['disabled_plugins = ["io.containerd.grpc.v1.cri"]']),
                  "[grpc]", f'  address = "{self.sock}"',
                  "[ttrpc]", f'  address = "{self.sock}.ttrpc"',
                  # Else containerd keeps its opt plugin's files in /opt/containerd.
                  '[plugins."io.containerd.internal.v1.opt"]', f'  path = "{self.dir}/opt"']
         for name, addr in self.proxy.items():
             lines += [f"[proxy_plugins.{name}]", '  type = "snapshot"', f'  address = "{addr}"']
+        if self.cri:
+            lines.append(self.cri)
         open(conf, "w").write("\n".join(lines) + "\n")
         self.log = open(os.path.join(self.dir, "containerd.log"), "w")
         self.proc = subprocess.Popen(["containerd", "--config", conf], stdout=self.log, stderr=self.log,

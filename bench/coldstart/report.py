@@ -15,6 +15,7 @@ LABELS = {"oci": "OCI full pull (containerd, overlayfs)", "estargz": "eStargz la
           "estargz-opt": "eStargz, optimized for the workload", "skiff": "skiff, no prefetch trace",
           "skiff-trace": "skiff, prefetch trace",
           "skiff-ctr": "containerd + skiff snapshotter (ctr), no trace",
+          "skiff-cri": "containerd CRI + skiff snapshotter (kubelet's calls), no trace",
           # Only with SKIFF_BASELINE_BIN (bench/run.sh --baseline): an earlier build, no trace.
           "skiff-baseline": "skiff, no prefetch trace, baseline build"}
 OPTIONAL = {"skiff-baseline"}
@@ -260,23 +261,24 @@ def runs_label(m):
 
 
 def containerd_targets(runs):
-    """Issue 16's targets for the snapshotter path, as measured ratios."""
+    """Issue 16's targets for the snapshotter paths, as measured ratios."""
     out = ["", "Targets (issue 16; shown, not asserted): containerd + skiff snapshotter within 1.15× of "
            "`skiff run`'s own cold start, and at most 0.5× the eStargz snapshotter on the same link.", "",
-           "| link | workload | snapshotter s | ÷ skiff run | ÷ eStargz | ctr run's own start, warm s |",
-           "|---|---|---:|---:|---:|---:|"]
+           "| link | workload | path | s | ÷ skiff run | ÷ eStargz | ctr run's own start, warm s |",
+           "|---|---|---|---:|---:|---:|---:|"]
     for res in runs:
         prof = res["meta"]["profile"]
         for w, paths in res["results"].items():
-            ctr = med(paths.get("skiff-ctr", []), "first")
-            if ctr is None:
-                continue
             own = med(paths.get("skiff", []), "first")
             esgz = med(paths.get("estargz", []), "first")
             warm = res.get("limits", {}).get(w, {}).get("warm_oci")
-            ratio = lambda d: f"{ctr / d:.2f}×" if d else "–"  # noqa: E731
-            out.append(f"| {prof} | {w} | {ctr:.2f} | {ratio(own)} | {ratio(esgz)} | "
-                       + (f"{warm:.2f}" if warm else "–") + " |")
+            for via in ("skiff-ctr", "skiff-cri"):
+                t = med(paths.get(via, []), "first")
+                if t is None:
+                    continue
+                ratio = lambda d: f"{t / d:.2f}×" if d else "–"  # noqa: E731
+                out.append(f"| {prof} | {w} | {via} | {t:.2f} | {ratio(own)} | {ratio(esgz)} | "
+                           + (f"{warm:.2f}" if warm else "–") + " |")
     return "\n".join(out) + "\n"
 
 

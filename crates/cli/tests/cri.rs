@@ -2,29 +2,25 @@
 //! `k8s-cri` crate) against containerd 1.6's CRI plugin, with `skiff
 //! snapshotter` as its snapshotter. It pulls a skiff image, runs a pod
 //! with host networking (no CNI needed), creates and starts a container,
-//! and reads its log, as the kubelet does. The pause image is built here
+//! and reads its log, as the kubelet does (`examples/cri_run.rs`, which
+//! the benchmark's CRI path runs too). The pause image is built here
 //! from a static binary, since no public registry is reachable.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::containerd::{Containerd, Snapshotter};
 use common::containers::layout;
 use common::layers::{Entry, LayerBlob, Tar};
 use common::registry::Registry;
 use common::sh;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest, VersionRequest,
-};
+
+/// The kubelet stand-in, shared with the benchmark's CRI path.
+#[allow(dead_code)]
+#[path = "../examples/cri_run.rs"]
+mod cri_run;
 
 /// A pause image: one static binary that sleeps until SIGTERM or SIGINT.
 fn pause_layout(dir: &Path) -> String {
@@ -54,19 +50,6 @@ fn pause_layout(dir: &Path) -> String {
         serde_json::json!({"Entrypoint": ["/pause"]}),
     );
     format!("oci:{}:pause", layout.display())
-}
-
-/// The text of a CRI container log (`TIME STREAM TAG TEXT` per line).
-fn log_text(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(4, ' ');
-            let (_, stream, _, text) = (f.next()?, f.next()?, f.next()?, f.next()?);
-            (stream == "stdout").then(|| format!("{text}\n"))
-        })
-        .collect()
 }
 
 #[test]
@@ -107,142 +90,29 @@ fn the_cri_pulls_and_runs_a_skiff_image_lazily() {
         .enable_all()
         .build()
         .unwrap();
-    let output = rt.block_on(async {
-        let socket = containerd.socket();
-        let channel = tonic::transport::Endpoint::try_from("http://[::]")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                tokio::net::UnixStream::connect(socket.clone())
-            }))
-            .await
-            .unwrap();
-        let mut runtime = RuntimeServiceClient::new(channel.clone());
-        let mut images = ImageServiceClient::new(channel);
-        let version = runtime
-            .version(VersionRequest {
-                version: "v1".into(),
-            })
-            .await
-            .expect("containerd serves CRI v1")
-            .into_inner();
-        assert_eq!(version.runtime_name, "containerd");
-
-        let pulled = images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", snapshotter.log()))
-            .into_inner();
-        assert!(pulled.image_ref.starts_with("sha256:"), "{pulled:?}");
-
-        let uid = format!("pod-{}", std::process::id());
-        let pod_config = PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: "skiff-pod".into(),
-                uid: uid.clone(),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            log_directory: logs.display().to_string(),
-            linux: Some(LinuxPodSandboxConfig {
-                security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Node as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let pod = runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod_config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
-            .into_inner()
-            .pod_sandbox_id;
-        let created = runtime
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(ContainerConfig {
-                    metadata: Some(ContainerMetadata {
-                        name: "reader".into(),
-                        attempt: 0,
-                    }),
-                    image: Some(ImageSpec {
-                        image: image.clone(),
-                        ..Default::default()
-                    }),
-                    command: vec!["sh".into(), "-c".into()],
-                    args: vec!["head -1 /etc/os-release; md5sum /usr/bin/perl | cut -c1-8".into()],
-                    log_path: "reader.log".into(),
-                    ..Default::default()
-                }),
-                sandbox_config: Some(pod_config),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", snapshotter.log()))
-            .into_inner()
-            .container_id;
-        runtime
-            .start_container(StartContainerRequest {
-                container_id: created.clone(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", containerd.log()));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            let s = runtime
-                .container_status(ContainerStatusRequest {
-                    container_id: created.clone(),
-                    verbose: false,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
-            if s.state == ContainerState::ContainerExited as i32 {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the container did not exit: {s:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert_eq!(status.exit_code, 0, "{status:?}");
-        let output = log_text(&logs.join("reader.log"));
-
-        runtime
-            .remove_container(RemoveContainerRequest {
-                container_id: created,
-            })
-            .await
-            .unwrap();
-        runtime
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await
-            .unwrap();
-        runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: pod,
-            })
-            .await
-            .unwrap();
-        output
-    });
+    let mut out = Vec::new();
+    let code = rt
+        .block_on(cri_run::run(
+            &cri_run::Args {
+                containerd: containerd.socket(),
+                log_dir: logs.clone(),
+                name: "reader".into(),
+                image: image.clone(),
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "head -1 /etc/os-release; md5sum /usr/bin/perl | cut -c1-8".into(),
+                ],
+            },
+            &mut out,
+        ))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", snapshotter.log(), containerd.log()));
+    assert_eq!(code, 0);
+    let output = String::from_utf8(out).unwrap();
+    assert!(
+        logs.join("reader.log").exists(),
+        "the CRI log is where the pod said"
+    );
     assert_eq!(
         output,
         "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n293a3e33\n"

@@ -727,6 +727,15 @@ pub fn engine_status(context: &str, e: EngineError) -> Status {
         EngineError::Store { .. } => true,
         _ => false,
     };
+    // A blob or manifest the registry does not have: retrying will not help.
+    let missing = match &e {
+        EngineError::Helper(t) => t.contains(" not found"),
+        EngineError::Oci {
+            source: skiff_oci::error::OciError::NotFound { .. },
+            ..
+        } => true,
+        _ => false,
+    };
     let detail = e.to_string();
     // A helper's error already names what it was mounting.
     let text = if helper {
@@ -742,6 +751,9 @@ pub fn engine_status(context: &str, e: EngineError) -> Status {
         }
         _ if verification => Status::failed_precondition(format!(
             "{text}; the image at the registry does not match its digests: push it again"
+        )),
+        _ if missing => Status::failed_precondition(format!(
+            "{text}; the registry lacks part of the image: push it again, or pull it from where it is whole"
         )),
         EngineError::Invalid(_) => Status::invalid_argument(text),
         EngineError::NotFound(_) => Status::not_found(text),
@@ -1024,4 +1036,23 @@ pub fn layer_summary(root: &Path) -> Option<LayerSummary> {
         }
     }
     Some(sum)
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_map_to_codes_containerd_passes_on() {
+        let missing = EngineError::Helper(
+            "mounting r@d failed: the image mount daemon exited (exit status: 1) before it was ready:\nskiff: error: blob sha256:aa in deb not found (is the image on h?)".into(),
+        );
+        let s = engine_status("mounting r@d", missing);
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{}", s.message());
+        assert!(!s.message().contains('\n'));
+        let corrupt = EngineError::Helper("the image mount daemon exited (exit status: 3) before it was ready:\nx".into());
+        assert_eq!(engine_status("m", corrupt).code(), tonic::Code::FailedPrecondition);
+        let down = EngineError::Helper("the image mount daemon exited (exit status: 1) before it was ready:\nconnection refused".into());
+        assert_eq!(engine_status("m", down).code(), tonic::Code::Unavailable);
+    }
 }
