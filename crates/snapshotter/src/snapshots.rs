@@ -1050,8 +1050,13 @@ mod status_tests {
         let s = engine_status("mounting r@d", missing);
         assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{}", s.message());
         assert!(!s.message().contains('\n'));
-        let corrupt = EngineError::Helper("the image mount daemon exited (exit status: 3) before it was ready:\nx".into());
-        assert_eq!(engine_status("m", corrupt).code(), tonic::Code::FailedPrecondition);
+        let corrupt = EngineError::Helper(
+            "the image mount daemon exited (exit status: 3) before it was ready:\nx".into(),
+        );
+        assert_eq!(
+            engine_status("m", corrupt).code(),
+            tonic::Code::FailedPrecondition
+        );
         let down = EngineError::Helper("the image mount daemon exited (exit status: 1) before it was ready:\nconnection refused".into());
         assert_eq!(engine_status("m", down).code(), tonic::Code::Unavailable);
     }
