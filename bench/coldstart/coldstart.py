@@ -279,21 +279,9 @@ class Bench:
                 return d
             r = timed(run, self.link, watch=watch, log_path=logf)
         elif path == "skiff-cri":
-            self.skiff = Skiff(os.path.join(self.work, f"skiff-{self.seq}"))
-            self.snap = SkiffSnapshotter(self.skiff, os.path.join(self.work, f"snap-{self.seq}.sock"))
-            self.snap.start()
-            self.ctrd = Containerd(os.path.join(self.work, f"ctrd-{self.seq}"), proxy={"skiff": self.snap.sock},
-                                   cri=self.cri_config())
-            self.ctrd.start()
-            drop_caches()
+            watch = self.start_snapshotter(cri=self.cri_config())
             run = [CRI_RUN, "--containerd", self.ctrd.sock, "--log-dir", os.path.join(self.work, f"pod-{self.seq}"),
                    "--name", cid, self.ref(im, "skiff"), *cmd]
-
-            def watch():
-                d = self.ctrd.watch()
-                d.update(self.skiff.watch())
-                d[self.snap.proc.pid] = "skiff snapshotter"
-                return d
             r = timed(run, self.link, watch=watch, log_path=logf)
             extra = self.skiff.stats()
             try:
@@ -303,23 +291,12 @@ class Bench:
             except (OSError, ValueError, KeyError, IndexError):
                 pass
         elif path == "skiff-ctr":
-            self.skiff = Skiff(os.path.join(self.work, f"skiff-{self.seq}"))
-            self.snap = SkiffSnapshotter(self.skiff, os.path.join(self.work, f"snap-{self.seq}.sock"))
-            self.snap.start()
-            self.ctrd = Containerd(os.path.join(self.work, f"ctrd-{self.seq}"), proxy={"skiff": self.snap.sock})
-            self.ctrd.start()
-            drop_caches()
+            watch = self.start_snapshotter()
             ref = self.ref(im, "skiff")
             pull = " ".join(shlex.quote(x) for x in self.skiff.cmd(
                 "snapshotter", "pull", ref, "--containerd-address", self.ctrd.sock, "-n", Containerd.NS))
             run = ["sh", "-c", f'{pull} >/dev/null && date +%s.%N >{mark} && exec "$@"', "sh",
                    *self.ctrd.ctr("run", "--rm", "--snapshotter", "skiff", ref, cid, *cmd)]
-
-            def watch():
-                d = self.ctrd.watch()
-                d.update(self.skiff.watch())
-                d[self.snap.proc.pid] = "skiff snapshotter"
-                return d
             r = timed(run, self.link, watch=watch, log_path=logf)
             extra = self.skiff.stats()
         else:
@@ -341,6 +318,23 @@ class Bench:
             r["skiff_fetched"] = extra.get("fetched_bytes")
         del r["output"]
         return r
+
+    def start_snapshotter(self, cri=None):
+        """A fresh skiff root, `skiff snapshotter` on it, and a containerd using it (with the CRI
+        plugin when `cri` is its config); caches dropped. Returns the daemons' watch function."""
+        self.skiff = Skiff(os.path.join(self.work, f"skiff-{self.seq}"))
+        self.snap = SkiffSnapshotter(self.skiff, os.path.join(self.work, f"snap-{self.seq}.sock"))
+        self.snap.start()
+        self.ctrd = Containerd(os.path.join(self.work, f"ctrd-{self.seq}"), proxy={"skiff": self.snap.sock}, cri=cri)
+        self.ctrd.start()
+        drop_caches()
+
+        def watch():
+            d = self.ctrd.watch()
+            d.update(self.skiff.watch())
+            d[self.snap.proc.pid] = "skiff snapshotter"
+            return d
+        return watch
 
     def teardown_run(self):
         if self.ctrd:
