@@ -9,7 +9,7 @@ CARGO ?= cargo
 DEB_PACKAGES := docker-registry skopeo umoci debootstrap fuse3 python3 \
 	python3-cryptography ca-certificates curl gzip tar jq gcc libc6-dev make \
 	libseccomp-dev seccomp pkg-config runc hostname \
-	e2fsprogs util-linux bsdutils containerd protobuf-compiler
+	e2fsprogs util-linux bsdutils containerd protobuf-compiler podman
 
 .PHONY: all build release deps rust images test lint unit demo bench clean
 

@@ -2,6 +2,7 @@
 
 mod commands;
 mod exit;
+mod oci;
 mod out;
 mod progress;
 
@@ -189,6 +190,13 @@ fn suggest_verb(typed: &str) -> Option<&'static str> {
 }
 
 fn main() {
+    let called_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if called_as.as_deref() == Some(oci::NAME) {
+        oci::main();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if e.kind() == clap::error::ErrorKind::InvalidSubcommand => {

@@ -15,6 +15,7 @@ pub mod image_store;
 pub mod images;
 pub mod mount_daemon;
 pub mod mount_records;
+pub mod oci_runtime;
 pub mod record;
 pub mod request;
 pub mod root_dir;

@@ -124,13 +124,9 @@ impl Record {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(&d)
             .ctx(|| format!("creating {}", d.display()))?;
-        let tmp = d.join("state.json.tmp");
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| EngineError::io("encoding a container record", e.into()))?;
-        std::fs::write(&tmp, bytes).ctx(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, d.join("state.json"))
-            .ctx(|| format!("writing {}", d.join("state.json").display()))?;
-        Ok(())
+        write_atomically(&d.join("state.json"), &bytes)
     }
 
     pub fn load(root: &Path, id: &str) -> Result<Record> {
@@ -161,6 +157,40 @@ impl Record {
             s => s,
         }
     }
+}
+
+/// Writes `path` whole or not at all: a sibling `.tmp` file, renamed over.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).ctx(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).ctx(|| format!("writing {}", path.display()))
+}
+
+/// A UTC time as RFC 3339 (`2026-12-02T20:25:28Z`), as containerd's
+/// labels and the runtime spec's state want it.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (proleptic Gregorian), after H. Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Field 22 of /proc/PID/stat: the process start time in clock ticks;

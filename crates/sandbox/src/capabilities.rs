@@ -73,6 +73,11 @@ const ALL_CAPABILITIES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
+/// Every capability name (without `CAP_`), in kernel bit order.
+pub fn all_names() -> Vec<&'static str> {
+    ALL_CAPABILITIES.to_vec()
+}
+
 /// The kernel's number for a capability name (without `CAP_`).
 pub(crate) fn capability_number(name: &str) -> Option<u32> {
     ALL_CAPABILITIES

@@ -281,6 +281,108 @@ pub fn stats(path: &str) -> crate::Stats {
     }
 }
 
+/// The existing cgroup `path`, as [`Cgroup::create`] would have made it.
+fn open_existing(path: &str) -> Result<Cgroup, SandboxError> {
+    let rel = relative(path)?;
+    let missing = |dir: &Path| {
+        SandboxError::NotFound(format!(
+            "the cgroup {} does not exist (has the container exited?)",
+            dir.display()
+        ))
+    };
+    if crate::device_filter::unified_host() {
+        let dir = Path::new(CGROUP_ROOT).join(rel);
+        if !dir.is_dir() {
+            return Err(missing(&dir));
+        }
+        return Ok(Cgroup::V2(dir));
+    }
+    let mut dirs = Vec::new();
+    for (mount, own) in v1_hierarchies()? {
+        let dir = mount.join(rel);
+        if !dir.is_dir() {
+            return Err(missing(&dir));
+        }
+        dirs.push(V1Dir { mount, dir, own });
+    }
+    Ok(Cgroup::V1(dirs))
+}
+
+/// Applies `resources` to the running container's cgroup `path` (the OCI
+/// runtime's `update`). Device rules are not changed.
+pub fn update(path: &str, resources: &LinuxResources) -> Result<(), SandboxError> {
+    let cgroup = open_existing(path)?;
+    let mut r = resources.clone();
+    r.set_devices(None);
+    cgroup.apply(&r)?;
+    cgroup.limit_pids(Some(&r))
+}
+
+/// The processes in the cgroup `path` now (one hierarchy is enough: a
+/// container's processes are in the same cgroup in each).
+pub fn procs(path: &str) -> Result<Vec<i32>, SandboxError> {
+    let cgroup = open_existing(path)?;
+    let dir = match &cgroup {
+        Cgroup::V2(dir) => dir.clone(),
+        Cgroup::V1(dirs) => cgroup
+            .controller_dir("pids")
+            .or_else(|| dirs.first().map(|d| d.dir.as_path()))
+            .map(Path::to_path_buf)
+            .ok_or_else(|| SandboxError::Unsupported("no cgroup hierarchy".into()))?,
+    };
+    let file = dir.join("cgroup.procs");
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| SandboxError::io(format!("reading {}", file.display()), e))?;
+    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// Freezes or thaws every process of the cgroup `path` (v1's freezer,
+/// v2's `cgroup.freeze`), and waits until the kernel says it is done.
+pub fn freeze(path: &str, frozen: bool) -> Result<(), SandboxError> {
+    let cgroup = open_existing(path)?;
+    let (dir, file, value) = match &cgroup {
+        Cgroup::V2(dir) => (dir.clone(), "cgroup.freeze", if frozen { "1" } else { "0" }),
+        Cgroup::V1(_) => (
+            cgroup
+                .controller_dir("freezer")
+                .ok_or_else(|| {
+                    SandboxError::Unsupported(
+                        "this host's cgroups have no freezer controller, so containers cannot be paused".into(),
+                    )
+                })?
+                .to_path_buf(),
+            "freezer.state",
+            if frozen { "FROZEN" } else { "THAWED" },
+        ),
+    };
+    write(&dir, file, value)?;
+    for _ in 0..1000 {
+        if is_frozen(path) == frozen {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Err(SandboxError::Setup(format!(
+        "the cgroup {} did not become {}",
+        dir.display(),
+        if frozen { "frozen" } else { "thawed" }
+    )))
+}
+
+/// Whether the cgroup `path` is frozen (paused).
+pub fn is_frozen(path: &str) -> bool {
+    let Ok(cgroup) = open_existing(path) else {
+        return false;
+    };
+    match &cgroup {
+        Cgroup::V2(dir) => std::fs::read_to_string(dir.join("cgroup.events"))
+            .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1")),
+        Cgroup::V1(_) => cgroup.controller_dir("freezer").is_some_and(|d| {
+            std::fs::read_to_string(d.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+        }),
+    }
+}
+
 /// Kills whatever still runs in the cgroup `path` and removes it from every
 /// hierarchy. Missing directories are fine.
 pub fn remove(path: &str) -> Result<(), SandboxError> {

@@ -42,13 +42,34 @@ pub struct ImageFacts {
     pub architecture: String,
 }
 
+/// Who the container's init belongs to.
+pub enum Lifecycle {
+    /// The caller is its parent for its whole life: it starts it through
+    /// [`Sandbox::start`], and the container dies with it (`skiff run`'s
+    /// supervisor).
+    Supervised,
+    /// runc's model, for the OCI runtime command: the caller may exit once
+    /// the container is created, and the init, which outlives it (its
+    /// caller's subreaper reaps it), waits until `start_fifo` (a FIFO,
+    /// opened `O_PATH`) is opened for reading. [`Sandbox::start`] is not
+    /// used.
+    Detached {
+        start_fifo: OwnedFd,
+        /// Move the root over `/` and chroot instead of `pivot_root`.
+        no_pivot: bool,
+    },
+}
+
 /// A container to prepare.
 pub struct Prepare<'a> {
+    /// Its ID, as the runtime spec's state (and so its hooks) names it.
+    pub id: &'a str,
     /// The OCI runtime spec, in memory.
     pub spec: &'a Spec,
     /// Where relative paths in the spec (the root) are taken from.
     pub bundle: &'a Path,
     pub stdio: Stdio,
+    pub lifecycle: Lifecycle,
 }
 
 /// A running container to enter.
@@ -66,6 +87,9 @@ pub struct ExecStart<'a> {
     /// terminal, as the spec's `process` says them.
     pub process: &'a oci_spec::runtime::Process,
     pub stdio: Stdio,
+    /// The process outlives its caller (`exec --detach` of the OCI
+    /// runtime command); otherwise it dies with it.
+    pub detached: bool,
 }
 
 /// A process started in a running container.

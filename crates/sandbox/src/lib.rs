@@ -6,6 +6,7 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod device_filter;
+pub mod hooks;
 mod init;
 pub mod kind;
 pub mod layer_fs;
@@ -20,8 +21,8 @@ pub mod spec;
 pub mod user;
 
 pub use kind::{
-    ExecProcess, ExecStart, ImageFacts, Prepare, Running, Sandbox, SandboxKind, SignalHandle,
-    Stats, Stdio,
+    ExecProcess, ExecStart, ImageFacts, Lifecycle, Prepare, Running, Sandbox, SandboxKind,
+    SignalHandle, Stats, Stdio,
 };
 pub use namespace::{NamespaceKind, NamespaceSandbox};
 pub use process::Exit;

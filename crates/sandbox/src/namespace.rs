@@ -17,15 +17,15 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType};
 
 use crate::cgroups::Cgroup;
 use crate::device_filter::{self, DeviceRule};
 use crate::init::channel::{await_ready, failure, receive, tell};
 use crate::init::{self, message, InitStdio, Plan};
 use crate::kind::{
-    ExecProcess, ExecStart, ImageFacts, Prepare, Running, Sandbox, SandboxKind, SignalHandle,
-    Stats, Stdio,
+    ExecProcess, ExecStart, ImageFacts, Lifecycle, Prepare, Running, Sandbox, SandboxKind,
+    SignalHandle, Stats, Stdio,
 };
 use crate::process::{signal, wait, Exit};
 use crate::relay::{Pipes, Relay};
@@ -59,10 +59,8 @@ impl SandboxKind for NamespaceKind {
 
     fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {
         Ok(Box::new(NamespaceSandbox::create(
-            container.spec,
-            container.bundle,
+            container,
             &self.filter_cache,
-            container.stdio,
         )?))
     }
 
@@ -122,7 +120,8 @@ impl NamespaceExec {
             Some(policy) => Some(Arc::new(CompiledFilter::cached(policy, filter_cache)?)),
             None => None,
         };
-        let plan = Plan::new(&spec, container.bundle, filter)?;
+        let mut plan = Plan::new(&spec, container.bundle, filter)?;
+        plan.detached = start.detached;
         let cgroups_path = linux
             .cgroups_path()
             .as_ref()
@@ -298,12 +297,14 @@ impl NamespaceSandbox {
     /// The seccomp policy is compiled here, or taken from `filter_cache`
     /// (see [`crate::seccomp_filter`]), and loaded by the init right
     /// before the command.
-    pub fn create(
-        spec: &Spec,
-        bundle: &Path,
-        filter_cache: &Path,
-        stdio: Stdio,
-    ) -> Result<Self, SandboxError> {
+    pub fn create(container: Prepare<'_>, filter_cache: &Path) -> Result<Self, SandboxError> {
+        let Prepare {
+            id,
+            spec,
+            bundle,
+            stdio,
+            lifecycle,
+        } = container;
         let linux = spec
             .linux()
             .as_ref()
@@ -312,7 +313,22 @@ impl NamespaceSandbox {
             Some(policy) => Some(Arc::new(CompiledFilter::cached(policy, filter_cache)?)),
             None => None,
         };
-        let plan = Plan::new(spec, bundle, filter)?;
+        let mut plan = Plan::new(spec, bundle, filter)?;
+        // Kept open until the init has it.
+        let _start_fifo = match lifecycle {
+            Lifecycle::Supervised => None,
+            Lifecycle::Detached {
+                start_fifo,
+                no_pivot,
+            } => {
+                use std::os::fd::AsRawFd;
+                plan.start_fifo = Some(start_fifo.as_raw_fd());
+                plan.detached = true;
+                plan.no_pivot = no_pivot;
+                Some(start_fifo)
+            }
+        };
+        let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj());
         let own_network = linux
             .namespaces()
             .iter()
@@ -342,7 +358,27 @@ impl NamespaceSandbox {
         if let Err(e) = cgroup.limit_pids(linux.resources().as_ref()) {
             return Err(abandon(e));
         }
-        let console = match await_ready(&channel, plan.terminal) {
+        if let Some(adj) = oom_score_adj {
+            let path = format!("/proc/{pid}/oom_score_adj");
+            if let Err(e) = std::fs::write(&path, adj.to_string()) {
+                return Err(abandon(SandboxError::io(
+                    format!("setting process.oomScoreAdj {adj} ({path})"),
+                    e,
+                )));
+            }
+        }
+        let mut run_runtime_hooks = || -> Result<Vec<u8>, SandboxError> {
+            use crate::hooks::{self, HookKind};
+            let state = hooks::State::new(id, spec, bundle, "creating", pid).to_json();
+            hooks::run(HookKind::Prestart, &HookKind::Prestart.of(spec), &state)?;
+            hooks::run(
+                HookKind::CreateRuntime,
+                &HookKind::CreateRuntime.of(spec),
+                &state,
+            )?;
+            Ok(hooks::State::new(id, spec, bundle, "created", pid).to_json())
+        };
+        let console = match await_ready(&channel, plan.terminal, &mut run_runtime_hooks) {
             Ok(c) => c,
             Err(e) => return Err(abandon(e)),
         };
@@ -490,15 +526,7 @@ fn spawn(
         None,
     )
     .map_err(|e| SandboxError::io("making the init's channel".into(), e.into()))?;
-    let mut flags =
-        (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) as u64;
-    for ns in linux.namespaces().iter().flatten() {
-        flags |= match ns.typ() {
-            LinuxNamespaceType::Network => libc::CLONE_NEWNET as u64,
-            LinuxNamespaceType::User => libc::CLONE_NEWUSER as u64,
-            _ => 0,
-        };
-    }
+    let flags = plan.clone_flags;
     let into = cgroup.v2_fd()?;
     let mut args = CloneArgs {
         flags,
@@ -524,6 +552,21 @@ fn spawn(
             e.into(),
         )
     })?;
+    // A pid namespace named by path is joined for the child alone
+    // (pid_for_children), and left right after the clone.
+    let own_pid_ns = match &plan.pid_join {
+        None => None,
+        Some(theirs) => {
+            let ours = rustix::fs::open(
+                "/proc/self/ns/pid",
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| SandboxError::io("opening /proc/self/ns/pid".into(), e.into()))?;
+            set_pid_ns(theirs, "joining the pid namespace the spec names")?;
+            Some(ours)
+        }
+    };
     let pid = cgroup.born_inside(|| {
         // SAFETY: clone3 with a fully initialised argument block. The child
         // continues on a copy of this (single-threaded) process and never
@@ -548,6 +591,9 @@ fn spawn(
         Ok(rc as i32)
     });
     let back = rustix::process::fchdir(&cwd);
+    if let Some(ours) = &own_pid_ns {
+        set_pid_ns(ours, "returning to skiff's pid namespace")?;
+    }
     let pid = pid?;
     drop(child_end);
     if let Err(e) = back {
@@ -579,6 +625,18 @@ fn spawn(
         }
     };
     Ok((pid, parent_end, relay))
+}
+
+fn set_pid_ns(ns: &OwnedFd, what: &str) -> Result<(), SandboxError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on a namespace descriptor this process holds.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } < 0 {
+        return Err(SandboxError::io(
+            what.into(),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 fn write_id_maps(pid: i32, linux: &Linux) -> Result<(), SandboxError> {

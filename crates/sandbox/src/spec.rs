@@ -73,6 +73,39 @@ fn device_rules() -> serde_json::Value {
     serde_json::Value::Array(rules)
 }
 
+/// What runc does to every spec it is handed: after the spec's own device
+/// rules, allow creating any node and using the minimal `/dev` (the rules
+/// above, less the deny-all) and each of `linux.devices`. A spec that
+/// denies all devices still gets a working `/dev`, as under runc.
+pub fn add_runtime_device_rules(spec: &mut oci_spec::runtime::Spec) -> Result<(), SandboxError> {
+    let mut extra: Vec<serde_json::Value> = match device_rules() {
+        serde_json::Value::Array(rules) => rules.into_iter().skip(1).collect(),
+        _ => Vec::new(),
+    };
+    let Some(linux) = spec.linux().clone() else {
+        return Ok(());
+    };
+    for d in linux.devices().iter().flatten() {
+        let typ = match d.typ() {
+            oci_spec::runtime::LinuxDeviceType::B => "b",
+            oci_spec::runtime::LinuxDeviceType::P => continue,
+            _ => "c",
+        };
+        extra.push(json!({"allow": true, "type": typ, "major": d.major(), "minor": d.minor(), "access": "rwm"}));
+    }
+    let extra: Vec<oci_spec::runtime::LinuxDeviceCgroup> =
+        serde_json::from_value(serde_json::Value::Array(extra))
+            .map_err(|e| SandboxError::Invalid(format!("device rules: {e}")))?;
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    rules.extend(extra);
+    resources.set_devices(Some(rules));
+    let mut linux = linux;
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
+    Ok(())
+}
+
 /// The files under `/etc` a spec may carry for the container, each in the
 /// annotation [`ETC_FILE_ANNOTATION`]`NAME`.
 pub const ETC_FILES: &[&str] = &["hostname", "hosts", "resolv.conf"];

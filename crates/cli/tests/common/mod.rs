@@ -6,6 +6,7 @@ pub mod containerd;
 pub mod containers;
 pub mod images;
 pub mod layers;
+pub mod oci;
 pub mod proxy;
 pub mod registry;
 pub mod trees;

@@ -59,6 +59,7 @@ impl Engine {
             ExecStart {
                 process: &process,
                 stdio,
+                detached: false,
             },
         )?;
         let signal = proc.signal_handle();

@@ -161,9 +161,11 @@ impl Engine {
         tracing::debug!("creating the container");
         let created = self.kind(&record.sandbox).and_then(|kind| {
             Ok(kind.prepare(Prepare {
+                id: &record.id,
                 spec,
                 bundle: &cdir,
                 stdio,
+                lifecycle: skiff_sandbox::Lifecycle::Supervised,
             })?)
         });
         let mut sandbox = match created {

@@ -23,6 +23,12 @@ pub(crate) mod message {
     /// Exec into a running container: the exec'd process's pid as the
     /// host sees it (4 bytes, native order), from the process that forks it.
     pub const PID: u8 = b'P';
+    /// Stopped before `pivot_root` for the parent's `prestart` and
+    /// `createRuntime` hooks.
+    pub const HOOKS: u8 = b'H';
+    /// Parent to child: the hooks ran; the body is the state JSON the
+    /// init's own hooks read.
+    pub const STATE: u8 = b'J';
 }
 
 /// Why the init gave up: the kinds map to Docker's exit codes (the byte
@@ -57,6 +63,19 @@ pub(crate) fn expect(sock: BorrowedFd<'_>, want: u8) -> Step {
     loop {
         match rustix::net::recv(sock, &mut b, rustix::net::RecvFlags::empty()) {
             Ok((1, _)) if b[0] == want => return Ok(()),
+            Ok(_) => return Err(fail("skiff went away before the container started".into())),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(fail(format!("waiting for skiff: {e}"))),
+        }
+    }
+}
+
+/// One packet that must be `want`; its body.
+pub(crate) fn receive_body(sock: BorrowedFd<'_>, want: u8) -> Step<Vec<u8>> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match rustix::net::recv(sock, &mut buf, rustix::net::RecvFlags::empty()) {
+            Ok((n, _)) if n >= 1 && buf[0] == want => return Ok(buf[1..n].to_vec()),
             Ok(_) => return Err(fail("skiff went away before the container started".into())),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(fail(format!("waiting for skiff: {e}"))),
@@ -107,10 +126,18 @@ pub(crate) type Packet = (u8, Vec<u8>, Option<OwnedFd>);
 pub(crate) fn await_ready(
     channel: &OwnedFd,
     terminal: bool,
+    run_hooks: &mut dyn FnMut() -> Result<Vec<u8>, SandboxError>,
 ) -> Result<Option<OwnedFd>, SandboxError> {
     let mut console = None;
     loop {
         match receive(channel)? {
+            Some((message::HOOKS, _, _)) => {
+                let mut packet = vec![message::STATE];
+                packet.extend(run_hooks()?);
+                rustix::net::send(channel, &packet, rustix::net::SendFlags::NOSIGNAL).map_err(
+                    |e| SandboxError::io("sending the state to the init".into(), e.into()),
+                )?;
+            }
             None => {
                 return Err(SandboxError::Setup(
                     "the container's init exited while setting up".into(),
@@ -213,7 +240,7 @@ mod tests {
         let file = std::fs::File::open("/dev/null").unwrap();
         send_fd(init.as_fd(), file.as_fd()).unwrap();
         send(init.as_fd(), &[message::READY]).unwrap();
-        let console = await_ready(&parent, true).unwrap();
+        let console = await_ready(&parent, true, &mut || Ok(Vec::new())).unwrap();
         assert!(console.is_some(), "the pty rides along with CONSOLE");
 
         tell(&parent, message::START, "starting").unwrap();
@@ -252,13 +279,13 @@ mod tests {
             receive(&parent).unwrap().is_none(),
             "a closed end reads as None"
         );
-        assert!(await_ready(&parent, false).is_err());
+        assert!(await_ready(&parent, false, &mut || Ok(Vec::new())).is_err());
     }
 
     #[test]
     fn a_terminal_without_its_pty_is_an_error() {
         let (parent, init) = pair();
         send(init.as_fd(), &[message::READY]).unwrap();
-        assert!(await_ready(&parent, true).is_err());
+        assert!(await_ready(&parent, true, &mut || Ok(Vec::new())).is_err());
     }
 }

@@ -112,8 +112,12 @@ pub(crate) fn switch_user(plan: &Plan) -> Step {
             ),
             "clearing ambient capabilities",
         )?;
+        // The kernel raises an ambient capability only if it is permitted
+        // and inheritable; runc skips the others (its `runc spec` lists
+        // ambient capabilities with no inheritable set), and so does this.
+        let raisable = caps.ambient & caps.permitted & caps.inheritable;
         for cap in 0..=plan.last_cap.min(63) {
-            if caps.ambient & (1u64 << cap) != 0 {
+            if raisable & (1u64 << cap) != 0 {
                 check(
                     libc::prctl(
                         libc::PR_CAP_AMBIENT,

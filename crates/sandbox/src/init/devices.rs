@@ -75,8 +75,12 @@ pub(crate) fn make_devices(root: &OwnedFd, user_namespace: bool) -> Step {
 
 /// A pty from the container's own devpts: the master goes to the parent,
 /// the slave is kept (and bound over `/dev/console`).
-pub(crate) fn make_console(root: &OwnedFd, sock: BorrowedFd<'_>) -> Step<OwnedFd> {
-    let slave = open_pty(root, sock)?;
+pub(crate) fn make_console(
+    root: &OwnedFd,
+    sock: BorrowedFd<'_>,
+    size: Option<(u16, u16)>,
+) -> Step<OwnedFd> {
+    let slave = open_pty(root, sock, size)?;
     let console = resolve_in_root(root, "/dev/console", Create::File)?;
     mount(
         Some(&fd_path(&slave)),
@@ -90,7 +94,11 @@ pub(crate) fn make_console(root: &OwnedFd, sock: BorrowedFd<'_>) -> Step<OwnedFd
 
 /// A new pty from the container's devpts: the master is handed to the
 /// parent, the slave returned (an exec'd process's terminal).
-pub(crate) fn open_pty(root: &OwnedFd, sock: BorrowedFd<'_>) -> Step<OwnedFd> {
+pub(crate) fn open_pty(
+    root: &OwnedFd,
+    sock: BorrowedFd<'_>,
+    size: Option<(u16, u16)>,
+) -> Step<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
     let ptmx = resolve_in_root(root, "/dev/pts/ptmx", Create::Dir)?;
     let master = rustix::fs::open(
@@ -106,6 +114,67 @@ pub(crate) fn open_pty(root: &OwnedFd, sock: BorrowedFd<'_>) -> Step<OwnedFd> {
         rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY,
     )
     .map_err(|e| fail(format!("opening the pty's terminal side: {e}")))?;
+    if let Some((rows, cols)) = size {
+        let ws = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&slave, ws)
+            .map_err(|e| fail(format!("setting the pty's size (process.consoleSize): {e}")))?;
+    }
     send_fd(sock, master.as_fd())?;
     Ok(slave)
+}
+
+/// `linux.devices`: each node made in the container's `/dev` with its
+/// mode and owner; in a user namespace (no mknod) the host's node of the
+/// same path is bound instead, as runc does.
+pub(crate) fn make_spec_devices(root: &OwnedFd, plan: &super::plan::Plan) -> Step {
+    use rustix::fs::{Mode, OFlags};
+    for d in &plan.devices {
+        let rel = d.path.trim_start_matches("/dev/");
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((p, n)) => (format!("/dev/{p}"), n),
+            None => ("/dev".to_string(), rel),
+        };
+        let dir = resolve_in_root(root, &parent, Create::Dir)?;
+        if plan.user_namespace {
+            let target = resolve_in_root(root, &d.path, Create::File)?;
+            mount(Some(&d.path), &fd_path(&target), None, libc::MS_BIND, None)?;
+            continue;
+        }
+        let _ = rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty());
+        rustix::fs::mknodat(
+            &dir,
+            name,
+            d.file_type,
+            Mode::from_raw_mode(d.mode),
+            rustix::fs::makedev(d.major, d.minor),
+        )
+        .map_err(|e| {
+            fail(format!(
+                "creating the device {} (linux.devices): {e}",
+                d.path
+            ))
+        })?;
+        let node = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fail(format!("opening the device {}: {e}", d.path)))?;
+        // The umask is 0 here, but mknod's mode cannot hold setuid bits.
+        rustix::fs::chmod(fd_path(&node).as_str(), Mode::from_raw_mode(d.mode))
+            .map_err(|e| fail(format!("setting the mode of {}: {e}", d.path)))?;
+        rustix::fs::chown(
+            fd_path(&node).as_str(),
+            Some(rustix::fs::Uid::from_raw(d.uid)),
+            Some(rustix::fs::Gid::from_raw(d.gid)),
+        )
+        .map_err(|e| fail(format!("setting the owner of {}: {e}", d.path)))?;
+    }
+    Ok(())
 }

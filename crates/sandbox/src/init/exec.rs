@@ -259,9 +259,17 @@ pub(crate) fn run_command(
     // record its exit. After the user switch, which clears it, and before
     // the default seccomp policy. Best effort: the engine kills what a
     // dead supervisor leaves running anyway.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    // SAFETY: as above.
+    if !plan.detached {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    }
+    if let Some(domain) = plan.personality {
+        // SAFETY: personality(2) with a domain constant.
+        if unsafe { libc::personality(domain) } < 0 {
+            return Err(os("setting linux.personality"));
+        }
+    }
+    // SAFETY: chdir with a NUL-terminated path.
     if !entered && unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
         return Err(os(format!("entering the working directory {:?}", plan.cwd)));
     }

@@ -61,7 +61,9 @@ fn join_and_fork(plan: &Plan, target: &Target, sock: BorrowedFd<'_>, stdio: &Ini
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
         "making the exec's helper non-dumpable",
     )?;
-    die_with_parent()?;
+    if !plan.detached {
+        die_with_parent()?;
+    }
     // The cgroup first, while the host's /sys/fs/cgroup is in view.
     for f in &target.cgroup_files {
         std::fs::write(f, "0").map_err(|e| {
@@ -116,7 +118,9 @@ fn run_exec(
     stdio: &InitStdio,
 ) -> Step<std::convert::Infallible> {
     // Its parent is the caller now: die with it until the command runs.
-    die_with_parent()?;
+    if !plan.detached {
+        die_with_parent()?;
+    }
     let console = if plan.terminal {
         let root = rustix::fs::open(
             "/",
@@ -124,7 +128,7 @@ fn run_exec(
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| fail(format!("opening the container's root: {e}")))?;
-        Some(open_pty(&root, sock)?)
+        Some(open_pty(&root, sock, plan.console_size)?)
     } else {
         None
     };

@@ -22,7 +22,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use self::channel::{expect, send};
 use self::devices::make_console;
 use self::protections::{check_kernel_filesystems, make_cwd, mask, read_only};
-use self::rootfs::{enter_rootfs, prepare_rootfs};
+use self::rootfs::{enter_rootfs, enter_rootfs_without_pivot, prepare_rootfs};
 use self::sys::{check, die_with_parent, fail, remount, Step};
 pub(crate) use channel::message;
 pub(crate) use plan::Plan;
@@ -50,8 +50,82 @@ pub(crate) fn run(plan: &Plan, sock: BorrowedFd<'_>, parent_end: RawFd, stdio: &
         Err(_) => fail("the container's init panicked".into()),
     };
     channel::report_failure(sock, &failure);
+    if plan.detached && PAST_START.load(std::sync::atomic::Ordering::Relaxed) {
+        // No one reads the channel after `start`: the container's own
+        // stderr is where its caller (a shim, conmon) looks.
+        let line = format!("skiff: {}\n", failure.message);
+        // SAFETY: write(2) of a local buffer to our own descriptor.
+        unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+        let code = match failure.kind {
+            channel::FailureKind::NotFound => 127,
+            channel::FailureKind::NotExecutable => 126,
+            channel::FailureKind::Setup => 1,
+        };
+        // SAFETY: _exit runs nothing of the parent's copied state.
+        unsafe { libc::_exit(code) }
+    }
     // SAFETY: _exit runs nothing of the parent's copied state.
     unsafe { libc::_exit(1) }
+}
+
+/// Set once a detached init has been started: its failures then go to
+/// the container's stderr.
+static PAST_START: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Joins the namespaces the spec names by path (the user one first).
+fn join_namespaces(plan: &Plan) -> Step {
+    use std::os::fd::AsRawFd;
+    for (fd, typ) in &plan.joins {
+        check(
+            // SAFETY: setns on a namespace descriptor this process holds.
+            unsafe { libc::setns(fd.as_raw_fd(), *typ) },
+            format!("joining the namespace the spec names ({typ:#x})"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes `linux.sysctl` (checked to be namespaced) through `/proc/sys`,
+/// already in the container's namespaces.
+fn write_sysctls(plan: &Plan) -> Step {
+    for (key, value) in &plan.sysctls {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        std::fs::write(&path, value)
+            .map_err(|e| fail(format!("setting the sysctl {key}={value:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Blocks until `start` opens the FIFO for reading, then tells it the
+/// container goes on (runc's exec.fifo protocol).
+fn await_start_fifo(fd: RawFd) -> Step {
+    let path = format!("/proc/self/fd/{fd}");
+    let fifo = loop {
+        match rustix::fs::open(
+            path.as_str(),
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            Ok(f) => break f,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                return Err(fail(format!(
+                "waiting for start on its FIFO through {path} (the spec needs a /proc mount): {e}"
+            )))
+            }
+        }
+    };
+    rustix::io::write(&fifo, b"0").map_err(|e| fail(format!("answering start: {e}")))?;
+    Ok(())
+}
+
+/// Runs hooks from the init: a failure is the init's failure.
+fn run_hooks(
+    kind: crate::hooks::HookKind,
+    hooks: &[oci_spec::runtime::Hook],
+    state: &[u8],
+) -> Step {
+    crate::hooks::run(kind, hooks, state).map_err(|e| fail(e.to_string()))
 }
 
 pub(crate) fn setup_and_exec(
@@ -59,8 +133,12 @@ pub(crate) fn setup_and_exec(
     sock: BorrowedFd<'_>,
     stdio: &InitStdio,
 ) -> Step<std::convert::Infallible> {
-    // The init, and later its command, dies with its parent.
-    die_with_parent()?;
+    // The init, and later its command, dies with its parent, unless it is
+    // made to outlive it (runc's model).
+    if !plan.detached {
+        die_with_parent()?;
+    }
+    join_namespaces(plan)?;
     if plan.user_namespace {
         expect(sock, message::MAPPED)?;
         // Become the namespace's root (host root is not mapped in it).
@@ -75,7 +153,9 @@ pub(crate) fn setup_and_exec(
             "setresuid(0) in the user namespace",
         )?;
         // Changing credentials cleared the parent-death signal.
-        die_with_parent()?;
+        if !plan.detached {
+            die_with_parent()?;
+        }
     }
     // SAFETY: umask cannot fail; devices get exact modes.
     unsafe { libc::umask(0) };
@@ -89,12 +169,30 @@ pub(crate) fn setup_and_exec(
         )?;
     }
     let root = prepare_rootfs(plan)?;
+    write_sysctls(plan)?;
     let console = if plan.terminal {
-        Some(make_console(&root, sock)?)
+        Some(make_console(&root, sock, plan.console_size)?)
     } else {
         None
     };
-    enter_rootfs(&root)?;
+    // The parent runs `prestart` and `createRuntime` now, and sends the
+    // state the init's own hooks read.
+    let state = if plan.hook_sync {
+        send(sock, &[message::HOOKS])?;
+        channel::receive_body(sock, message::STATE)?
+    } else {
+        Vec::new()
+    };
+    run_hooks(
+        crate::hooks::HookKind::CreateContainer,
+        &plan.create_container_hooks,
+        &state,
+    )?;
+    if plan.no_pivot {
+        enter_rootfs_without_pivot(&root)?;
+    } else {
+        enter_rootfs(&root)?;
+    }
     check_kernel_filesystems(plan)?;
     for p in &plan.masked {
         mask(p)?;
@@ -114,7 +212,17 @@ pub(crate) fn setup_and_exec(
         remount("/", libc::MS_RDONLY)?;
     }
     send(sock, &[message::READY])?;
-    expect(sock, message::START)?;
-
+    match plan.start_fifo {
+        None => expect(sock, message::START)?,
+        Some(fd) => {
+            await_start_fifo(fd)?;
+            PAST_START.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    run_hooks(
+        crate::hooks::HookKind::StartContainer,
+        &plan.start_container_hooks,
+        &state,
+    )?;
     exec::run_command(plan, stdio, console.as_ref())
 }

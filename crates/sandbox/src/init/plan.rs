@@ -65,6 +65,48 @@ pub(crate) struct Plan {
     pub(crate) no_new_privs: bool,
     pub(crate) seccomp: Option<Arc<CompiledFilter>>,
     pub(crate) rlimits: Vec<Rlimit>,
+    /// `CLONE_NEW*` flags of the namespaces made at the clone (those the
+    /// spec lists without a `path`; the cgroup one is unshared later).
+    pub(crate) clone_flags: u64,
+    /// Namespaces to join by `path`: the init joins these (the user one
+    /// first) right after the clone, except the pid one, which the parent
+    /// joins for its child before the clone.
+    pub(crate) joins: Vec<(std::os::fd::OwnedFd, libc::c_int)>,
+    pub(crate) pid_join: Option<std::os::fd::OwnedFd>,
+    /// `linux.sysctl`, each checked to be namespaced.
+    pub(crate) sysctls: Vec<(String, String)>,
+    /// `linux.devices`, made in the container's `/dev`.
+    pub(crate) devices: Vec<DevicePlan>,
+    /// `linux.rootfsPropagation` as mount flags (rslave by default).
+    pub(crate) rootfs_propagation: libc::c_ulong,
+    /// `linux.personality`'s domain, for personality(2).
+    pub(crate) personality: Option<libc::c_ulong>,
+    /// `process.consoleSize`: (rows, columns) of the pty.
+    pub(crate) console_size: Option<(u16, u16)>,
+    /// Hooks the init runs itself, and whether it stops before
+    /// `pivot_root` for the parent's `prestart`/`createRuntime` hooks.
+    pub(crate) create_container_hooks: Vec<oci_spec::runtime::Hook>,
+    pub(crate) start_container_hooks: Vec<oci_spec::runtime::Hook>,
+    pub(crate) hook_sync: bool,
+    /// runc's model (see [`crate::Lifecycle::Detached`]): the init waits
+    /// on this FIFO (an `O_PATH` descriptor) to start.
+    pub(crate) start_fifo: Option<std::os::fd::RawFd>,
+    /// The process outlives the one that made it (no parent-death signal).
+    pub(crate) detached: bool,
+    /// `--no-pivot`: move the root over `/` and chroot, for roots that
+    /// cannot be pivoted (a ramdisk).
+    pub(crate) no_pivot: bool,
+}
+
+/// One `linux.devices` entry.
+pub(crate) struct DevicePlan {
+    pub(crate) path: String,
+    pub(crate) file_type: rustix::fs::FileType,
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 /// One `process.rlimits` entry, for setrlimit(2).
@@ -112,20 +154,43 @@ impl Plan {
             .linux()
             .as_ref()
             .ok_or_else(|| bad("has no linux section"))?;
-        let mut user_namespace = false;
-        let mut cgroup_namespace = false;
-        for ns in linux.namespaces().iter().flatten() {
-            if ns.path().is_some() {
-                return Err(bad(
-                    "joins an existing namespace, which skiff's runtime does not do",
-                ));
-            }
-            match ns.typ() {
-                LinuxNamespaceType::User => user_namespace = true,
-                LinuxNamespaceType::Cgroup => cgroup_namespace = true,
-                _ => {}
-            }
+        let namespaces = namespace_plan(linux.namespaces().iter().flatten())?;
+        let user_namespace = namespaces.user;
+        let cgroup_namespace = namespaces.cgroup;
+        if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !namespaces.uts {
+            return Err(bad(
+                "sets hostname without a UTS namespace of the container's own (linux.namespaces)",
+            ));
         }
+        refuse_unsupported(spec)?;
+        let sysctls = sysctl_plan(linux, &namespaces)?;
+        let devices = device_plan(linux)?;
+        let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
+            None | Some("") => libc::MS_SLAVE | libc::MS_REC,
+            Some(p) => match propagation_flags(p) {
+                Some(f) => f,
+                None => {
+                    return Err(bad(&format!(
+                        "has an unknown linux.rootfsPropagation {p:?} (shared, slave, private, unbindable, or r-prefixed)"
+                    )))
+                }
+            },
+        };
+        let personality = match linux.personality() {
+            None => None,
+            Some(p) => Some(personality_domain(p)?),
+        };
+        let console_size = process.console_size().as_ref().map(|b| {
+            (
+                b.height().min(u16::MAX as u64) as u16,
+                b.width().min(u16::MAX as u64) as u16,
+            )
+        });
+        let hooks = |k: crate::hooks::HookKind| k.of(spec);
+        use crate::hooks::HookKind as H;
+        let hook_sync = [H::Prestart, H::CreateRuntime, H::CreateContainer]
+            .into_iter()
+            .any(|k| !hooks(k).is_empty());
         let mut mounts = Vec::new();
         for m in spec.mounts().iter().flatten() {
             mounts.push(mount_plan(
@@ -221,8 +286,295 @@ impl Plan {
             no_new_privs: process.no_new_privileges().unwrap_or(false),
             seccomp,
             rlimits,
+            clone_flags: namespaces.clone_flags,
+            joins: namespaces.joins,
+            pid_join: namespaces.pid_join,
+            sysctls,
+            devices,
+            rootfs_propagation,
+            personality,
+            console_size,
+            create_container_hooks: hooks(H::CreateContainer),
+            start_container_hooks: hooks(H::StartContainer),
+            hook_sync,
+            start_fifo: None,
+            detached: false,
+            no_pivot: false,
         })
     }
+}
+
+/// What `linux.namespaces` asks for.
+struct Namespaces {
+    clone_flags: u64,
+    joins: Vec<(std::os::fd::OwnedFd, libc::c_int)>,
+    pid_join: Option<std::os::fd::OwnedFd>,
+    user: bool,
+    cgroup: bool,
+    uts: bool,
+    network: bool,
+    ipc: bool,
+}
+
+fn namespace_plan<'a>(
+    list: impl Iterator<Item = &'a oci_spec::runtime::LinuxNamespace>,
+) -> Result<Namespaces, SandboxError> {
+    let mut n = Namespaces {
+        clone_flags: 0,
+        joins: Vec::new(),
+        pid_join: None,
+        user: false,
+        cgroup: false,
+        uts: false,
+        network: false,
+        ipc: false,
+    };
+    let mut mount = false;
+    let mut seen = Vec::new();
+    for ns in list {
+        let (flag, name) = match ns.typ() {
+            LinuxNamespaceType::Mount => (libc::CLONE_NEWNS, "mount"),
+            LinuxNamespaceType::Pid => (libc::CLONE_NEWPID, "pid"),
+            LinuxNamespaceType::Network => (libc::CLONE_NEWNET, "network"),
+            LinuxNamespaceType::Ipc => (libc::CLONE_NEWIPC, "ipc"),
+            LinuxNamespaceType::Uts => (libc::CLONE_NEWUTS, "uts"),
+            LinuxNamespaceType::User => (libc::CLONE_NEWUSER, "user"),
+            LinuxNamespaceType::Cgroup => (libc::CLONE_NEWCGROUP, "cgroup"),
+            other => {
+                return Err(SandboxError::Invalid(format!(
+                    "the runtime spec's linux.namespaces asks for a {other:?} namespace, which skiff's runtime does not support; remove it"
+                )))
+            }
+        };
+        if seen.contains(&flag) {
+            return Err(SandboxError::Invalid(format!(
+                "the runtime spec's linux.namespaces lists the {name} namespace twice"
+            )));
+        }
+        seen.push(flag);
+        match flag {
+            libc::CLONE_NEWNS => mount = true,
+            libc::CLONE_NEWUSER => n.user = true,
+            libc::CLONE_NEWCGROUP => n.cgroup = true,
+            libc::CLONE_NEWUTS => n.uts = true,
+            libc::CLONE_NEWNET => n.network = true,
+            libc::CLONE_NEWIPC => n.ipc = true,
+            _ => {}
+        }
+        match ns.path() {
+            None => {
+                if flag != libc::CLONE_NEWCGROUP {
+                    n.clone_flags |= flag as u64;
+                }
+            }
+            Some(path) => {
+                if flag == libc::CLONE_NEWCGROUP {
+                    // Joined, not unshared, by the init.
+                    n.cgroup = false;
+                }
+                if flag == libc::CLONE_NEWUSER {
+                    // Joined: its ID maps are the namespace's already.
+                    n.user = false;
+                }
+                let fd = rustix::fs::open(
+                    path,
+                    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| {
+                    SandboxError::Invalid(format!(
+                        "the runtime spec's {name} namespace path {}: {e}; fix linux.namespaces",
+                        path.display()
+                    ))
+                })?;
+                if flag == libc::CLONE_NEWNS {
+                    return Err(SandboxError::Unsupported(format!(
+                        "the runtime spec joins the mount namespace {}, which skiff's runtime does not do; give the mount namespace no path",
+                        path.display()
+                    )));
+                }
+                if flag == libc::CLONE_NEWPID {
+                    n.pid_join = Some(fd);
+                } else if flag == libc::CLONE_NEWUSER {
+                    n.joins.insert(0, (fd, flag));
+                } else {
+                    n.joins.push((fd, flag));
+                }
+            }
+        }
+    }
+    if !mount {
+        return Err(SandboxError::Invalid(
+            "the runtime spec's linux.namespaces has no mount namespace; skiff's runtime needs one (add {\"type\": \"mount\"})".into(),
+        ));
+    }
+    Ok(n)
+}
+
+/// Fields of the spec this runtime cannot honour here: an error naming
+/// each, never a silent skip.
+fn refuse_unsupported(spec: &Spec) -> Result<(), SandboxError> {
+    let refuse = |field: &str, why: &str| {
+        Err(SandboxError::Unsupported(format!(
+            "the runtime spec sets {field}, which skiff's runtime cannot honour: {why}; remove it from config.json"
+        )))
+    };
+    if let Some(p) = spec.process() {
+        if p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()) {
+            return refuse("process.apparmorProfile", "AppArmor is not supported");
+        }
+        if p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()) {
+            return refuse("process.selinuxLabel", "SELinux is not supported");
+        }
+        if p.io_priority().is_some() {
+            return refuse("process.ioPriority", "I/O priorities are not supported");
+        }
+        if p.scheduler().is_some() {
+            return refuse("process.scheduler", "scheduler policies are not supported");
+        }
+        if p.exec_cpu_affinity().is_some() {
+            return refuse("process.execCPUAffinity", "CPU affinity is not supported");
+        }
+    }
+    if let Some(l) = spec.linux() {
+        if l.mount_label().as_ref().is_some_and(|s| !s.is_empty()) {
+            return refuse("linux.mountLabel", "SELinux is not supported");
+        }
+        if l.intel_rdt().is_some() {
+            return refuse("linux.intelRdt", "Intel RDT is not supported");
+        }
+        if l.memory_policy().is_some() {
+            return refuse(
+                "linux.memoryPolicy",
+                "NUMA memory policies are not supported",
+            );
+        }
+        if l.time_offsets().as_ref().is_some_and(|t| !t.is_empty()) {
+            return refuse("linux.timeOffsets", "time namespaces are not supported");
+        }
+        if l.net_devices().as_ref().is_some_and(|t| !t.is_empty()) {
+            return refuse(
+                "linux.netDevices",
+                "moving network devices is not supported",
+            );
+        }
+        if let Some(s) = l.seccomp() {
+            if s.listener_path().is_some() {
+                return refuse(
+                    "linux.seccomp.listenerPath",
+                    "seccomp user notification is not supported",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `linux.sysctl`, refusing those that are not namespaced (they would set
+/// the host's), as runc does.
+fn sysctl_plan(
+    linux: &oci_spec::runtime::Linux,
+    ns: &Namespaces,
+) -> Result<Vec<(String, String)>, SandboxError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (key, value) in linux.sysctl().iter().flatten() {
+        let ipc = [
+            "kernel.msgmax",
+            "kernel.msgmnb",
+            "kernel.msgmni",
+            "kernel.sem",
+            "kernel.shmall",
+            "kernel.shmmax",
+            "kernel.shmmni",
+            "kernel.shm_rmid_forced",
+        ]
+        .contains(&key.as_str())
+            || key.starts_with("fs.mqueue.");
+        let allowed = if ipc {
+            ns.ipc
+        } else if key.starts_with("net.") {
+            ns.network
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            ns.uts
+        } else {
+            false
+        };
+        if !allowed {
+            return Err(SandboxError::Invalid(format!(
+                "the runtime spec's linux.sysctl sets {key:?}, which is not namespaced here (it would change the host); remove it"
+            )));
+        }
+        if key.contains("..") || key.contains('/') {
+            return Err(SandboxError::Invalid(format!(
+                "the runtime spec's linux.sysctl has a bad key {key:?}"
+            )));
+        }
+        out.push((key.clone(), value.clone()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn device_plan(linux: &oci_spec::runtime::Linux) -> Result<Vec<DevicePlan>, SandboxError> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let mut out = Vec::new();
+    for d in linux.devices().iter().flatten() {
+        let path = d.path().to_string_lossy().into_owned();
+        if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
+            return Err(SandboxError::Invalid(format!(
+                "the runtime spec's linux.devices entry {path:?} is not under /dev"
+            )));
+        }
+        let file_type = match d.typ() {
+            T::C | T::U => rustix::fs::FileType::CharacterDevice,
+            T::B => rustix::fs::FileType::BlockDevice,
+            T::P => rustix::fs::FileType::Fifo,
+            T::A => {
+                return Err(SandboxError::Invalid(format!(
+                    "the runtime spec's linux.devices entry {path:?} has type \"a\", which only cgroup rules take"
+                )))
+            }
+        };
+        out.push(DevicePlan {
+            path,
+            file_type,
+            major: d.major() as u32,
+            minor: d.minor() as u32,
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+fn propagation_flags(name: &str) -> Option<libc::c_ulong> {
+    Some(match name {
+        "shared" => libc::MS_SHARED,
+        "rshared" => libc::MS_SHARED | libc::MS_REC,
+        "slave" => libc::MS_SLAVE,
+        "rslave" => libc::MS_SLAVE | libc::MS_REC,
+        "private" => libc::MS_PRIVATE,
+        "rprivate" => libc::MS_PRIVATE | libc::MS_REC,
+        "unbindable" => libc::MS_UNBINDABLE,
+        "runbindable" => libc::MS_UNBINDABLE | libc::MS_REC,
+        _ => return None,
+    })
+}
+
+fn personality_domain(
+    p: &oci_spec::runtime::LinuxPersonality,
+) -> Result<libc::c_ulong, SandboxError> {
+    use oci_spec::runtime::LinuxPersonalityDomain as D;
+    if p.flags().as_ref().is_some_and(|f| !f.is_empty()) {
+        return Err(SandboxError::Unsupported(
+            "the runtime spec sets linux.personality.flags, which skiff's runtime cannot honour; remove them".into(),
+        ));
+    }
+    Ok(match p.domain() {
+        D::PerLinux => 0,
+        D::PerLinux32 => 8,
+    })
 }
 
 pub(crate) fn cap_mask(set: &Option<oci_spec::runtime::Capabilities>) -> u64 {

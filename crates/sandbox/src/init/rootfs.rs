@@ -15,8 +15,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 /// whose parents are root-only (0700): under a user namespace it could not.
 pub(crate) fn prepare_rootfs(plan: &Plan) -> Step<OwnedFd> {
     use rustix::mount::{MoveMountFlags, OpenTreeFlags};
-    // Nothing mounted in here propagates back to the host.
-    mount(None, "/", None, libc::MS_REC | libc::MS_SLAVE, None)?;
+    // Nothing mounted in here propagates back to the host, unless the
+    // spec's rootfsPropagation asks for it (rslave by default).
+    mount(None, "/", None, plan.rootfs_propagation, None)?;
     let shown = plan.rootfs.display();
     let root = rustix::mount::open_tree(
         rustix::fs::CWD,
@@ -55,6 +56,7 @@ pub(crate) fn prepare_rootfs(plan: &Plan) -> Step<OwnedFd> {
         make_devices(&root, plan.user_namespace)?;
     }
     write_etc_files(&root, plan)?;
+    super::devices::make_spec_devices(&root, plan)?;
     Ok(root)
 }
 
@@ -380,6 +382,16 @@ pub(crate) fn resolve_in_root_strict(root: &OwnedFd, path: &str) -> Step<OwnedFd
         )),
         e => fail(format!("{path} in the image: {e}")),
     })
+}
+
+/// `--no-pivot`: the root moved over `/` and chrooted into, for a root
+/// pivot_root refuses (on a ramdisk). The old root stays reachable to a
+/// process that escapes the chroot, which is why it is not the default.
+pub(crate) fn enter_rootfs_without_pivot(root: &OwnedFd) -> Step {
+    rustix::process::fchdir(root).map_err(|e| fail(format!("entering the root: {e}")))?;
+    mount(Some("."), "/", None, libc::MS_MOVE, None)?;
+    rustix::process::chroot(".").map_err(|e| fail(format!("chroot: {e}")))?;
+    rustix::process::chdir("/").map_err(|e| fail(format!("chdir /: {e}")))
 }
 
 /// pivot_root into the prepared root, then drops the old root.

@@ -1,0 +1,182 @@
+#!/usr/bin/python3
+"""skiff's OCI runtime command against runc (issue 17's targets: <= 0.5x runc on each path).
+
+Three paths, each measured with skiff-oci and with runc interleaved run by run, in one run:
+  1. create -> start -> (exit) -> delete of `/bin/true` through the runtime command itself,
+     on a bundle whose root is the Debian test image (crun too, as a second anchor);
+  2. `ctr run --rm` of `/bin/true` on a cached image, containerd's runc shim with skiff-oci as
+     its runc binary (`--runc-binary`) against the same shim with runc;
+  3. `podman run --rm` of `/bin/true` with `--runtime skiff-oci` against `--runtime runc`.
+Medians of --runs runs. Rewrites the "OCI runtime" section of docs/benchmarks.md.
+
+Usage: bench/oci_runtime.py [--runs 20] [--no-docs]   (as root; after `make release images`)
+"""
+import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "coldstart"))
+from harness import SKIFF, BenchError, Containerd, log, sh  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("SKIFF_CACHE", os.path.expanduser("~/.cache/skiff"))
+DEBIAN = os.path.join(CACHE, "images", "debian")
+
+
+def timed(cmd, **kw):
+    t = time.monotonic()
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, **kw)
+    dt = time.monotonic() - t
+    if r.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.decode(errors='replace')[-400:]}")
+    return dt
+
+
+def bundle(work, rootfs):
+    b = os.path.join(work, "bundle")
+    os.makedirs(b, exist_ok=True)
+    caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+            "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+    config = {
+        "ociVersion": "1.0.2",
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["/bin/true"],
+                    "env": ["PATH=/usr/bin:/bin"], "cwd": "/",
+                    "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+                    "noNewPrivileges": True},
+        "root": {"path": rootfs, "readonly": True},
+        "hostname": "bench",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "cgroupsPath": "/skiff-bench/oci",
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    }
+    json.dump(config, open(os.path.join(b, "config.json"), "w"))
+    return b
+
+
+def lifecycle(runtime, root, b, i):
+    """create, start, wait until the process has exited, delete."""
+    cid = f"bench-{i}"
+    t = time.monotonic()
+    timed([runtime, "--root", root, "create", "--bundle", b, cid])
+    timed([runtime, "--root", root, "start", cid])
+    while True:
+        out = subprocess.run([runtime, "--root", root, "state", cid], capture_output=True).stdout
+        if b'"stopped"' in out:
+            break
+        time.sleep(0.001)
+    timed([runtime, "--root", root, "delete", cid])
+    return time.monotonic() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--no-docs", action="store_true")
+    args = ap.parse_args()
+    if not os.path.exists(os.path.join(DEBIAN, "index.json")):
+        raise BenchError("the Debian test image is missing; run `make images`")
+    work = tempfile.mkdtemp(prefix="oci-bench.", dir="/tmp")
+    results = {}
+    try:
+        link = os.path.join(work, "skiff-oci")
+        os.symlink(os.path.realpath(SKIFF), link)
+        rootfs = os.path.join(work, "rootfs")
+        sh(["umoci", "unpack", "--image", f"{DEBIAN}:base", os.path.join(work, "umoci")], quiet=True)
+        os.rename(os.path.join(work, "umoci", "rootfs"), rootfs)
+        b = bundle(work, rootfs)
+        runtimes = {"skiff-oci": link, "runc": shutil.which("runc")}
+        if shutil.which("crun"):
+            runtimes["crun"] = shutil.which("crun")
+        log("path 1: create -> start -> delete through the runtime command")
+        times = {name: [] for name in runtimes}
+        for i in range(args.runs):
+            for name, binary in runtimes.items():
+                times[name].append(lifecycle(binary, os.path.join(work, f"state-{name}"), b, i))
+        results["lifecycle"] = {k: statistics.median(v) for k, v in times.items()}
+
+        log("path 2: ctr run --rm /bin/true through containerd's runc shim")
+        archive = os.path.join(work, "base.tar")
+        sh(["skopeo", "copy", "-q", f"oci:{DEBIAN}:base", f"oci-archive:{archive}:bench/base:latest"], quiet=True)
+        ctd = Containerd(os.path.join(work, "containerd"))
+        ctd.start()
+        try:
+            sh(ctd.ctr("image", "import", "--base-name", "bench/base", archive), quiet=True)
+            ref = subprocess.run(ctd.ctr("image", "ls", "-q"), capture_output=True, text=True).stdout.split()[0]
+            times = {"skiff-oci": [], "runc": []}
+            for i in range(args.runs + 1):
+                for name in times:
+                    cmd = ctd.ctr("run", "--rm", "--runc-binary", runtimes[name], ref, f"b{name}-{i}", "/bin/true")
+                    dt = timed(cmd)
+                    if i > 0:  # the first run of each warms the snapshot
+                        times[name].append(dt)
+            results["ctr"] = {k: statistics.median(v) for k, v in times.items()}
+        finally:
+            ctd.stop()
+
+        if shutil.which("podman"):
+            log("path 3: podman run --rm /bin/true")
+            proot = os.path.join(work, "podman")
+            base = ["podman", "--root", f"{proot}/storage", "--runroot", f"{proot}/run", "--tmpdir", f"{proot}/tmp",
+                    "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+            sh(base + ["load", "-q", "-i", archive], quiet=True)
+            opts = ["--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
+            times = {"skiff-oci": [], "runc": []}
+            for i in range(args.runs + 1):
+                for name in times:
+                    dt = timed(base + ["--runtime", runtimes[name], "run", "--rm", *opts, "bench/base:latest", "/bin/true"])
+                    if i > 0:
+                        times[name].append(dt)
+            results["podman"] = {k: statistics.median(v) for k, v in times.items()}
+            subprocess.run(base + ["system", "reset", "--force"], capture_output=True)
+    finally:
+        subprocess.run(["umount", "-R", "-l", work], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    text = render(results, args.runs)
+    print(text)
+    if not args.no_docs:
+        write_section(text)
+
+
+def render(results, runs):
+    rows = [("create → start → delete (runtime command)", "lifecycle"),
+            ("`ctr run --rm` (runc shim, `--runc-binary`)", "ctr"),
+            ("`podman run --rm` (`--runtime`)", "podman")]
+    lines = ["## OCI runtime (`bench/oci_runtime.py`)", "",
+             f"`/bin/true` on the Debian test image, medians of {runs} runs, each path measured with "
+             "skiff-oci and runc interleaved in one run.", "",
+             "| path | skiff-oci | runc | skiff-oci ÷ runc | crun |", "|---|---:|---:|---:|---:|"]
+    for label, key in rows:
+        r = results.get(key)
+        if not r:
+            continue
+        crun = f"{r['crun'] * 1000:.0f} ms" if "crun" in r else ""
+        lines.append(f"| {label} | {r['skiff-oci'] * 1000:.0f} ms | {r['runc'] * 1000:.0f} ms | "
+                     f"{r['skiff-oci'] / r['runc']:.2f}× | {crun} |")
+    met = [k for _, k in rows if k in results and results[k]["skiff-oci"] / results[k]["runc"] <= 0.5]
+    lines += ["", f"Target: ≤ 0.5× runc on each path. Met on {len(met)} of {len(results)} paths"
+              f"{': ' + ', '.join(met) if met else ''}.", ""]
+    return "\n".join(lines)
+
+
+def write_section(text):
+    path = os.path.join(ROOT, "docs", "benchmarks.md")
+    doc = open(path).read()
+    pat = re.compile(r"## OCI runtime \(`bench/oci_runtime.py`\).*?(?=\n## |\Z)", re.S)
+    doc = pat.sub(text.rstrip() + "\n", doc) if pat.search(doc) else doc.rstrip() + "\n\n" + text
+    open(path, "w").write(doc)
+
+
+if __name__ == "__main__":
+    main()
