@@ -10,6 +10,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::containerd::{Containerd, Snapshotter};
 use common::containers::layout;
@@ -52,8 +53,17 @@ fn pause_layout(dir: &Path) -> String {
     format!("oci:{}:pause", layout.display())
 }
 
-#[test]
-fn the_cri_pulls_and_runs_a_skiff_image_lazily() {
+/// A node for the CRI tests: the registry with the pause and skiff test
+/// images, `skiff snapshotter`, and containerd with its CRI plugin on
+/// both (`runtimes` is more TOML for the CRI's runtime handlers).
+struct CriNode {
+    registry: Registry,
+    work: tempfile::TempDir,
+    snapshotter: Snapshotter,
+    containerd: Containerd,
+}
+
+fn cri_node(runtimes: &str) -> CriNode {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
     registry.push_layout(&pause_layout(work.path()), "pause:skiff-test");
@@ -71,6 +81,7 @@ fn the_cri_pulls_and_runs_a_skiff_image_lazily() {
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "skiff"
     disable_snapshot_annotations = false
+{runtimes}
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{reg}"]
     endpoint = ["http://{reg}"]
   [plugins."io.containerd.grpc.v1.cri".cni]
@@ -82,6 +93,22 @@ fn the_cri_pulls_and_runs_a_skiff_image_lazily() {
         dir = work.path().display(),
     );
     let containerd = Containerd::start(&snapshotter.socket(), &cri);
+    CriNode {
+        registry,
+        work,
+        snapshotter,
+        containerd,
+    }
+}
+
+#[test]
+fn the_cri_pulls_and_runs_a_skiff_image_lazily() {
+    let CriNode {
+        registry,
+        work,
+        snapshotter,
+        containerd,
+    } = cri_node("");
     let image = registry.reference("deb:skiff");
     let logs = work.path().join("pod-logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -149,4 +176,265 @@ fn the_cri_pulls_and_runs_a_skiff_image_lazily() {
             );
         }
     }
+}
+
+/// Connects a CRI v1 client to containerd's socket.
+async fn cri_clients(
+    socket: std::path::PathBuf,
+) -> (
+    k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    k8s_cri::v1::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+) {
+    let channel = tonic::transport::Endpoint::try_from("http://[::]")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            tokio::net::UnixStream::connect(socket.clone())
+        }))
+        .await
+        .unwrap();
+    (
+        k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(channel.clone()),
+        k8s_cri::v1::image_service_client::ImageServiceClient::new(channel),
+    )
+}
+
+/// The kubelet's pod lifecycle with the runtime handler `skiff-oci`:
+/// containerd's runc shim with skiff-oci as its binary, so the pause
+/// container and the pod's containers all run on skiff's runtime.
+#[test]
+fn a_pod_lives_its_whole_lifecycle_on_skiff_oci() {
+    use k8s_cri::v1::*;
+    let oci = common::oci::Oci::new();
+    let runtimes = format!(
+        r#"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skiff-oci]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skiff-oci.options]
+      BinaryName = "{}"
+"#,
+        oci.bin.display()
+    );
+    let node = cri_node(&runtimes);
+    let image = node.registry.reference("deb:skiff");
+    let logs = node.work.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fail = |what: &str, e: tonic::Status| -> ! {
+        panic!("{what}: {}\n{}", e.message(), node.containerd.log())
+    };
+    rt.block_on(async {
+        let (mut runtime, mut images) = cri_clients(node.containerd.socket()).await;
+        images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| fail("PullImage", e));
+        let pod_config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "pod".into(),
+                uid: format!("pod-{}", std::process::id()),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            log_directory: logs.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Node as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pod = runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod_config.clone()),
+                runtime_handler: "skiff-oci".into(),
+            })
+            .await
+            .unwrap_or_else(|e| fail("RunPodSandbox", e))
+            .into_inner()
+            .pod_sandbox_id;
+        let container = |name: &str, command: &str| CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                command: vec!["sh".into(), "-c".into(), command.into()],
+                log_path: format!("{name}.log"),
+                ..Default::default()
+            }),
+            sandbox_config: Some(pod_config.clone()),
+        };
+        // The first container makes a SysV shared memory segment, which
+        // only a container in the same IPC namespace can see.
+        let first = runtime
+            .create_container(container("first", "ipcmk -M 4096 && exec sleep 1000"))
+            .await
+            .unwrap_or_else(|e| fail("CreateContainer", e))
+            .into_inner()
+            .container_id;
+        runtime
+            .start_container(StartContainerRequest {
+                container_id: first.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| fail("StartContainer", e));
+        // It runs on skiff-oci: its state is under the shim's runc root.
+        let state = Command::new(&oci.bin)
+            .args(["--root", "/run/containerd/runc/k8s.io", "state", &first])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&state.stdout).contains("\"running\""),
+            "{}{}",
+            String::from_utf8_lossy(&state.stdout),
+            String::from_utf8_lossy(&state.stderr)
+        );
+
+        let exec = runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: first.clone(),
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "readlink /proc/self/ns/ipc; exit 3".into(),
+                ],
+                timeout: 10,
+            })
+            .await
+            .unwrap_or_else(|e| fail("ExecSync", e))
+            .into_inner();
+        assert_eq!(exec.exit_code, 3);
+        let first_ipc = String::from_utf8_lossy(&exec.stdout).trim().to_string();
+        assert!(first_ipc.starts_with("ipc:["), "{first_ipc}");
+        // A timeout ends a command that does not finish.
+        let started = std::time::Instant::now();
+        let slow = runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: first.clone(),
+                cmd: vec!["sleep".into(), "60".into()],
+                timeout: 1,
+            })
+            .await;
+        assert!(
+            slow.is_err() || slow.as_ref().unwrap().get_ref().exit_code != 0,
+            "a 60 s command with a 1 s timeout succeeded"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+
+        let stats = runtime
+            .container_stats(ContainerStatsRequest {
+                container_id: first.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| fail("ContainerStats", e))
+            .into_inner()
+            .stats
+            .expect("stats");
+        let memory = stats.memory.expect("memory stats");
+        assert!(
+            memory.working_set_bytes.as_ref().map_or(0, |v| v.value) > 0,
+            "{memory:?}"
+        );
+        assert!(stats.cpu.is_some());
+
+        let second = runtime
+            .create_container(container(
+                "second",
+                "readlink /proc/self/ns/ipc; ipcs -m | grep -c 4096",
+            ))
+            .await
+            .unwrap_or_else(|e| fail("CreateContainer", e))
+            .into_inner()
+            .container_id;
+        runtime
+            .start_container(StartContainerRequest {
+                container_id: second.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| fail("StartContainer", e));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = runtime
+                .container_status(ContainerStatusRequest {
+                    container_id: second.clone(),
+                    verbose: false,
+                })
+                .await
+                .unwrap_or_else(|e| fail("ContainerStatus", e))
+                .into_inner()
+                .status
+                .unwrap();
+            if s.state == ContainerState::ContainerExited as i32 {
+                assert_eq!(s.exit_code, 0);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "second never exited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let log = std::fs::read_to_string(logs.join("second.log")).unwrap();
+        assert!(
+            log.contains(&first_ipc),
+            "not the pod's IPC namespace: {log}"
+        );
+        assert!(log.contains(" stdout F 1"), "the segment is shared: {log}");
+
+        runtime
+            .stop_container(StopContainerRequest {
+                container_id: first.clone(),
+                timeout: 2,
+            })
+            .await
+            .unwrap_or_else(|e| fail("StopContainer", e));
+        for id in [&first, &second] {
+            runtime
+                .remove_container(RemoveContainerRequest {
+                    container_id: id.to_string(),
+                })
+                .await
+                .unwrap_or_else(|e| fail("RemoveContainer", e));
+        }
+        runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| fail("StopPodSandbox", e));
+        runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| fail("RemovePodSandbox", e));
+        // Nothing of the pod is left in skiff-oci's state.
+        let left = Command::new(&oci.bin)
+            .args(["--root", "/run/containerd/runc/k8s.io", "list", "-q"])
+            .output()
+            .unwrap();
+        let left = String::from_utf8_lossy(&left.stdout);
+        for id in [&first, &second, &pod] {
+            assert!(!left.contains(id.as_str()), "{id} left behind: {left}");
+        }
+    });
 }
