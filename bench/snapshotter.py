@@ -16,7 +16,7 @@ import argparse, json, os, re, shutil, socket, subprocess, sys, tempfile, time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "coldstart"))
-from harness import SKIFF, BenchError, Containerd, Skiff, SkiffSnapshotter, log, sh, umount_under  # noqa: E402
+from harness import write_docs_section, SKIFF, BenchError, Containerd, Skiff, SkiffSnapshotter, log, sh, umount_under  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("SKIFF_CACHE", os.path.expanduser("~/.cache/skiff"))
@@ -146,11 +146,7 @@ def render(r):
 
 
 def write_section(text):
-    path = os.path.join(ROOT, "docs", "benchmarks.md")
-    doc = open(path).read()
-    pat = re.compile(r"## Snapshotter memory \(`bench/snapshotter.py`\).*?(?=\n## |\Z)", re.S)
-    doc = pat.sub(text.rstrip() + "\n", doc) if pat.search(doc) else doc.rstrip() + "\n\n" + text
-    open(path, "w").write(doc)
+    write_docs_section("## Snapshotter memory (`bench/snapshotter.py`)", text)
 
 
 if __name__ == "__main__":

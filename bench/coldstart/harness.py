@@ -9,7 +9,7 @@
 Every start has a matching stop that is safe to call twice; run() in the scripts
 calls them from `finally` and from SIGINT/SIGTERM handlers.
 """
-import json, os, selectors, shutil, signal, subprocess, threading, time
+import json, os, re, selectors, shutil, signal, subprocess, threading, time
 
 BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(BENCH)
@@ -421,3 +421,14 @@ class Skiff:
                 pass
         umount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def write_docs_section(heading, text):
+    """Replaces the section of docs/benchmarks.md that starts with `heading` (up to the next
+    `## `) with text, or appends it."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "docs", "benchmarks.md")
+    doc = open(path).read()
+    pat = re.compile(re.escape(heading) + r".*?(?=\n## |\Z)", re.S)
+    doc = pat.sub(lambda _: text.rstrip() + "\n", doc) if pat.search(doc) else doc.rstrip() + "\n\n" + text
+    open(path, "w").write(doc)

@@ -20,9 +20,7 @@ pub fn layout() -> &'static str {
         // (containerd's layer annotations).
         let salt = b"snapshot-annotations-2";
         let key = &sha256_hex(&[&index[..], &version[..], &salt[..]].concat())[..16];
-        let cache = std::env::var("SKIFF_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/skiff"));
+        let cache = cache_dir();
         let dir = cache.join("images").join(format!("skiff-debian-{key}"));
         if !dir.join("index.json").exists() {
             let tmp = cache
@@ -42,6 +40,13 @@ pub fn layout() -> &'static str {
         }
         format!("oci:{}:full", dir.display())
     })
+}
+
+/// $SKIFF_CACHE, or ~/.cache/skiff: where built test images are kept.
+pub fn cache_dir() -> PathBuf {
+    std::env::var("SKIFF_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/skiff"))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

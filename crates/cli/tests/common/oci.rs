@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::containers::{layout, sha256_hex};
+use super::containers::{cache_dir, layout, sha256_hex};
 use super::{skiff_bin, Skiff};
 
 /// The test image's tree, unpacked once under the cache; every bundle
@@ -19,9 +19,7 @@ pub fn shared_rootfs() -> &'static Path {
     ROOTFS.get_or_init(|| {
         let image = layout();
         let key = &sha256_hex(image.as_bytes())[..16];
-        let cache = std::env::var("SKIFF_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/skiff"));
+        let cache = cache_dir();
         let dir = cache.join("images").join(format!("rootfs-{key}"));
         if !dir.join("bin").exists() {
             let tmp = cache

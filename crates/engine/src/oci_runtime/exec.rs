@@ -1,15 +1,14 @@
 //! `exec`: another process in a running container, from a process JSON
 //! (`--process`, what containerd and conmon pass) or from arguments.
 
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use oci_spec::runtime::Process;
-use skiff_sandbox::{ExecStart, Running, SandboxKind, Stdio};
+use skiff_sandbox::{ExecStart, Running, SandboxKind};
 
-use super::lifecycle::{connect_console, send_console};
+use super::lifecycle::{connect_console, own_stdio, send_console};
 use super::{OciRuntime, Status};
-use crate::error::{EngineError, IoContext, Result};
+use crate::error::{EngineError, Result};
 
 /// `exec`'s options.
 #[derive(Debug, Default, Clone)]
@@ -67,35 +66,8 @@ impl OciRuntime {
         let spec = self.spec(id)?;
         let process = exec_process(&spec, options)?;
         let terminal = process.terminal().unwrap_or(false);
-        let console = match (&options.console_socket, terminal) {
-            (Some(path), true) => Some(connect_console(path)?),
-            (None, true) => {
-                return Err(EngineError::Invalid(
-                    "exec with a terminal needs --console-socket".into(),
-                ))
-            }
-            (Some(_), false) => {
-                return Err(EngineError::Invalid(
-                    "--console-socket was given but the process has no terminal".into(),
-                ))
-            }
-            (None, false) => None,
-        };
-        let stdio = if terminal {
-            Stdio::Terminal
-        } else {
-            let dup = |fd: i32| -> Result<OwnedFd> {
-                // SAFETY: 0, 1 and 2 are this process's own streams, kept open.
-                let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                b.try_clone_to_owned()
-                    .ctx(|| format!("duplicating stream {fd} for the process"))
-            };
-            Stdio::Files {
-                stdin: dup(0)?,
-                stdout: dup(1)?,
-                stderr: dup(2)?,
-            }
-        };
+        let console = connect_console(options.console_socket.as_deref(), terminal)?;
+        let stdio = own_stdio(terminal)?;
         let mut proc = kind.exec(
             Running {
                 pid: state.pid,

@@ -77,20 +77,7 @@ impl OciRuntime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let console = match (&options.console_socket, terminal) {
-            (Some(path), true) => Some(connect_console(path)?),
-            (None, true) => return Err(EngineError::Invalid(
-                "the spec asks for a terminal (process.terminal), so --console-socket is needed"
-                    .into(),
-            )),
-            (Some(_), false) => {
-                return Err(EngineError::Invalid(
-                    "--console-socket was given but the spec has no terminal (process.terminal)"
-                        .into(),
-                ))
-            }
-            (None, false) => None,
-        };
+        let console = connect_console(options.console_socket.as_deref(), terminal)?;
         let cgroups_path = spec
             .linux()
             .as_ref()
@@ -119,21 +106,7 @@ impl OciRuntime {
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| EngineError::io(format!("opening {}", fifo.display()), e.into()))?;
-        let stdio = if terminal {
-            Stdio::Terminal
-        } else {
-            let dup = |fd: i32| -> Result<OwnedFd> {
-                // SAFETY: 0, 1 and 2 are this process's own streams, kept open.
-                let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                b.try_clone_to_owned()
-                    .ctx(|| format!("duplicating stream {fd} for the container"))
-            };
-            Stdio::Files {
-                stdin: dup(0)?,
-                stdout: dup(1)?,
-                stderr: dup(2)?,
-            }
-        };
+        let stdio = own_stdio(terminal)?;
         let mut sandbox = kind.prepare(Prepare {
             id,
             spec,
@@ -363,10 +336,43 @@ fn sandbox_kill(pid: i32) -> Result<()> {
     Ok(skiff_sandbox::process::signal(pid, libc::SIGKILL)?)
 }
 
-pub(super) fn connect_console(path: &Path) -> Result<OwnedFd> {
-    let sock = std::os::unix::net::UnixStream::connect(path)
-        .ctx(|| format!("connecting to the console socket {}", path.display()))?;
-    Ok(sock.into())
+/// The console socket to hand a pty to: needed exactly when the process
+/// has a terminal.
+pub(super) fn connect_console(path: Option<&Path>, terminal: bool) -> Result<Option<OwnedFd>> {
+    match (path, terminal) {
+        (Some(path), true) => {
+            let sock = std::os::unix::net::UnixStream::connect(path)
+                .ctx(|| format!("connecting to the console socket {}", path.display()))?;
+            Ok(Some(sock.into()))
+        }
+        (None, true) => Err(EngineError::Invalid(
+            "the process has a terminal (process.terminal, or -t), so --console-socket is needed"
+                .into(),
+        )),
+        (Some(_), false) => Err(EngineError::Invalid(
+            "--console-socket was given but the process has no terminal (process.terminal)".into(),
+        )),
+        (None, false) => Ok(None),
+    }
+}
+
+/// The container's streams: a new pty under a terminal, else this
+/// process's own three (what conmon and the runc shim hand a runtime).
+pub(super) fn own_stdio(terminal: bool) -> Result<Stdio> {
+    if terminal {
+        return Ok(Stdio::Terminal);
+    }
+    let dup = |fd: i32| -> Result<OwnedFd> {
+        // SAFETY: 0, 1 and 2 are this process's own streams, kept open.
+        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        b.try_clone_to_owned()
+            .ctx(|| format!("duplicating stream {fd} for the container"))
+    };
+    Ok(Stdio::Files {
+        stdin: dup(0)?,
+        stdout: dup(1)?,
+        stderr: dup(2)?,
+    })
 }
 
 /// Hands the pty master to whoever listens on the console socket, as runc
