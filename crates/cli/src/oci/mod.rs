@@ -75,16 +75,17 @@ fn run(cli: Cli) -> Result<i32, EngineError> {
         .root
         .unwrap_or_else(|| PathBuf::from(oci_runtime::DEFAULT_ROOT));
     let runtime = OciRuntime::new(&root)?;
-    let kind = skiff_sandbox::NamespaceKind::new(&root.join(".seccomp"));
-    let kinds: [&dyn skiff_sandbox::SandboxKind; 1] = [&kind];
+    let kind = runtime.sandbox_kind("namespace")?;
+    let kind = &*kind;
+    let kinds = [kind];
     match command {
         Command::Create(a) => {
-            runtime.create(&kind, &a.id, &a.bundle, &create_options(&a))?;
+            runtime.create(kind, &a.id, &a.bundle, &create_options(&a))?;
             Ok(0)
         }
         Command::Run(a) => {
             let id = a.create.id.clone();
-            runtime.create(&kind, &id, &a.create.bundle, &create_options(&a.create))?;
+            runtime.create(kind, &id, &a.create.bundle, &create_options(&a.create))?;
             if let Err(e) = runtime.start(&id) {
                 let _ = runtime.delete(&kinds, &id, true);
                 return Err(e);
@@ -156,7 +157,7 @@ fn run(cli: Cli) -> Result<i32, EngineError> {
         }
         Command::Exec(a) => {
             let options = exec_options(&a)?;
-            match runtime.exec(&kind, &a.id, &options)? {
+            match runtime.exec(kind, &a.id, &options)? {
                 ExecOutcome::Started(_) => Ok(0),
                 ExecOutcome::Exited(code) => Ok(code),
             }

@@ -52,7 +52,19 @@ state = "{state}"
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        // containerd finds runtime v2 shims on its PATH: skiff's is built
+        // beside the skiff binary.
+        let bin_dir = Path::new(&super::skiff_bin())
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let child = Command::new("containerd")
+            .env("PATH", path)
             .arg("--config")
             .arg(d.join("config.toml"))
             .stdout(Stdio::from(log.try_clone().unwrap()))

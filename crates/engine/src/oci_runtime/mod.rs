@@ -18,6 +18,7 @@ mod lifecycle;
 pub use exec::{ExecOptions, ExecOutcome};
 pub use features::features;
 pub use lifecycle::CreateOptions;
+pub use skiff_sandbox::Stats;
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,17 @@ use crate::error::{EngineError, IoContext, Result};
 
 /// runc's default is `/run/runc`; skiff's runtime keeps its own.
 pub const DEFAULT_ROOT: &str = "/run/skiff-oci";
+
+/// The sandbox kinds a container can be created in, by the names a
+/// shim's handler config or annotation gives. The VM and Wasm kinds of
+/// later issues join here.
+pub const SANDBOX_KINDS: &[&str] = &["namespace"];
+
+/// Whether container cgroups are on the unified (v2) hierarchy here, which
+/// decides the metrics' type (cgroups v1 or v2) a shim reports.
+pub fn unified_cgroups() -> bool {
+    skiff_sandbox::device_filter::unified_host()
+}
 
 /// The runtime command over one state directory (`--root`).
 pub struct OciRuntime {
@@ -105,6 +117,19 @@ impl OciRuntime {
         Ok(OciRuntime {
             root: root.to_path_buf(),
         })
+    }
+
+    /// The sandbox kind `name` (one of [`SANDBOX_KINDS`]).
+    pub fn sandbox_kind(&self, name: &str) -> Result<Box<dyn skiff_sandbox::SandboxKind>> {
+        match name {
+            "namespace" => Ok(Box::new(skiff_sandbox::NamespaceKind::new(
+                &self.root.join(".seccomp"),
+            ))),
+            other => Err(EngineError::Invalid(format!(
+                "unknown sandbox kind {other:?}; skiff's runtime has: {}",
+                SANDBOX_KINDS.join(", ")
+            ))),
+        }
     }
 
     fn dir(&self, id: &str) -> PathBuf {
