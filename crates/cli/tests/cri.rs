@@ -63,6 +63,25 @@ struct CriNode {
     containerd: Containerd,
 }
 
+/// How many skiff shims run with `-id ID` (a shim is named after the
+/// first container it served: a pod's, its sandbox).
+fn shims_serving(id: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.first()
+                .is_some_and(|a| a.ends_with(b"containerd-shim-skiff-v2"))
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
+                && !args.contains(&&b"delete"[..])
+        })
+        .count()
+}
+
 fn cri_node(runtimes: &str) -> CriNode {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
@@ -202,13 +221,15 @@ async fn cri_clients(
 /// containerd's runc shim with skiff-oci as its binary, so the pause
 /// container and the pod's containers all run on skiff's runtime.
 #[test]
-fn a_pod_lives_its_whole_lifecycle_on_skiff_oci() {
+fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
     use k8s_cri::v1::*;
     let oci = common::oci::Oci::new();
     let runtimes = format!(
         r#"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skiff]
+    runtime_type = "io.containerd.skiff.v2"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skiff-oci]
     runtime_type = "io.containerd.runc.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skiff-oci.options]
@@ -263,7 +284,7 @@ fn a_pod_lives_its_whole_lifecycle_on_skiff_oci() {
         let pod = runtime
             .run_pod_sandbox(RunPodSandboxRequest {
                 config: Some(pod_config.clone()),
-                runtime_handler: "skiff-oci".into(),
+                runtime_handler: "skiff".into(),
             })
             .await
             .unwrap_or_else(|e| fail("RunPodSandbox", e))
@@ -300,9 +321,16 @@ fn a_pod_lives_its_whole_lifecycle_on_skiff_oci() {
             })
             .await
             .unwrap_or_else(|e| fail("StartContainer", e));
-        // It runs on skiff-oci: its state is under the shim's runc root.
+        // It runs on skiff's shim: its state is under the shim's root, and
+        // one shim (the pod's) serves the pod's containers.
+        assert_eq!(shims_serving(&pod), 1, "the pod has one shim");
+        assert_eq!(
+            shims_serving(&first),
+            0,
+            "the container has no shim of its own"
+        );
         let state = Command::new(&oci.bin)
-            .args(["--root", "/run/containerd/runc/k8s.io", "state", &first])
+            .args(["--root", "/run/skiff-shim/k8s.io", "state", &first])
             .output()
             .unwrap();
         assert!(
@@ -427,9 +455,18 @@ fn a_pod_lives_its_whole_lifecycle_on_skiff_oci() {
             })
             .await
             .unwrap_or_else(|e| fail("RemovePodSandbox", e));
-        // Nothing of the pod is left in skiff-oci's state.
+        // Nothing of the pod is left: its shim has exited, and the shim's
+        // state holds none of it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while shims_serving(&pod) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pod's shim did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let left = Command::new(&oci.bin)
-            .args(["--root", "/run/containerd/runc/k8s.io", "list", "-q"])
+            .args(["--root", "/run/skiff-shim/k8s.io", "list", "-q"])
             .output()
             .unwrap();
         let left = String::from_utf8_lossy(&left.stdout);
