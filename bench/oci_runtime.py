@@ -4,9 +4,11 @@
 Three paths, each measured with skiff-oci and with runc interleaved run by run, in one run:
   1. create -> start -> (exit) -> delete of `/bin/true` through the runtime command itself,
      on a bundle whose root is the Debian test image;
-  2. `ctr run --rm` of `/bin/true` on a cached image, containerd's runc shim with skiff-oci as
-     its runc binary (`--runc-binary`) against the same shim with runc;
+  2. `ctr run --rm` of `/bin/true` on a cached image: skiff's shim (`--runtime
+     io.containerd.skiff.v2`), and containerd's runc shim with skiff-oci as its runc binary
+     (`--runc-binary`), each against the runc shim with runc;
   3. `podman run --rm` of `/bin/true` with `--runtime skiff-oci` against `--runtime runc`.
+Also the resident memory (VmRSS) of each shim serving one running container.
 Medians of --runs runs. Rewrites the "OCI runtime" section of docs/benchmarks.md.
 
 Usage: bench/oci_runtime.py [--runs 20] [--no-docs]   (as root; after `make release images`)
@@ -90,6 +92,10 @@ def main():
     args = ap.parse_args()
     if not os.path.exists(os.path.join(DEBIAN, "index.json")):
         raise BenchError("the Debian test image is missing; run `make images`")
+    # containerd finds skiff's shim on its PATH, built beside the skiff binary.
+    os.environ["PATH"] = os.path.dirname(os.path.realpath(SKIFF)) + os.pathsep + os.environ["PATH"]
+    if not shutil.which("containerd-shim-skiff-v2"):
+        raise BenchError("containerd-shim-skiff-v2 is not beside skiff; run `make release`")
     work = tempfile.mkdtemp(prefix="oci-bench.", dir="/tmp")
     results = {}
     try:
@@ -117,14 +123,36 @@ def main():
         try:
             sh(ctd.ctr("image", "import", "--base-name", "bench/base", archive), quiet=True)
             ref = subprocess.run(ctd.ctr("image", "ls", "-q"), capture_output=True, text=True).stdout.split()[0]
-            times = {"skiff-oci": [], "runc": []}
+            variants = {
+                "shim": ["--runtime", "io.containerd.skiff.v2"],
+                "skiff-oci": ["--runc-binary", runtimes["skiff-oci"]],
+                "runc": ["--runc-binary", runtimes["runc"]],
+            }
+            times = {name: [] for name in variants}
             for i in range(args.runs + 1):
-                for name in times:
-                    cmd = ctd.ctr("run", "--rm", "--runc-binary", runtimes[name], ref, f"b{name}-{i}", "/bin/true")
-                    dt = timed(cmd)
+                for name, flags in variants.items():
+                    dt = timed(ctd.ctr("run", "--rm", *flags, ref, f"b{name}-{i}", "/bin/true"))
                     if i > 0:  # the first run of each warms the snapshot
                         times[name].append(dt)
-            results["ctr"] = {k: statistics.median(v) for k, v in times.items()}
+            med = {k: statistics.median(v) for k, v in times.items()}
+            results["shim"] = {"skiff-oci": med["shim"], "runc": med["runc"]}
+            results["ctr"] = {"skiff-oci": med["skiff-oci"], "runc": med["runc"]}
+            log("shim memory: one running container each")
+            rss = {}
+            for name, flags, binary in [("skiff", variants["shim"], "containerd-shim-skiff-v2"),
+                                        ("runc", variants["runc"], "containerd-shim-runc-v2")]:
+                cid = f"rss-{name}"
+                sh(ctd.ctr("run", "-d", *flags, ref, cid, "sleep", "1000"), quiet=True)
+                time.sleep(1)
+                rss[name] = shim_rss(binary, cid)
+                sh(ctd.ctr("task", "kill", "-s", "KILL", cid), quiet=True)
+                for _ in range(100):
+                    if "STOPPED" in subprocess.run(ctd.ctr("task", "ls"), capture_output=True, text=True).stdout:
+                        break
+                    time.sleep(0.05)
+                subprocess.run(ctd.ctr("task", "delete", cid), capture_output=True)
+                subprocess.run(ctd.ctr("container", "delete", cid), capture_output=True)
+            results["rss"] = rss
         finally:
             ctd.stop()
 
@@ -152,14 +180,29 @@ def main():
         write_section(text)
 
 
+def shim_rss(binary, cid):
+    """VmRSS in KiB of the shim process serving container `cid`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            if args[0].decode().endswith(binary) and cid.encode() in args and b"delete" not in args:
+                for line in open(f"/proc/{pid}/status"):
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except (OSError, IndexError):
+            continue
+    raise BenchError(f"no {binary} serving {cid}")
+
+
 def render(results, runs):
     rows = [("create → start → delete (runtime command)", "lifecycle"),
-            ("`ctr run --rm` (runc shim, `--runc-binary`)", "ctr"),
+            ("`ctr run --rm`: skiff's shim against the runc shim with runc", "shim"),
+            ("`ctr run --rm`: the runc shim with skiff-oci (`--runc-binary`)", "ctr"),
             ("`podman run --rm` (`--runtime`)", "podman")]
     lines = ["## OCI runtime (`bench/oci_runtime.py`)", "",
              f"`/bin/true` on the Debian test image, medians of {runs} runs, each path measured with "
              "skiff-oci and runc interleaved in one run.", "",
-             "| path | skiff-oci | runc | skiff-oci ÷ runc |", "|---|---:|---:|---:|"]
+             "| path | skiff | runc | skiff ÷ runc |", "|---|---:|---:|---:|"]
     for label, key in rows:
         r = results.get(key)
         if not r:
@@ -167,8 +210,16 @@ def render(results, runs):
         lines.append(f"| {label} | {r['skiff-oci'] * 1000:.0f} ms | {r['runc'] * 1000:.0f} ms | "
                      f"{r['skiff-oci'] / r['runc']:.2f}× |")
     met = [k for _, k in rows if k in results and results[k]["skiff-oci"] / results[k]["runc"] <= 0.5]
-    lines += ["", f"Target: ≤ 0.5× runc on each path. Met on {len(met)} of {len(results)} paths"
+    measured = [k for _, k in rows if k in results]
+    lines += ["", f"Target: ≤ 0.5× runc on each path. Met on {len(met)} of {len(measured)} paths"
               f"{': ' + ', '.join(met) if met else ''}.", ""]
+    rss = results.get("rss")
+    if rss:
+        lines += ["| shim serving one running container | VmRSS |", "|---|---:|",
+                  f"| containerd-shim-skiff-v2 | {rss['skiff'] / 1024:.1f} MiB |",
+                  f"| containerd-shim-runc-v2 | {rss['runc'] / 1024:.1f} MiB |", "",
+                  f"Target: the shim's RSS ≤ 15 MiB per pod: "
+                  f"{'met' if rss['skiff'] <= 15 * 1024 else 'missed'}.", ""]
     return "\n".join(lines)
 
 

@@ -60,6 +60,43 @@ fn task_line(c: &Containerd, id: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `ctr run --rm` on skiff's shim: `flags`, then the task `id` running
+/// `command`.
+fn run_rm(n: &Node, flags: &[&str], id: &str, command: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--snapshotter",
+        "skiff",
+    ];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[n.image.as_str(), id]);
+    args.extend_from_slice(command);
+    n.containerd.ctr(&args)
+}
+
+/// `sleep 1000` as task `id`, detached, on skiff's shim; its init's pid.
+fn run_detached(n: &Node, id: &str) -> i32 {
+    let c = &n.containerd;
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--snapshotter",
+        "skiff",
+        &n.image,
+        id,
+        "sleep",
+        "1000",
+    ]);
+    let line = task_line(c, id).expect("the task is listed");
+    assert!(line.contains("RUNNING"), "{line}");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -144,19 +181,16 @@ fn ctr_runs_tasks_on_skiffs_shim() {
 
     // Output through containerd's FIFOs, and the exit code.
     let id = unique("shimrun");
-    let o = c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        "--snapshotter",
-        "skiff",
-        &n.image,
+    let o = run_rm(
+        &n,
+        &[],
         &id,
-        "sh",
-        "-c",
-        "echo out-on-skiff; echo err-on-skiff >&2; exit 4",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "echo out-on-skiff; echo err-on-skiff >&2; exit 4",
+        ],
+    );
     assert_eq!(o.status.code(), Some(4), "{}\n{}", text(&o), c.log());
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
@@ -170,6 +204,32 @@ fn ctr_runs_tasks_on_skiffs_shim() {
         text(&o)
     );
     assert!(task_line(c, &id).is_none());
+
+    // The sandbox kind is the annotation's: a kind the runtime does not
+    // have is refused by name, before anything is made.
+    let id = unique("shimkind");
+    let o = run_rm(
+        &n,
+        &["--annotation", "io.skiff.sandbox=warp"],
+        &id,
+        &["true"],
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("\"warp\"") && said.contains("namespace"),
+        "{}",
+        text(&o)
+    );
+    let _ = c.ctr(&["container", "delete", &id]);
+    let id = unique("shimns");
+    let o = run_rm(
+        &n,
+        &["--annotation", "io.skiff.sandbox=namespace"],
+        &id,
+        &["true"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
 
     // A terminal: the process gets a pty (ctr itself needs one: script).
     let id = unique("shimtty");
@@ -193,21 +253,7 @@ fn ctr_runs_tasks_on_skiffs_shim() {
 
     // A task that keeps running: exec, ps, metrics, pause, resume, kill.
     let id = unique("shimtask");
-    c.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--snapshotter",
-        "skiff",
-        &n.image,
-        &id,
-        "sleep",
-        "1000",
-    ]);
-    let line = task_line(c, &id).expect("the task is listed");
-    assert!(line.contains("RUNNING"), "{line}");
-    let init: i32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let init = run_detached(&n, &id);
     assert!(alive(init));
     let shims = shims_for(&id);
     assert_eq!(shims.len(), 1, "one shim serves the task: {shims:?}");
@@ -342,20 +388,7 @@ fn a_shim_killed_with_9_leaves_nothing_behind() {
     let n = node();
     let c = &n.containerd;
     let id = unique("shimkill");
-    c.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--snapshotter",
-        "skiff",
-        &n.image,
-        &id,
-        "sleep",
-        "1000",
-    ]);
-    let line = task_line(c, &id).expect("the task is listed");
-    let init: i32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let init = run_detached(&n, &id);
     let shims = shims_for(&id);
     assert_eq!(shims.len(), 1, "{shims:?}");
     let bundle = c
@@ -382,16 +415,6 @@ fn a_shim_killed_with_9_leaves_nothing_behind() {
     assert!(shims_for(&id).is_empty());
     // The node still runs tasks on the shim afterwards.
     let again = unique("shimafter");
-    let o = c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        "--snapshotter",
-        "skiff",
-        &n.image,
-        &again,
-        "true",
-    ]);
+    let o = run_rm(&n, &[], &again, &["true"]);
     assert!(o.status.success(), "{}\n{}", text(&o), c.log());
 }

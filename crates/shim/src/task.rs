@@ -112,6 +112,27 @@ struct Container {
     execs: HashMap<String, Proc>,
 }
 
+impl Container {
+    /// The init (`exec_id` empty) or an exec.
+    fn process(&self, exec_id: &str) -> RpcResult<&Proc> {
+        if exec_id.is_empty() {
+            return Ok(&self.init);
+        }
+        self.execs.get(exec_id).ok_or_else(|| no_exec(exec_id))
+    }
+
+    fn process_mut(&mut self, exec_id: &str) -> RpcResult<&mut Proc> {
+        if exec_id.is_empty() {
+            return Ok(&mut self.init);
+        }
+        self.execs.get_mut(exec_id).ok_or_else(|| no_exec(exec_id))
+    }
+}
+
+fn no_exec(exec_id: &str) -> ttrpc::Error {
+    rpc_error(Code::NOT_FOUND, format!("exec {exec_id} does not exist"))
+}
+
 struct Inner {
     namespace: String,
     root: PathBuf,
@@ -557,16 +578,7 @@ impl containerd_shim::Task for TaskService {
             let c = containers
                 .get_mut(&req.id)
                 .ok_or_else(|| not_found(&req.id))?;
-            let p = if req.exec_id.is_empty() {
-                &mut c.init
-            } else {
-                c.execs.get_mut(&req.exec_id).ok_or_else(|| {
-                    rpc_error(
-                        Code::NOT_FOUND,
-                        format!("exec {} does not exist", req.exec_id),
-                    )
-                })?
-            };
+            let p = c.process_mut(&req.exec_id)?;
             if p.exit.is_some() {
                 let (exit_status, exited_at) = p.exit_status();
                 let copies = p.io.take_copies();
@@ -603,12 +615,7 @@ impl containerd_shim::Task for TaskService {
                 Err(e) => Err(engine_error(e)),
             };
         }
-        let p = c.execs.get(&req.exec_id).ok_or_else(|| {
-            rpc_error(
-                Code::NOT_FOUND,
-                format!("exec {} does not exist", req.exec_id),
-            )
-        })?;
+        let p = c.process(&req.exec_id)?;
         if p.exit.is_some() || p.pid <= 0 {
             return Err(rpc_error(Code::NOT_FOUND, "process already finished"));
         }
@@ -640,12 +647,7 @@ impl containerd_shim::Task for TaskService {
                 .execs
                 .get(&req.exec_id)
                 .map(|p| p.pid > 0 && p.exit.is_none())
-                .ok_or_else(|| {
-                    rpc_error(
-                        Code::NOT_FOUND,
-                        format!("exec {} does not exist", req.exec_id),
-                    )
-                })?;
+                .ok_or_else(|| no_exec(&req.exec_id))?;
             if running {
                 return Err(rpc_error(
                     Code::FAILED_PRECONDITION,
@@ -717,16 +719,7 @@ impl containerd_shim::Task for TaskService {
         let s = &self.inner;
         let containers = s.lock();
         let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-        let p = if req.exec_id.is_empty() {
-            &c.init
-        } else {
-            c.execs.get(&req.exec_id).ok_or_else(|| {
-                rpc_error(
-                    Code::NOT_FOUND,
-                    format!("exec {} does not exist", req.exec_id),
-                )
-            })?
-        };
+        let p = c.process(&req.exec_id)?;
         let (exit_status, exited_at) = p.exit_status();
         Ok(api::StateResponse {
             id: req.id.clone(),
@@ -776,16 +769,7 @@ impl containerd_shim::Task for TaskService {
         let c = containers
             .get_mut(&req.id)
             .ok_or_else(|| not_found(&req.id))?;
-        let p = if req.exec_id.is_empty() {
-            &mut c.init
-        } else {
-            c.execs.get_mut(&req.exec_id).ok_or_else(|| {
-                rpc_error(
-                    Code::NOT_FOUND,
-                    format!("exec {} does not exist", req.exec_id),
-                )
-            })?
-        };
+        let p = c.process_mut(&req.exec_id)?;
         if req.stdin {
             p.io.close_stdin();
         }
@@ -796,16 +780,7 @@ impl containerd_shim::Task for TaskService {
         let s = &self.inner;
         let containers = s.lock();
         let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-        let p = if req.exec_id.is_empty() {
-            &c.init
-        } else {
-            c.execs.get(&req.exec_id).ok_or_else(|| {
-                rpc_error(
-                    Code::NOT_FOUND,
-                    format!("exec {} does not exist", req.exec_id),
-                )
-            })?
-        };
+        let p = c.process(&req.exec_id)?;
         let clamp = |v: u32| v.min(u32::from(u16::MAX)) as u16;
         p.io.resize(clamp(req.width), clamp(req.height))
             .map_err(|e| rpc_error(Code::FAILED_PRECONDITION, e))?;
@@ -896,9 +871,7 @@ impl TaskService {
         let (sandbox, spec, stdin, stdout, stderr, terminal) = {
             let containers = s.lock();
             let c = containers.get(id).ok_or_else(|| not_found(id))?;
-            let p = c.execs.get(exec_id).ok_or_else(|| {
-                rpc_error(Code::NOT_FOUND, format!("exec {exec_id} does not exist"))
-            })?;
+            let p = c.process(exec_id)?;
             if p.status != Status::CREATED {
                 return Err(rpc_error(
                     Code::FAILED_PRECONDITION,
