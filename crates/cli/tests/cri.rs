@@ -238,6 +238,29 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
         oci.bin.display()
     );
     let node = cri_node(&runtimes);
+    // A pod network namespace of its own: Debian's CNI plugins, a
+    // point-to-point veth (the CRI wants an eth0) on a private /28 whose
+    // addresses are kept in the test's own directory.
+    let cni = node.work.path().join("cni");
+    std::fs::create_dir_all(cni.join("bin")).unwrap();
+    std::fs::create_dir_all(cni.join("conf")).unwrap();
+    for plugin in ["loopback", "ptp", "host-local"] {
+        std::os::unix::fs::symlink(
+            Path::new("/usr/lib/cni").join(plugin),
+            cni.join("bin").join(plugin),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        cni.join("conf/10-pod.conflist"),
+        format!(
+            r#"{{"cniVersion": "0.4.0", "name": "skiff-test-pod", "plugins": [{{"type": "ptp", "ipMasq": false,
+              "ipam": {{"type": "host-local", "subnet": "10.254.177.0/28", "dataDir": "{}"}}}}]}}"#,
+            cni.join("ipam").display()
+        ),
+    )
+    .unwrap();
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
     let image = node.registry.reference("deb:skiff");
     let logs = node.work.path().join("pod-logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -250,6 +273,28 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
     };
     rt.block_on(async {
         let (mut runtime, mut images) = cri_clients(node.containerd.socket()).await;
+        // The CRI loads the CNI config it watches for.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = runtime
+                .status(StatusRequest { verbose: false })
+                .await
+                .unwrap_or_else(|e| fail("Status", e))
+                .into_inner();
+            let ready = status.status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.r#type == "NetworkReady" && c.status)
+            });
+            if ready {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the CNI config never loaded"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         images
             .pull_image(PullImageRequest {
                 image: Some(ImageSpec {
@@ -271,7 +316,7 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Node as i32,
+                        network: NamespaceMode::Pod as i32,
                         ipc: NamespaceMode::Pod as i32,
                         ..Default::default()
                     }),
@@ -346,7 +391,7 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
                 cmd: vec![
                     "sh".into(),
                     "-c".into(),
-                    "readlink /proc/self/ns/ipc; exit 3".into(),
+                    "readlink /proc/self/ns/ipc /proc/self/ns/net; exit 3".into(),
                 ],
                 timeout: 10,
             })
@@ -354,8 +399,17 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
             .unwrap_or_else(|e| fail("ExecSync", e))
             .into_inner();
         assert_eq!(exec.exit_code, 3);
-        let first_ipc = String::from_utf8_lossy(&exec.stdout).trim().to_string();
-        assert!(first_ipc.starts_with("ipc:["), "{first_ipc}");
+        let shown = String::from_utf8_lossy(&exec.stdout).into_owned();
+        let mut lines = shown.lines();
+        let first_ipc = lines.next().unwrap_or("").to_string();
+        let first_net = lines.next().unwrap_or("").to_string();
+        assert!(first_ipc.starts_with("ipc:["), "{shown}");
+        assert!(first_net.starts_with("net:["), "{shown}");
+        assert_ne!(
+            Path::new(&first_net),
+            host_net,
+            "the pod has a network namespace of its own"
+        );
         // A timeout ends a command that does not finish.
         let started = std::time::Instant::now();
         let slow = runtime
@@ -390,7 +444,7 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
         let second = runtime
             .create_container(container(
                 "second",
-                "readlink /proc/self/ns/ipc; ipcs -m | grep -c 4096",
+                "readlink /proc/self/ns/ipc /proc/self/ns/net; ipcs -m | grep -c 4096",
             ))
             .await
             .unwrap_or_else(|e| fail("CreateContainer", e))
@@ -425,6 +479,10 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
         assert!(
             log.contains(&first_ipc),
             "not the pod's IPC namespace: {log}"
+        );
+        assert!(
+            log.contains(&first_net),
+            "not the pod's network namespace: {log}"
         );
         assert!(log.contains(" stdout F 1"), "the segment is shared: {log}");
 
