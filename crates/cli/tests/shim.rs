@@ -231,6 +231,52 @@ fn ctr_runs_tasks_on_skiffs_shim() {
     );
     assert!(o.status.success(), "{}", text(&o));
 
+    // A runtime handler pins a kind: the type io.containerd.skiff-KIND.v2
+    // runs containerd-shim-skiff-KIND-v2, a link to the shim.
+    let shim = Path::new(&common::skiff_bin()).with_file_name("containerd-shim-skiff-v2");
+    for kind in ["namespace", "warp"] {
+        let link = shim.with_file_name(format!("containerd-shim-skiff-{kind}-v2"));
+        match std::os::unix::fs::symlink(&shim, &link) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{e}"),
+            _ => {}
+        }
+    }
+    let pinned = |runtime: &str, flags: &[&str], id: &str| {
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--runtime",
+            runtime,
+            "--snapshotter",
+            "skiff",
+        ];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[n.image.as_str(), id, "true"]);
+        let o = c.ctr(&args);
+        let _ = c.ctr(&["container", "delete", id]);
+        o
+    };
+    let o = pinned("io.containerd.skiff-namespace.v2", &[], &unique("pinned"));
+    assert!(o.status.success(), "{}\n{}", text(&o), c.log());
+    let o = pinned(
+        "io.containerd.skiff-namespace.v2",
+        &["--annotation", "io.skiff.sandbox=warp"],
+        &unique("override"),
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("runtime handler"),
+        "{}",
+        text(&o)
+    );
+    let o = pinned("io.containerd.skiff-warp.v2", &[], &unique("warp"));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("\"warp\""),
+        "{}",
+        text(&o)
+    );
+
     // A terminal: the process gets a pty (ctr itself needs one: script).
     let id = unique("shimtty");
     let command = format!(

@@ -28,9 +28,11 @@ run by hand. containerd calls it as:
   containerd-shim-skiff-v2 -namespace NS -id ID -address SOCK [-publish-binary BIN] start
   containerd-shim-skiff-v2 -namespace NS -id ID -address SOCK delete
 
-The sandbox kind is the spec annotation io.skiff.sandbox (namespace, the
-default); a pod's containers share its kind and one shim. Container state
-is kept under /run/skiff-shim/NAMESPACE (root only). See docs/kubernetes.md.
+The sandbox kind (namespace, the default) is the runtime handler's when it
+is run as containerd-shim-skiff-KIND-v2 (runtime type
+io.containerd.skiff-KIND.v2), else the spec annotation io.skiff.sandbox; a
+pod's containers share its kind and one shim. Container state is kept
+under /run/skiff-shim/NAMESPACE (root only). See docs/kubernetes.md.
 
 Options:
   -h, --help       this text

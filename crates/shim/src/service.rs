@@ -39,7 +39,9 @@ impl containerd_shim::Shim for Service {
     /// pod's later containers find the shim its first one started.
     fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         let grouping = pod_id(Path::new("config.json")).unwrap_or_else(|| opts.id.clone());
-        let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        let kind = crate::task::handler_sandbox().unwrap_or_default();
+        let vars = vec![(crate::task::HANDLER_SANDBOX_ENV, kind.as_str())];
+        let (_pid, address) = containerd_shim::spawn(opts, &grouping, vars)?;
         containerd_shim::util::write_address(&address)?;
         Ok(address)
     }

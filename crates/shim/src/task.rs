@@ -38,6 +38,26 @@ use crate::reaper::Reaper;
 pub const SANDBOX_ANNOTATION: &str = "io.skiff.sandbox";
 const DEFAULT_SANDBOX: &str = "namespace";
 
+/// The environment variable that carries the handler's kind from `shim
+/// start` to the shim it spawns (which runs as the binary's real name).
+pub const HANDLER_SANDBOX_ENV: &str = "SKIFF_SHIM_SANDBOX";
+
+/// The sandbox kind of the runtime handler, if it names one: the runtime
+/// type `io.containerd.skiff-KIND.v2` makes containerd run
+/// `containerd-shim-skiff-KIND-v2`, a link to this binary, so each
+/// handler (and each RuntimeClass) can pin a kind.
+pub fn handler_sandbox() -> Option<String> {
+    if let Ok(kind) = std::env::var(HANDLER_SANDBOX_ENV) {
+        return Some(kind).filter(|k| !k.is_empty());
+    }
+    let argv0 = std::env::args_os().next()?;
+    let name = Path::new(&argv0).file_name()?.to_str()?.to_owned();
+    let kind = name
+        .strip_prefix("containerd-shim-skiff-")?
+        .strip_suffix("-v2")?;
+    (!kind.is_empty()).then(|| kind.to_string())
+}
+
 /// How long a process's last output may take to reach containerd.
 const DRAIN: Duration = Duration::from_secs(2);
 
@@ -303,8 +323,9 @@ impl Inner {
         Ok((fds, io, None))
     }
 
-    /// The pod's kind for a new container: its own annotation, else the
-    /// kind of the pod it joins, else the default.
+    /// The pod's kind for a new container: the runtime handler's (see
+    /// [`handler_sandbox`]), which an annotation may not change; else its
+    /// own annotation, else the kind of the pod it joins, else the default.
     fn choose_sandbox(&self, spec: &serde_json::Value) -> RpcResult<String> {
         let annotations = spec.get("annotations");
         let named = annotations
@@ -314,6 +335,16 @@ impl Inner {
             .and_then(|a| a.get("io.kubernetes.cri.sandbox-id"))
             .and_then(|v| v.as_str());
         let pod_kind = pod.and_then(|p| self.lock().get(p).map(|c| c.sandbox.clone()));
+        let handler = handler_sandbox();
+        if let Some(h) = &handler {
+            if let Some(n) = named.filter(|n| n != h) {
+                return Err(rpc_error(
+                    Code::INVALID_ARGUMENT,
+                    format!("{SANDBOX_ANNOTATION}={n} differs from the runtime handler's sandbox kind {h}, which an annotation may not change"),
+                ));
+            }
+        }
+        let named = named.or(handler.as_deref());
         let kind = match (named, pod_kind) {
             (Some(n), Some(p)) if n != p => {
                 return Err(rpc_error(
