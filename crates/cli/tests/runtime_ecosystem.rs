@@ -8,8 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::containerd::{Containerd, Snapshotter};
-use common::containers::layout;
+use common::containerd::PulledNode;
 use common::debian_image;
 use common::oci::{unique, Oci};
 use common::registry::Registry;
@@ -163,13 +162,9 @@ fn podman_runs_containers_on_skiff_oci() {
 
 #[test]
 fn containerds_runc_shim_runs_skiff_oci_as_its_binary() {
-    let registry = Registry::start();
-    let snapshotter = Snapshotter::start();
-    let containerd = Containerd::start(&snapshotter.socket(), "");
-    registry.push_layout(layout(), "deb:skiff");
-    let image = registry.reference("deb:skiff");
-    let o = snapshotter.pull(&containerd, &image);
-    assert!(o.status.success(), "{}", text(&o));
+    let node = PulledNode::start();
+    let containerd = &node.containerd;
+    let image = node.image.clone();
     let oci = Oci::new();
     let binary = oci.bin.to_str().unwrap().to_string();
     let out = tempfile::tempdir().unwrap();

@@ -10,10 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::containerd::{Containerd, Snapshotter};
-use common::containers::layout;
+use common::containerd::{Containerd, PulledNode};
 use common::oci::unique;
-use common::registry::Registry;
 
 const RUNTIME: &str = "io.containerd.skiff.v2";
 
@@ -26,29 +24,10 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A containerd with the test image pulled lazily through skiff's
-/// snapshotter.
-struct Node {
-    _registry: Registry,
-    _snapshotter: Snapshotter,
-    containerd: Containerd,
-    image: String,
-}
+type Node = PulledNode;
 
 fn node() -> Node {
-    let registry = Registry::start();
-    let snapshotter = Snapshotter::start();
-    let containerd = Containerd::start(&snapshotter.socket(), "");
-    registry.push_layout(layout(), "deb:skiff");
-    let image = registry.reference("deb:skiff");
-    let o = snapshotter.pull(&containerd, &image);
-    assert!(o.status.success(), "{}", text(&o));
-    Node {
-        _registry: registry,
-        _snapshotter: snapshotter,
-        containerd,
-        image,
-    }
+    PulledNode::start()
 }
 
 /// The task's line in `ctr task ls` (ID, PID, STATUS), if it is listed.

@@ -314,3 +314,37 @@ pub fn detach_mounts_under(dir: &Path) {
         let _ = Command::new("umount").arg("-l").arg(&p).status();
     }
 }
+
+/// A node with skiff's test image pulled lazily: the test registry holding
+/// it, skiff snapshotter, and a containerd using both. Fields drop in
+/// order, containerd first.
+pub struct PulledNode {
+    pub containerd: Containerd,
+    pub snapshotter: Snapshotter,
+    pub registry: super::registry::Registry,
+    /// The image's reference in the registry.
+    pub image: String,
+}
+
+impl PulledNode {
+    pub fn start() -> Self {
+        let registry = super::registry::Registry::start();
+        let snapshotter = Snapshotter::start();
+        let containerd = Containerd::start(&snapshotter.socket(), "");
+        registry.push_layout(super::containers::layout(), "deb:skiff");
+        let image = registry.reference("deb:skiff");
+        let o = snapshotter.pull(&containerd, &image);
+        assert!(
+            o.status.success(),
+            "pulling {image}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        PulledNode {
+            containerd,
+            snapshotter,
+            registry,
+            image,
+        }
+    }
+}
