@@ -81,6 +81,12 @@ fn dev_null() -> Result<OwnedFd, String> {
         .map_err(|e| format!("opening /dev/null: {e}"))
 }
 
+/// Three descriptors on /dev/null: the streams of a helper step that has
+/// no process's streams to carry (a terminal's come over its socket).
+pub fn null_stdio() -> Result<[OwnedFd; 3], String> {
+    Ok([dev_null()?, dev_null()?, dev_null()?])
+}
+
 impl ProcessIo {
     /// Pipes for a process without a terminal: the three ends it gets, and
     /// the copies (already running) between the others and containerd's.

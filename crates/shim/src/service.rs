@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use containerd_shim::api::DeleteResponse;
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
@@ -67,16 +66,10 @@ impl containerd_shim::Shim for Service {
         }
         // The shim's working directory is the container's bundle.
         crate::helper::unmount_rootfs(Path::new("rootfs"));
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut exited_at = Timestamp::new();
-        exited_at.seconds = now.as_secs() as i64;
-        exited_at.nanos = now.subsec_nanos() as i32;
         Ok(DeleteResponse {
             pid,
             exit_status: 128 + libc::SIGKILL as u32,
-            exited_at: MessageField::some(exited_at),
+            exited_at: MessageField::some(crate::task::timestamp(SystemTime::now())),
             ..Default::default()
         })
     }

@@ -84,7 +84,7 @@ fn engine_error(e: EngineError) -> ttrpc::Error {
     rpc_error(code, e.to_string())
 }
 
-fn timestamp(t: SystemTime) -> Timestamp {
+pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let mut ts = Timestamp::new();
     ts.seconds = d.as_secs() as i64;
@@ -248,12 +248,15 @@ impl Inner {
         }
         drop(containers);
         match event {
-            Some(e) => {
-                self.changed.notify_all();
-                self.publish(e);
-            }
+            Some(e) => self.announce_exit(e),
             None => self.reaper.store(pid, code),
         }
+    }
+
+    /// Wakes the waiters on an exit just recorded, and tells containerd.
+    fn announce_exit(&self, event: TaskExit) {
+        self.changed.notify_all();
+        self.publish(event);
     }
 
     /// A pid just learnt: takes an exit that came before it.
@@ -304,20 +307,8 @@ impl Inner {
     ) -> RpcResult<([OwnedFd; 3], ProcessIo, Option<ConsoleSocket>)> {
         let fail = |e: String| rpc_error(Code::INVALID_ARGUMENT, e);
         if terminal {
-            let null = || {
-                std::fs::File::options()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/null")
-                    .map(OwnedFd::from)
-                    .map_err(|e| fail(format!("opening /dev/null: {e}")))
-            };
             let socket = ConsoleSocket::bind(&self.root).map_err(fail)?;
-            return Ok((
-                [null()?, null()?, null()?],
-                ProcessIo::default(),
-                Some(socket),
-            ));
+            return Ok((null_stdio()?, ProcessIo::default(), Some(socket)));
         }
         let (io, fds) = ProcessIo::pipes(stdin, stdout, stderr).map_err(fail)?;
         Ok((fds, io, None))
@@ -505,8 +496,7 @@ impl containerd_shim::Task for TaskService {
             ..Default::default()
         });
         if let Some(e) = early {
-            s.changed.notify_all();
-            s.publish(e);
+            s.announce_exit(e);
         }
         Ok(api::CreateTaskResponse {
             pid: pid as u32,
@@ -885,15 +875,7 @@ impl containerd_shim::Task for TaskService {
 }
 
 fn null_stdio() -> RpcResult<[OwnedFd; 3]> {
-    let one = || {
-        std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map(OwnedFd::from)
-            .map_err(|e| rpc_error(Code::UNKNOWN, format!("opening /dev/null: {e}")))
-    };
-    Ok([one()?, one()?, one()?])
+    crate::io::null_stdio().map_err(|e| rpc_error(Code::UNKNOWN, e))
 }
 
 impl TaskService {
@@ -968,8 +950,7 @@ impl TaskService {
             ..Default::default()
         });
         if let Some(e) = early {
-            s.changed.notify_all();
-            s.publish(e);
+            s.announce_exit(e);
         }
         Ok(api::StartResponse {
             pid: pid as u32,
