@@ -164,12 +164,22 @@ def main():
             sh(base + ["load", "-q", "-i", archive], quiet=True)
             opts = ["--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
             times = {"skiff-oci": [], "runc": []}
+            # The same runs again through a wrapper that times each runtime call, to split
+            # podman's time into the runtime's and its own (podman's and conmon's).
+            wrapped = {name: timing_wrapper(work, name, runtimes[name]) for name in times}
+            shares = {name: [] for name in times}
             for i in range(args.runs + 1):
                 for name in times:
                     dt = timed(base + ["--runtime", runtimes[name], "run", "--rm", *opts, "bench/base:latest", "/bin/true"])
                     if i > 0:
                         times[name].append(dt)
+                    wrapper, calls = wrapped[name]
+                    open(calls, "w").close()
+                    dt = timed(base + ["--runtime", wrapper, "run", "--rm", *opts, "bench/base:latest", "/bin/true"])
+                    if i > 0:
+                        shares[name].append((dt, runtime_calls(calls)))
             results["podman"] = {k: statistics.median(v) for k, v in times.items()}
+            results["podman_split"] = {k: split_podman(v) for k, v in shares.items()}
             subprocess.run(base + ["system", "reset", "--force"], capture_output=True)
     finally:
         subprocess.run(["umount", "-R", "-l", work], capture_output=True)
@@ -178,6 +188,34 @@ def main():
     print(text)
     if not args.no_docs:
         write_section(text)
+
+
+def timing_wrapper(work, name, runtime):
+    """A runtime that runs `runtime` and logs each call's wall time; bash's $EPOCHREALTIME
+    keeps the wrapper's own cost to its start-up, which falls outside the timed span."""
+    wrapper = os.path.join(work, f"timed-{name}")
+    calls = os.path.join(work, f"calls-{name}")
+    open(wrapper, "w").write(
+        "#!/bin/bash\n"
+        "start=$EPOCHREALTIME\n"
+        f'"{runtime}" "$@"\n'
+        "rc=$?\n"
+        f'echo "$start $EPOCHREALTIME" >> "{calls}"\n'
+        "exit $rc\n")
+    os.chmod(wrapper, 0o755)
+    return wrapper, calls
+
+
+def runtime_calls(path):
+    """The wall time in seconds of each runtime call of one wrapped podman run."""
+    return [float(end) - float(start) for start, end in (line.split() for line in open(path))]
+
+
+def split_podman(runs):
+    """Medians over runs of the total, the runtime's share, and the number of runtime calls."""
+    return {"total": statistics.median(t for t, _ in runs),
+            "runtime": statistics.median(sum(c) for _, c in runs),
+            "calls": statistics.median(len(c) for _, c in runs)}
 
 
 def shim_rss(binary, cid):
@@ -213,6 +251,20 @@ def render(results, runs):
     measured = [k for _, k in rows if k in results]
     lines += ["", f"Target: ≤ 0.5× runc on each path. Met on {len(met)} of {len(measured)} paths"
               f"{': ' + ', '.join(met) if met else ''}.", ""]
+    split = results.get("podman_split")
+    if split:
+        lines += ["Where `podman run --rm`'s time goes, from the same number of runs through a wrapper "
+                  "that times every runtime call (medians):", "",
+                  "| runtime | podman run | in the runtime | calls | podman and conmon's own |",
+                  "|---|---:|---:|---:|---:|"]
+        for name in ("skiff-oci", "runc"):
+            r = split[name]
+            lines.append(f"| {name} | {r['total'] * 1000:.0f} ms | {r['runtime'] * 1000:.0f} ms | "
+                         f"{r['calls']:.0f} | {(r['total'] - r['runtime']) * 1000:.0f} ms |")
+        own = split["skiff-oci"]["total"] - split["skiff-oci"]["runtime"]
+        lines += ["", f"The runtime's own time: skiff-oci {split['skiff-oci']['runtime'] / split['runc']['runtime']:.2f}× runc's. "
+                  f"podman and conmon's own work alone is {own / split['runc']['total']:.2f}× runc's whole "
+                  "`podman run`, so on this path no runtime, however fast, can reach 0.5×.", ""]
     rss = results.get("rss")
     if rss:
         lines += ["| shim serving one running container | VmRSS |", "|---|---:|",
