@@ -526,17 +526,13 @@ fn read_ahead_fetches_the_files_that_follow_in_the_blob() {
     let file = "/usr/bin/dpkg";
     let next = blob_neighbours(&image, file, 64 << 10);
     assert!(!next.is_empty(), "no file follows {file} within 64K");
-    let wait_idle = |m: &Mounted| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while m.stats()["metrics"]["inflight_requests"].as_u64() != Some(0) {
-            assert!(Instant::now() < deadline, "fetches did not finish");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
     // With read-ahead, reading the file brings its neighbours along.
     {
-        let m = Mounted::new(&skiff, &image, &["--no-prefetch", "--readahead", "256K"]);
+        let m = Mounted::new(
+            &skiff,
+            &image,
+            &["--no-prefetch", "--readahead", "256K", "--whole-file", "0"],
+        );
         read(&m.dir.join(&file[1..])).unwrap();
         wait_idle(&m);
         assert!(m.stats()["metrics"]["readahead_chunks"].as_u64().unwrap() > 0);
@@ -548,7 +544,11 @@ fn read_ahead_fetches_the_files_that_follow_in_the_blob() {
     }
     // Without it, they come from the registry (on a node with a fresh cache).
     let fresh = Skiff::new();
-    let m = Mounted::new(&fresh, &image, &["--no-prefetch", "--readahead", "0"]);
+    let m = Mounted::new(
+        &fresh,
+        &image,
+        &["--no-prefetch", "--readahead", "0", "--whole-file", "0"],
+    );
     read(&m.dir.join(&file[1..])).unwrap();
     wait_idle(&m);
     let before = proxy.bytes();
@@ -561,6 +561,56 @@ fn read_ahead_fetches_the_files_that_follow_in_the_blob() {
         "{next:?} came from nowhere after {file}; daemon: {stats:#}"
     );
     assert_eq!(stats["metrics"]["readahead_chunks"], 0);
+}
+
+/// Waits until the mount has no range request in flight.
+fn wait_idle(m: &Mounted) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.stats()["metrics"]["inflight_requests"].as_u64() != Some(0) {
+        assert!(Instant::now() < deadline, "fetches did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+#[test]
+fn a_miss_fetches_the_rest_of_a_file_up_to_the_whole_file_limit() {
+    let (reg, skiff, _image) = converted();
+    let proxy = Proxy::start(&reg.addr);
+    let image = proxy.reference("skiff/debian:full");
+    // Larger than the kernel's read-ahead window (1 MiB), so its end is
+    // fetched only if the daemon fetches the whole file.
+    let file = "usr/lib/x86_64-linux-gnu/libc.so.6";
+    let first_byte = |m: &Mounted| {
+        let mut f = std::fs::File::open(m.dir.join(file)).unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(b[0], 0x7f, "not an ELF file");
+    };
+    let rest_fetched = |node: &Skiff, limit: &str| {
+        let m = Mounted::new(
+            node,
+            &image,
+            &["--no-prefetch", "--readahead", "0", "--whole-file", limit],
+        );
+        first_byte(&m);
+        wait_idle(&m);
+        let whole = m.stats()["metrics"]["whole_file_chunks"].as_u64().unwrap();
+        let before = proxy.bytes();
+        let data = read(&m.dir.join(file)).unwrap();
+        assert!(data.len() > 1 << 20, "{file} is only {} bytes", data.len());
+        (whole, proxy.bytes() - before)
+    };
+    // Within the limit: one read brings the whole file, in parallel.
+    let (whole, later) = rest_fetched(&skiff, "4M");
+    assert!(whole > 1, "only {whole} chunks fetched beside the read");
+    assert_eq!(later, 0, "reading the rest of {file} went to the registry");
+    // Over the limit, or off: only what is read comes.
+    for limit in ["64K", "0"] {
+        let (whole, later) = rest_fetched(&Skiff::new(), limit);
+        assert_eq!(whole, 0, "--whole-file {limit} fetched {whole} chunks");
+        assert!(later > 0, "the rest of {file} came from nowhere");
+    }
 }
 
 #[test]

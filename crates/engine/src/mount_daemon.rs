@@ -39,6 +39,9 @@ pub struct MountRequest {
     pub parallel: usize,
     /// Compressed bytes fetched after a miss, in blob order (0: off).
     pub readahead: u64,
+    /// A miss in a file of at most this many compressed bytes fetches the
+    /// whole file (0: off).
+    pub whole_file: u64,
     /// Never open files in kernel passthrough.
     pub no_passthrough: bool,
     /// File owners shifted for a user namespace.
@@ -57,6 +60,10 @@ pub struct MountRequest {
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_PARALLEL: usize = 8;
 pub const DEFAULT_READAHEAD: u64 = 64 << 10;
+/// Binaries and libraries up to this size are fetched whole on their first
+/// miss: libc, libpython's and node's libraries are under it; ICU's 30 MB
+/// data file and libnode, of which a start reads a small part, are not.
+pub const DEFAULT_WHOLE_FILE: u64 = 4 << 20;
 
 impl MountRequest {
     /// A request with the documented defaults, the cache's limit as
@@ -73,6 +80,7 @@ impl MountRequest {
             read_timeout: DEFAULT_READ_TIMEOUT,
             parallel: DEFAULT_PARALLEL,
             readahead: DEFAULT_READAHEAD,
+            whole_file: DEFAULT_WHOLE_FILE,
             no_passthrough: false,
             shift_ids: None,
             pin: None,
@@ -120,9 +128,14 @@ impl MountRequest {
             .arg("--parallel")
             .arg(self.parallel.to_string())
             .arg("--readahead")
-            .arg(self.readahead.to_string())
-            .arg(&self.image)
-            .arg(&self.mountpoint);
+            .arg(self.readahead.to_string());
+        // Left to the daemon's default, so SKIFF_WHOLE_FILE in the
+        // environment of whoever starts the mount (skiff run, the
+        // snapshotter) tunes it.
+        if self.whole_file != DEFAULT_WHOLE_FILE {
+            cmd.arg("--whole-file").arg(self.whole_file.to_string());
+        }
+        cmd.arg(&self.image).arg(&self.mountpoint);
     }
 }
 
@@ -213,6 +226,11 @@ impl Engine {
             // A prefetch list knows better what comes next than the blob order.
             readahead: if prefetch.is_empty() {
                 req.readahead
+            } else {
+                0
+            },
+            whole_file: if prefetch.is_empty() {
+                req.whole_file
             } else {
                 0
             },

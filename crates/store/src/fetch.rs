@@ -14,9 +14,15 @@
 //! writes a directory's files next to each other, and a process that reads
 //! one file usually reads its neighbours.
 //!
-//! Prefetch and read-ahead jobs queue behind foreground work and use at most
-//! half the workers, and they claim chunks only when they start, so a queued
-//! background job never holds up a read.
+//! A miss in a file whose stored chunks add up to at most `whole_file`
+//! bytes also fetches the rest of that file, in `max_request` windows that
+//! run in parallel: a program maps its binary and libraries and faults in
+//! pages all over them, one serial miss each, where the whole file costs
+//! a few parallel requests and about the same bytes (issue 20).
+//!
+//! Prefetch, read-ahead and whole-file jobs queue behind foreground work and
+//! use at most half the workers, and they claim chunks only when they start,
+//! so a queued background job never holds up a read.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -45,6 +51,10 @@ pub struct FetchConfig {
     /// Compressed bytes of the same blob fetched in the background after a
     /// read misses; 0 turns read-ahead off.
     pub readahead: u64,
+    /// After a read misses in a file whose chunks hold at most this many
+    /// compressed bytes, the rest of the file is fetched in the background;
+    /// 0 turns it off.
+    pub whole_file: u64,
 }
 
 impl Default for FetchConfig {
@@ -56,6 +66,7 @@ impl Default for FetchConfig {
             read_timeout: Duration::from_secs(60),
             memory_bytes: 8 << 20,
             readahead: 0,
+            whole_file: 0,
         }
     }
 }
@@ -236,6 +247,8 @@ struct Inner {
     queue: WorkQueue,
     metrics: Arc<Metrics>,
     config: FetchConfig,
+    /// Files whose rest has been fetched (or found too large) after a miss.
+    whole_files: Mutex<std::collections::HashSet<u32>>,
 }
 
 /// Fetches and verifies the chunks of one mounted image.
@@ -403,6 +416,68 @@ impl Inner {
         }
     }
 
+    /// After a miss in file `ino`: queues the rest of the file, once per
+    /// file, in windows of `max_request` compressed bytes, each its own job
+    /// so they run in parallel, first window first. Files larger than
+    /// `whole_file` are left to read-ahead.
+    fn queue_whole_file(self: &Arc<Self>, ino: u32) {
+        let limit = self.config.whole_file;
+        if limit == 0 {
+            return;
+        }
+        let mut done = self.whole_files.lock().unwrap_or_else(|p| p.into_inner());
+        if !done.insert(ino) {
+            return;
+        }
+        drop(done);
+        let md = &self.image.metadata;
+        let Ok(refs) = md.chunk_refs(ino) else { return };
+        let mut seen = std::collections::HashSet::new();
+        let mut chunks = Vec::new();
+        let mut total = 0u64;
+        for idx in refs.iter().filter_map(|r| r.chunk) {
+            if !seen.insert(idx) {
+                continue;
+            }
+            let Ok(info) = md.chunk(idx) else { return };
+            total += info.compressed_size as u64;
+            if total > limit {
+                return;
+            }
+            chunks.push((idx, info));
+        }
+        let mut windows: Vec<Vec<(u32, ChunkInfo)>> = Vec::new();
+        let mut bytes = u64::MAX;
+        for c in chunks {
+            if bytes.saturating_add(c.1.compressed_size as u64) > self.config.max_request {
+                windows.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += c.1.compressed_size as u64;
+            windows.last_mut().expect("pushed above").push(c);
+        }
+        // Each job goes to the front of the background queue: push the last
+        // window first.
+        for window in windows.into_iter().rev() {
+            let w = self.clone();
+            self.queue.push(
+                Box::new(move || w.fetch_unclaimed(window)),
+                JobClass::BackgroundFirst,
+            );
+        }
+    }
+
+    /// Fetches the chunks of `window` that nobody has or is fetching.
+    fn fetch_unclaimed(&self, window: Vec<(u32, ChunkInfo)>) {
+        let claimed = self.claim(window);
+        self.metrics
+            .whole_file_chunks
+            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        for r in plan_ranges(claimed, self.config.merge_gap, self.config.max_request) {
+            self.fetch_range(r);
+        }
+    }
+
     /// Fetches one range and completes the flights of its chunks.
     fn fetch_range(&self, r: Range) {
         let layer = &self.image.blob_layers[r.blob as usize];
@@ -528,6 +603,7 @@ impl Fetcher {
                 max_low: (parallel / 2).max(1),
             },
             metrics: Arc::new(Metrics::default()),
+            whole_files: Mutex::new(Default::default()),
             config,
         });
         for i in 0..parallel {
@@ -550,12 +626,18 @@ impl Fetcher {
 
     /// Verified chunks by index, in the order asked.
     pub fn chunks(&self, idxs: &[u32]) -> Result<Vec<ChunkData>, FetchError> {
-        self.chunks_from(idxs, true)
+        self.chunks_from(idxs, true, None)
     }
 
     /// Like [`Self::chunks`]; with `network` false, chunks not in memory or
-    /// the node cache fail with [`FetchError::NotLocal`] instead of being fetched.
-    fn chunks_from(&self, idxs: &[u32], network: bool) -> Result<Vec<ChunkData>, FetchError> {
+    /// the node cache fail with [`FetchError::NotLocal`] instead of being
+    /// fetched. `file` is the inode read, whose rest a miss may fetch.
+    fn chunks_from(
+        &self,
+        idxs: &[u32],
+        network: bool,
+        file: Option<u32>,
+    ) -> Result<Vec<ChunkData>, FetchError> {
         let inner = &self.inner;
         let md = &inner.image.metadata;
         let deadline = Instant::now() + inner.config.read_timeout;
@@ -593,6 +675,7 @@ impl Fetcher {
             waits.push((pos, flight));
         }
         let readahead = inner.config.readahead;
+        let none_wanted = wanted.is_empty();
         for r in plan_ranges(wanted, inner.config.merge_gap, inner.config.max_request) {
             if readahead > 0 {
                 let (w, blob, from) = (inner.clone(), r.blob, r.end);
@@ -605,6 +688,10 @@ impl Fetcher {
             inner
                 .queue
                 .push(Box::new(move || w.fetch_range(r)), JobClass::Foreground);
+        }
+        // Queued after this read's own requests, which go first.
+        if let (Some(ino), false) = (file, none_wanted) {
+            inner.queue_whole_file(ino);
         }
         for (pos, flight) in waits {
             out[pos] = Some(flight.wait(deadline)?);
@@ -659,7 +746,7 @@ impl Fetcher {
         let refs = md.chunk_refs_in(ino, offset, end - offset).map_err(fail)?;
         let mut idxs: Vec<u32> = refs.iter().filter_map(|r| r.chunk).collect();
         idxs.dedup();
-        let data = self.chunks_from(&idxs, network)?;
+        let data = self.chunks_from(&idxs, network, Some(ino))?;
         let by_idx: HashMap<u32, &ChunkData> = idxs.iter().copied().zip(data.iter()).collect();
         let mut out = Vec::with_capacity((end - offset) as usize);
         for r in refs {

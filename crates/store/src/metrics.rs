@@ -30,6 +30,8 @@ pub struct Metrics {
     pub prefetched_chunks: AtomicU64,
     /// Chunks fetched by read-ahead after a read missed.
     pub readahead_chunks: AtomicU64,
+    /// Chunks fetched because a read missed elsewhere in their file.
+    pub whole_file_chunks: AtomicU64,
     /// Chunks nobody asked for that lay between wanted ones in a range
     /// request; verified and cached instead of dropped.
     pub gap_chunks: AtomicU64,
@@ -56,6 +58,7 @@ pub struct Snapshot {
     pub verify_failures: u64,
     pub prefetched_chunks: u64,
     pub readahead_chunks: u64,
+    pub whole_file_chunks: u64,
     pub gap_chunks: u64,
     pub passthrough_opens: u64,
     /// (upper bound in µs, count) per bucket; the last bound is `u64::MAX`.
@@ -92,6 +95,7 @@ impl Metrics {
             verify_failures: g(&self.verify_failures),
             prefetched_chunks: g(&self.prefetched_chunks),
             readahead_chunks: g(&self.readahead_chunks),
+            whole_file_chunks: g(&self.whole_file_chunks),
             gap_chunks: g(&self.gap_chunks),
             passthrough_opens: g(&self.passthrough_opens),
             read_latency_us: LATENCY_BUCKETS_US
@@ -179,6 +183,11 @@ impl Snapshot {
             "readahead_chunks_total",
             "Chunks fetched by read-ahead after a miss.",
             self.readahead_chunks,
+        );
+        counter(
+            "whole_file_chunks_total",
+            "Chunks fetched because a read missed elsewhere in their file.",
+            self.whole_file_chunks,
         );
         counter(
             "gap_chunks_total",

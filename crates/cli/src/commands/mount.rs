@@ -47,6 +47,12 @@ pub struct Args {
     /// prefetch list is used.
     #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "BYTES", env = "SKIFF_READAHEAD")]
     readahead: u64,
+    /// After a read misses in a file whose stored (compressed) size is at
+    /// most BYTES, fetch the rest of that file in the background, in
+    /// parallel requests (0 turns it off). Off while the image's prefetch
+    /// list is used.
+    #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "BYTES", env = "SKIFF_WHOLE_FILE")]
+    whole_file: u64,
     /// Never open files in kernel passthrough (by default, files whose data
     /// is all local are read by the kernel from a verified local copy).
     #[arg(long)]
@@ -87,6 +93,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         read_timeout: Duration::from_secs(a.read_timeout),
         parallel: a.parallel,
         readahead: a.readahead,
+        whole_file: a.whole_file,
         no_passthrough: a.no_passthrough,
         shift_ids: a.shift_ids,
         pin: a.pin.clone(),
