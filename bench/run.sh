@@ -25,7 +25,7 @@ mode=full runs=5 profiles=100mbit workloads=python,node,gcc,java,numpy dedup=1 p
 while [ $# -gt 0 ]; do
   case $1 in
   --quick) mode=quick profiles=100mbit workloads=python dedup=0 ;;
-  --containerd) mode=containerd profiles=100mbit,1gbit workloads=python,node dedup=0 paths=oci,estargz,skiff,skiff-ctr,skiff-cri ;;
+  --containerd) mode=containerd profiles=100mbit,1gbit workloads=python,node dedup=0 paths=oci,estargz,skiff,skiff-ctr,skiff-ctr-shim,skiff-cri ;;
   --smoke) mode=smoke profiles=1gbit workloads=python runs=1 dedup=0 ;;
   --runs) runs=$2; shift ;;
   --profiles) profiles=$2; shift ;;

@@ -11,6 +11,8 @@ bytes over the link (host veth counters: before first output and in all) and pea
   skiff-trace  the same, image converted with a prefetch trace of the workload
   skiff-ctr    containerd + runc with `skiff snapshotter` (fresh root): `skiff snapshotter pull`
                then `ctr run --rm --snapshotter skiff` of the skiff image (no trace)
+  skiff-ctr-shim  the same with skiff's own shim instead of runc's (`ctr run --runtime
+               io.containerd.skiff.v2`): the whole skiff stack under containerd
   skiff-cri    the same snapshotter under containerd's CRI plugin, driven as the kubelet does by
                crates/cli/examples/cri_run.rs: PullImage, RunPodSandbox (host network), Create-
                and StartContainer, output read from the CRI log (no trace)
@@ -38,7 +40,10 @@ WORKLOADS = {
     "java": ("large", ["sh", "-c", "exec java -version 2>&1"], "version"),
     "numpy": ("large", ["python3", "-c", "import numpy; print(numpy.__version__)"], "."),
 }
-PATHS = ["oci", "estargz", "estargz-opt", "skiff", "skiff-trace", "skiff-ctr", "skiff-cri"] + (["skiff-baseline"] if SKIFF_BASELINE else [])
+# skiff's containerd shim, built beside skiff; containerd finds it on its PATH.
+SHIM = os.path.join(os.path.dirname(os.path.realpath(SKIFF)), "containerd-shim-skiff-v2")
+os.environ["PATH"] = os.path.dirname(SHIM) + os.pathsep + os.environ.get("PATH", "")
+PATHS = ["oci", "estargz", "estargz-opt", "skiff", "skiff-trace", "skiff-ctr", "skiff-ctr-shim", "skiff-cri"] + (["skiff-baseline"] if SKIFF_BASELINE else [])
 DAEMONS = {"containerd", "containerd-shim", "estargz snapshotter", "skiff mount daemon", "skiff snapshotter"}
 
 
@@ -169,6 +174,8 @@ class Bench:
             return self.unavailable.get((p, w))
         if p == "skiff-cri" and not os.access(CRI_RUN, os.X_OK):
             return f"not available: no {CRI_RUN} (cargo build --release -p skiff --example cri_run)"
+        if p == "skiff-ctr-shim" and not os.access(SHIM, os.X_OK):
+            return f"not available: no {SHIM} (make release builds it beside skiff)"
         if p == "skiff-baseline" and not SKIFF_BASELINE:
             return "not available: set SKIFF_BASELINE_BIN (bench/run.sh --baseline BIN)"
         return None
@@ -290,13 +297,14 @@ class Bench:
                 open(mark, "w").write(f"{mark_time}")
             except (OSError, ValueError, KeyError, IndexError):
                 pass
-        elif path == "skiff-ctr":
+        elif path in ("skiff-ctr", "skiff-ctr-shim"):
             watch = self.start_snapshotter()
             ref = self.ref(im, "skiff")
             pull = " ".join(shlex.quote(x) for x in self.skiff.cmd(
                 "snapshotter", "pull", ref, "--containerd-address", self.ctrd.sock, "-n", Containerd.NS))
+            shim = ["--runtime", "io.containerd.skiff.v2"] if path == "skiff-ctr-shim" else []
             run = ["sh", "-c", f'{pull} >/dev/null && date +%s.%N >{mark} && exec "$@"', "sh",
-                   *self.ctrd.ctr("run", "--rm", "--snapshotter", "skiff", ref, cid, *cmd)]
+                   *self.ctrd.ctr("run", "--rm", "--snapshotter", "skiff", *shim, ref, cid, *cmd)]
             r = timed(run, self.link, watch=watch, log_path=logf)
             extra = self.skiff.stats()
         else:

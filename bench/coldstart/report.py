@@ -15,6 +15,7 @@ LABELS = {"oci": "OCI full pull (containerd, overlayfs)", "estargz": "eStargz la
           "estargz-opt": "eStargz, optimized for the workload", "skiff": "skiff, no prefetch trace",
           "skiff-trace": "skiff, prefetch trace",
           "skiff-ctr": "containerd + skiff snapshotter (ctr), no trace",
+          "skiff-ctr-shim": "containerd + skiff snapshotter + skiff's shim (ctr), no trace",
           "skiff-cri": "containerd CRI + skiff snapshotter (kubelet's calls), no trace",
           # Only with SKIFF_BASELINE_BIN (bench/run.sh --baseline): an earlier build, no trace.
           "skiff-baseline": "skiff, no prefetch trace, baseline build"}
@@ -272,7 +273,7 @@ def containerd_targets(runs):
             own = med(paths.get("skiff", []), "first")
             esgz = med(paths.get("estargz", []), "first")
             warm = res.get("limits", {}).get(w, {}).get("warm_oci")
-            for via in ("skiff-ctr", "skiff-cri"):
+            for via in ("skiff-ctr", "skiff-ctr-shim", "skiff-cri"):
                 t = med(paths.get(via, []), "first")
                 if t is None:
                     continue
