@@ -25,7 +25,7 @@
 //! so a queued background job never holds up a read.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -407,13 +407,7 @@ impl Inner {
                 break;
             }
         }
-        let claimed = self.claim(window);
-        self.metrics
-            .readahead_chunks
-            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
-        for r in plan_ranges(claimed, self.config.merge_gap, self.config.max_request) {
-            self.fetch_range(r);
-        }
+        self.fetch_unclaimed(window, &self.metrics.readahead_chunks);
     }
 
     /// After a miss in file `ino`: queues the rest of the file, once per
@@ -461,18 +455,17 @@ impl Inner {
         for window in windows.into_iter().rev() {
             let w = self.clone();
             self.queue.push(
-                Box::new(move || w.fetch_unclaimed(window)),
+                Box::new(move || w.fetch_unclaimed(window, &w.metrics.whole_file_chunks)),
                 JobClass::BackgroundFirst,
             );
         }
     }
 
-    /// Fetches the chunks of `window` that nobody has or is fetching.
-    fn fetch_unclaimed(&self, window: Vec<(u32, ChunkInfo)>) {
+    /// Fetches the chunks of `window` that nobody has or is fetching,
+    /// counting them in `counter`.
+    fn fetch_unclaimed(&self, window: Vec<(u32, ChunkInfo)>, counter: &AtomicU64) {
         let claimed = self.claim(window);
-        self.metrics
-            .whole_file_chunks
-            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        counter.fetch_add(claimed.len() as u64, Ordering::Relaxed);
         for r in plan_ranges(claimed, self.config.merge_gap, self.config.max_request) {
             self.fetch_range(r);
         }
