@@ -220,20 +220,14 @@ impl Engine {
         } else {
             md.prefetch().unwrap_or_default()
         };
+        // A prefetch list knows better what comes next than the blob order
+        // or the file a miss fell in.
+        let guess = prefetch.is_empty();
         let config = FetchConfig {
             parallel: req.parallel.max(1),
             read_timeout: req.read_timeout.max(Duration::from_secs(1)),
-            // A prefetch list knows better what comes next than the blob order.
-            readahead: if prefetch.is_empty() {
-                req.readahead
-            } else {
-                0
-            },
-            whole_file: if prefetch.is_empty() {
-                req.whole_file
-            } else {
-                0
-            },
+            readahead: if guess { req.readahead } else { 0 },
+            whole_file: if guess { req.whole_file } else { 0 },
             ..Default::default()
         };
         let fetcher = Arc::new(Fetcher::new(image.clone(), Some(cache.clone()), config));

@@ -440,15 +440,18 @@ impl Inner {
             }
             chunks.push((idx, info));
         }
-        let mut windows: Vec<Vec<(u32, ChunkInfo)>> = Vec::new();
-        let mut bytes = u64::MAX;
+        let mut windows: Vec<Vec<(u32, ChunkInfo)>> = vec![Vec::new()];
+        let mut bytes = 0u64;
         for c in chunks {
-            if bytes.saturating_add(c.1.compressed_size as u64) > self.config.max_request {
-                windows.push(Vec::new());
-                bytes = 0;
+            let size = c.1.compressed_size as u64;
+            let window = windows.last_mut().expect("never empty");
+            if !window.is_empty() && bytes + size > self.config.max_request {
+                windows.push(vec![c]);
+                bytes = size;
+            } else {
+                window.push(c);
+                bytes += size;
             }
-            bytes += c.1.compressed_size as u64;
-            windows.last_mut().expect("pushed above").push(c);
         }
         // Each job goes to the front of the background queue: push the last
         // window first.
