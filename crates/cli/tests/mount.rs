@@ -591,7 +591,15 @@ fn a_miss_fetches_the_rest_of_a_file_up_to_the_whole_file_limit() {
         let m = Mounted::new(
             node,
             &image,
-            &["--no-prefetch", "--readahead", "0", "--whole-file", limit],
+            &[
+                "--no-prefetch",
+                "--readahead",
+                "0",
+                "--whole-file",
+                limit,
+                "--whole-file-time",
+                "0",
+            ],
         );
         first_byte(&m);
         wait_idle(&m);
@@ -611,6 +619,77 @@ fn a_miss_fetches_the_rest_of_a_file_up_to_the_whole_file_limit() {
         assert_eq!(whole, 0, "--whole-file {limit} fetched {whole} chunks");
         assert!(later > 0, "the rest of {file} came from nowhere");
     }
+}
+
+#[test]
+fn a_file_over_the_limit_comes_whole_once_the_link_is_measured_fast_enough() {
+    // Fresh nodes: another test may have cached these files on the shared one.
+    let (reg, _skiff, _image) = converted();
+    let proxy = Proxy::start(&reg.addr);
+    let image = proxy.reference("skiff/debian:full");
+    let stored = |path: &str| -> u64 { chunks_of(&image, path).iter().map(|c| c.2 as u64).sum() };
+    // The first file is fetched whole under the fixed limit, in 1 MiB
+    // requests that measure the link; the second is over that limit.
+    let (first, second) = (
+        "usr/lib/x86_64-linux-gnu/libcrypto.so.3",
+        "usr/bin/python3.11",
+    );
+    let floor = (stored(&format!("/{first}")) + stored(&format!("/{second}"))) / 2;
+    assert!(
+        stored(&format!("/{first}")) > 3 << 19,
+        "{first} is too small to measure the link"
+    );
+    let first_byte = |m: &Mounted, path: &str| {
+        let mut f = std::fs::File::open(m.dir.join(path)).unwrap();
+        f.read_exact(&mut [0u8; 1]).unwrap();
+        wait_idle(m);
+        m.stats()["metrics"]["whole_file_chunks"].as_u64().unwrap()
+    };
+    let run = |ms: &str| {
+        let floor = floor.to_string();
+        let node = Skiff::new();
+        let m = Mounted::new(
+            &node,
+            &image,
+            &[
+                "--no-prefetch",
+                "--readahead",
+                "0",
+                "--whole-file",
+                &floor,
+                "--whole-file-time",
+                ms,
+            ],
+        );
+        let before = first_byte(&m, first);
+        assert!(before > 1, "{first} was not fetched whole");
+        let rate = m.stats()["metrics"]["link_bytes_per_sec"].as_u64().unwrap();
+        let whole = first_byte(&m, second) - before;
+        let bytes = proxy.bytes();
+        let data = read(&m.dir.join(second)).unwrap();
+        assert!(
+            data.len() > 4 << 20,
+            "{second} is only {} bytes",
+            data.len()
+        );
+        (rate, whole, proxy.bytes() - bytes)
+    };
+    // A minute at any measured rate holds the second file.
+    let (rate, whole, later) = run("60000");
+    assert!(rate > 0, "no link rate was measured");
+    assert!(
+        whole > 1,
+        "only {whole} chunks of {second} fetched beside the read"
+    );
+    assert_eq!(
+        later, 0,
+        "reading the rest of {second} went to the registry"
+    );
+    // The rate is measured, but the time-based limit is off.
+    let (rate, whole, later) = run("0");
+    assert!(rate > 0, "no link rate was measured");
+    assert_eq!(whole, 0, "--whole-file-time 0 fetched {whole} chunks");
+    assert!(later > 0, "the rest of {second} came from nowhere");
 }
 
 #[test]

@@ -18,7 +18,12 @@
 //! bytes also fetches the rest of that file, in `max_request` windows that
 //! run in parallel: a program maps its binary and libraries and faults in
 //! pages all over them, one serial miss each, where the whole file costs
-//! a few parallel requests and about the same bytes (issue 20).
+//! a few parallel requests and about the same bytes (issue 20). A larger
+//! file is fetched whole too once the link, measured on this mount's bulk
+//! requests, carries it in `whole_file_time`: on a fast link libnode's
+//! hundreds of serial misses cost more than its bytes; on a slow one they
+//! do not. A file found too large is weighed again at its next miss, when
+//! the rate may be known.
 //!
 //! Prefetch, read-ahead and whole-file jobs queue behind foreground work and
 //! use at most half the workers, and they claim chunks only when they start,
@@ -34,6 +39,7 @@ use skiff_format::ChunkInfo;
 use crate::cache::ChunkCache;
 use crate::chunks::verify_chunk;
 use crate::image::SkiffImage;
+use crate::link_rate::{LinkRate, BULK_REQUEST};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +61,9 @@ pub struct FetchConfig {
     /// compressed bytes, the rest of the file is fetched in the background;
     /// 0 turns it off.
     pub whole_file: u64,
+    /// Also fetch the rest of a larger file when the measured link carries
+    /// the whole file in this long; zero turns that part off.
+    pub whole_file_time: Duration,
 }
 
 impl Default for FetchConfig {
@@ -67,6 +76,7 @@ impl Default for FetchConfig {
             memory_bytes: 8 << 20,
             readahead: 0,
             whole_file: 0,
+            whole_file_time: Duration::ZERO,
         }
     }
 }
@@ -247,8 +257,16 @@ struct Inner {
     queue: WorkQueue,
     metrics: Arc<Metrics>,
     config: FetchConfig,
-    /// Files whose rest has been fetched (or found too large) after a miss.
-    whole_files: Mutex<std::collections::HashSet<u32>>,
+    /// Files whose rest was queued after a miss, or found too large then.
+    whole_files: Mutex<HashMap<u32, WholeFile>>,
+    link_rate: LinkRate,
+}
+
+#[derive(Clone, Copy)]
+enum WholeFile {
+    Queued,
+    /// Too large when last weighed; its stored bytes.
+    Larger(u64),
 }
 
 /// Fetches and verifies the chunks of one mounted image.
@@ -413,32 +431,36 @@ impl Inner {
     /// After a miss in file `ino`: queues the rest of the file, once per
     /// file, in windows of `max_request` compressed bytes, each its own job
     /// so they run in parallel, first window first. Files larger than
-    /// `whole_file` are left to read-ahead.
+    /// [`Self::whole_file_limit`] are left to read-ahead.
     fn queue_whole_file(self: &Arc<Self>, ino: u32) {
-        let limit = self.config.whole_file;
-        if limit == 0 {
+        if self.config.whole_file == 0 {
             return;
         }
-        let mut done = self.whole_files.lock().unwrap_or_else(|p| p.into_inner());
-        if !done.insert(ino) {
-            return;
+        let known = self
+            .whole_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ino)
+            .copied();
+        let limit = self.whole_file_limit();
+        match known {
+            Some(WholeFile::Queued) => return,
+            Some(WholeFile::Larger(total)) if total > limit => return,
+            _ => {}
         }
-        drop(done);
-        let md = &self.image.metadata;
-        let Ok(refs) = md.chunk_refs(ino) else { return };
-        let mut seen = std::collections::HashSet::new();
-        let mut chunks = Vec::new();
-        let mut total = 0u64;
-        for idx in refs.iter().filter_map(|r| r.chunk) {
-            if !seen.insert(idx) {
-                continue;
-            }
-            let Ok(info) = md.chunk(idx) else { return };
-            total += info.compressed_size as u64;
-            if total > limit {
+        let Some((chunks, total)) = self.file_chunks(ino) else {
+            return;
+        };
+        {
+            let mut files = self.whole_files.lock().unwrap_or_else(|p| p.into_inner());
+            if matches!(files.get(&ino), Some(WholeFile::Queued)) {
                 return;
             }
-            chunks.push((idx, info));
+            if total > limit {
+                files.insert(ino, WholeFile::Larger(total));
+                return;
+            }
+            files.insert(ino, WholeFile::Queued);
         }
         let mut windows: Vec<Vec<(u32, ChunkInfo)>> = vec![Vec::new()];
         let mut bytes = 0u64;
@@ -464,6 +486,32 @@ impl Inner {
         }
     }
 
+    /// The largest file fetched whole: `whole_file`, or what the link
+    /// carries in `whole_file_time` at the rate measured so far.
+    fn whole_file_limit(&self) -> u64 {
+        let by_rate = self.link_rate.bytes_per_sec(Instant::now()).map_or(0, |r| {
+            (r as f64 * self.config.whole_file_time.as_secs_f64()) as u64
+        });
+        self.config.whole_file.max(by_rate)
+    }
+
+    /// The distinct chunks of file `ino` and their stored bytes.
+    fn file_chunks(&self, ino: u32) -> Option<(Vec<(u32, ChunkInfo)>, u64)> {
+        let md = &self.image.metadata;
+        let refs = md.chunk_refs(ino).ok()?;
+        let mut seen = std::collections::HashSet::new();
+        let mut chunks = Vec::new();
+        let mut total = 0u64;
+        for idx in refs.iter().filter_map(|r| r.chunk) {
+            if seen.insert(idx) {
+                let info = md.chunk(idx).ok()?;
+                total += info.compressed_size as u64;
+                chunks.push((idx, info));
+            }
+        }
+        Some((chunks, total))
+    }
+
     /// Fetches the chunks of `window` that nobody has or is fetching,
     /// counting them in `counter`.
     fn fetch_unclaimed(&self, window: Vec<(u32, ChunkInfo)>, counter: &AtomicU64) {
@@ -480,11 +528,23 @@ impl Inner {
         let m = &self.metrics;
         m.fetch_requests.fetch_add(1, Ordering::Relaxed);
         m.inflight_requests.fetch_add(1, Ordering::Relaxed);
+        let bulk = r.end - r.start >= BULK_REQUEST;
+        if bulk {
+            self.link_rate.begin(Instant::now());
+        }
         let result = self
             .image
             .repo
             .read_range(&layer.digest, r.start, r.end - r.start);
         m.inflight_requests.fetch_sub(1, Ordering::Relaxed);
+        if bulk {
+            let now = Instant::now();
+            let got = result.as_ref().map_or(0, |b| b.len() as u64);
+            self.link_rate.end(now, got);
+            if let Some(rate) = self.link_rate.bytes_per_sec(now) {
+                m.link_bytes_per_sec.store(rate, Ordering::Relaxed);
+            }
+        }
         let bytes = match result {
             Ok(b) => b,
             Err(e) => {
@@ -600,6 +660,7 @@ impl Fetcher {
             },
             metrics: Arc::new(Metrics::default()),
             whole_files: Mutex::new(Default::default()),
+            link_rate: LinkRate::default(),
             config,
         });
         for i in 0..parallel {

@@ -6,6 +6,7 @@ pub mod chunks;
 pub mod error;
 pub mod fetch;
 pub mod image;
+mod link_rate;
 pub mod metrics;
 pub mod tail;
 

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub gap_chunks: AtomicU64,
     /// Opens served by kernel passthrough to a verified local copy.
     pub passthrough_opens: AtomicU64,
+    /// The registry link's rate as bulk range requests measured it
+    /// (bytes/s; 0 until measured).
+    pub link_bytes_per_sec: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -61,6 +64,7 @@ pub struct Snapshot {
     pub whole_file_chunks: u64,
     pub gap_chunks: u64,
     pub passthrough_opens: u64,
+    pub link_bytes_per_sec: u64,
     /// (upper bound in µs, count) per bucket; the last bound is `u64::MAX`.
     pub read_latency_us: Vec<(u64, u64)>,
     pub read_latency_sum_us: u64,
@@ -98,6 +102,7 @@ impl Metrics {
             whole_file_chunks: g(&self.whole_file_chunks),
             gap_chunks: g(&self.gap_chunks),
             passthrough_opens: g(&self.passthrough_opens),
+            link_bytes_per_sec: g(&self.link_bytes_per_sec),
             read_latency_us: LATENCY_BUCKETS_US
                 .iter()
                 .copied()
@@ -194,6 +199,10 @@ impl Snapshot {
             "Unrequested chunks between wanted ones in a range, cached.",
             self.gap_chunks,
         );
+        s.push_str(&format!(
+            "# HELP skiff_link_bytes_per_second The registry link's rate, measured on bulk range requests.\n# TYPE skiff_link_bytes_per_second gauge\nskiff_link_bytes_per_second {}\n",
+            self.link_bytes_per_sec
+        ));
         s.push_str(&format!(
             "# HELP skiff_inflight_requests Range requests in flight.\n# TYPE skiff_inflight_requests gauge\nskiff_inflight_requests {}\n",
             self.inflight_requests

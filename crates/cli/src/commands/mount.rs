@@ -53,6 +53,17 @@ pub struct Args {
     /// list is used.
     #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "BYTES", env = "SKIFF_WHOLE_FILE")]
     whole_file: u64,
+    /// Also fetch a larger file whole when the registry link, as measured
+    /// on this mount's large range requests, carries the whole file in MS
+    /// milliseconds (0 turns this part off): on a fast link a big library's
+    /// serial misses cost more than its bytes.
+    #[arg(
+        long,
+        default_value_t = 500,
+        value_name = "MS",
+        env = "SKIFF_WHOLE_FILE_TIME"
+    )]
+    whole_file_time: u64,
     /// Never open files in kernel passthrough (by default, files whose data
     /// is all local are read by the kernel from a verified local copy).
     #[arg(long)]
@@ -94,6 +105,7 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         parallel: a.parallel,
         readahead: a.readahead,
         whole_file: a.whole_file,
+        whole_file_time: Duration::from_millis(a.whole_file_time),
         no_passthrough: a.no_passthrough,
         shift_ids: a.shift_ids,
         pin: a.pin.clone(),
