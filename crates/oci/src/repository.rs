@@ -106,6 +106,8 @@ pub struct ResolvedImage {
     /// The manifest's descriptor (with the platform, when it came from an index).
     pub descriptor: Descriptor,
     pub manifest: Manifest,
+    /// The manifest exactly as fetched; `descriptor.digest` is its digest.
+    pub bytes: Vec<u8>,
 }
 
 /// What a reference resolved to.
@@ -150,6 +152,7 @@ pub fn resolve(
                 images: vec![ResolvedImage {
                     descriptor,
                     manifest: *manifest,
+                    bytes: top.bytes,
                 }],
             })
         }
@@ -170,6 +173,7 @@ pub fn resolve(
                     ManifestDoc::Image(manifest) => images.push(ResolvedImage {
                         descriptor: d.clone(),
                         manifest: *manifest,
+                        bytes: fetched.bytes,
                     }),
                     ManifestDoc::Index(_) => {
                         return Err(OciError::Unsupported(format!(

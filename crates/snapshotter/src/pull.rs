@@ -68,22 +68,6 @@ pub fn pull(engine: &Engine, reference: &str, opts: &PullOptions) -> anyhow::Res
             opts.snapshotter
         );
     }
-    let manifest = repo
-        .fetch_manifest(&resolved.descriptor.digest)
-        .with_context(|| format!("fetching the manifest of {reference}"))?;
-    let config = repo
-        .read_blob(&resolved.manifest.config)
-        .with_context(|| format!("fetching the config of {reference}"))?;
-    let diff_ids =
-        diff_ids(&config).with_context(|| format!("reading the config of {reference}"))?;
-    if diff_ids.len() != resolved.manifest.layers.len() {
-        bail!(
-            "the config of {reference} lists {} layers, its manifest {}: the image is broken; convert it again",
-            diff_ids.len(),
-            resolved.manifest.layers.len()
-        );
-    }
-    let chains = chain_ids(&diff_ids);
     let name = reference
         .strip_prefix("docker://")
         .unwrap_or(reference)
@@ -92,6 +76,11 @@ pub fn pull(engine: &Engine, reference: &str, opts: &PullOptions) -> anyhow::Res
         .enable_all()
         .build()
         .context("starting a runtime")?;
+    // The config comes from the registry while containerd is reached.
+    let config_fetch = {
+        let (repo, desc) = (repo.clone(), resolved.manifest.config.clone());
+        rt.spawn_blocking(move || repo.read_blob(&desc))
+    };
     rt.block_on(async {
         let channel = containerd_client::connect(&opts.containerd).await.with_context(|| {
             format!(
@@ -115,6 +104,20 @@ pub fn pull(engine: &Engine, reference: &str, opts: &PullOptions) -> anyhow::Res
             .await
             .map_err(|e| status_error("creating a lease", e))?;
         let result = async {
+            let config = config_fetch
+                .await
+                .context("fetching the config")?
+                .with_context(|| format!("fetching the config of {reference}"))?;
+            let diff_ids =
+                diff_ids(&config).with_context(|| format!("reading the config of {reference}"))?;
+            if diff_ids.len() != resolved.manifest.layers.len() {
+                bail!(
+                    "the config of {reference} lists {} layers, its manifest {}: the image is broken; convert it again",
+                    diff_ids.len(),
+                    resolved.manifest.layers.len()
+                );
+            }
+            let chains = chain_ids(&diff_ids);
             let source = repo.registry_location();
             let mut manifest_labels = HashMap::from([(
                 "containerd.io/gc.ref.content.config".to_string(),
@@ -128,8 +131,10 @@ pub fn pull(engine: &Engine, reference: &str, opts: &PullOptions) -> anyhow::Res
             }
             let top = chains.last().cloned().unwrap_or_default();
             let config_labels = HashMap::from([(format!("containerd.io/gc.ref.snapshot.{}", opts.snapshotter), top)]);
-            write_content(&client, ns, &lease, &resolved.manifest.config.digest, &config, config_labels).await?;
-            write_content(&client, ns, &lease, &manifest.digest, &manifest.bytes, manifest_labels).await?;
+            tokio::try_join!(
+                write_content(&client, ns, &lease, &resolved.manifest.config.digest, &config, config_labels),
+                write_content(&client, ns, &lease, &resolved.descriptor.digest, &resolved.bytes, manifest_labels),
+            )?;
 
             let mut lazy = 0;
             let mut present = 0;
@@ -188,7 +193,7 @@ pub fn pull(engine: &Engine, reference: &str, opts: &PullOptions) -> anyhow::Res
                     .collect();
                 labels.insert(labels::TARGET_REF.into(), chain.clone());
                 labels.insert(labels::SKIFF_IMAGE_REF.into(), name.clone());
-                labels.insert(labels::SKIFF_MANIFEST.into(), manifest.digest.clone());
+                labels.insert(labels::SKIFF_MANIFEST.into(), resolved.descriptor.digest.clone());
                 let key = format!("extract-{}-skiff {chain}", nanos());
                 let prepared = snapshots
                     .prepare(request(
@@ -227,8 +232,8 @@ pub fn pull(engine: &Engine, reference: &str, opts: &PullOptions) -> anyhow::Res
                 labels: HashMap::new(),
                 target: Some(CtrDescriptor {
                     media_type: resolved.descriptor.media_type.clone(),
-                    digest: manifest.digest.clone(),
-                    size: manifest.bytes.len() as i64,
+                    digest: resolved.descriptor.digest.clone(),
+                    size: resolved.bytes.len() as i64,
                     annotations: HashMap::new(),
                 }),
                 created_at: None,
@@ -257,7 +262,7 @@ pub fn pull(engine: &Engine, reference: &str, opts: &PullOptions) -> anyhow::Res
             }
             Ok(Pulled {
                 reference: name.clone(),
-                manifest: manifest.digest.clone(),
+                manifest: resolved.descriptor.digest.clone(),
                 layers: chains.len(),
                 lazy_layers: lazy,
                 present_layers: present,
