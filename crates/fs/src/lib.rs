@@ -2,6 +2,7 @@
 //! lazily fetched FUSE mount (`fuse`, `mount`).
 
 pub mod control;
+pub mod erofs;
 pub mod fuse;
 pub mod mount;
 pub mod socket;

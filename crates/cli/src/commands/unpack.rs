@@ -19,8 +19,12 @@ use crate::{exit, Global};
 pub struct Args {
     #[command(flatten)]
     image: ImageArgs,
-    /// The directory to create the tree in.
+    /// The directory to create the tree in (with --erofs, the file).
     dir: PathBuf,
+    /// Write an EROFS filesystem image into a new file instead, as a VM's
+    /// block device would see the image (`mount -t erofs FILE DIR`).
+    #[arg(long)]
+    erofs: bool,
     /// Print statistics as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -42,6 +46,45 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
     } else {
         ChunkReader::new(&image)
     };
+    if a.erofs {
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&a.dir)
+            .with_context(|| format!("creating {} (it must not exist)", a.dir.display()))?;
+        let img = skiff_fs::erofs::write(&reader, &out).map_err(|e| {
+            let _ = std::fs::remove_file(&a.dir);
+            anyhow::anyhow!(
+                "writing an EROFS image of {} into {}: {e}",
+                image.name(),
+                a.dir.display()
+            )
+        })?;
+        if a.json {
+            print_json(&serde_json::json!({
+                "bytes": img.size(),
+                "metadata_bytes": img.meta.len(),
+                "files": img.extents.len(),
+                "dropped_xattrs": img.dropped_xattrs,
+            }))?;
+        } else {
+            outln!(
+                "wrote an EROFS image of {} into {}: {} ({} of metadata), {} files with data",
+                image.name(),
+                a.dir.display(),
+                human(img.size()),
+                human(img.meta.len() as u64),
+                img.extents.len()
+            )?;
+        }
+        if img.dropped_xattrs > 0 {
+            errln!(
+                "warning: left out {} xattrs that EROFS has no prefix for",
+                img.dropped_xattrs
+            );
+        }
+        return Ok(exit::OK);
+    }
     let stats = unpack(&reader, &a.dir, UnpackOptions::default())
         .with_context(|| format!("unpacking into {}", a.dir.display()))?;
     if a.json {
