@@ -10,7 +10,7 @@ DEB_PACKAGES := docker-registry skopeo umoci debootstrap fuse3 python3 \
 	python3-cryptography ca-certificates curl gzip tar jq gcc libc6-dev make \
 	libseccomp-dev seccomp pkg-config runc hostname \
 	e2fsprogs util-linux bsdutils containerd protobuf-compiler podman \
-	containernetworking-plugins
+	containernetworking-plugins qemu-utils
 
 .PHONY: all build release deps rust images test lint unit demo bench clean
 

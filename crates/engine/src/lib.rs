@@ -4,6 +4,7 @@
 //! the shim next). Front ends keep arguments, output and exit codes; the
 //! engine keeps the state and the rules.
 
+mod block_daemon;
 pub mod config;
 pub mod console;
 pub mod container;

@@ -57,6 +57,18 @@ pub struct MountRequest {
     pub idle_timeout: Option<Duration>,
     /// Mount over a directory that holds files, hiding them while mounted.
     pub nonempty: bool,
+    /// Serve the image as an EROFS block device over NBD, on a unix socket
+    /// at `mountpoint`, instead of mounting it.
+    pub nbd: bool,
+}
+
+/// What a mount daemon serves from.
+pub(crate) struct Served {
+    pub image: Arc<skiff_store::SkiffImage>,
+    pub cache: Arc<ChunkCache>,
+    pub fetcher: Arc<Fetcher>,
+    /// Chunks to fetch in the background once serving.
+    pub prefetch: Vec<u32>,
 }
 
 /// The defaults `skiff mount` documents.
@@ -96,6 +108,7 @@ impl MountRequest {
             pin: None,
             idle_timeout: None,
             nonempty: false,
+            nbd: false,
         }
     }
 
@@ -126,6 +139,9 @@ impl MountRequest {
         }
         if self.nonempty {
             cmd.arg("--nonempty");
+        }
+        if self.nbd {
+            cmd.arg("--nbd");
         }
         if let Some(t) = self.idle_timeout {
             cmd.arg("--idle-timeout")
@@ -189,6 +205,9 @@ impl Engine {
     /// Serves `req` in this process until unmounted or signalled. `ready`
     /// runs once the mount serves (a daemon reports to its starter).
     pub fn serve_mount(&self, req: &MountRequest, ready: impl FnOnce()) -> Result<()> {
+        if req.nbd {
+            return self.serve_block(req, &req.mountpoint, ready);
+        }
         let mountpoint = &req.mountpoint;
         self.refuse_double_mount(mountpoint)?;
         let holds_files = std::fs::read_dir(mountpoint).is_ok_and(|mut d| d.next().is_some());
@@ -209,9 +228,10 @@ impl Engine {
         result
     }
 
-    fn serve_mount_on(&self, req: &MountRequest, ready: impl FnOnce()) -> Result<()> {
+    /// Opens the image, the node's chunk cache (pinning the image's chunks
+    /// when asked) and a fetcher configured as `req` says.
+    pub(crate) fn open_fetcher(&self, req: &MountRequest) -> Result<Served> {
         let root = &self.config.root;
-        let mountpoint = &req.mountpoint;
         let image = Arc::new(self.open_image(&req.image, req.platform.as_ref())?);
         let cache = Arc::new(
             ChunkCache::open(root, req.cache_size)
@@ -246,6 +266,23 @@ impl Engine {
             ..Default::default()
         };
         let fetcher = Arc::new(Fetcher::new(image.clone(), Some(cache.clone()), config));
+        Ok(Served {
+            image,
+            cache,
+            fetcher,
+            prefetch,
+        })
+    }
+
+    fn serve_mount_on(&self, req: &MountRequest, ready: impl FnOnce()) -> Result<()> {
+        let root = &self.config.root;
+        let mountpoint = &req.mountpoint;
+        let Served {
+            image,
+            cache,
+            fetcher,
+            prefetch,
+        } = self.open_fetcher(req)?;
         let trace = match &req.record_trace {
             Some(p) => Some(TraceRecorder::create(p).ctx(|| format!("creating {}", p.display()))?),
             None => None,
@@ -339,6 +376,24 @@ impl Engine {
             UnmountFlags::empty()
         };
         let shown = mountpoint.display();
+        if let Some(rec) = &record {
+            use std::os::unix::fs::FileTypeExt;
+            let is_socket =
+                std::fs::symlink_metadata(mountpoint).is_ok_and(|m| m.file_type().is_socket());
+            if is_socket {
+                // A block device (`--nbd`): nothing to detach; the daemon
+                // stops on SIGTERM and removes its socket.
+                if let Some(pid) = rustix::process::Pid::from_raw(rec.pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while mount_records::alive(rec.pid) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                mount_records::remove(root, mountpoint);
+                return Ok(());
+            }
+        }
         match unmount(mountpoint, flags) {
             Ok(()) => {}
             Err(rustix::io::Errno::BUSY) => {

@@ -5,6 +5,7 @@ pub mod control;
 pub mod erofs;
 pub mod fuse;
 pub mod mount;
+pub mod nbd;
 pub mod socket;
 pub mod unpack;
 

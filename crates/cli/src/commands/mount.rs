@@ -21,8 +21,14 @@ use crate::{exit, Global};
 pub struct Args {
     #[command(flatten)]
     image: ImageArgs,
-    /// Where to mount it (created if missing).
+    /// Where to mount it (created if missing); with --nbd, the socket.
     mountpoint: PathBuf,
+    /// Serve the image as a read-only EROFS block device over NBD on a unix
+    /// socket at MOUNTPOINT (root's alone), for a VM's guest: every block
+    /// read is fetched and verified like a read of the mount. QEMU attaches
+    /// it with `-drive file=nbd+unix:///?socket=MOUNTPOINT,format=raw,readonly=on`.
+    #[arg(long)]
+    nbd: bool,
     /// Detach once the mount is ready; logs go to ROOT/logs.
     #[arg(long)]
     daemon: bool,
@@ -111,12 +117,14 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         pin: a.pin.clone(),
         idle_timeout: a.idle_timeout.map(Duration::from_secs),
         nonempty: a.nonempty,
+        nbd: a.nbd,
     };
     let engine = &global.engine;
     if a.daemon {
         let (pid, log) = engine.mount_detached(&req)?;
+        let what = if a.nbd { "serving over NBD" } else { "mounted" };
         outln!(
-            "mounted at {} (daemon pid {pid}, log {})",
+            "{what} at {} (daemon pid {pid}, log {})",
             mountpoint.display(),
             log.display()
         )?;
@@ -129,8 +137,13 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
                 notify_failed = Some(e);
             }
         } else {
+            let what = if a.nbd {
+                "serving an EROFS block device of"
+            } else {
+                "mounted"
+            };
             exit::say(format_args!(
-                "mounted {} at {}; Ctrl-C or `skiff umount` to stop",
+                "{what} {} at {}; Ctrl-C or `skiff umount` to stop",
                 a.image.image,
                 mountpoint.display()
             ));

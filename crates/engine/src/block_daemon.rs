@@ -1,0 +1,111 @@
+//! Serving one image as a block device: the EROFS view of its tree over
+//! NBD on a unix socket, for a VM's guest (issue 18). It shares the mount
+//! daemon's fetcher, cache, verification and control socket; only the
+//! front differs. `skiff mount --nbd SOCKET IMAGE` runs it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use skiff_fs::control::MountInfo;
+use skiff_fs::nbd::BlockDevice;
+
+use crate::error::{EngineError, IoContext, Result};
+use crate::mount_daemon::{MountRequest, Served};
+use crate::mount_records::{self, MountRecord};
+use crate::Engine;
+
+impl Engine {
+    /// Serves `req.image` over NBD at `socket` until SIGINT or SIGTERM.
+    /// The socket is root's alone (0600, in a directory of root's).
+    /// `ready` runs once clients can connect.
+    pub fn serve_block(
+        &self,
+        req: &MountRequest,
+        socket: &Path,
+        ready: impl FnOnce(),
+    ) -> Result<()> {
+        let root = &self.config.root;
+        let Served {
+            image,
+            cache,
+            fetcher,
+            prefetch,
+        } = self.open_fetcher(req)?;
+        let erofs = skiff_fs::erofs::build(&image.metadata).map_err(|e| {
+            EngineError::Invalid(format!("laying out {} as an EROFS image: {e}", req.image))
+        })?;
+        if skiff_fs::socket::connect(socket).is_ok() {
+            return Err(EngineError::Invalid(format!(
+                "{} is served already: stop that daemon first (skiff umount {0})",
+                socket.display()
+            )));
+        }
+        let _ = std::fs::remove_file(socket);
+        let listener =
+            skiff_fs::socket::bind(socket).ctx(|| format!("binding {}", socket.display()))?;
+        set_mode(socket, 0o600).ctx(|| format!("restricting {}", socket.display()))?;
+
+        let pid = std::process::id();
+        let control = mount_records::socket(root, socket, pid);
+        if let Some(dir) = control.parent() {
+            crate::root_dir::make_private(dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        let info = MountInfo {
+            image: image.name(),
+            mountpoint: socket.display().to_string(),
+            root_digest: image.root_digest.clone(),
+            pid,
+        };
+        skiff_fs::control::serve(&control, info, fetcher.clone(), Some(cache))
+            .ctx(|| format!("serving {}", control.display()))?;
+        let paths = mount_records::paths(root, socket);
+        mount_records::write(
+            root,
+            &MountRecord {
+                mountpoint: socket.to_path_buf(),
+                image: req.image.clone(),
+                pid,
+                socket: control,
+                log: paths.log,
+            },
+        )?;
+        if !prefetch.is_empty() {
+            fetcher.prefetch(prefetch);
+        }
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .ctx(|| "handling signals".into())?;
+        let (root_c, socket_c) = (root.to_path_buf(), socket.to_path_buf());
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                tracing::info!("signal received; stopping the block device");
+                let _ = std::fs::remove_file(&socket_c);
+                mount_records::remove_own(&root_c, &socket_c, pid);
+                std::process::exit(0);
+            }
+        });
+        tracing::info!(
+            socket = %socket.display(),
+            bytes = erofs.size(),
+            metadata = erofs.meta.len(),
+            "serving the image as an EROFS block device over NBD"
+        );
+        skiff_oci::registry::wait_out_unreachable_registries();
+        ready();
+        let device = Arc::new(BlockDevice {
+            image: Arc::new(erofs),
+            fetcher,
+        });
+        let result = skiff_fs::nbd::serve(listener, device);
+        let _ = std::fs::remove_file(socket);
+        mount_records::remove_own(root, socket, pid);
+        result.ctx(|| format!("serving {}", socket.display()))
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
