@@ -10,9 +10,9 @@ DEB_PACKAGES := docker-registry skopeo umoci debootstrap fuse3 python3 \
 	python3-cryptography ca-certificates curl gzip tar jq gcc libc6-dev make \
 	libseccomp-dev seccomp pkg-config runc hostname \
 	e2fsprogs util-linux bsdutils containerd protobuf-compiler podman \
-	containernetworking-plugins qemu-utils
+	containernetworking-plugins qemu-utils qemu-system-x86 cpio binutils
 
-.PHONY: all build release deps rust images test lint unit demo bench clean
+.PHONY: all build release deps rust images agent test lint unit demo bench clean
 
 all: build
 
@@ -40,11 +40,20 @@ release: deps
 images: deps
 	bash tests/images/build-debian.sh >/dev/null
 
+# The VM guest: its agent, a static binary built in a target directory of
+# its own (its flags would otherwise rebuild the workspace), and Debian's
+# kernel with the modules the guest loads.
+AGENT_TARGET := $(SKIFF_CACHE)/agent-target
+agent: deps
+	CARGO_TARGET_DIR=$(AGENT_TARGET) RUSTFLAGS="-C target-feature=+crt-static" \
+		$(CARGO) build --release -p skiff-agent --target x86_64-unknown-linux-gnu
+	bash vm/guest-kernel.sh >/dev/null
+
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: deps images lint
+test: deps images agent lint
 	$(CARGO) test --workspace
 	@# The cold-start harness (issue 5), one quick iteration over a shaped
 	@# link on the tests' build of skiff; it checks every path gave a number.
