@@ -6,12 +6,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use skiff_fs::control::MountInfo;
 use skiff_fs::nbd::BlockDevice;
 
 use crate::error::{EngineError, IoContext, Result};
 use crate::mount_daemon::{MountRequest, Served};
-use crate::mount_records::{self, MountRecord};
+use crate::mount_records;
 use crate::Engine;
 
 impl Engine {
@@ -46,29 +45,7 @@ impl Engine {
         set_mode(socket, 0o600).ctx(|| format!("restricting {}", socket.display()))?;
 
         let pid = std::process::id();
-        let control = mount_records::socket(root, socket, pid);
-        if let Some(dir) = control.parent() {
-            crate::root_dir::make_private(dir).ctx(|| format!("creating {}", dir.display()))?;
-        }
-        let info = MountInfo {
-            image: image.name(),
-            mountpoint: socket.display().to_string(),
-            root_digest: image.root_digest.clone(),
-            pid,
-        };
-        skiff_fs::control::serve(&control, info, fetcher.clone(), Some(cache))
-            .ctx(|| format!("serving {}", control.display()))?;
-        let paths = mount_records::paths(root, socket);
-        mount_records::write(
-            root,
-            &MountRecord {
-                mountpoint: socket.to_path_buf(),
-                image: req.image.clone(),
-                pid,
-                socket: control,
-                log: paths.log,
-            },
-        )?;
+        self.serve_control(req, &image, &fetcher, cache, socket)?;
         if !prefetch.is_empty() {
             fetcher.prefetch(prefetch);
         }

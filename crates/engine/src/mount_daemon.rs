@@ -274,6 +274,43 @@ impl Engine {
         })
     }
 
+    /// Serves this daemon's control socket (`skiff stats`) and records the
+    /// daemon under ROOT/mounts, keyed by `at`: its mount point, or the
+    /// socket of a block device.
+    pub(crate) fn serve_control(
+        &self,
+        req: &MountRequest,
+        image: &skiff_store::SkiffImage,
+        fetcher: &Arc<Fetcher>,
+        cache: Arc<ChunkCache>,
+        at: &Path,
+    ) -> Result<()> {
+        let root = &self.config.root;
+        let pid = std::process::id();
+        let socket = mount_records::socket(root, at, pid);
+        if let Some(dir) = socket.parent() {
+            crate::root_dir::make_private(dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        let info = MountInfo {
+            image: image.name(),
+            mountpoint: at.display().to_string(),
+            root_digest: image.root_digest.clone(),
+            pid,
+        };
+        skiff_fs::control::serve(&socket, info, fetcher.clone(), Some(cache))
+            .ctx(|| format!("serving {}", socket.display()))?;
+        mount_records::write(
+            root,
+            &MountRecord {
+                mountpoint: at.to_path_buf(),
+                image: req.image.clone(),
+                pid,
+                socket,
+                log: mount_records::paths(root, at).log,
+            },
+        )
+    }
+
     fn serve_mount_on(&self, req: &MountRequest, ready: impl FnOnce()) -> Result<()> {
         let root = &self.config.root;
         let mountpoint = &req.mountpoint;
@@ -305,29 +342,7 @@ impl Engine {
         })?;
 
         let pid = std::process::id();
-        let socket = mount_records::socket(root, mountpoint, pid);
-        let paths = mount_records::paths(root, mountpoint);
-        if let Some(dir) = socket.parent() {
-            crate::root_dir::make_private(dir).ctx(|| format!("creating {}", dir.display()))?;
-        }
-        let info = MountInfo {
-            image: image.name(),
-            mountpoint: mountpoint.display().to_string(),
-            root_digest: image.root_digest.clone(),
-            pid,
-        };
-        skiff_fs::control::serve(&socket, info, fetcher.clone(), Some(cache))
-            .ctx(|| format!("serving {}", socket.display()))?;
-        mount_records::write(
-            root,
-            &MountRecord {
-                mountpoint: mountpoint.clone(),
-                image: req.image.clone(),
-                pid,
-                socket: socket.clone(),
-                log: paths.log.clone(),
-            },
-        )?;
+        self.serve_control(req, &image, &fetcher, cache, mountpoint)?;
 
         if !prefetch.is_empty() {
             tracing::info!(chunks = prefetch.len(), "prefetching in the background");
