@@ -47,6 +47,7 @@ AGENT_TARGET := $(SKIFF_CACHE)/agent-target
 agent: deps
 	CARGO_TARGET_DIR=$(AGENT_TARGET) RUSTFLAGS="-C target-feature=+crt-static" \
 		$(CARGO) build --release -p skiff-agent --target x86_64-unknown-linux-gnu
+	strip -o $(AGENT_TARGET)/skiff-agent $(AGENT_TARGET)/x86_64-unknown-linux-gnu/release/skiff-agent
 	bash vm/guest-kernel.sh >/dev/null
 
 lint: deps

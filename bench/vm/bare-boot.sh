@@ -67,13 +67,13 @@ agent_initrd=""
 if [ -n "$image" ]; then
   cache_root=${SKIFF_CACHE:-$HOME/.cache/skiff}
   skiff=${SKIFF_BIN:-${CARGO_TARGET_DIR:-$cache_root/target}/release/skiff}
-  agent=${SKIFF_AGENT:-$cache_root/agent-target/x86_64-unknown-linux-gnu/release/skiff-agent}
+  agent=${SKIFF_AGENT:-$cache_root/agent-target/skiff-agent}
   [ -x "$skiff" ] || die "no skiff at $skiff (make release, or set SKIFF_BIN)"
   [ -x "$agent" ] || die "no agent at $agent (make agent, or set SKIFF_AGENT)"
   work=$(mktemp -d /var/tmp/skiff-vm-bench.XXXXXX)
   trap '"$skiff" --root "$work/root" umount "$work/rootfs.sock" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
   mkdir -p "$work/initramfs/dev"
-  strip -o "$work/initramfs/init" "$agent"
+  cp "$agent" "$work/initramfs/init"
   mknod "$work/initramfs/dev/console" c 5 1
   cp -r "$kdir/modules" "$work/initramfs/modules"
   (cd "$work/initramfs" && find . | cpio -o -H newc --quiet) >"$work/agent.cpio"
