@@ -106,6 +106,7 @@ fn a_tampered_chunk_fails_the_erofs_image_and_leaves_no_file() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("is corrupt"), "{err}");
+    assert!(err.contains(": /"), "the message names no file: {err}");
     assert!(!file.exists(), "a failed image was left behind");
     // Over NBD, QEMU's read of the device fails at the tampered chunk, and
     // the daemon serves on.

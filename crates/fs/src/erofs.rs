@@ -410,11 +410,25 @@ pub fn write(
         let base = e.start_block * BLOCK_SIZE;
         reader
             .read_file(e.ino, |off, bytes| out.write_all_at(bytes, base + off))
-            .map_err(|x| ErofsError(format!("inode {}: {x}", e.ino)))?;
+            .map_err(|x| {
+                ErofsError(format!("{}: {x}", path_of(&reader.image().metadata, e.ino)))
+            })?;
     }
     out.set_len(img.size())
         .map_err(|e| io("sizing the image", e))?;
     Ok(img)
+}
+
+/// A path of inode `ino`, for messages (the first found; "inode N" if none).
+fn path_of<B: AsRef<[u8]>>(md: &Metadata<B>, ino: u32) -> String {
+    let mut found = None;
+    let _ = md.walk(|path, e| {
+        if found.is_none() && e.ino == ino {
+            found = Some(format!("/{}", String::from_utf8_lossy(path)));
+        }
+        Ok(())
+    });
+    found.unwrap_or_else(|| format!("inode {ino}"))
 }
 
 #[cfg(test)]
