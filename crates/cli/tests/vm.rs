@@ -39,7 +39,11 @@ fn boot(guest: &(GuestAssets, PathBuf), sock: &Path, argv: &[&str]) -> String {
         cpus: 1,
         argv: argv.iter().map(|a| a.to_string()).collect(),
     };
-    let qemu = Qemu::default().command(&spec);
+    let (qemu, why) = Qemu::detect();
+    if let Some(why) = why {
+        eprintln!("{why}");
+    }
+    let qemu = qemu.command(&spec);
     let mut c = Command::new("timeout");
     c.arg("120").arg(qemu.get_program()).args(qemu.get_args());
     let o = c.output().unwrap();

@@ -1,7 +1,51 @@
 //! What boots a guest: a small trait, and QEMU's microvm behind it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// How the guest's CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    /// QEMU's emulator: works everywhere, seconds per boot.
+    Tcg,
+}
+
+/// KVM when `/dev/kvm` can boot an ordinary guest kernel, else TCG with
+/// the one-line reason to show. Decided from the host's kernel modules,
+/// never by trying a boot: the PVM flavour of KVM accepts a VM and then
+/// never boots Debian's kernel, so a trial could only time out.
+pub fn pick_accel(sys_module: &Path, dev_kvm: &Path) -> (Accel, Option<String>) {
+    let tcg = |why: String| {
+        (
+            Accel::Tcg,
+            Some(format!(
+                "{why}: running the guest under TCG, which is much slower"
+            )),
+        )
+    };
+    if !dev_kvm.exists() {
+        return tcg(format!("no {}", dev_kvm.display()));
+    }
+    let loaded = |m: &str| sys_module.join(m).exists();
+    if loaded("kvm_intel") || loaded("kvm_amd") {
+        return match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dev_kvm)
+        {
+            Ok(_) => (Accel::Kvm, None),
+            Err(e) => tcg(format!("{} cannot be opened ({e})", dev_kvm.display())),
+        };
+    }
+    if loaded("kvm_pvm") {
+        return tcg(format!(
+            "{} is the PVM flavour (kvm_pvm), which boots only PVM-built guest kernels",
+            dev_kvm.display()
+        ));
+    }
+    tcg("neither kvm_intel nor kvm_amd is loaded".into())
+}
 
 /// One guest to boot.
 #[derive(Debug, Clone)]
@@ -23,18 +67,25 @@ pub trait Hypervisor {
     fn command(&self, spec: &VmSpec) -> Command;
 }
 
-/// QEMU's microvm. Under TCG, which is all this machine's `/dev/kvm` (the
-/// PVM flavour) leaves for Debian's kernel, the TSC rate is given on the
-/// command line: calibrating it hangs.
+/// QEMU's microvm. Under TCG the TSC rate is given on the command line:
+/// calibrating it hangs.
 pub struct Qemu {
     pub binary: PathBuf,
+    pub accel: Accel,
 }
 
-impl Default for Qemu {
-    fn default() -> Self {
-        Qemu {
-            binary: "qemu-system-x86_64".into(),
-        }
+impl Qemu {
+    /// QEMU from PATH, with the acceleration this host allows, and why
+    /// not KVM when it is TCG.
+    pub fn detect() -> (Self, Option<String>) {
+        let (accel, why) = pick_accel(Path::new("/sys/module"), Path::new("/dev/kvm"));
+        (
+            Qemu {
+                binary: "qemu-system-x86_64".into(),
+                accel,
+            },
+            why,
+        )
     }
 }
 
@@ -70,8 +121,15 @@ impl Hypervisor for Qemu {
 
     fn command(&self, spec: &VmSpec) -> Command {
         let mut c = Command::new(&self.binary);
-        c.args(["-M", "microvm", "-accel", "tcg", "-cpu", "max"])
-            .arg("-m")
+        match self.accel {
+            Accel::Kvm => c.args(["-M", "microvm", "-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => c.args(["-M", "microvm", "-accel", "tcg", "-cpu", "max"]),
+        };
+        let tsc = match self.accel {
+            Accel::Kvm => String::new(),
+            Accel::Tcg => format!(" tsc_early_khz={}", tsc_khz()),
+        };
+        c.arg("-m")
             .arg(spec.memory_mib.to_string())
             .arg("-smp")
             .arg(spec.cpus.to_string())
@@ -87,8 +145,7 @@ impl Hypervisor for Qemu {
             ))
             .args(["-device", "virtio-blk-device,drive=rootfs", "-append"])
             .arg(format!(
-                "console=ttyS0 tsc_early_khz={} quiet panic=-1 reboot=t skiff_argv={}",
-                tsc_khz(),
+                "console=ttyS0{tsc} quiet panic=-1 reboot=t skiff_argv={}",
                 encode_argv(&spec.argv)
             ))
             .stdin(Stdio::null());
@@ -99,6 +156,52 @@ impl Hypervisor for Qemu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kvm_only_where_it_boots_an_ordinary_kernel() {
+        let d = tempfile::tempdir().unwrap();
+        let (modules, kvm) = (d.path().join("module"), d.path().join("kvm"));
+        std::fs::create_dir(&modules).unwrap();
+        let (a, why) = pick_accel(&modules, &kvm);
+        assert_eq!(a, Accel::Tcg);
+        assert!(why.unwrap().contains("no "));
+        std::fs::write(&kvm, b"").unwrap();
+        std::fs::create_dir(modules.join("kvm_pvm")).unwrap();
+        let (a, why) = pick_accel(&modules, &kvm);
+        assert_eq!(a, Accel::Tcg);
+        assert!(why.unwrap().contains("PVM"));
+        std::fs::create_dir(modules.join("kvm_intel")).unwrap();
+        assert_eq!(pick_accel(&modules, &kvm), (Accel::Kvm, None));
+    }
+
+    #[test]
+    fn tcg_gives_the_tsc_rate_and_kvm_the_host_cpu() {
+        let spec = VmSpec {
+            kernel: "k".into(),
+            initramfs: "i".into(),
+            rootfs_socket: "s".into(),
+            memory_mib: 128,
+            cpus: 1,
+            argv: vec!["true".into()],
+        };
+        let args = |accel| {
+            let q = Qemu {
+                binary: "qemu".into(),
+                accel,
+            };
+            q.command(&spec)
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert!(
+            args(Accel::Tcg).contains("-accel tcg") && args(Accel::Tcg).contains("tsc_early_khz=")
+        );
+        assert!(
+            args(Accel::Kvm).contains("-cpu host") && !args(Accel::Kvm).contains("tsc_early_khz")
+        );
+    }
 
     #[test]
     fn argv_is_nul_separated_hex() {

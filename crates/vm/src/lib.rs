@@ -6,7 +6,7 @@ pub mod hypervisor;
 pub mod initramfs;
 
 pub use assets::GuestAssets;
-pub use hypervisor::{Hypervisor, Qemu, VmSpec};
+pub use hypervisor::{pick_accel, Accel, Hypervisor, Qemu, VmSpec};
 
 /// A VM sandbox error; the message names the thing and the fix.
 #[derive(Debug)]
