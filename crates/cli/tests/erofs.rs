@@ -245,3 +245,45 @@ fn the_nbd_block_device_serves_the_same_image_lazily_and_to_root_alone() {
     skiff.ok(&["umount", sock.to_str().unwrap()]);
     assert!(!sock.exists(), "the socket outlived its daemon");
 }
+
+#[test]
+fn a_block_daemon_killed_with_9_is_cleared_by_umount_and_starts_again() {
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let sock = work.path().join("rootfs.sock");
+    let s = sock.to_str().unwrap();
+    skiff.ok(&["mount", "--daemon", "--nbd", layout(), s]);
+    let pid = skiff.json(&["stats", s])["pid"].as_u64().unwrap() as i32;
+    // SAFETY: kill takes no pointers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon outlived kill -9"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A new daemon takes over the stale socket.
+    skiff.ok(&["mount", "--daemon", "--nbd", layout(), s]);
+    let url = format!("nbd+unix:///?socket={}", sock.display());
+    let read = || {
+        let o = Command::new("qemu-io")
+            .args(["-r", "-f", "raw", "-c", "read -P 0xe2 1024 1", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("read 1/1 bytes")
+    };
+    assert!(read(), "the restarted daemon does not serve");
+    let pid = skiff.json(&["stats", s])["pid"].as_u64().unwrap() as i32;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // umount clears what -9 left: the socket and the record.
+    skiff.ok(&["umount", s]);
+    assert!(!sock.exists(), "a stale socket was left");
+    let (code, _) = skiff.fails(&["stats", s]);
+    assert_ne!(code, 0, "the record outlived umount");
+}

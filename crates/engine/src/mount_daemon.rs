@@ -397,14 +397,16 @@ impl Engine {
                 std::fs::symlink_metadata(mountpoint).is_ok_and(|m| m.file_type().is_socket());
             if is_socket {
                 // A block device (`--nbd`): nothing to detach; the daemon
-                // stops on SIGTERM and removes its socket.
-                if let Some(pid) = rustix::process::Pid::from_raw(rec.pid as i32) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                // stops on SIGTERM. Signalled only while its socket
+                // answers: a daemon killed with -9 may have left a pid
+                // that is someone else's now, and a stale socket.
+                if skiff_fs::socket::connect(mountpoint).is_ok() {
+                    if let Some(pid) = rustix::process::Pid::from_raw(rec.pid as i32) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                    }
+                    wait_for_exit(rec.pid);
                 }
-                let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                while mount_records::alive(rec.pid) && std::time::Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                let _ = std::fs::remove_file(mountpoint);
                 mount_records::remove(root, mountpoint);
                 return Ok(());
             }
@@ -429,16 +431,21 @@ impl Engine {
         }
         if let Some(rec) = &record {
             // The daemon exits once its session ends.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while mount_records::alive(rec.pid) && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if mount_records::alive(rec.pid) {
-                tracing::warn!(pid = rec.pid, "daemon still running after unmount");
-            }
+            wait_for_exit(rec.pid);
         }
         mount_records::remove(root, mountpoint);
         Ok(())
+    }
+}
+
+/// Waits up to 10 s for a mount daemon to exit.
+fn wait_for_exit(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mount_records::alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if mount_records::alive(pid) {
+        tracing::warn!(pid, "daemon still running after unmount");
     }
 }
 
