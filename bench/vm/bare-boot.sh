@@ -4,9 +4,12 @@
 # into an initramfs whose init prints one line and powers off. Measures the
 # time from starting QEMU to that line, and to QEMU's exit.
 #
-# With --image IMAGE, each run also boots skiff's agent (make agent) from
-# `skiff mount --nbd IMAGE` and times it to the first line its command
-# prints, interleaved with the bare boot: the two side by side, as a ratio.
+# With --image IMAGE, each run also times `skiff run --rm --sandbox vm
+# IMAGE sh -c 'echo ...'` from its start to the agent being ready (the
+# supervisor's log line) and to the first output, interleaved with the bare
+# boot: side by side, as ratios. Then one detached VM's host memory: QEMU,
+# its supervisor, and the image's block device daemon (shared by all VMs
+# of the image).
 #
 # Usage (as root): bench/vm/bare-boot.sh [--runs N] [--image IMAGE]
 # The kernel and initramfs are cached under ~/.cache/skiff/vm; SKIFF_BIN and
@@ -63,24 +66,41 @@ C
   rm -rf "$tmp"
 fi
 
-agent_initrd=""
+skiff=""
 if [ -n "$image" ]; then
   cache_root=${SKIFF_CACHE:-$HOME/.cache/skiff}
   skiff=${SKIFF_BIN:-${CARGO_TARGET_DIR:-$cache_root/target}/release/skiff}
-  agent=${SKIFF_AGENT:-$cache_root/agent-target/skiff-agent}
   [ -x "$skiff" ] || die "no skiff at $skiff (make release, or set SKIFF_BIN)"
-  [ -x "$agent" ] || die "no agent at $agent (make agent, or set SKIFF_AGENT)"
   work=$(mktemp -d /var/tmp/skiff-vm-bench.XXXXXX)
-  trap '"$skiff" --root "$work/root" umount "$work/rootfs.sock" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-  mkdir -p "$work/initramfs/dev"
-  cp "$agent" "$work/initramfs/init"
-  mknod "$work/initramfs/dev/console" c 5 1
-  cp -r "$kdir/modules" "$work/initramfs/modules"
-  (cd "$work/initramfs" && find . | cpio -o -H newc --quiet) >"$work/agent.cpio"
-  agent_initrd=$work/agent.cpio
-  "$skiff" --root "$work/root" -q mount --daemon --nbd "$image" "$work/rootfs.sock" >/dev/null
-  argv=$(printf 'sh\0-c\0echo skiff-vm ready' | od -An -tx1 | tr -d ' \n')
+  cleanup() {
+    for s in "$work"/root/images/*/block.sock; do
+      [ -S "$s" ] && "$skiff" --root "$work/root" umount "$s" >/dev/null 2>&1
+    done
+    for t in "$work"/root/images/*/tree; do
+      [ -d "$t" ] && "$skiff" --root "$work/root" umount --lazy "$t" >/dev/null 2>&1
+    done
+    rm -rf "$work"
+  }
+  trap cleanup EXIT
+  # One run first: the image mount, its block device and the initramfs
+  # are made once per node, not per VM.
+  "$skiff" --root "$work/root" -q run --rm --sandbox vm "$image" true 2>/dev/null ||
+    die "skiff run --sandbox vm failed: run it by hand to see why"
 fi
+
+# vmrun: prints "to-agent-ready to-first-output" in s, from skiff's start.
+vmrun() {
+  local t0 out="" line ready
+  t0=$(date +%s.%N)
+  while IFS= read -r line; do
+    case $line in *"skiff-vm ready"*) [ -n "$out" ] || out=$(date +%s.%N) ;; esac
+  done < <(SKIFF_LOG=info timeout 120 "$skiff" --root "$work/root" run --rm --sandbox vm \
+    "$image" sh -c 'echo skiff-vm ready' 2>"$work/err")
+  [ -n "$out" ] || die "skiff run --sandbox vm printed nothing: $(tail -3 "$work/err")"
+  ready=$(grep -m1 "agent is ready" "$work/err" | cut -d' ' -f1)
+  [ -n "$ready" ] || die "no 'agent is ready' line in skiff's log"
+  echo "$(echo "$(date -d "$ready" +%s.%N) - $t0" | bc) $(echo "$out - $t0" | bc)"
+}
 
 # microvm under TCG: the TSC is given (calibrating it hangs), ACPI stays on
 # (virtio-mmio devices are found through it).
@@ -100,23 +120,40 @@ boot() {
   [ -n "$ready" ] || die "the guest never printed '$marker' (a TCG boot hang? see docs/vm.md)"
   echo "$(echo "$ready - $t0" | bc) $(echo "$t1 - $t0" | bc)"
 }
-if [ -n "$agent_initrd" ]; then
-  echo "| run | bare init's line, s | agent + NBD rootfs, first output, s | ratio |"
-  echo "|---|---:|---:|---:|"
+if [ -n "$skiff" ]; then
+  echo "| run | bare init's line, s | skiff run → agent ready, s | → first output, s | ready ÷ bare | output ÷ bare |"
+  echo "|---|---:|---:|---:|---:|---:|"
 else
   echo "| run | to init's line, s | to QEMU's exit, s |"
   echo "|---|---:|---:|"
 fi
 for i in $(seq "$runs"); do
   read -r bare bare_exit < <(boot "$initrd" "skiff-bare-init ready" "")
-  if [ -n "$agent_initrd" ]; then
-    read -r vm _ < <(boot "$agent_initrd" "skiff-vm ready" "skiff_argv=$argv" \
-      -drive "file=nbd+unix:///?socket=$work/rootfs.sock,format=raw,if=none,id=rootfs,readonly=on" \
-      -device virtio-blk-device,drive=rootfs)
-    printf "| %d | %.2f | %.2f | %.2f× |\n" "$i" "$bare" "$vm" "$(echo "$vm / $bare" | bc -l)"
+  if [ -n "$skiff" ]; then
+    read -r ready out < <(vmrun)
+    printf "| %d | %.2f | %.2f | %.2f | %.2f× | %.2f× |\n" "$i" "$bare" "$ready" "$out" \
+      "$(echo "$ready / $bare" | bc -l)" "$(echo "$out / $bare" | bc -l)"
   else
     printf "| %d | %.2f | %.2f |\n" "$i" "$bare" "$bare_exit"
   fi
 done
 echo
 echo "kernel: $pkg ($(qemu-system-x86_64 --version | head -1)), TCG, 1 vCPU, 256 MiB"
+if [ -n "$skiff" ]; then
+  # Host memory of one running VM sandbox, as RSS (MiB).
+  id=$("$skiff" --root "$work/root" run -d --sandbox vm "$image" sleep 600 2>/dev/null)
+  sleep 2
+  rss() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
+  qemu=$("$skiff" --root "$work/root" ps --json | jq -r '.[0].pid')
+  sup=$(pgrep -f "supervise $id" | head -1)
+  block=$(pgrep -f "block.sock" | head -1)
+  q=$(rss "$qemu"); s=$(rss "$sup"); b=$(rss "$block")
+  echo
+  echo "| host memory of one VM sandbox | RSS, MiB |"
+  echo "|---|---:|"
+  echo "| QEMU (guest RAM touched, TCG's code cache, devices) | $q |"
+  echo "| its supervisor (skiff) | $s |"
+  echo "| the image's block device daemon (shared by every VM of the image) | $b |"
+  echo "| total | $((q + s + b)) |"
+  "$skiff" --root "$work/root" rm -f "$id" >/dev/null
+fi

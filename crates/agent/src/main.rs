@@ -1,195 +1,322 @@
-//! skiff-agent: PID 1 of a VM sandbox's guest. See README.md.
+//! skiff-agent: PID 1 of a VM sandbox's guest. See README.md and
+//! docs/agent.md.
 
-use std::ffi::{CString, OsStr};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod boot;
+mod spawn;
 
-/// Printed before the process's exit code: the host reads it off the
-/// console.
-const EXIT_MARKER: &str = "skiff-agent: exit ";
-const ROOT_DEVICE: &str = "/dev/vda";
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use skiff_agent_protocol::{self as proto, Kind, FIRST_PROCESS};
+
+/// Where the container's root is assembled: the image's EROFS under a
+/// writable overlay.
+pub(crate) const NEWROOT: &str = "/newroot";
 
 fn main() {
-    let code = match run() {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("skiff-agent: {e}");
-            125
-        }
-    };
-    println!("{EXIT_MARKER}{code}");
-    power_off();
+    if let Err(e) = boot::boot().and_then(serve) {
+        eprintln!("skiff-agent: {e}");
+    }
+    boot::power_off();
 }
 
-fn run() -> Result<i32, String> {
-    mount(
-        "proc",
-        "/proc",
-        "proc",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        "",
-    )?;
-    mount(
-        "sysfs",
-        "/sys",
-        "sysfs",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        "",
-    )?;
-    mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755")?;
-    load_modules("/modules")?;
-    wait_for(ROOT_DEVICE, Duration::from_secs(10))?;
-    mount(ROOT_DEVICE, "/rootfs", "erofs", libc::MS_RDONLY, "")?;
-    mount("tmpfs", "/overlay", "tmpfs", 0, "mode=0755")?;
-    for d in ["/overlay/upper", "/overlay/work"] {
-        std::fs::create_dir(d).map_err(|e| format!("creating {d}: {e}"))?;
+/// A process the host started.
+pub(crate) struct Process {
+    pub(crate) pid: i32,
+    /// Confirmed by its exec; until then its exit is its spawner's to report.
+    pub(crate) started: bool,
+    /// Its wait status once reaped.
+    pub(crate) reaped: Option<i32>,
+    pub(crate) stdin: Option<SyncSender<Vec<u8>>>,
+    /// The terminal's master side, for resizes.
+    pub(crate) terminal: Option<Arc<OwnedFd>>,
+    /// Reports from its output readers, one per stream, at their end.
+    pub(crate) outputs: Option<Receiver<()>>,
+    pub(crate) streams: usize,
+}
+
+/// The agent's state, shared by its threads.
+pub(crate) struct Agent {
+    port: Mutex<File>,
+    pub(crate) processes: Mutex<HashMap<u32, Process>>,
+    /// Told once the first process's exit is reported.
+    done: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    pub(crate) forker: spawn::Forker,
+}
+
+impl Agent {
+    pub(crate) fn send(&self, kind: Kind, process: u32, payload: &[u8]) {
+        let mut port = self.port.lock().unwrap_or_else(|p| p.into_inner());
+        // A host that stopped reading is gone; the read loop sees it.
+        let _ = proto::write_frame(&mut *port, kind, process, payload);
     }
-    mount(
-        "overlay",
-        "/newroot",
-        "overlay",
-        0,
-        "lowerdir=/rootfs,upperdir=/overlay/upper,workdir=/overlay/work",
-    )?;
-    for (src, dir, fs) in [
-        ("proc", "/newroot/proc", "proc"),
-        ("devtmpfs", "/newroot/dev", "devtmpfs"),
-    ] {
-        if std::path::Path::new(dir).is_dir() {
-            mount(src, dir, fs, libc::MS_NOSUID, "")?;
-        }
+
+    pub(crate) fn send_body(&self, kind: Kind, process: u32, body: &impl serde::Serialize) {
+        let mut port = self.port.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = proto::write_body(&mut *port, kind, process, body);
     }
-    let argv = argv_from_cmdline()?;
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .current_dir("/");
-    // SAFETY: chroot and chdir are async-signal-safe and touch no memory
-    // of the parent; they run in the child between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            let root = CString::new("/newroot").expect("no NUL");
-            if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    match cmd.status() {
-        Ok(s) => Ok(s.code().unwrap_or_else(|| {
-            128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
-        })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("skiff-agent: {}: command not found", argv[0]);
-            Ok(127)
-        }
-        Err(e) => Err(format!("starting {}: {e}", argv[0])),
+
+    pub(crate) fn fail(&self, process: u32, reason: proto::FailReason, message: String) {
+        eprintln!("skiff-agent: process {process}: {message}");
+        self.send_body(Kind::Failed, process, &proto::Failed { reason, message });
     }
 }
 
-/// `skiff_argv=HEX` on the kernel command line reaches PID 1 as an
-/// environment variable (a name with a dot would be taken for a module
-/// parameter and kept from init):
-/// the arguments, NUL-separated, hex-encoded.
-fn argv_from_cmdline() -> Result<Vec<String>, String> {
-    let hex = std::env::var("skiff_argv")
-        .map_err(|_| "no skiff_argv on the kernel command line".to_string())?;
-    if hex.len() % 2 != 0 {
-        return Err("skiff_argv is not hex".into());
+/// Answers the host until the first process has exited (or the host is
+/// gone), then returns so that PID 1 powers the guest off.
+fn serve(port: File) -> Result<(), String> {
+    let reader = port
+        .try_clone()
+        .map_err(|e| format!("duplicating the agent port: {e}"))?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let agent = Arc::new(Agent {
+        port: Mutex::new(port),
+        processes: Mutex::new(HashMap::new()),
+        done: Mutex::new(Some(done_tx)),
+        forker: spawn::Forker::start(),
+    });
+    agent.send_body(
+        Kind::Ready,
+        FIRST_PROCESS,
+        &proto::Ready {
+            version: proto::VERSION,
+            kernel: boot::kernel_release(),
+        },
+    );
+    {
+        let agent = agent.clone();
+        std::thread::spawn(move || reap(&agent));
     }
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| "skiff_argv is not hex".to_string())?;
-    let argv: Vec<String> = bytes
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    if argv.first().is_none_or(|a| a.is_empty()) {
-        return Err("skiff_argv names no command".into());
+    {
+        let agent = agent.clone();
+        std::thread::spawn(move || read_host(&agent, reader));
     }
-    Ok(argv)
-}
-
-fn mount(
-    src: &str,
-    target: &str,
-    fstype: &str,
-    flags: libc::c_ulong,
-    data: &str,
-) -> Result<(), String> {
-    let _ = std::fs::create_dir_all(target);
-    let c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} holds a NUL"));
-    let (s, t, f, d) = (c(src)?, c(target)?, c(fstype)?, c(data)?);
-    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
-    let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) };
-    if rc != 0 {
-        return Err(format!(
-            "mounting {src} ({fstype}) at {target}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    // The first process's exit, reported; or the host gone.
+    let _ = done_rx.recv();
     Ok(())
 }
 
-/// Loads `DIR/NAME` for each NAME listed in `DIR/order`, in that order.
-fn load_modules(dir: &str) -> Result<(), String> {
-    let order = match std::fs::read_to_string(format!("{dir}/order")) {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("reading {dir}/order: {e}")),
-    };
-    for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let path = format!("{dir}/{name}");
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| format!("opening {path}: {e}"))?;
-        // SAFETY: the fd is open for the call; the parameter string is a
-        // valid empty C string.
-        let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), c"".as_ptr(), 0) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(format!(
-                    "loading {}: {e}",
-                    OsStr::new(name).as_bytes().escape_ascii()
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn wait_for(path: &str, limit: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
-    while !std::path::Path::new(path).exists() {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{path} did not appear within {limit:?}: is the image's block device attached?"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
-fn power_off() -> ! {
-    // SAFETY: sync and reboot take no pointers; PID 1 may power off.
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::RB_POWER_OFF);
-    }
+/// The host's frames, in order, until it closes the port.
+fn read_host(agent: &Arc<Agent>, mut port: File) {
     loop {
-        std::thread::sleep(Duration::from_secs(1));
+        let frame = match proto::read_frame(&mut port) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("skiff-agent: the host's channel ended: {e}");
+                // Nothing more can be asked: end the container and the VM.
+                // SAFETY: kill with integer arguments; PID 1 is spared.
+                unsafe { libc::kill(-1, libc::SIGKILL) };
+                std::thread::sleep(Duration::from_millis(100));
+                boot::power_off();
+            }
+        };
+        handle(agent, frame);
     }
+}
+
+fn handle(agent: &Arc<Agent>, frame: proto::Frame) {
+    let id = frame.process;
+    match frame.kind {
+        Kind::Start => match frame.body::<proto::Start>() {
+            Ok(start) => spawn::start(agent, id, start),
+            Err(e) => agent.fail(id, proto::FailReason::Invalid, e.to_string()),
+        },
+        Kind::Stdin => {
+            let tx = {
+                let procs = agent.processes.lock().unwrap_or_else(|p| p.into_inner());
+                procs.get(&id).and_then(|p| p.stdin.clone())
+            };
+            if let Some(tx) = tx {
+                let close = frame.payload.is_empty();
+                let _ = tx.send(frame.payload);
+                if close {
+                    let mut procs = agent.processes.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(p) = procs.get_mut(&id) {
+                        p.stdin = None;
+                    }
+                }
+            }
+        }
+        Kind::Signal => {
+            let Ok(sig) = <[u8; 4]>::try_from(&frame.payload[..]).map(i32::from_be_bytes) else {
+                return;
+            };
+            let procs = agent.processes.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(p) = procs.get(&id).filter(|p| p.reaped.is_none()) {
+                // SAFETY: kill with integer arguments.
+                unsafe { libc::kill(p.pid, sig) };
+            }
+        }
+        Kind::Resize => {
+            let Ok(b) = <[u8; 4]>::try_from(&frame.payload[..]) else {
+                return;
+            };
+            let procs = agent.processes.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = procs.get(&id).and_then(|p| p.terminal.clone()) {
+                spawn::resize(
+                    &t,
+                    u16::from_be_bytes([b[0], b[1]]),
+                    u16::from_be_bytes([b[2], b[3]]),
+                );
+            }
+        }
+        // Guest-to-host kinds from the host: ignored.
+        _ => {}
+    }
+}
+
+/// PID 1's duty: reaps every child, orphans included, and reports each
+/// started process's exit once its output is all sent. The first
+/// process's exit ends every other process, then the agent.
+fn reap(agent: &Arc<Agent>) {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our local.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid < 0 {
+            // No children yet (ECHILD), or interrupted.
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let found = {
+            let mut procs = agent.processes.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = procs.iter_mut().find(|(_, p)| p.pid == pid);
+            match entry {
+                Some((&id, p)) if p.started => {
+                    p.reaped = Some(status);
+                    Some((id, p.outputs.take(), p.streams))
+                }
+                Some((_, p)) => {
+                    p.reaped = Some(status);
+                    None
+                }
+                None => None,
+            }
+        };
+        let Some((id, outputs, streams)) = found else {
+            continue;
+        };
+        finish(agent.clone(), id, status, outputs, streams);
+    }
+}
+
+/// Reports process `id`'s exit once its output is all sent (on a thread:
+/// a stream held open by a leftover process is waited on for 2 s at most).
+/// The first process's report ends the agent.
+pub(crate) fn finish(
+    agent: Arc<Agent>,
+    id: u32,
+    status: i32,
+    outputs: Option<Receiver<()>>,
+    streams: usize,
+) {
+    if id == FIRST_PROCESS {
+        // The container is over: nothing of it outlives its first
+        // process, as in a pid namespace.
+        // SAFETY: kill with integer arguments; PID 1 is spared.
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+    }
+    std::thread::spawn(move || {
+        if let Some(rx) = outputs {
+            for _ in 0..streams {
+                if rx.recv_timeout(Duration::from_secs(2)).is_err() {
+                    break;
+                }
+            }
+        }
+        agent.send_body(Kind::Exited, id, &exited(status));
+        let mut procs = agent.processes.lock().unwrap_or_else(|p| p.into_inner());
+        procs.remove(&id);
+        drop(procs);
+        if id == FIRST_PROCESS {
+            let done = agent.done.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        }
+    });
+}
+
+fn exited(status: i32) -> proto::Exited {
+    if libc::WIFSIGNALED(status) {
+        proto::Exited {
+            code: None,
+            signal: Some(libc::WTERMSIG(status)),
+        }
+    } else {
+        proto::Exited {
+            code: Some(libc::WEXITSTATUS(status)),
+            signal: None,
+        }
+    }
+}
+
+/// Copies one output stream of process `id` to the host, then reports
+/// its end on `done`.
+pub(crate) fn relay_output(
+    agent: Arc<Agent>,
+    id: u32,
+    kind: Kind,
+    from: OwnedFd,
+    done: std::sync::mpsc::Sender<()>,
+) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; proto::MAX_PAYLOAD];
+        loop {
+            // SAFETY: reads into our buffer, within its length.
+            let n = unsafe { libc::read(from.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                agent.send(kind, id, &buf[..n as usize]);
+                continue;
+            }
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // EOF; a terminal whose other side has closed reads EIO.
+            break;
+        }
+        let _ = done.send(());
+    });
+}
+
+/// Feeds the host's stdin frames to process `id`; an empty frame (or the
+/// process's end) closes its stdin.
+pub(crate) fn relay_input(to: OwnedFd, rx: Receiver<Vec<u8>>) {
+    std::thread::spawn(move || {
+        while let Ok(chunk) = rx.recv() {
+            if chunk.is_empty() {
+                break;
+            }
+            let mut at = 0;
+            while at < chunk.len() {
+                // SAFETY: writes from our buffer, within its length.
+                let n = unsafe {
+                    libc::write(
+                        to.as_raw_fd(),
+                        chunk[at..].as_ptr().cast(),
+                        chunk.len() - at,
+                    )
+                };
+                if n < 0 {
+                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return;
+                }
+                at += n as usize;
+            }
+        }
+    });
+}
+
+/// How many stdin chunks wait for a process that does not read them
+/// before the host's channel waits too.
+pub(crate) const STDIN_BACKLOG: usize = 256;
+
+pub(crate) fn stdin_channel() -> (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) {
+    sync_channel(STDIN_BACKLOG)
 }

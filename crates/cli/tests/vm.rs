@@ -1,142 +1,440 @@
-//! The VM sandbox's path end to end, below the command line that is still
-//! to come (issue 18): Debian's kernel under QEMU's microvm (TCG here),
-//! skiff's agent as PID 1 of an initramfs, and the image served by
-//! `skiff mount --nbd` as a lazy, verified EROFS block device; the
-//! initramfs and QEMU's command line come from skiff-vm. `make agent`
-//! builds the agent and fetches the kernel.
+//! `skiff run --sandbox vm` (issue 18): each container in a QEMU guest of
+//! its own (microvm; TCG on this host), Debian's kernel, skiff's agent as
+//! PID 1 speaking docs/agent.md over virtio-serial, and the image served
+//! by a shared `--nbd` daemon as a lazy, verified EROFS block device.
+//! `make agent` builds the agent and fetches the kernel; every test here
+//! shares them and the initramfs built from them. Each boot takes seconds
+//! under TCG, so each test asks several things of one boot.
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::containers::{cache_dir, layout};
+use common::containers::{code, err, layout, out};
 use common::Skiff;
-use skiff_vm::{GuestAssets, Hypervisor, Qemu, VmSpec};
 
-/// The guest's assets: the kernel (fetched by vm/guest-kernel.sh, cached)
-/// and the agent `make agent` built; and its initramfs, built by skiff-vm.
-fn guest() -> (GuestAssets, PathBuf) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let o = Command::new("bash")
-        .arg(root.join("vm/guest-kernel.sh"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let assets = GuestAssets::find(&cache_dir()).unwrap_or_else(|e| panic!("{e}"));
-    let initramfs = skiff_vm::initramfs::ensure(&assets, &cache_dir().join("vm"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    (assets, initramfs)
+/// `skiff run --rm --sandbox vm OPTS IMAGE ARGS...`.
+fn run_vm(skiff: &Skiff, opts: &[&str], image: &str, args: &[&str]) -> std::process::Output {
+    let mut a = vec!["run", "--rm", "--sandbox", "vm"];
+    a.extend_from_slice(opts);
+    a.push(image);
+    a.extend_from_slice(args);
+    skiff.run(&a)
 }
 
-/// Boots the guest with `argv`; its console output.
-fn boot(guest: &(GuestAssets, PathBuf), sock: &Path, argv: &[&str]) -> String {
-    let spec = VmSpec {
-        kernel: guest.0.kernel.clone(),
-        initramfs: guest.1.clone(),
-        rootfs_socket: sock.to_path_buf(),
-        memory_mib: 256,
-        cpus: 1,
-        argv: argv.iter().map(|a| a.to_string()).collect(),
-    };
-    let (qemu, why) = Qemu::detect();
-    if let Some(why) = why {
-        eprintln!("{why}");
+/// The value after `key=` on a line of `text`.
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in:\n{text}"))
+}
+
+/// Nothing of a VM is left on the host: no QEMU (its command line names
+/// the root), no agent socket, no container.
+fn assert_nothing_left(skiff: &Skiff) {
+    let root = skiff.root.path().to_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = Command::new("pgrep")
+            .args(["-f", &format!("qemu-system.*{root}")])
+            .output()
+            .unwrap();
+        if o.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "QEMU is left running: {}",
+            out(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    let qemu = qemu.command(&spec);
-    let mut c = Command::new("timeout");
-    c.arg("120").arg(qemu.get_program()).args(qemu.get_args());
-    let o = c.output().unwrap();
-    let console = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "QEMU failed ({}): {console}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    console
-}
-
-fn exit_code(console: &str) -> i32 {
-    console
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("skiff-agent: exit "))
-        .unwrap_or_else(|| panic!("the agent reported no exit: {console}"))
-        .trim()
-        .parse()
-        .unwrap()
+    let containers = skiff.root.path().join("containers");
+    let left: Vec<PathBuf> = std::fs::read_dir(&containers)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "containers left: {left:?}");
+    let ps = skiff.json(&["ps", "-a"]);
+    assert_eq!(ps.as_array().map(Vec::len), Some(0), "{ps:#}");
 }
 
 #[test]
-fn a_command_runs_in_the_guest_from_the_lazy_block_device() {
-    let guest = guest();
-    let work = tempfile::tempdir().unwrap();
+fn a_command_runs_in_a_guest_of_its_own_confined_as_docker_confines_it() {
     let skiff = Skiff::new();
-    let sock = work.path().join("rootfs.sock");
-    skiff.ok(&[
-        "mount",
-        "--daemon",
-        "--nbd",
-        layout(),
-        sock.to_str().unwrap(),
-    ]);
+    let script = "echo image=$(cat /etc/debian_version); \
+         echo kernel=$(uname -r); \
+         echo cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); \
+         echo processes=$(ls -d /proc/[0-9]* | wc -l); \
+         echo root=$(awk '$2 == \"/\" {print $3}' /proc/mounts); \
+         echo devices=$(ls /dev | tr '\\n' ' '); \
+         echo capbnd=$(awk '/^CapBnd/ {print $2}' /proc/self/status); \
+         echo seccomp=$(awk '/^Seccomp:/ {print $2}' /proc/self/status); \
+         unshare -U true 2>/dev/null && echo userns=allowed || echo userns=denied; \
+         echo hostname=$(hostname); \
+         echo hosts=$(grep -c \"$(hostname)\" /etc/hosts); \
+         echo x > /usr/written && echo writable=yes; \
+         exit 3";
+    let o = run_vm(&skiff, &[], layout(), &["sh", "-c", script]);
+    let text = out(&o);
+    assert_eq!(code(&o), 3, "{text}{}", err(&o));
 
-    let console = boot(
-        &guest,
-        &sock,
+    let unpacked = tempfile::tempdir().unwrap();
+    skiff.ok(&["unpack", "-q", layout(), unpacked.path().to_str().unwrap()]);
+    let version = std::fs::read_to_string(unpacked.path().join("etc/debian_version")).unwrap();
+    assert_eq!(field(&text, "image"), version.trim());
+    // Its own kernel, its own CPU, its own processes and devices.
+    let host_kernel =
+        String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
+    let kernel = field(&text, "kernel");
+    assert_ne!(kernel, host_kernel.trim(), "it ran on the host's kernel");
+    assert!(kernel.starts_with("6.1."), "{kernel}");
+    let host_cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let host_cpu = host_cpu
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .unwrap()
+        .trim_start_matches([' ', '\t', ':']);
+    assert_ne!(field(&text, "cpu").trim(), host_cpu.trim(), "{text}");
+    let processes: u32 = field(&text, "processes").parse().unwrap();
+    assert!(processes < 10, "the guest shows {processes} processes");
+    assert_eq!(field(&text, "root"), "overlay");
+    let devices = field(&text, "devices");
+    for d in ["null", "zero", "urandom", "tty", "pts", "shm"] {
+        assert!(devices.split(' ').any(|x| x == d), "no /dev/{d}: {devices}");
+    }
+    for hidden in ["vda", "vport0p1", "ttyS0", "mem", "kmsg"] {
+        assert!(
+            !devices.split(' ').any(|x| x == hidden),
+            "the guest's /dev/{hidden} is visible: {devices}"
+        );
+    }
+    // Docker's capabilities and seccomp policy, inside the guest too.
+    assert_eq!(field(&text, "capbnd"), "00000000a80425fb");
+    assert_eq!(field(&text, "seccomp"), "2", "no seccomp filter: {text}");
+    assert_eq!(field(&text, "userns"), "denied");
+    assert!(!field(&text, "hostname").is_empty());
+    assert_eq!(field(&text, "hosts"), "1", "{text}");
+    assert_eq!(field(&text, "writable"), "yes");
+    assert_nothing_left(&skiff);
+}
+
+#[test]
+fn env_workdir_user_stdin_volumes_and_a_missing_command() {
+    use std::os::unix::fs::PermissionsExt;
+    let skiff = Skiff::new();
+    // Two host directories: one shared read-only (the VM's default), one
+    // read-write; the container's user (1000) may read and write them.
+    let shared = tempfile::tempdir().unwrap();
+    let (ro, rw) = (shared.path().join("ro"), shared.path().join("rw"));
+    for d in [&ro, &rw] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(ro.join("note"), "from the host\n").unwrap();
+    let ro_volume = format!("{}:/data", ro.display());
+    let rw_volume = format!("{}:/out:rw", rw.display());
+    let mut child = skiff
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--sandbox",
+            "vm",
+            "-i",
+            "-e",
+            "GREETING=hello there",
+            "-w",
+            "/srv/work",
+            "-u",
+            "1000:1000",
+            "-v",
+            &ro_volume,
+            "-v",
+            &rw_volume,
+            layout(),
+            "sh",
+            "-c",
+            "echo greeting=$GREETING; echo pwd=$(pwd); echo uid=$(id -u) gid=$(id -g); \
+             echo note=$(cat /data/note); \
+             touch /data/new 2>/dev/null && echo ro=writable || echo ro=refused; \
+             echo from-guest > /out/made && echo rw=written; \
+             read line; echo stdin=$line; cat >/dev/null; echo eof=seen",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from the host\nmore\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let text = out(&o);
+    assert_eq!(code(&o), 0, "{text}{}", err(&o));
+    assert_eq!(field(&text, "greeting"), "hello there");
+    assert_eq!(field(&text, "pwd"), "/srv/work");
+    assert_eq!(field(&text, "uid"), "1000 gid=1000");
+    assert_eq!(field(&text, "stdin"), "from the host");
+    assert_eq!(
+        field(&text, "eof"),
+        "seen",
+        "stdin's end did not reach the guest"
+    );
+
+    // A command that does not exist: 127, as in the namespace sandbox.
+    let o = run_vm(&skiff, &[], layout(), &["no-such-command"]);
+    assert_eq!(code(&o), 127, "{}", err(&o));
+    assert!(err(&o).contains("no-such-command"), "{}", err(&o));
+    assert_nothing_left(&skiff);
+}
+
+#[test]
+fn a_terminal_under_t_and_a_detached_container_that_stops() {
+    let skiff = Skiff::new();
+    let o = run_vm(
+        &skiff,
+        &["-t"],
+        layout(),
         &[
             "sh",
             "-c",
-            "echo image $(cat /etc/debian_version); echo kernel $(uname -r); \
-             echo > /tmp/written && echo writable; exit 3",
+            "tty; test -t 0 && test -t 1 && echo both-tty; stty size",
         ],
     );
-    let host_kernel =
-        String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
-    let image_version = std::fs::read_to_string(
-        skiff_unpacked_file(&skiff, work.path(), "etc/debian_version").as_path(),
-    )
-    .unwrap();
-    assert!(
-        console.contains(&format!("image {}", image_version.trim())),
-        "{console}"
-    );
-    let guest_kernel = console
-        .lines()
-        .find_map(|l| l.strip_prefix("kernel "))
-        .unwrap_or_else(|| panic!("{console}"));
-    assert_ne!(
-        guest_kernel.trim(),
-        host_kernel.trim(),
-        "the command ran on the host's kernel"
-    );
-    assert!(guest
-        .0
-        .kernel
-        .parent()
-        .unwrap()
-        .ends_with(format!("linux-image-{}", guest_kernel.trim())));
-    assert!(
-        console.contains("writable"),
-        "the overlay is not writable: {console}"
-    );
-    assert_eq!(exit_code(&console), 3);
-    // What the guest read came through the daemon, verified.
-    let stats = skiff.json(&["stats", sock.to_str().unwrap()]);
-    assert!(stats["metrics"]["fetched_chunks"].as_u64().unwrap() > 0);
-    assert_eq!(stats["metrics"]["verify_failures"], 0);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let text = out(&o).replace('\r', "");
+    assert!(text.starts_with("/dev/pts/0\nboth-tty\n"), "{text:?}");
 
-    // A command that does not exist: 127, as in the namespace sandbox.
-    let console = boot(&guest, &sock, &["no-such-command"]);
-    assert_eq!(exit_code(&console), 127, "{console}");
-    skiff.ok(&["umount", sock.to_str().unwrap()]);
+    // -d, logs and stop: the stop signal reaches the process in the guest.
+    let id = skiff.ok(&[
+        "run",
+        "-d",
+        "--sandbox",
+        "vm",
+        "--name",
+        "guest",
+        layout(),
+        "sh",
+        "-c",
+        "echo started; trap 'echo stopping; exit 3' TERM; while :; do sleep 0.1; done",
+    ]);
+    let id = id.trim();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !skiff.ok(&["logs", id]).contains("started") {
+        assert!(Instant::now() < deadline, "the guest never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    skiff.ok(&["stop", "-t", "20", id]);
+    let logs = skiff.ok(&["logs", id]);
+    assert!(logs.contains("stopping"), "{logs}");
+    let ps = skiff.json(&["ps", "-a"]);
+    let c = &ps.as_array().unwrap()[0];
+    assert_eq!(c["exit_code"], 3, "{ps:#}");
+    skiff.ok(&["rm", id]);
+    assert_nothing_left(&skiff);
 }
 
-/// One file of the image, as `skiff unpack` writes it.
-fn skiff_unpacked_file(skiff: &Skiff, work: &Path, path: &str) -> PathBuf {
-    let dir = work.join("unpacked");
-    if !dir.exists() {
-        skiff.ok(&["unpack", "-q", layout(), dir.to_str().unwrap()]);
+/// A static program built from C, for a guest's `/init`.
+fn static_program(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, source).unwrap();
+    let bin = dir.join(name);
+    let o = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    bin
+}
+
+#[test]
+fn a_guest_panic_a_silent_agent_and_a_killed_qemu_fail_clearly_and_leave_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let skiff = Skiff::new();
+
+    // An init that exits: the guest kernel panics, and QEMU exits.
+    let exits = static_program(work.path(), "exits", "int main(void) { return 0; }\n");
+    let started = Instant::now();
+    let o = skiff
+        .cmd()
+        .env("SKIFF_AGENT", &exits)
+        .args(["run", "--rm", "--sandbox", "vm", layout(), "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    assert!(err(&o).contains("panicked"), "{}", err(&o));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_nothing_left(&skiff);
+
+    // An agent that never answers: a clear error once the boot timeout
+    // passes, and the VM is gone.
+    let silent = static_program(
+        work.path(),
+        "silent",
+        "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n",
+    );
+    let o = skiff
+        .cmd()
+        .env("SKIFF_AGENT", &silent)
+        .env("SKIFF_VM_BOOT_TIMEOUT", "10")
+        .args(["run", "--rm", "--sandbox", "vm", layout(), "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    assert!(err(&o).contains("within 10s"), "{}", err(&o));
+    assert_nothing_left(&skiff);
+
+    // QEMU killed with -9 while the container runs: the run ends with an
+    // error naming it, and the container is cleaned up.
+    let run = skiff
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--sandbox",
+            "vm",
+            layout(),
+            "sh",
+            "-c",
+            "echo up; sleep 600",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let root = skiff.root.path().to_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let qemu = loop {
+        let ps = skiff.json(&["ps"]);
+        let running = ps.as_array().and_then(|a| a.first()).cloned();
+        if let Some(pid) = running
+            .filter(|c| c["status"] == "running")
+            .and_then(|c| c["pid"].as_i64())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the guest never ran: {ps:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let cmdline = std::fs::read(format!("/proc/{qemu}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("qemu-system"),
+        "the container's pid is not its VM"
+    );
+    // SAFETY: kill with integer arguments.
+    unsafe { libc::kill(qemu as i32, libc::SIGKILL) };
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    assert!(err(&o).contains("the VM ended"), "{}", err(&o));
+    assert!(!root.is_empty());
+    assert_nothing_left(&skiff);
+}
+
+#[test]
+fn a_tampered_chunk_fails_that_file_in_the_guest_and_every_other_file_reads() {
+    let work = tempfile::tempdir().unwrap();
+    let src = layout()
+        .strip_prefix("oci:")
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .0;
+    let copy = work.path().join("layout");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    let skiff = Skiff::new();
+    let image = format!("oci:{}:full", copy.display());
+    // The files of the image and their digests, as unpacked before the
+    // damage.
+    let unpacked = work.path().join("unpacked");
+    skiff.ok(&["unpack", "-q", &image, unpacked.to_str().unwrap()]);
+    // One byte in the middle of the first data blob; `skiff check` names
+    // the files of the chunk it falls in.
+    let read_json = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let blob = |digest: &str| {
+        copy.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let index = read_json(&copy.join("index.json"));
+    let manifest = read_json(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let data = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    // The blob is read-only in the cache's copy.
+    let _ = std::fs::remove_file(&data);
+    std::fs::write(&data, &bytes).unwrap();
+    let report = skiff.run(&["check", &image, "--json"]);
+    assert_eq!(code(&report), 3, "{}", err(&report));
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let bad: Vec<String> = report["bad_chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["files"].as_array().unwrap().clone())
+        .map(|f| f.as_str().unwrap().trim_start_matches('/').to_string())
+        .collect();
+    let victim = bad
+        .iter()
+        .find(|f| unpacked.join(f).is_file())
+        .unwrap_or_else(|| panic!("no regular file in the bad chunk: {report:#}"))
+        .clone();
+
+    let others = [
+        "usr/bin/dash",
+        "usr/bin/ls",
+        "etc/passwd",
+        "usr/lib/os-release",
+    ];
+    for f in others {
+        assert!(!bad.iter().any(|b| b == f), "{f} shares the damaged chunk");
     }
-    dir.join(path)
+    let script = format!(
+        "cat /{victim} > /dev/null 2>/tmp/err; echo victim=$?:$(cat /tmp/err); \
+         for f in {}; do echo sum=$f:$(sha256sum < /$f | cut -d' ' -f1); done",
+        others.join(" ")
+    );
+    let o = run_vm(&skiff, &[], &image, &["sh", "-c", &script]);
+    let text = out(&o);
+    assert_eq!(code(&o), 0, "{text}{}", err(&o));
+    let victim_line = field(&text, "victim");
+    assert!(
+        victim_line.starts_with("1:") && victim_line.contains("Input/output error"),
+        "{text}"
+    );
+    for f in others {
+        let want = common::containers::sha256_hex(&std::fs::read(unpacked.join(f)).unwrap());
+        assert!(
+            text.contains(&format!("sum={f}:{want}")),
+            "{f} read wrong in the guest:\n{text}"
+        );
+    }
+    let sock = std::fs::read_dir(skiff.root.path().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("block.sock"))
+        .find(|p| p.exists())
+        .expect("no block device daemon");
+    let stats = skiff.json(&["stats", sock.to_str().unwrap()]);
+    assert!(
+        stats["metrics"]["verify_failures"].as_u64().unwrap() > 0,
+        "{stats:#}"
+    );
+    assert_nothing_left(&skiff);
 }

@@ -82,6 +82,15 @@ impl CacheSize {
     }
 }
 
+/// Where the VM sandbox's guest kernel and agent are found: `$SKIFF_CACHE`,
+/// else `~/.cache/skiff` (`make agent` puts them there).
+pub fn asset_cache() -> PathBuf {
+    std::env::var_os("SKIFF_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/skiff")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache/skiff"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

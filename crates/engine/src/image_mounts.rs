@@ -307,3 +307,51 @@ fn mount_failed(image: &str, e: EngineError) -> EngineError {
         e => e,
     }
 }
+
+impl Engine {
+    /// The image mounted at `tree` (by [`Engine::ensure_image_mount`]) as
+    /// a block device for VM guests: `ROOT/images/KEY/block.sock`, an NBD
+    /// daemon on the image's lazy, verified store, shared by every VM of
+    /// the image and started here if none serves. `skiff umount` of the
+    /// socket, or `skiff rmi`, stops it.
+    pub fn ensure_block_device(
+        &self,
+        tree: &Path,
+        image: &str,
+        platform: Option<&Platform>,
+    ) -> Result<PathBuf> {
+        let root = &self.config.root;
+        let dir = tree.parent().unwrap_or(tree);
+        let lock_path = dir.join("lock");
+        let lock = std::fs::File::create(&lock_path)
+            .ctx(|| format!("creating {}", lock_path.display()))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| EngineError::io("locking the image mount", e.into()))?;
+        let socket = dir.join("block.sock");
+        if let Some(rec) = mount_records::read(root, &socket) {
+            if mount_records::alive(rec.pid) && skiff_fs::socket::connect(&socket).is_ok() {
+                return Ok(socket);
+            }
+            tracing::info!(socket = %socket.display(), "clearing a stale block device");
+            mount_records::remove(root, &socket);
+        }
+        let _ = std::fs::remove_file(&socket);
+        // The same image the tree serves: a converted one from the node's
+        // store.
+        let mut req = match image_store::read_record(dir).map(|r| r.source) {
+            Some(ImageSource::Converted { store, .. }) => {
+                MountRequest::new(&store, &socket, self.config.cache_size.bytes(root))
+            }
+            _ => {
+                let mut r = MountRequest::new(image, &socket, self.config.cache_size.bytes(root));
+                r.platform = platform.cloned();
+                r
+            }
+        };
+        req.nbd = true;
+        self.spawn_mount_daemon(&req)?
+            .wait_ready()
+            .map_err(|e| mount_failed(image, e))?;
+        Ok(socket)
+    }
+}

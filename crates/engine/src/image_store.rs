@@ -305,6 +305,13 @@ impl Engine {
                     tracing::warn!(tree = %tree.display(), "unmounting: {e}");
                 }
             }
+            // The VM guests' block device of the image.
+            let block = dir.join("block.sock");
+            if mount_records::read(root, &block).is_some() {
+                if let Err(e) = self.unmount(&block, false) {
+                    tracing::warn!(socket = %block.display(), "stopping the block device: {e}");
+                }
+            }
             self.unpin_chunks(dir);
             std::fs::remove_dir_all(dir).ctx(|| format!("removing {}", dir.display()))?;
         }
@@ -418,6 +425,7 @@ mod tests {
             log_max_file_bytes: None,
             keeps_log: true,
             sandbox: "namespace".into(),
+            block_device: None,
         };
         c.save(root.path()).unwrap();
 

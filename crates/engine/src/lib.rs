@@ -50,9 +50,15 @@ impl Engine {
     /// An engine over `config.root`, whose directories are made owner-only
     /// (see [`root_dir`]).
     pub fn new(config: EngineConfig) -> Result<Self> {
-        let kinds: Vec<Box<dyn SandboxKind>> = vec![Box::new(skiff_sandbox::NamespaceKind::new(
-            &root_dir::seccomp_cache(&config.root),
-        ))];
+        let filters = root_dir::seccomp_cache(&config.root);
+        let kinds: Vec<Box<dyn SandboxKind>> = vec![
+            Box::new(skiff_sandbox::NamespaceKind::new(&filters)),
+            Box::new(skiff_vm::VmKind::new(
+                &config::asset_cache(),
+                &config.root.join("vm"),
+                &filters,
+            )),
+        ];
         Self::with_kinds(config, kinds)
     }
 

@@ -63,6 +63,10 @@ pub struct Record {
     /// The sandbox kind it runs in (`skiff_sandbox::SandboxKind::name`).
     #[serde(default = "namespace_kind")]
     pub sandbox: String,
+    /// The image as a block device (its NBD socket), for a kind that
+    /// boots its own kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_device: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -286,6 +290,7 @@ mod tests {
             log_max_file_bytes: None,
             keeps_log: true,
             sandbox: "namespace".into(),
+            block_device: None,
         }
     }
 

@@ -62,6 +62,9 @@ pub struct RunRequest {
     pub security_opts: Vec<String>,
     /// A user-namespace remap; `None` shares the host's.
     pub userns: Option<IdShift>,
+    /// The sandbox kind by name (`namespace`, `vm`); `None`: the first
+    /// kind that runs the image's platform.
+    pub sandbox: Option<String>,
 }
 
 /// Docker's floor for --memory.
@@ -79,6 +82,8 @@ pub(crate) struct Placement<'a> {
     pub image_tree: &'a Path,
     /// The node's root, where named volumes live.
     pub root: &'a Path,
+    /// A `-v` without a mode is read-only (the sandbox kind says).
+    pub volumes_read_only_by_default: bool,
 }
 
 impl RunRequest {
@@ -173,12 +178,15 @@ impl RunRequest {
             .volumes
             .iter()
             .map(|v| {
-                Ok(rootfs::parse_volume(&crate::volumes::resolve_source(
-                    at.root,
-                    at.image_tree,
-                    v,
-                    self.userns.is_some(),
-                )?)?)
+                Ok(rootfs::parse_volume_with(
+                    &crate::volumes::resolve_source(
+                        at.root,
+                        at.image_tree,
+                        v,
+                        self.userns.is_some(),
+                    )?,
+                    at.volumes_read_only_by_default,
+                )?)
             })
             .collect::<Result<Vec<_>>>()?;
         let capabilities =

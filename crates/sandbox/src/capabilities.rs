@@ -86,6 +86,18 @@ pub(crate) fn capability_number(name: &str) -> Option<u32> {
         .map(|n| n as u32)
 }
 
+/// A capability set as a bit mask: bit N is capability N.
+pub fn mask(set: &Option<oci_spec::runtime::Capabilities>) -> u64 {
+    set.iter()
+        .flatten()
+        .filter_map(|c| {
+            let name = serde_json::to_value(c).ok()?;
+            let name = name.as_str()?.strip_prefix("CAP_")?.to_string();
+            capability_number(&name)
+        })
+        .fold(0, |m, bit| m | (1u64 << bit))
+}
+
 /// Parses capability names as Docker accepts them: any case, with or
 /// without `CAP_`, or `ALL`.
 pub fn parse_capabilities(names: &[String]) -> Result<BTreeSet<String>, SandboxError> {

@@ -70,6 +70,20 @@ pub struct Prepare<'a> {
     pub bundle: &'a Path,
     pub stdio: Stdio,
     pub lifecycle: Lifecycle,
+    /// The image as a block device (an NBD server's unix socket), for a
+    /// kind whose [`SandboxKind::root`] is [`RootKind::BlockDevice`].
+    pub block_device: Option<&'a Path>,
+}
+
+/// What a kind runs the container's root from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKind {
+    /// The spec's `root.path`, a directory on the host (the image mount
+    /// under an overlay).
+    Directory,
+    /// The image as a read-only block device ([`Prepare::block_device`]);
+    /// the kind makes its own writable layer (a VM's guest).
+    BlockDevice,
 }
 
 /// A running container to enter.
@@ -124,6 +138,24 @@ pub trait SandboxKind: Send + Sync {
 
     /// Whether it can run an image with these facts.
     fn can_handle(&self, image: &ImageFacts) -> bool;
+
+    /// What it runs the container's root from.
+    fn root(&self) -> RootKind {
+        RootKind::Directory
+    }
+
+    /// Whether a signal for the container must go through its supervisor
+    /// (the sandbox's [`SignalHandle`]) rather than to its pid: a VM's pid
+    /// is its hypervisor, which a signal would end.
+    fn signals_through_supervisor(&self) -> bool {
+        false
+    }
+
+    /// Whether a `-v` without `:ro` or `:rw` is read-only (a VM shares a
+    /// host directory with another kernel; Docker's default is `rw`).
+    fn volumes_read_only_by_default(&self) -> bool {
+        false
+    }
 
     /// Creates the container's sandbox from `container`: after this the
     /// container exists but its command has not started. The calling

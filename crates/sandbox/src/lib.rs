@@ -21,8 +21,8 @@ pub mod spec;
 pub mod user;
 
 pub use kind::{
-    ExecProcess, ExecStart, ImageFacts, Lifecycle, Prepare, Running, Sandbox, SandboxKind,
-    SignalHandle, Stats, Stdio,
+    ExecProcess, ExecStart, ImageFacts, Lifecycle, Prepare, RootKind, Running, Sandbox,
+    SandboxKind, SignalHandle, Stats, Stdio,
 };
 pub use namespace::{NamespaceKind, NamespaceSandbox};
 pub use process::Exit;

@@ -304,6 +304,7 @@ impl NamespaceSandbox {
             bundle,
             stdio,
             lifecycle,
+            block_device: _,
         } = container;
         let linux = spec
             .linux()

@@ -126,40 +126,68 @@ impl Pipes {
     /// container's ends are closed here, so its exit shows as end-of-file.
     pub(crate) fn start(self) -> Result<Relay, SandboxError> {
         drop(self.child);
-        let done = rustix::event::eventfd(0, EventfdFlags::CLOEXEC)
-            .map_err(sys("making the relay's eventfd"))?;
-        let mut threads = Vec::new();
-        for (i, (source, destination)) in self.outputs.into_iter().enumerate() {
-            let done = done
-                .try_clone()
-                .map_err(|e| SandboxError::io("dup".into(), e))?;
-            let stream = if i == 0 {
-                OutputStream::Stdout
-            } else {
-                OutputStream::Stderr
-            };
-            let tap = match &self.tap {
-                Some(t) => Some(Tapped::new(t.clone(), stream)?),
-                None => None,
-            };
-            let t = std::thread::Builder::new()
-                .name("skiff-relay-out".into())
-                .spawn(move || copy_out(source, destination, done, tap))
-                .map_err(|e| SandboxError::io("starting an output relay".into(), e))?;
-            threads.push(t);
-        }
-        if let Some((pipe, source)) = self.stdin {
-            // Not joined: it blocks reading skiff's stdin, which may never end.
-            std::thread::Builder::new()
-                .name("skiff-relay-in".into())
-                .spawn(move || copy_in(source, pipe))
-                .map_err(|e| SandboxError::io("starting the stdin relay".into(), e))?;
-        }
-        Ok(Relay {
-            done: Some(done),
-            threads,
-        })
+        start_copies(self.stdin, self.outputs, self.tap)
     }
+}
+
+/// The relay of a container whose processes are not the host's (a VM's
+/// guest): the three ends that stand for its 0, 1 and 2, and the running
+/// copies. The sandbox reads what the container's stdin gets from the
+/// first end, writes the container's stdout and stderr to the others,
+/// and closes them all once the container has exited.
+pub fn remote(
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    tap: Option<Arc<dyn OutputTap>>,
+) -> Result<([OwnedFd; 3], Relay), SandboxError> {
+    let Pipes {
+        child,
+        stdin,
+        outputs,
+        tap,
+    } = Pipes::new(stdin, stdout, stderr)?.with_tap(tap);
+    Ok((child, start_copies(stdin, outputs, tap)?))
+}
+
+fn start_copies(
+    stdin: Option<(OwnedFd, OwnedFd)>,
+    outputs: Vec<(OwnedFd, OwnedFd)>,
+    tap: Option<Arc<dyn OutputTap>>,
+) -> Result<Relay, SandboxError> {
+    let done = rustix::event::eventfd(0, EventfdFlags::CLOEXEC)
+        .map_err(sys("making the relay's eventfd"))?;
+    let mut threads = Vec::new();
+    for (i, (source, destination)) in outputs.into_iter().enumerate() {
+        let done = done
+            .try_clone()
+            .map_err(|e| SandboxError::io("dup".into(), e))?;
+        let stream = if i == 0 {
+            OutputStream::Stdout
+        } else {
+            OutputStream::Stderr
+        };
+        let tap = match &tap {
+            Some(t) => Some(Tapped::new(t.clone(), stream)?),
+            None => None,
+        };
+        let t = std::thread::Builder::new()
+            .name("skiff-relay-out".into())
+            .spawn(move || copy_out(source, destination, done, tap))
+            .map_err(|e| SandboxError::io("starting an output relay".into(), e))?;
+        threads.push(t);
+    }
+    if let Some((pipe, source)) = stdin {
+        // Not joined: it blocks reading skiff's stdin, which may never end.
+        std::thread::Builder::new()
+            .name("skiff-relay-in".into())
+            .spawn(move || copy_in(source, pipe))
+            .map_err(|e| SandboxError::io("starting the stdin relay".into(), e))?;
+    }
+    Ok(Relay {
+        done: Some(done),
+        threads,
+    })
 }
 
 /// Whether two descriptors are one open file description (`2>&1`, one

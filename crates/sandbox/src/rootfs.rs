@@ -130,6 +130,16 @@ pub fn unmount_overlay(dirs: &OverlayDirs) -> Result<(), SandboxError> {
 /// absolute and may not climb with `..`. (Symlinks inside the image on the
 /// way to DST are resolved within the container's root by the runtime.)
 pub fn parse_volume(spec: &str) -> Result<crate::Volume, SandboxError> {
+    parse_volume_with(spec, false)
+}
+
+/// As [`parse_volume`], with `read_only` when no mode is given (a VM
+/// shares volumes read-only unless told `rw`).
+pub fn parse_volume_with(
+    spec: &str,
+    read_only_default: bool,
+) -> Result<crate::Volume, SandboxError> {
+    let default_mode = if read_only_default { "ro" } else { "rw" };
     let bad = |why: &str| {
         SandboxError::Invalid(format!(
             "-v {spec:?}: {why}; the form is SRC:DST[:ro|rw], e.g. -v /srv/data:/data:ro"
@@ -137,7 +147,7 @@ pub fn parse_volume(spec: &str) -> Result<crate::Volume, SandboxError> {
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, dst, mode) = match parts.as_slice() {
-        [s, d] => (*s, *d, "rw"),
+        [s, d] => (*s, *d, default_mode),
         [s, d, m] => (*s, *d, *m),
         _ => return Err(bad("expected two or three ':'-separated fields")),
     };

@@ -80,6 +80,17 @@ impl CompiledFilter {
         })
     }
 
+    /// The BPF program, in this host's byte order (a guest of the same
+    /// architecture loads it as it is).
+    pub fn program(&self) -> &[u8] {
+        &self.program
+    }
+
+    /// The flags `seccomp(2)` is to load it with.
+    pub fn flags(&self) -> u64 {
+        self.flags
+    }
+
     /// The program's length in instructions.
     pub fn instructions(&self) -> usize {
         self.program.len() / INSN_BYTES

@@ -54,10 +54,31 @@ pub struct VmSpec {
     pub initramfs: PathBuf,
     /// The image's block device: an NBD server's unix socket.
     pub rootfs_socket: PathBuf,
+    /// The agent's channel: a unix socket skiff listens on, which QEMU
+    /// connects to a virtio-serial port named
+    /// [`skiff_agent_protocol::PORT_NAME`].
+    pub agent_socket: PathBuf,
     pub memory_mib: u32,
     pub cpus: u32,
-    /// The command, as the agent takes it today (`skiff_argv`).
-    pub argv: Vec<String>,
+    /// Host directories shared with the guest (`-v`).
+    pub shares: Vec<Share>,
+}
+
+/// One host directory shared with the guest over 9p.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// The device's mount tag, as the guest mounts it.
+    pub tag: String,
+    pub source: PathBuf,
+    /// Where the container sees it.
+    pub destination: String,
+    /// Enforced by the hypervisor: the guest cannot write through it.
+    pub read_only: bool,
+}
+
+/// A value inside one of QEMU's `key=value,...` options: commas doubled.
+fn qemu_value(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 /// Builds the command that boots a guest; its stdout is the guest's
@@ -106,14 +127,6 @@ fn tsc_khz() -> u64 {
         .map_or(2_000_000, |mhz| (mhz * 1000.0) as u64)
 }
 
-/// The agent's command-line form of `argv`: NUL-separated, hex-encoded.
-pub fn encode_argv(argv: &[String]) -> String {
-    argv.join("\0")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 impl Hypervisor for Qemu {
     fn name(&self) -> &'static str {
         "qemu"
@@ -141,13 +154,39 @@ impl Hypervisor for Qemu {
             .arg("-drive")
             .arg(format!(
                 "file=nbd+unix:///?socket={},format=raw,if=none,id=rootfs,readonly=on",
-                spec.rootfs_socket.display()
+                qemu_value(&spec.rootfs_socket)
             ))
-            .args(["-device", "virtio-blk-device,drive=rootfs", "-append"])
+            .args(["-device", "virtio-blk-device,drive=rootfs"])
+            .arg("-chardev")
             .arg(format!(
-                "console=ttyS0{tsc} quiet panic=-1 reboot=t skiff_argv={}",
-                encode_argv(&spec.argv)
+                "socket,id=agent,path={}",
+                qemu_value(&spec.agent_socket)
             ))
+            .args(["-device", "virtio-serial-device", "-device"])
+            .arg(format!(
+                "virtserialport,chardev=agent,name={}",
+                skiff_agent_protocol::PORT_NAME
+            ));
+        for share in &spec.shares {
+            // security_model=passthrough: the guest sees the host's owners
+            // and modes, as a bind mount shows them.
+            c.arg("-fsdev")
+                .arg(format!(
+                    "local,id={},path={},security_model=passthrough{}",
+                    share.tag,
+                    qemu_value(&share.source),
+                    if share.read_only { ",readonly=on" } else { "" }
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "virtio-9p-device,fsdev={0},mount_tag={0}",
+                    share.tag
+                ));
+        }
+        c.arg("-append")
+            // A panic powers the guest off at once (-no-reboot turns the
+            // reboot into QEMU's exit), so the host sees it.
+            .arg(format!("console=ttyS0{tsc} quiet panic=-1 reboot=t"))
             .stdin(Stdio::null());
         c
     }
@@ -180,9 +219,15 @@ mod tests {
             kernel: "k".into(),
             initramfs: "i".into(),
             rootfs_socket: "s".into(),
+            agent_socket: "a,b".into(),
             memory_mib: 128,
             cpus: 1,
-            argv: vec!["true".into()],
+            shares: vec![Share {
+                tag: "vol0".into(),
+                source: "/srv/data".into(),
+                destination: "/data".into(),
+                read_only: true,
+            }],
         };
         let args = |accel| {
             let q = Qemu {
@@ -201,10 +246,10 @@ mod tests {
         assert!(
             args(Accel::Kvm).contains("-cpu host") && !args(Accel::Kvm).contains("tsc_early_khz")
         );
-    }
-
-    #[test]
-    fn argv_is_nul_separated_hex() {
-        assert_eq!(encode_argv(&["sh".into(), "-c".into()]), "7368002d63");
+        // A comma in a path cannot end QEMU's option.
+        assert!(args(Accel::Tcg).contains("path=a,,b"));
+        assert!(args(Accel::Tcg).contains(
+            "-fsdev local,id=vol0,path=/srv/data,security_model=passthrough,readonly=on"
+        ));
     }
 }

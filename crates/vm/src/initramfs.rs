@@ -10,9 +10,20 @@ use cpio::newc::Builder;
 
 use crate::{io_err, GuestAssets, Result, VmError};
 
-const DIRS: [&str; 7] = [
-    "dev", "proc", "sys", "rootfs", "overlay", "newroot", "modules",
+const DIRS: [&str; 8] = [
+    "dev",
+    "proc",
+    "sys",
+    "rootfs",
+    "overlay",
+    "newroot",
+    "modules",
+    "modules/9p",
 ];
+
+/// The module sets: the ones every boot loads, and 9p's, loaded by the
+/// agent only for a run with volumes (a set without an `order` is empty).
+const MODULE_SETS: [&str; 2] = ["", "9p/"];
 
 /// The initramfs for `assets`, built into `cache_dir` unless a build of
 /// the same content is there; returns its path.
@@ -20,26 +31,33 @@ pub fn ensure(assets: &GuestAssets, cache_dir: &Path) -> Result<PathBuf> {
     let read =
         |p: &Path| std::fs::read(p).map_err(|e| io_err(format!("reading {}", p.display()), e));
     let agent = read(&assets.agent)?;
-    let order = String::from_utf8(read(&assets.modules.join("order"))?).map_err(|_| {
-        VmError(format!(
-            "{} is not text",
-            assets.modules.join("order").display()
-        ))
-    })?;
     let mut modules = Vec::new();
+    let mut orders = Vec::new();
     let mut key = blake3::Hasher::new();
-    key.update(b"skiff-initramfs-1\0");
+    key.update(b"skiff-initramfs-2\0");
     key.update(&agent);
-    for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if name.contains('/') || name.starts_with('.') {
-            return Err(VmError(format!(
-                "module name {name:?} in modules/order is not a file name"
-            )));
+    for set in MODULE_SETS {
+        let order_path = assets.modules.join(format!("{set}order"));
+        if !set.is_empty() && !order_path.exists() {
+            continue;
         }
-        let data = read(&assets.modules.join(name))?;
-        key.update(name.as_bytes());
-        key.update(&data);
-        modules.push((name.to_string(), data));
+        let order = String::from_utf8(read(&order_path)?)
+            .map_err(|_| VmError(format!("{} is not text", order_path.display())))?;
+        for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if name.contains('/') || name.starts_with('.') {
+                return Err(VmError(format!(
+                    "module name {name:?} in {} is not a file name",
+                    order_path.display()
+                )));
+            }
+            let data = read(&assets.modules.join(set).join(name))?;
+            key.update(set.as_bytes());
+            key.update(name.as_bytes());
+            key.update(&data);
+            modules.push((format!("{set}{name}"), data));
+        }
+        key.update(order.as_bytes());
+        orders.push((format!("{set}order"), order));
     }
     let out = cache_dir.join(format!("initramfs-{}.cpio", &key.finalize().to_hex()[..16]));
     if out.is_file() {
@@ -50,7 +68,7 @@ pub fn ensure(assets: &GuestAssets, cache_dir: &Path) -> Result<PathBuf> {
     let tmp = cache_dir.join(format!(".initramfs-{}.tmp", std::process::id()));
     let file = std::fs::File::create(&tmp)
         .map_err(|e| io_err(format!("creating {}", tmp.display()), e))?;
-    let written = write(std::io::BufWriter::new(file), &agent, &order, &modules)
+    let written = write(std::io::BufWriter::new(file), &agent, &orders, &modules)
         .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
         .and_then(|f| f.sync_all());
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &out)) {
@@ -63,7 +81,7 @@ pub fn ensure(assets: &GuestAssets, cache_dir: &Path) -> Result<PathBuf> {
 fn write<W: Write>(
     mut w: W,
     agent: &[u8],
-    order: &str,
+    orders: &[(String, String)],
     modules: &[(String, Vec<u8>)],
 ) -> std::io::Result<W> {
     let mut ino = 1;
@@ -82,7 +100,15 @@ fn write<W: Write>(
     }
     w = entry(w, "dev/console", 0o020600, &[], Some((5, 1)))?;
     w = entry(w, "init", 0o100755, agent, None)?;
-    w = entry(w, "modules/order", 0o100644, order.as_bytes(), None)?;
+    for (name, order) in orders {
+        w = entry(
+            w,
+            &format!("modules/{name}"),
+            0o100644,
+            order.as_bytes(),
+            None,
+        )?;
+    }
     for (name, data) in modules {
         w = entry(w, &format!("modules/{name}"), 0o100644, data, None)?;
     }

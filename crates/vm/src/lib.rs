@@ -1,12 +1,14 @@
-//! The VM sandbox's host side: the guest's assets, its initramfs, and the
-//! hypervisor that boots it. See README.md.
+//! The VM sandbox's host side: the sandbox kind, the guest's assets, its
+//! initramfs, and the hypervisor that boots it. See README.md.
 
 pub mod assets;
 pub mod hypervisor;
 pub mod initramfs;
+pub mod sandbox;
 
 pub use assets::GuestAssets;
-pub use hypervisor::{pick_accel, Accel, Hypervisor, Qemu, VmSpec};
+pub use hypervisor::{pick_accel, Accel, Hypervisor, Qemu, Share, VmSpec};
+pub use sandbox::{VmKind, VmSandbox};
 
 /// A VM sandbox error; the message names the thing and the fix.
 #[derive(Debug)]

@@ -79,6 +79,11 @@ pub struct Args {
     /// none: a private network namespace with only loopback; host: the host's.
     #[arg(long, default_value = "none", value_parser = ["none", "host"])]
     network: String,
+    /// The sandbox: namespace (Linux namespaces, cgroups and seccomp on the
+    /// host's kernel), or vm (a QEMU guest with its own kernel, the image
+    /// as a lazy, verified block device).
+    #[arg(long, value_parser = ["namespace", "vm"], value_name = "KIND")]
+    sandbox: Option<String>,
     /// Memory limit, e.g. 256M (no swap beyond it).
     #[arg(short = 'm', long, value_parser = parse_size, value_name = "SIZE")]
     memory: Option<u64>,
@@ -261,5 +266,6 @@ fn request(a: &Args) -> Result<RunRequest> {
         cap_drop: a.cap_drop.clone(),
         security_opts: a.security_opt.clone(),
         userns: a.userns.0,
+        sandbox: a.sandbox.clone(),
     })
 }

@@ -128,6 +128,10 @@ impl Drop for Skiff {
             for e in entries.flatten() {
                 let tree = e.path().join("tree");
                 let _ = self.run(&["umount", "--lazy", tree.to_str().unwrap()]);
+                let block = e.path().join("block.sock");
+                if block.exists() {
+                    let _ = self.run(&["umount", block.to_str().unwrap()]);
+                }
             }
         }
     }

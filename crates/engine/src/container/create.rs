@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::Spec;
 use skiff_sandbox::rootfs::{self, OverlayDirs};
-use skiff_sandbox::ImageFacts;
+use skiff_sandbox::{ImageFacts, RootKind};
 
 use crate::error::{EngineError, IoContext, Result};
 use crate::record::{self, Record, Status};
@@ -96,10 +96,35 @@ impl Engine {
         seccomp: Option<skiff_sandbox::seccomp::Policy>,
     ) -> Result<(Record, Spec)> {
         let root = &self.config.root;
-        let kind = self.kind_for(&ImageFacts {
+        let facts = ImageFacts {
             os: config.os.clone(),
             architecture: config.architecture.clone(),
-        })?;
+        };
+        let kind = match &req.sandbox {
+            Some(name) => {
+                let kind = self.kind(name)?;
+                if !kind.can_handle(&facts) {
+                    return Err(EngineError::Invalid(format!(
+                        "the {name} sandbox cannot run {} images ({}/{})",
+                        req.image, facts.os, facts.architecture
+                    )));
+                }
+                kind
+            }
+            None => self.kind_for(&facts)?,
+        };
+        let block_device = match kind.root() {
+            RootKind::Directory => None,
+            RootKind::BlockDevice => {
+                if req.userns.is_some() || req.record_trace.is_some() {
+                    return Err(EngineError::Invalid(format!(
+                        "the {} sandbox takes neither --userns nor --record-trace: its guest reads the image as a block device",
+                        kind.name()
+                    )));
+                }
+                Some(self.ensure_block_device(image_mount, &req.image, req.platform.as_ref())?)
+            }
+        };
         let cdir = record::dir(root, id);
         let scratch = root_dir::prepare_run_dir(root)?.join(id);
         let dirs = OverlayDirs::new(&cdir, &scratch, layer_size);
@@ -112,6 +137,7 @@ impl Engine {
                 rootfs: &dirs.merged,
                 image_tree: image_mount,
                 root,
+                volumes_read_only_by_default: kind.volumes_read_only_by_default(),
             },
             seccomp,
         )?;
@@ -137,17 +163,21 @@ impl Engine {
             log_max_file_bytes: req.log_max_file_bytes()?,
             keeps_log: true,
             sandbox: kind.name().to_string(),
+            block_device: block_device.clone(),
         };
         record.save(root)?;
         tracing::debug!("record written");
         let result = (|| -> Result<Spec> {
             root_dir::make_private(&scratch).ctx(|| format!("creating {}", scratch.display()))?;
-            let owner = req.userns.map(|s| s.base);
-            match crate::image_mounts::init_layer(image_mount, owner)? {
-                Some(init) => rootfs::mount_overlay(&[&init, image_mount], &dirs, owner)?,
-                None => rootfs::mount_overlay(&[image_mount], &dirs, owner)?,
+            // A kind with a block device makes its writable layer itself.
+            if block_device.is_none() {
+                let owner = req.userns.map(|s| s.base);
+                match crate::image_mounts::init_layer(image_mount, owner)? {
+                    Some(init) => rootfs::mount_overlay(&[&init, image_mount], &dirs, owner)?,
+                    None => rootfs::mount_overlay(&[image_mount], &dirs, owner)?,
+                }
+                tracing::debug!("overlay mounted");
             }
-            tracing::debug!("overlay mounted");
             let oci = spec.to_oci()?;
             let json = skiff_sandbox::spec::to_json(&oci)?;
             let path = cdir.join("config.json");

@@ -16,12 +16,24 @@ impl Engine {
                 .pid
                 .is_some_and(|p| record::process_start_time(p) == record.pid_start);
         match record.pid {
-            Some(pid) if live => Ok(skiff_sandbox::process::signal(pid, signal)?),
+            Some(pid) if live => self.signal_container(record, pid, signal),
             _ => Err(EngineError::Conflict(format!(
                 "container {} is not running",
                 record.name
             ))),
         }
+    }
+
+    /// Sends `signal` to a live container: to its init's pid, or through
+    /// its supervisor for a kind whose pid is not its process (a VM's).
+    pub(crate) fn signal_container(&self, record: &Record, pid: i32, signal: i32) -> Result<()> {
+        if self
+            .kind(&record.sandbox)
+            .is_ok_and(|k| k.signals_through_supervisor())
+        {
+            return self.supervisor(&record.id).signal(signal);
+        }
+        Ok(skiff_sandbox::process::signal(pid, signal)?)
     }
 
     /// Blocks until the container has exited; its exit code, or `None` if

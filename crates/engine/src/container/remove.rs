@@ -22,7 +22,11 @@ impl Engine {
                 )));
             }
             if let Some(pid) = record.pid {
-                skiff_sandbox::process::signal(pid, libc::SIGKILL)?;
+                // Through the supervisor where the kind says so; if it is
+                // gone, to the pid (a VM's hypervisor) all the same.
+                if self.signal_container(&record, pid, libc::SIGKILL).is_err() {
+                    skiff_sandbox::process::signal(pid, libc::SIGKILL)?;
+                }
             }
             if !self.wait_exit(&record, Duration::from_secs(10))? {
                 return Err(EngineError::Conflict(format!(

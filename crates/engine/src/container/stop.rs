@@ -19,11 +19,11 @@ impl Engine {
         let Some(pid) = record.pid else {
             return Ok(());
         };
-        skiff_sandbox::process::signal(pid, record.stop_signal)?;
+        self.signal_container(record, pid, record.stop_signal)?;
         if !self.wait_exit(record, grace)? {
             tracing::info!(id = %record.id, "grace period over; sending SIGKILL");
             if still_same_process(record) {
-                skiff_sandbox::process::signal(pid, libc::SIGKILL)?;
+                self.signal_container(record, pid, libc::SIGKILL)?;
             }
             if !self.wait_exit(record, Duration::from_secs(10))? {
                 return Err(EngineError::Conflict(format!(

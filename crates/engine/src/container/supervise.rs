@@ -125,6 +125,14 @@ impl Engine {
             wait_for_start,
             log,
         } = options;
+        // A kind whose signals go through its supervisor always serves
+        // the control socket, a foreground run's too.
+        let control = control.or_else(|| {
+            self.kind(&record.sandbox)
+                .ok()
+                .filter(|k| k.signals_through_supervisor())
+                .map(|_| record::dir(&self.config.root, &record.id).join("control.sock"))
+        });
         let control_path = control.clone();
         let _span = tracing::info_span!("container", id = record.short_id()).entered();
         let root = &self.config.root;
@@ -166,6 +174,7 @@ impl Engine {
                 bundle: &cdir,
                 stdio,
                 lifecycle: skiff_sandbox::Lifecycle::Supervised,
+                block_device: record.block_device.as_deref(),
             })?)
         });
         let mut sandbox = match created {
@@ -631,6 +640,7 @@ mod tests {
             log_max_file_bytes: None,
             keeps_log: true,
             sandbox: "fake".into(),
+            block_device: None,
         }
     }
 

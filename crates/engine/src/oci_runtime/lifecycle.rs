@@ -116,6 +116,7 @@ impl OciRuntime {
                 start_fifo,
                 no_pivot: options.no_pivot,
             },
+            block_device: None,
         })?;
         let pid = sandbox.pid();
         let abandon = |e: EngineError| {

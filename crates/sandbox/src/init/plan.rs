@@ -578,14 +578,7 @@ fn personality_domain(
 }
 
 pub(crate) fn cap_mask(set: &Option<oci_spec::runtime::Capabilities>) -> u64 {
-    set.iter()
-        .flatten()
-        .filter_map(|c| {
-            let name = serde_json::to_value(c).ok()?;
-            let name = name.as_str()?.strip_prefix("CAP_")?.to_string();
-            crate::capabilities::capability_number(&name)
-        })
-        .fold(0, |m, bit| m | (1u64 << bit))
+    crate::capabilities::mask(set)
 }
 
 /// Splits mount options the way runc reads them: flags, propagation, and

@@ -1,0 +1,370 @@
+//! The host ↔ agent protocol of the VM sandbox (docs/agent.md).
+//!
+//! One byte stream (a virtio-serial port here, vsock where the host has
+//! it) carries frames:
+//!
+//! ```text
+//! u32 length (big-endian) of what follows: 5 + payload
+//! u8  kind     (Kind)
+//! u32 process  (big-endian; 0 is the container's first process)
+//! ... payload  (at most MAX_PAYLOAD bytes)
+//! ```
+//!
+//! Control payloads are JSON objects; stream payloads are raw bytes.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a frame's meaning changes. The agent announces its
+/// own in [`Ready`]; the host refuses any other.
+pub const VERSION: u32 = 1;
+
+/// The virtio-serial port's name, as the guest sees it in
+/// `/sys/class/virtio-ports/*/name`.
+pub const PORT_NAME: &str = "org.skiff.agent.0";
+
+/// The largest payload either side sends or accepts. Output is cut into
+/// frames of at most this size; anything larger is a broken peer.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// The container's first process: its exit ends the VM.
+pub const FIRST_PROCESS: u32 = 0;
+
+/// What a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    // Guest to host.
+    /// The agent runs and the root is mounted: [`Ready`].
+    Ready = 0x01,
+    /// The process runs: [`Started`].
+    Started = 0x02,
+    /// Bytes the process wrote to its stdout (or its terminal).
+    Stdout = 0x03,
+    /// Bytes the process wrote to its stderr.
+    Stderr = 0x04,
+    /// The process has exited and its output is all sent: [`Exited`].
+    Exited = 0x05,
+    /// The process could not be started: [`Failed`].
+    Failed = 0x06,
+
+    // Host to guest.
+    /// Start a process: [`Start`].
+    Start = 0x11,
+    /// Bytes for the process's stdin; an empty payload closes it.
+    Stdin = 0x12,
+    /// Send a signal: the payload is the signal number, a big-endian i32.
+    Signal = 0x13,
+    /// Resize the process's terminal: rows then columns, big-endian u16s.
+    Resize = 0x14,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        use Kind::*;
+        Some(match b {
+            0x01 => Ready,
+            0x02 => Started,
+            0x03 => Stdout,
+            0x04 => Stderr,
+            0x05 => Exited,
+            0x06 => Failed,
+            0x11 => Start,
+            0x12 => Stdin,
+            0x13 => Signal,
+            0x14 => Resize,
+            _ => return None,
+        })
+    }
+}
+
+/// One frame, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: Kind,
+    pub process: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The payload as a JSON body.
+    pub fn body<T: for<'de> Deserialize<'de>>(&self) -> io::Result<T> {
+        serde_json::from_slice(&self.payload).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a {:?} frame's body: {e}", self.kind),
+            )
+        })
+    }
+}
+
+/// Writes one frame in a single `write_all`, so that frames from several
+/// threads never interleave when each writes under one lock.
+pub fn write_frame(w: &mut impl Write, kind: Kind, process: u32, payload: &[u8]) -> io::Result<()> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a {kind:?} frame of {} bytes is over the protocol's {MAX_PAYLOAD}",
+                payload.len()
+            ),
+        ));
+    }
+    let mut buf = Vec::with_capacity(9 + payload.len());
+    buf.extend_from_slice(&(5 + payload.len() as u32).to_be_bytes());
+    buf.push(kind as u8);
+    buf.extend_from_slice(&process.to_be_bytes());
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Writes a frame with a JSON body.
+pub fn write_body(
+    w: &mut impl Write,
+    kind: Kind,
+    process: u32,
+    body: &impl Serialize,
+) -> io::Result<()> {
+    let json = serde_json::to_vec(body)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    write_frame(w, kind, process, &json)
+}
+
+/// Reads one frame. A stream that ends between frames is
+/// `UnexpectedEof`; a length or kind out of the protocol is `InvalidData`
+/// and nothing of its size is allocated.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
+    let mut head = [0u8; 9];
+    r.read_exact(&mut head)?;
+    let len = u32::from_be_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
+    if !(5..=5 + MAX_PAYLOAD).contains(&len) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a frame of length {len} is outside the protocol (5..={})",
+                5 + MAX_PAYLOAD
+            ),
+        ));
+    }
+    let kind = Kind::from_byte(head[4]).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "frame kind {:#04x} is not in protocol version {VERSION}",
+                head[4]
+            ),
+        )
+    })?;
+    let process = u32::from_be_bytes(head[5..9].try_into().expect("4 bytes"));
+    let mut payload = vec![0; len - 5];
+    r.read_exact(&mut payload)?;
+    Ok(Frame {
+        kind,
+        process,
+        payload,
+    })
+}
+
+/// The agent's first frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// The protocol version the agent speaks ([`VERSION`]).
+    pub version: u32,
+    /// The guest kernel's release (`uname -r`).
+    pub kernel: String,
+}
+
+/// A process to start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    /// The command and its arguments; `args[0]` is looked up in the
+    /// root's `PATH` (from `env`) unless it holds a `/`.
+    pub args: Vec<String>,
+    /// `NAME=value`, the whole environment (the guest's never leaks in).
+    pub env: Vec<String>,
+    /// The working directory inside the root; made if missing, as Docker
+    /// does for an image's `WorkingDir`.
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    /// A pseudo-terminal instead of pipes, of this size.
+    #[serde(default)]
+    pub terminal: Option<TerminalSize>,
+    /// The container's hostname (its own UTS namespace in the guest).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Files written into the root before the first process starts
+    /// (`/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`), as Docker
+    /// writes them; ignored for later processes.
+    #[serde(default)]
+    pub files: Vec<RootFile>,
+    /// The capabilities the process keeps (bit N is capability N); all
+    /// others leave its bounding, effective, permitted and inheritable
+    /// sets. `None` keeps all.
+    #[serde(default)]
+    pub capabilities: Option<u64>,
+    /// Set no_new_privs before the exec.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    /// A seccomp filter to load just before the exec.
+    #[serde(default)]
+    pub seccomp: Option<SeccompFilter>,
+    /// Host directories shared into the root (`-v`), mounted before the
+    /// first process starts; ignored for later processes.
+    #[serde(default)]
+    pub shares: Vec<SharedDir>,
+}
+
+/// A host directory the hypervisor shares as a 9p device tagged `tag`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedDir {
+    pub tag: String,
+    /// An absolute path inside the root.
+    pub destination: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootFile {
+    /// An absolute path inside the root.
+    pub path: String,
+    pub contents: String,
+}
+
+/// A compiled seccomp filter, as the host compiled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompFilter {
+    /// Classic BPF instructions (`struct sock_filter`, 8 bytes each), in
+    /// the guest's byte order, hex-encoded.
+    pub program: String,
+    /// `seccomp(SECCOMP_SET_MODE_FILTER, flags, ...)`'s flags.
+    pub flags: u64,
+}
+
+/// The process runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// Its pid in the guest.
+    pub pid: i32,
+}
+
+/// How the process ended: exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exited {
+    #[serde(default)]
+    pub code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<i32>,
+}
+
+/// Why a process did not start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    pub reason: FailReason,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    /// The command is not in the root (Docker's 127).
+    NotFound,
+    /// It is there but cannot be run (Docker's 126).
+    NotExecutable,
+    /// The request was wrong: a bad path, a process id in use.
+    Invalid,
+    /// A step in the guest failed.
+    Setup,
+}
+
+/// Hex, for the seccomp program: JSON has no bytes.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, Kind::Stdout, 7, b"hello").unwrap();
+        write_body(
+            &mut buf,
+            Kind::Exited,
+            0,
+            &Exited {
+                code: Some(3),
+                signal: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(&buf[..9], &[0, 0, 0, 10, 0x03, 0, 0, 0, 7]);
+        let mut r = &buf[..];
+        let f = read_frame(&mut r).unwrap();
+        assert_eq!(
+            (f.kind, f.process, &f.payload[..]),
+            (Kind::Stdout, 7, &b"hello"[..])
+        );
+        let e: Exited = read_frame(&mut r).unwrap().body().unwrap();
+        assert_eq!(e.code, Some(3));
+        assert_eq!(
+            read_frame(&mut r).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+    }
+
+    #[test]
+    fn a_hostile_peer_is_refused_before_anything_is_allocated() {
+        // A length of 4 GiB.
+        let huge = [0xff, 0xff, 0xff, 0xff, 0x03, 0, 0, 0, 0];
+        let e = read_frame(&mut &huge[..]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        // A kind not in this version.
+        let unknown = [0, 0, 0, 5, 0x7f, 0, 0, 0, 0];
+        assert!(read_frame(&mut &unknown[..])
+            .unwrap_err()
+            .to_string()
+            .contains("0x7f"));
+        // Too short to hold its own header.
+        let short = [0, 0, 0, 2, 0x03, 0, 0, 0, 0];
+        assert_eq!(
+            read_frame(&mut &short[..]).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // A sender never builds an oversized frame.
+        let big = vec![0; MAX_PAYLOAD + 1];
+        assert!(write_frame(&mut Vec::new(), Kind::Stdin, 0, &big).is_err());
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_junk() {
+        assert_eq!(
+            from_hex(&to_hex(&[0, 0xab, 0xff])).unwrap(),
+            vec![0, 0xab, 0xff]
+        );
+        assert!(from_hex("abc").is_none());
+        assert!(from_hex("zz").is_none());
+    }
+}

@@ -1,0 +1,261 @@
+//! From the kernel's hand-over to a ready root and an open host channel:
+//! the guest's own mounts, its drivers, the image's block device under a
+//! writable overlay, loopback, and the agent's virtio-serial port.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::NEWROOT;
+
+const ROOT_DEVICE: &str = "/dev/vda";
+
+/// Mounts what the guest and the container's root need; the open port.
+pub(crate) fn boot() -> Result<File, String> {
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mount("proc", "/proc", "proc", nosuid_nodev_noexec, "")?;
+    mount("sysfs", "/sys", "sysfs", nosuid_nodev_noexec, "")?;
+    mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755")?;
+    load_modules("/modules")?;
+    wait_for(
+        ROOT_DEVICE,
+        Duration::from_secs(10),
+        "the image's block device",
+    )?;
+    mount(ROOT_DEVICE, "/rootfs", "erofs", libc::MS_RDONLY, "")?;
+    mount("tmpfs", "/overlay", "tmpfs", 0, "mode=0755")?;
+    for d in ["/overlay/upper", "/overlay/work"] {
+        std::fs::create_dir(d).map_err(|e| format!("creating {d}: {e}"))?;
+    }
+    mount(
+        "overlay",
+        NEWROOT,
+        "overlay",
+        0,
+        "lowerdir=/rootfs,upperdir=/overlay/upper,workdir=/overlay/work",
+    )?;
+    // What Docker gives every container, where the image has the place.
+    let inside = [
+        ("proc", "proc", "proc", nosuid_nodev_noexec, ""),
+        (
+            "sysfs",
+            "sys",
+            "sysfs",
+            nosuid_nodev_noexec | libc::MS_RDONLY,
+            "",
+        ),
+        (
+            "tmpfs",
+            "dev",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "mode=0755,size=65536k",
+        ),
+        (
+            "devpts",
+            "dev/pts",
+            "devpts",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        ),
+        (
+            "shm",
+            "dev/shm",
+            "tmpfs",
+            nosuid_nodev_noexec,
+            "mode=1777,size=65536k",
+        ),
+    ];
+    for (src, dir, fs, flags, data) in inside {
+        let target = format!("{NEWROOT}/{dir}");
+        if dir.starts_with("dev") || Path::new(&target).is_dir() {
+            mount(src, &target, fs, flags, data)?;
+        }
+    }
+    container_devices()?;
+    loopback_up();
+    let port = find_port(Duration::from_secs(10))?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&port)
+        .map_err(|e| format!("opening the agent port {port}: {e}"))
+}
+
+/// The container's `/dev`: Docker's default devices and links, never the
+/// guest's own (its block device, the agent port).
+fn container_devices() -> Result<(), String> {
+    const DEVICES: [(&str, u32, u32); 6] = [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ];
+    for (name, major, minor) in DEVICES {
+        let path = format!("{NEWROOT}/dev/{name}");
+        let c_path = CString::new(path.clone()).expect("no NUL");
+        // SAFETY: a NUL-terminated path and plain integers.
+        let rc = unsafe {
+            libc::mknod(
+                c_path.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "making /dev/{name} in the container: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // The umask took some bits.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
+    }
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(to, format!("{NEWROOT}/dev/{link}"))
+            .map_err(|e| format!("linking /dev/{link} in the container: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The virtio-serial port the host named [`skiff_agent_protocol::PORT_NAME`];
+/// there is no udev to make `/dev/virtio-ports/NAME`.
+fn find_port(limit: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(entries) = std::fs::read_dir("/sys/class/virtio-ports") {
+            for e in entries.flatten() {
+                let name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+                if name.trim() == skiff_agent_protocol::PORT_NAME {
+                    let dev = format!("/dev/{}", e.file_name().to_string_lossy());
+                    wait_for(&dev, Duration::from_secs(5), "the agent port")?;
+                    return Ok(dev);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no virtio-serial port named {} within {limit:?}: is the agent channel attached?",
+                skiff_agent_protocol::PORT_NAME
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `lo` up: the container's network is loopback alone (`--network none`).
+fn loopback_up() {
+    // SAFETY: a plain socket call; the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        libc::close(fd);
+    }
+}
+
+pub(crate) fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn mount(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), String> {
+    let _ = std::fs::create_dir_all(target);
+    let c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} holds a NUL"));
+    let (s, t, f, d) = (c(src)?, c(target)?, c(fstype)?, c(data)?);
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) };
+    if rc != 0 {
+        return Err(format!(
+            "mounting {src} ({fstype}) at {target}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Loads `DIR/NAME` for each NAME listed in `DIR/order`, in that order.
+pub(crate) fn load_modules(dir: &str) -> Result<(), String> {
+    let order = match std::fs::read_to_string(format!("{dir}/order")) {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("reading {dir}/order: {e}")),
+    };
+    for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = format!("{dir}/{name}");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| format!("opening {path}: {e}"))?;
+        // SAFETY: the fd is open for the call; the parameter string is a
+        // valid empty C string.
+        let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), c"".as_ptr(), 0) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(format!(
+                    "loading {}: {e}",
+                    OsStr::new(name).as_bytes().escape_ascii()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn wait_for(path: &str, limit: Duration, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while !Path::new(path).exists() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{path} ({what}) did not appear within {limit:?}: is it attached?"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+pub(crate) fn power_off() -> ! {
+    // SAFETY: sync and reboot take no pointers; PID 1 may power off.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}

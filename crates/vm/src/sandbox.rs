@@ -1,0 +1,976 @@
+//! The VM sandbox kind: each container in a guest of its own under QEMU,
+//! its root the image's block device, its process started and relayed by
+//! the agent over virtio-serial (docs/agent.md).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use skiff_agent_protocol::{self as proto, Kind, FIRST_PROCESS};
+use skiff_sandbox::seccomp_filter::CompiledFilter;
+use skiff_sandbox::{
+    ExecProcess, ExecStart, Exit, ImageFacts, Lifecycle, Prepare, RootKind, Running, Sandbox,
+    SandboxError, SandboxKind, SignalHandle, Stats, Stdio,
+};
+
+use crate::hypervisor::{Hypervisor, Qemu, Share, VmSpec};
+use crate::GuestAssets;
+
+/// A guest without `--memory`.
+pub const DEFAULT_MEMORY_MIB: u32 = 256;
+/// The least a guest kernel, the agent and a small process boot in.
+pub const MIN_MEMORY_MIB: u32 = 128;
+/// How long a guest may take to boot to its agent, unless
+/// `SKIFF_VM_BOOT_TIMEOUT` (seconds) says otherwise: TCG boots in seconds,
+/// a loaded host in more.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the agent may take to answer a start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a guest may take to power off once its process has exited.
+const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The VM sandbox kind (`--sandbox vm`).
+pub struct VmKind {
+    /// Where the guest's kernel and agent are found ([`GuestAssets::find`]).
+    assets_cache: PathBuf,
+    /// Where the initramfs builds are kept.
+    initramfs_cache: PathBuf,
+    /// Compiled seccomp filters, shared with the namespace kind.
+    filter_cache: PathBuf,
+}
+
+impl VmKind {
+    pub fn new(assets_cache: &Path, initramfs_cache: &Path, filter_cache: &Path) -> Self {
+        VmKind {
+            assets_cache: assets_cache.to_path_buf(),
+            initramfs_cache: initramfs_cache.to_path_buf(),
+            filter_cache: filter_cache.to_path_buf(),
+        }
+    }
+}
+
+impl SandboxKind for VmKind {
+    fn name(&self) -> &'static str {
+        "vm"
+    }
+
+    fn can_handle(&self, image: &ImageFacts) -> bool {
+        image.os.is_empty() || image.os == "linux"
+    }
+
+    fn root(&self) -> RootKind {
+        RootKind::BlockDevice
+    }
+
+    fn signals_through_supervisor(&self) -> bool {
+        true
+    }
+
+    fn volumes_read_only_by_default(&self) -> bool {
+        true
+    }
+
+    fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {
+        Ok(Box::new(VmSandbox::boot(self, container)?))
+    }
+
+    fn exec(
+        &self,
+        _container: Running<'_>,
+        _start: ExecStart<'_>,
+    ) -> Result<Box<dyn ExecProcess>, SandboxError> {
+        Err(SandboxError::Unsupported(
+            "skiff exec into a VM sandbox is not supported yet: only the container's own process runs in its guest".into(),
+        ))
+    }
+
+    /// QEMU runs in the container's cgroup: removing it ends the VM.
+    fn remove_leftovers(&self, cgroups_path: &str) -> Result<(), SandboxError> {
+        skiff_sandbox::cgroups::remove(cgroups_path)
+    }
+
+    /// The host's view: QEMU's CPU time and memory, the guest's included.
+    fn stats(&self, cgroups_path: &str) -> Result<Stats, SandboxError> {
+        Ok(skiff_sandbox::cgroups::stats(cgroups_path))
+    }
+}
+
+/// What the guest tells the host, in order.
+enum Event {
+    Ready(proto::Ready),
+    Started,
+    Failed(proto::Failed),
+    Exited(proto::Exited),
+    /// The channel ended: QEMU exited, or the guest broke the protocol.
+    Closed(String),
+}
+
+/// Where the guest's output goes, set at the start.
+#[derive(Default)]
+struct Outputs {
+    stdout: Option<File>,
+    stderr: Option<File>,
+}
+
+/// One container's VM.
+pub struct VmSandbox {
+    qemu: Child,
+    cgroups_path: String,
+    agent_socket: PathBuf,
+    console_log: PathBuf,
+    channel: Arc<Mutex<UnixStream>>,
+    events: Receiver<Event>,
+    outputs: Arc<Mutex<Outputs>>,
+    /// The streams, until the start wires them.
+    stdio: Option<GuestStdio>,
+    console: Option<OwnedFd>,
+    relay: Option<skiff_sandbox::relay::Relay>,
+    start: proto::Start,
+    /// Set once SIGKILL has ended the VM.
+    killed: Arc<AtomicBool>,
+    /// Stops the terminal's resize watch.
+    stop_watch: Arc<AtomicBool>,
+    /// Written once the process has exited: stops the stdin relay.
+    stop_input: Arc<OwnedFd>,
+}
+
+/// The host's ends of the guest process's streams.
+struct GuestStdio {
+    /// What the process reads; `None` reads nothing (its stdin closes).
+    input: Option<File>,
+    stdout: File,
+    stderr: File,
+    /// The terminal's host side, whose size the guest's follows.
+    terminal: Option<Arc<OwnedFd>>,
+}
+
+impl VmSandbox {
+    fn boot(kind: &VmKind, c: Prepare<'_>) -> Result<Self, SandboxError> {
+        if !matches!(c.lifecycle, Lifecycle::Supervised) {
+            return Err(SandboxError::Unsupported(
+                "the VM sandbox runs under skiff's own supervisor (skiff run, the shim); the OCI runtime command cannot create one yet".into(),
+            ));
+        }
+        let rootfs = c.block_device.ok_or_else(|| {
+            SandboxError::Unsupported(
+                "the VM sandbox needs the image as a block device, and none was given".into(),
+            )
+        })?;
+        let spec = c.spec;
+        check_spec(spec)?;
+        let shares = shares(spec)?;
+        let (memory_mib, cpus) = guest_size(spec)?;
+        let cgroups_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                SandboxError::Invalid("the runtime spec needs linux.cgroupsPath".into())
+            })?;
+        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(policy) => Some(CompiledFilter::cached(policy, &kind.filter_cache)?),
+            None => None,
+        };
+        let mut start = start_request(spec, seccomp.as_ref())?;
+        start.shares = shares
+            .iter()
+            .map(|s| proto::SharedDir {
+                tag: s.tag.clone(),
+                destination: s.destination.clone(),
+                read_only: s.read_only,
+            })
+            .collect();
+        let (stdio, console, relay) = wire(c.stdio)?;
+
+        let assets = GuestAssets::find(&kind.assets_cache)
+            .map_err(|e| SandboxError::Unsupported(e.to_string()))?;
+        let initramfs = crate::initramfs::ensure(&assets, &kind.initramfs_cache)
+            .map_err(|e| SandboxError::Setup(e.to_string()))?;
+        let agent_socket = c.bundle.join("agent.sock");
+        let console_log = c.bundle.join("console.log");
+        let _ = std::fs::remove_file(&agent_socket);
+        // In the container's directory, which is root's alone.
+        let listener = UnixListener::bind(&agent_socket).map_err(|e| SandboxError::Io {
+            context: format!("binding {}", agent_socket.display()),
+            source: e,
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| io(format!("making {} non-blocking", agent_socket.display()), e))?;
+        let log = File::create(&console_log)
+            .map_err(|e| io(format!("creating {}", console_log.display()), e))?;
+        let (qemu, why_not_kvm) = Qemu::detect();
+        if let Some(why) = why_not_kvm {
+            eprintln!("skiff: {why}");
+        }
+        let mut cmd = qemu.command(&VmSpec {
+            kernel: assets.kernel.clone(),
+            initramfs,
+            rootfs_socket: rootfs.to_path_buf(),
+            agent_socket: agent_socket.clone(),
+            memory_mib,
+            cpus,
+            shares,
+        });
+        let log_err = log
+            .try_clone()
+            .map_err(|e| io(format!("duplicating {}", console_log.display()), e))?;
+        cmd.stdout(log).stderr(log_err);
+        // SAFETY: setsid and prctl are async-signal-safe and touch no
+        // memory of the parent. QEMU leaves the terminal's process group
+        // (the supervisor forwards signals), and dies with its supervisor.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let cgroup = skiff_sandbox::cgroups::Cgroup::create(&cgroups_path, None)?;
+        let booted = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| {
+            cgroup.remove();
+            SandboxError::Unsupported(format!(
+                "starting {}: {e}; install Debian's qemu-system-x86",
+                qemu.binary.display()
+            ))
+        })?;
+        let joined = skiff_sandbox::cgroups::join_files(&cgroups_path).and_then(|files| {
+            for f in files {
+                std::fs::write(&f, child.id().to_string())
+                    .map_err(|e| io(format!("moving QEMU into {}", f.display()), e))?;
+            }
+            Ok(())
+        });
+        let connected = joined
+            .and_then(|()| accept(&listener, &mut child, &console_log, boot_timeout(), booted));
+        let stream = match connected {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_file(&agent_socket);
+                cgroup.remove();
+                return Err(e);
+            }
+        };
+        drop(listener);
+        let _ = std::fs::remove_file(&agent_socket);
+        let reader = stream
+            .try_clone()
+            .map_err(|e| io("duplicating the agent channel".into(), e))?;
+        let (tx, events) = channel();
+        let outputs = Arc::new(Mutex::new(Outputs::default()));
+        {
+            let outputs = outputs.clone();
+            std::thread::Builder::new()
+                .name("skiff-vm-agent".into())
+                .spawn(move || read_guest(reader, tx, &outputs))
+                .map_err(|e| io("starting the agent reader".into(), e))?;
+        }
+        let mut sandbox = VmSandbox {
+            qemu: child,
+            cgroups_path,
+            agent_socket,
+            console_log,
+            channel: Arc::new(Mutex::new(stream)),
+            events,
+            outputs,
+            stdio: Some(stdio),
+            console,
+            relay,
+            start,
+            killed: Arc::new(AtomicBool::new(false)),
+            stop_watch: Arc::new(AtomicBool::new(false)),
+            stop_input: Arc::new(
+                rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+                    .map_err(|e| io("making an eventfd".into(), e.into()))?,
+            ),
+        };
+        let deadline = booted + boot_timeout();
+        match sandbox.next_event(deadline, "boot to its agent") {
+            Ok(Event::Ready(r)) if r.version == proto::VERSION => {
+                tracing::info!(
+                    kernel = %r.kernel,
+                    elapsed_ms = booted.elapsed().as_millis() as u64,
+                    "the guest's agent is ready"
+                );
+                Ok(sandbox)
+            }
+            Ok(Event::Ready(r)) => Err(sandbox.give_up(SandboxError::Setup(format!(
+                "the guest's agent speaks protocol version {}, and this skiff speaks {}: rebuild the agent (make agent) with this skiff",
+                r.version,
+                proto::VERSION
+            )))),
+            Ok(_) => Err(sandbox.give_up(SandboxError::Setup(
+                "the guest's agent spoke before it was ready".into(),
+            ))),
+            Err(e) => Err(sandbox.give_up(e)),
+        }
+    }
+
+    /// The next event, or an error naming `what` if none comes by
+    /// `deadline` or the VM ends.
+    fn next_event(&mut self, deadline: Instant, what: &str) -> Result<Event, SandboxError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(Event::Closed(why)) => {
+                    return Err(SandboxError::Setup(format!(
+                        "the VM ended before it could {what} ({why}){}",
+                        console_tail(&self.console_log)
+                    )))
+                }
+                Ok(e) => return Ok(e),
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(_) => {
+                    return Err(SandboxError::Setup(format!(
+                        "the guest did not {what} within {}s; set SKIFF_VM_BOOT_TIMEOUT to wait longer{}",
+                        boot_timeout().as_secs(),
+                        console_tail(&self.console_log)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Ends the VM after `error`; the error comes back.
+    fn give_up(&mut self, error: SandboxError) -> SandboxError {
+        self.kill_vm();
+        let _ = self.qemu.wait();
+        let _ = skiff_sandbox::cgroups::remove(&self.cgroups_path);
+        error
+    }
+
+    fn kill_vm(&mut self) {
+        self.killed.store(true, Ordering::SeqCst);
+        let _ = self.qemu.kill();
+    }
+
+    fn send(&self, kind: Kind, payload: &[u8]) -> Result<(), SandboxError> {
+        let mut c = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        proto::write_frame(&mut *c, kind, FIRST_PROCESS, payload)
+            .map_err(|e| io("writing to the guest's agent".into(), e))
+    }
+}
+
+impl Sandbox for VmSandbox {
+    /// QEMU's pid: the VM is the container's footprint on the host.
+    fn pid(&self) -> i32 {
+        self.qemu.id() as i32
+    }
+
+    fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
+    }
+
+    fn start(&mut self) -> Result<(), SandboxError> {
+        let stdio = self
+            .stdio
+            .take()
+            .ok_or_else(|| SandboxError::Invalid("the VM's process was started already".into()))?;
+        let mut start = self.start.clone();
+        if let (Some(t), Some(size)) = (&stdio.terminal, start.terminal.as_mut()) {
+            if let Ok(ws) = rustix::termios::tcgetwinsize(t.as_fd()) {
+                *size = proto::TerminalSize {
+                    rows: ws.ws_row,
+                    cols: ws.ws_col,
+                };
+            }
+        }
+        {
+            let mut o = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
+            o.stdout = Some(stdio.stdout);
+            o.stderr = Some(stdio.stderr);
+        }
+        let body = serde_json::to_vec(&start)
+            .map_err(|e| SandboxError::Invalid(format!("encoding the start request: {e}")))?;
+        self.send(Kind::Start, &body)?;
+        match self.next_event(
+            Instant::now() + START_TIMEOUT,
+            "start the container's process",
+        )? {
+            Event::Started => {}
+            Event::Failed(f) => {
+                return Err(match f.reason {
+                    proto::FailReason::NotFound => SandboxError::NotFound(f.message),
+                    proto::FailReason::NotExecutable => SandboxError::NotExecutable(f.message),
+                    proto::FailReason::Invalid => SandboxError::Invalid(f.message),
+                    proto::FailReason::Setup => SandboxError::Setup(f.message),
+                })
+            }
+            _ => {
+                return Err(SandboxError::Setup(
+                    "the guest's agent answered the start out of turn".into(),
+                ))
+            }
+        }
+        if let Some(input) = stdio.input {
+            let (channel, stop) = (self.channel.clone(), self.stop_input.clone());
+            std::thread::Builder::new()
+                .name("skiff-vm-stdin".into())
+                .spawn(move || send_input(input, &channel, &stop))
+                .map_err(|e| io("starting the stdin relay".into(), e))?;
+        } else {
+            self.send(Kind::Stdin, &[])?;
+        }
+        if let Some(t) = stdio.terminal {
+            let (channel, stop) = (self.channel.clone(), self.stop_watch.clone());
+            std::thread::Builder::new()
+                .name("skiff-vm-resize".into())
+                .spawn(move || watch_size(&t, &channel, &stop))
+                .map_err(|e| io("starting the terminal's resize watch".into(), e))?;
+        }
+        Ok(())
+    }
+
+    fn signal(&self, signal: i32) -> Result<(), SandboxError> {
+        (self.signal_handle())(signal)
+    }
+
+    fn signal_handle(&self) -> SignalHandle {
+        let channel = self.channel.clone();
+        let killed = self.killed.clone();
+        let qemu = self.qemu.id() as i32;
+        Arc::new(move |signal| {
+            if signal == libc::SIGKILL {
+                // Sure and bounded, whatever the guest is doing: the VM ends.
+                killed.store(true, Ordering::SeqCst);
+                return skiff_sandbox::process::signal(qemu, libc::SIGKILL);
+            }
+            let mut c = channel.lock().unwrap_or_else(|p| p.into_inner());
+            proto::write_frame(&mut *c, Kind::Signal, FIRST_PROCESS, &signal.to_be_bytes())
+                .map_err(|e| io("signalling through the guest's agent".into(), e))
+        })
+    }
+
+    fn wait(&mut self) -> Result<Exit, SandboxError> {
+        let exit = loop {
+            let event = self
+                .events
+                .recv()
+                .unwrap_or_else(|_| Event::Closed("the agent reader ended".into()));
+            match event {
+                Event::Exited(e) => {
+                    break match (e.code, e.signal) {
+                        (_, Some(s)) => Exit::Signal(s),
+                        (Some(c), None) => Exit::Code(c),
+                        (None, None) => Exit::Code(0),
+                    }
+                }
+                // SIGKILL ends the VM, and so the process.
+                Event::Closed(_) if self.killed.load(Ordering::SeqCst) => {
+                    break Exit::Signal(libc::SIGKILL)
+                }
+                Event::Closed(why) => {
+                    self.kill_vm();
+                    let _ = self.qemu.wait();
+                    self.end_streams();
+                    return Err(SandboxError::Setup(format!(
+                        "the VM ended before the container's process did ({why}){}",
+                        console_tail(&self.console_log)
+                    )));
+                }
+                _ => {}
+            }
+        };
+        self.end_streams();
+        // The agent powers the guest off after its report.
+        let deadline = Instant::now() + POWER_OFF_TIMEOUT;
+        loop {
+            match self.qemu.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    tracing::warn!("the guest did not power off; ending its VM");
+                    let _ = self.qemu.kill();
+                    let _ = self.qemu.wait();
+                    break;
+                }
+            }
+        }
+        Ok(exit)
+    }
+
+    fn finish_output(&mut self) {
+        self.end_streams();
+        if let Some(r) = self.relay.take() {
+            r.finish();
+        }
+    }
+
+    fn oom_killed(&self) -> bool {
+        false
+    }
+
+    fn stats(&self) -> Result<Stats, SandboxError> {
+        Ok(skiff_sandbox::cgroups::stats(&self.cgroups_path))
+    }
+
+    fn delete(&mut self) -> Result<(), SandboxError> {
+        if !matches!(self.qemu.try_wait(), Ok(Some(_))) {
+            self.kill_vm();
+            let _ = self.qemu.wait();
+        }
+        self.end_streams();
+        let _ = std::fs::remove_file(&self.agent_socket);
+        skiff_sandbox::cgroups::remove(&self.cgroups_path)
+    }
+}
+
+impl Drop for VmSandbox {
+    fn drop(&mut self) {
+        self.stop_watch.store(true, Ordering::SeqCst);
+        if !matches!(self.qemu.try_wait(), Ok(Some(_))) {
+            let _ = self.qemu.kill();
+            let _ = self.qemu.wait();
+        }
+    }
+}
+
+impl VmSandbox {
+    /// Closes the host's ends of the output, so the relay sees their end.
+    fn end_streams(&mut self) {
+        self.stop_watch.store(true, Ordering::SeqCst);
+        let _ = rustix::io::write(&*self.stop_input, &1u64.to_ne_bytes());
+        let mut o = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
+        o.stdout = None;
+        o.stderr = None;
+    }
+}
+
+fn io(context: String, source: std::io::Error) -> SandboxError {
+    SandboxError::Io { context, source }
+}
+
+fn boot_timeout() -> Duration {
+    std::env::var("SKIFF_VM_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs)
+}
+
+/// QEMU's connection to the agent socket, unless QEMU exits first.
+fn accept(
+    listener: &UnixListener,
+    qemu: &mut Child,
+    console_log: &Path,
+    limit: Duration,
+    since: Instant,
+) -> Result<UnixStream, SandboxError> {
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)
+                    .map_err(|e| io("making the agent channel blocking".into(), e))?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(io("accepting QEMU's agent channel".into(), e)),
+        }
+        if let Ok(Some(status)) = qemu.try_wait() {
+            return Err(SandboxError::Setup(format!(
+                "QEMU exited ({status}) before it attached the agent channel{}",
+                console_tail(console_log)
+            )));
+        }
+        if since.elapsed() > limit {
+            return Err(SandboxError::Setup(format!(
+                "QEMU did not attach the agent channel within {}s",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The guest's frames, until the channel ends. Output is written to the
+/// host's ends as it comes, so that it is all there before the exit is
+/// reported.
+fn read_guest(mut stream: UnixStream, events: Sender<Event>, outputs: &Mutex<Outputs>) {
+    let why = loop {
+        let frame = match proto::read_frame(&mut stream) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break "the agent channel closed".to_string()
+            }
+            Err(e) => break format!("the agent channel: {e}"),
+        };
+        if frame.process != FIRST_PROCESS {
+            continue;
+        }
+        let event = match frame.kind {
+            Kind::Stdout | Kind::Stderr => {
+                let mut o = outputs.lock().unwrap_or_else(|p| p.into_inner());
+                let sink = if frame.kind == Kind::Stdout {
+                    o.stdout.as_mut()
+                } else {
+                    o.stderr.as_mut()
+                };
+                // A reader that went away drops the output, as a closed
+                // pipe would.
+                if let Some(f) = sink {
+                    let _ = f.write_all(&frame.payload);
+                }
+                continue;
+            }
+            Kind::Ready => frame.body().map(Event::Ready),
+            Kind::Started => frame.body::<proto::Started>().map(|_| Event::Started),
+            Kind::Failed => frame.body().map(Event::Failed),
+            Kind::Exited => frame.body().map(Event::Exited),
+            other => break format!("the agent sent a host's frame ({other:?})"),
+        };
+        match event {
+            Ok(e) => {
+                if events.send(e).is_err() {
+                    return;
+                }
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    let _ = events.send(Event::Closed(why));
+}
+
+/// Copies what the process is to read to the guest, then closes its
+/// stdin; stops when `stop` is signalled (the process has exited), so
+/// that a terminal's other side is not held open by a read that never
+/// returns.
+fn send_input(mut input: File, channel: &Mutex<UnixStream>, stop: &OwnedFd) {
+    use rustix::event::{PollFd, PollFlags};
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let mut fds = [
+            PollFd::new(&input, PollFlags::IN),
+            PollFd::new(stop, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return,
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        let n = match input.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A terminal whose other side closed reads EIO: its end.
+            Err(_) => 0,
+        };
+        let mut c = channel.lock().unwrap_or_else(|p| p.into_inner());
+        if proto::write_frame(&mut *c, Kind::Stdin, FIRST_PROCESS, &buf[..n]).is_err() || n == 0 {
+            return;
+        }
+    }
+}
+
+/// Follows the host terminal's size: a pty's other side gets no SIGWINCH,
+/// so it is read every 100 ms and sent when it changes.
+fn watch_size(terminal: &OwnedFd, channel: &Mutex<UnixStream>, stop: &AtomicBool) {
+    let mut last = None;
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok(ws) = rustix::termios::tcgetwinsize(terminal) {
+            let size = (ws.ws_row, ws.ws_col);
+            if last.is_some_and(|l| l != size) {
+                let mut b = [0u8; 4];
+                b[..2].copy_from_slice(&size.0.to_be_bytes());
+                b[2..].copy_from_slice(&size.1.to_be_bytes());
+                let mut c = channel.lock().unwrap_or_else(|p| p.into_inner());
+                if proto::write_frame(&mut *c, Kind::Resize, FIRST_PROCESS, &b).is_err() {
+                    return;
+                }
+            }
+            last = Some(size);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The streams as the sandbox kind's caller gave them, and the host's
+/// ends the guest's process reads and writes through.
+fn wire(
+    stdio: Stdio,
+) -> Result<
+    (
+        GuestStdio,
+        Option<OwnedFd>,
+        Option<skiff_sandbox::relay::Relay>,
+    ),
+    SandboxError,
+> {
+    Ok(match stdio {
+        Stdio::Files {
+            stdin,
+            stdout,
+            stderr,
+        } => (
+            GuestStdio {
+                input: Some(stdin.into()),
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+                terminal: None,
+            },
+            None,
+            None,
+        ),
+        Stdio::Relay {
+            stdin,
+            stdout,
+            stderr,
+            tap,
+        } => {
+            let has_input = stdin.is_some();
+            let ([input, out, err], relay) =
+                skiff_sandbox::relay::remote(stdin, stdout, stderr, tap)?;
+            (
+                GuestStdio {
+                    input: has_input.then(|| input.into()),
+                    stdout: out.into(),
+                    stderr: err.into(),
+                    terminal: None,
+                },
+                None,
+                Some(relay),
+            )
+        }
+        Stdio::Terminal => {
+            let pty = rustix::pty::openpt(
+                rustix::pty::OpenptFlags::RDWR
+                    | rustix::pty::OpenptFlags::NOCTTY
+                    | rustix::pty::OpenptFlags::CLOEXEC,
+            )
+            .map_err(|e| io("opening a terminal".into(), e.into()))?;
+            rustix::pty::grantpt(&pty).map_err(|e| io("granting the terminal".into(), e.into()))?;
+            rustix::pty::unlockpt(&pty)
+                .map_err(|e| io("unlocking the terminal".into(), e.into()))?;
+            let name = rustix::pty::ptsname(&pty, Vec::new())
+                .map_err(|e| io("naming the terminal".into(), e.into()))?;
+            let slave: OwnedFd = rustix::fs::open(
+                name.as_c_str(),
+                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| io("opening the terminal's other side".into(), e.into()))?;
+            // A transparent line: the guest's own terminal echoes, edits
+            // and translates.
+            let mut t = rustix::termios::tcgetattr(&slave)
+                .map_err(|e| io("reading the terminal's modes".into(), e.into()))?;
+            t.make_raw();
+            rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &t)
+                .map_err(|e| io("making the terminal raw".into(), e.into()))?;
+            let dup = |fd: &OwnedFd| -> Result<File, SandboxError> {
+                Ok(fd
+                    .try_clone()
+                    .map_err(|e| io("duplicating the terminal".into(), e))?
+                    .into())
+            };
+            let slave = Arc::new(slave);
+            (
+                GuestStdio {
+                    input: Some(dup(&slave)?),
+                    stdout: dup(&slave)?,
+                    stderr: dup(&slave)?,
+                    terminal: Some(slave),
+                },
+                Some(pty),
+                None,
+            )
+        }
+    })
+}
+
+/// What a VM cannot honour is an error that names it, never skipped.
+fn check_spec(spec: &Spec) -> Result<(), SandboxError> {
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| SandboxError::Invalid("the runtime spec has no linux section".into()))?;
+    let private_network = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none());
+    if !private_network {
+        return Err(SandboxError::Unsupported(
+            "the VM sandbox has no host network: use --network none (loopback in the guest)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The spec's bind mounts (`-v`) as host directories shared with the
+/// guest, each a 9p device of its own: the guest sees those and nothing
+/// else of the host. A single file cannot be shared so, and says so.
+fn shares(spec: &Spec) -> Result<Vec<Share>, SandboxError> {
+    let mut out = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        let options = m.options().clone().unwrap_or_default();
+        let bind = m.typ().as_deref() == Some("bind")
+            || options.iter().any(|o| o == "bind" || o == "rbind");
+        if !bind {
+            continue;
+        }
+        let destination = m.destination().to_string_lossy().into_owned();
+        let source = m.source().clone().unwrap_or_default();
+        if !source.is_dir() {
+            return Err(SandboxError::Unsupported(format!(
+                "-v {}:{destination}: the VM sandbox shares directories only, and {0} is not one",
+                source.display()
+            )));
+        }
+        out.push(Share {
+            tag: format!("vol{}", out.len()),
+            source,
+            destination,
+            read_only: options.iter().any(|o| o == "ro"),
+        });
+    }
+    Ok(out)
+}
+
+/// The guest's memory and vCPUs from the spec's limits: `--memory` is the
+/// guest's RAM (at least [`MIN_MEMORY_MIB`]), `--cpus` rounded up its
+/// vCPUs.
+fn guest_size(spec: &Spec) -> Result<(u32, u32), SandboxError> {
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let memory = resources
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|&l| l > 0);
+    let memory_mib = match memory {
+        Some(bytes) => {
+            let mib = (bytes as u64).div_ceil(1 << 20);
+            if mib < MIN_MEMORY_MIB as u64 {
+                return Err(SandboxError::Invalid(format!(
+                    "--memory {mib}m is below the VM sandbox's smallest guest, {MIN_MEMORY_MIB}m: raise it"
+                )));
+            }
+            u32::try_from(mib).map_err(|_| {
+                SandboxError::Invalid(format!("--memory {mib}m is too large for a guest"))
+            })?
+        }
+        None => DEFAULT_MEMORY_MIB,
+    };
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let cpu = resources.and_then(|r| r.cpu().as_ref());
+    let cpus = match cpu.and_then(|c| Some((c.quota()?, c.period()?))) {
+        Some((quota, period)) if quota > 0 && period > 0 => {
+            (quota as u64).div_ceil(period).clamp(1, host_cpus as u64) as u32
+        }
+        _ => 1,
+    };
+    Ok((memory_mib, cpus))
+}
+
+/// The agent's start request for the spec's process.
+fn start_request(
+    spec: &Spec,
+    seccomp: Option<&CompiledFilter>,
+) -> Result<proto::Start, SandboxError> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| SandboxError::Invalid("the runtime spec has no process".into()))?;
+    let user = process.user();
+    let files = spec
+        .annotations()
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix(skiff_sandbox::spec::ETC_FILE_ANNOTATION)?;
+            skiff_sandbox::spec::ETC_FILES
+                .contains(&name)
+                .then(|| proto::RootFile {
+                    path: format!("/etc/{name}"),
+                    contents: v.clone(),
+                })
+        })
+        .collect();
+    Ok(proto::Start {
+        args: process.args().clone().unwrap_or_default(),
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().to_string_lossy().into_owned(),
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        terminal: process
+            .terminal()
+            .unwrap_or(false)
+            .then_some(proto::TerminalSize { rows: 24, cols: 80 }),
+        hostname: spec.hostname().clone(),
+        files,
+        capabilities: process
+            .capabilities()
+            .as_ref()
+            .map(|c| skiff_sandbox::capabilities::mask(c.bounding())),
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        seccomp: seccomp.map(|f| proto::SeccompFilter {
+            program: proto::to_hex(f.program()),
+            flags: f.flags(),
+        }),
+        shares: Vec::new(),
+    })
+}
+
+/// The end of the guest's console, for an error: a kernel panic's line
+/// if there is one.
+fn console_tail(log: &Path) -> String {
+    let Ok(text) = std::fs::read(log) else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(16 * 1024)..]).into_owned();
+    if let Some(line) = text.lines().find(|l| l.contains("Kernel panic")) {
+        return format!("; the guest kernel panicked: {}", line.trim());
+    }
+    let last: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match last.len() {
+        0 => String::new(),
+        n => format!(
+            "; the guest's console ended with: {}",
+            last[n.saturating_sub(3)..].join(" | ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_named_from_the_console() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("console.log");
+        std::fs::write(
+            &log,
+            "[    1.0] something\n[    2.0] Kernel panic - not syncing: Attempted to kill init!\n",
+        )
+        .unwrap();
+        assert!(console_tail(&log).contains("panicked: [    2.0] Kernel panic"));
+        std::fs::write(&log, "a\nb\n\nc\nd\n").unwrap();
+        assert_eq!(
+            console_tail(&log),
+            "; the guest's console ended with: b | c | d"
+        );
+        assert_eq!(console_tail(&d.path().join("none")), "");
+    }
+}
