@@ -65,45 +65,10 @@ fn the_kernel_mounts_the_erofs_image_with_the_unpacked_tree() {
 #[test]
 fn a_tampered_chunk_fails_the_erofs_image_and_leaves_no_file() {
     let work = tempfile::tempdir().unwrap();
-    let src = layout()
-        .strip_prefix("oci:")
-        .unwrap()
-        .rsplit_once(':')
-        .unwrap()
-        .0;
-    let copy = work.path().join("layout");
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    // The first data blob of the image's manifest.
-    let read_json = |p: &Path| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
-    let blob = |digest: &str| {
-        copy.join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
-    };
-    let index = read_json(&copy.join("index.json"));
-    let manifest = read_json(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
-    let data = blob(manifest["layers"][0]["digest"].as_str().unwrap());
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x20;
-    // The blob is read-only in the cache's copy.
-    let _ = std::fs::remove_file(&data);
-    std::fs::write(&data, &bytes).unwrap();
+    let tampered = common::containers::tampered_layout_copy(work.path());
     let skiff = Skiff::new();
     let file = work.path().join("rootfs.erofs");
-    let (code, err) = skiff.fails(&[
-        "unpack",
-        "--erofs",
-        &format!("oci:{}:full", copy.display()),
-        file.to_str().unwrap(),
-    ]);
+    let (code, err) = skiff.fails(&["unpack", "--erofs", &tampered, file.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("is corrupt"), "{err}");
     assert!(err.contains(": /"), "the message names no file: {err}");
@@ -111,7 +76,6 @@ fn a_tampered_chunk_fails_the_erofs_image_and_leaves_no_file() {
     // Over NBD, QEMU's read of the device fails at the tampered chunk, and
     // the daemon serves on.
     let sock = work.path().join("rootfs.sock");
-    let tampered = format!("oci:{}:full", copy.display());
     skiff.ok(&[
         "mount",
         "--daemon",

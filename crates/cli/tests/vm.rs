@@ -337,49 +337,56 @@ fn a_guest_panic_a_silent_agent_and_a_killed_qemu_fail_clearly_and_leave_nothing
     assert!(err(&o).contains("the VM ended"), "{}", err(&o));
     assert!(!root.is_empty());
     assert_nothing_left(&skiff);
+
+    // The supervisor of a detached VM killed with -9: its QEMU dies with
+    // it (parent-death signal), and the next command records the exit.
+    let id = skiff.ok(&[
+        "run",
+        "-d",
+        "--sandbox",
+        "vm",
+        layout(),
+        "sh",
+        "-c",
+        "sleep 600",
+    ]);
+    let id = id.trim().to_string();
+    let qemu = skiff.json(&["ps"])[0]["pid"].as_i64().unwrap() as i32;
+    let o = Command::new("pgrep")
+        .args(["-f", &format!("supervise {id}")])
+        .output()
+        .unwrap();
+    let supervisor: i32 = out(&o).lines().next().unwrap().trim().parse().unwrap();
+    // SAFETY: kill with integer arguments.
+    unsafe { libc::kill(supervisor, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{qemu}")).exists() {
+        let zombie = std::fs::read_to_string(format!("/proc/{qemu}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
+        if zombie {
+            break;
+        }
+        assert!(Instant::now() < deadline, "QEMU outlived its supervisor");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ps = skiff.json(&["ps", "-a"]);
+    assert_eq!(ps[0]["status"], "exited", "{ps:#}");
+    skiff.ok(&["rm", &id]);
+    assert_nothing_left(&skiff);
 }
 
 #[test]
 fn a_tampered_chunk_fails_that_file_in_the_guest_and_every_other_file_reads() {
     let work = tempfile::tempdir().unwrap();
-    let src = layout()
-        .strip_prefix("oci:")
-        .unwrap()
-        .rsplit_once(':')
-        .unwrap()
-        .0;
-    let copy = work.path().join("layout");
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(&copy)
-        .status()
-        .unwrap()
-        .success());
     let skiff = Skiff::new();
-    let image = format!("oci:{}:full", copy.display());
     // The files of the image and their digests, as unpacked before the
     // damage.
     let unpacked = work.path().join("unpacked");
-    skiff.ok(&["unpack", "-q", &image, unpacked.to_str().unwrap()]);
+    skiff.ok(&["unpack", "-q", layout(), unpacked.to_str().unwrap()]);
     // One byte in the middle of the first data blob; `skiff check` names
     // the files of the chunk it falls in.
-    let read_json = |p: &Path| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
-    let blob = |digest: &str| {
-        copy.join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
-    };
-    let index = read_json(&copy.join("index.json"));
-    let manifest = read_json(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
-    let data = blob(manifest["layers"][0]["digest"].as_str().unwrap());
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x20;
-    // The blob is read-only in the cache's copy.
-    let _ = std::fs::remove_file(&data);
-    std::fs::write(&data, &bytes).unwrap();
+    let image = common::containers::tampered_layout_copy(work.path());
     let report = skiff.run(&["check", &image, "--json"]);
     assert_eq!(code(&report), 3, "{}", err(&report));
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();

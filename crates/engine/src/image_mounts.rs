@@ -56,11 +56,7 @@ impl Engine {
         let dir = root.join("images").join(&key);
         std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         // Serialize concurrent runs of one image: one mounts, the others reuse.
-        let lock_path = dir.join("lock");
-        let lock = std::fs::File::create(&lock_path)
-            .ctx(|| format!("creating {}", lock_path.display()))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| EngineError::io("locking the image mount", e.into()))?;
+        let _lock = lock_image_dir(&dir)?;
         let tree = dir.join("tree");
         let config_path = dir.join("config.json");
         if let Some(rec) = mount_records::read(root, &tree) {
@@ -295,6 +291,16 @@ pub(crate) fn init_layer(tree: &Path, owner: Option<u32>) -> Result<Option<PathB
     }
 }
 
+/// The image directory's lock, held while its mount or block device is
+/// looked at and started: concurrent runs of one image serialize.
+fn lock_image_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("lock");
+    let lock = std::fs::File::create(&path).ctx(|| format!("creating {}", path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| EngineError::io("locking the image mount", e.into()))?;
+    Ok(lock)
+}
+
 fn is_fuse(p: &Path) -> bool {
     rustix::fs::statfs(p).is_ok_and(|s| s.f_type == FUSE_SUPER_MAGIC)
 }
@@ -322,11 +328,7 @@ impl Engine {
     ) -> Result<PathBuf> {
         let root = &self.config.root;
         let dir = tree.parent().unwrap_or(tree);
-        let lock_path = dir.join("lock");
-        let lock = std::fs::File::create(&lock_path)
-            .ctx(|| format!("creating {}", lock_path.display()))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| EngineError::io("locking the image mount", e.into()))?;
+        let _lock = lock_image_dir(dir)?;
         let socket = dir.join("block.sock");
         if let Some(rec) = mount_records::read(root, &socket) {
             if mount_records::alive(rec.pid) && skiff_fs::socket::connect(&socket).is_ok() {

@@ -78,3 +78,39 @@ pub fn run(skiff: &Skiff, opts: &[&str], args: &[&str]) -> Output {
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
+
+/// A copy of the test image's layout in `work/layout`, with one byte in
+/// the middle of its first data blob flipped; the copy's `oci:` reference.
+pub fn tampered_layout_copy(work: &std::path::Path) -> String {
+    let src = layout()
+        .strip_prefix("oci:")
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .0;
+    let copy = work.join("layout");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    let read_json = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let blob = |digest: &str| {
+        copy.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let index = read_json(&copy.join("index.json"));
+    let manifest = read_json(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let data = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    // The blob is read-only in the cache's copy.
+    let _ = std::fs::remove_file(&data);
+    std::fs::write(&data, &bytes).unwrap();
+    format!("oci:{}:full", copy.display())
+}
