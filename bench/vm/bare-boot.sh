@@ -84,8 +84,8 @@ if [ -n "$image" ]; then
   trap cleanup EXIT
   # One run first: the image mount, its block device and the initramfs
   # are made once per node, not per VM.
-  "$skiff" --root "$work/root" -q run --rm --sandbox vm "$image" true 2>/dev/null ||
-    die "skiff run --sandbox vm failed: run it by hand to see why"
+  "$skiff" --root "$work/root" -q run --rm --sandbox vm "$image" true 2>"$work/first.err" ||
+    die "skiff run --sandbox vm failed: $(tail -3 "$work/first.err")"
 fi
 
 # vmrun: prints "to-agent-ready to-first-output" in s, from skiff's start.
@@ -143,17 +143,25 @@ if [ -n "$skiff" ]; then
   # Host memory of one running VM sandbox, as RSS (MiB).
   id=$("$skiff" --root "$work/root" run -d --sandbox vm "$image" sleep 600 2>/dev/null)
   sleep 2
-  rss() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
+  # RSS counts the QEMU binary's and libraries' pages, which every VM on
+  # the node shares; RssAnon is the VM's own; PSS splits the shared pages.
+  mem() { awk -v k="$2" '$1 == k":" {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
+  pss() { awk '$1 == "Pss:" {printf "%.0f", $2 / 1024}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
   qemu=$("$skiff" --root "$work/root" ps --json | jq -r '.[0].pid')
   sup=$(pgrep -f "supervise $id" | head -1)
   block=$(pgrep -f "block.sock" | head -1)
-  q=$(rss "$qemu"); s=$(rss "$sup"); b=$(rss "$block")
   echo
-  echo "| host memory of one VM sandbox | RSS, MiB |"
-  echo "|---|---:|"
-  echo "| QEMU (guest RAM touched, TCG's code cache, devices) | $q |"
-  echo "| its supervisor (skiff) | $s |"
-  echo "| the image's block device daemon (shared by every VM of the image) | $b |"
-  echo "| total | $((q + s + b)) |"
+  echo "| host memory of one VM sandbox, MiB | RSS | RssAnon (its own) | PSS |"
+  echo "|---|---:|---:|---:|"
+  total_rss=0; total_anon=0; total_pss=0
+  for row in "QEMU (guest RAM touched, TCG's code cache, devices):$qemu" \
+             "its supervisor (skiff):$sup" \
+             "the image's block device daemon (shared by every VM of the image):$block"; do
+    name=${row%:*}; pid=${row##*:}
+    r=$(mem "$pid" VmRSS); a=$(mem "$pid" RssAnon); p=$(pss "$pid")
+    echo "| $name | $r | $a | $p |"
+    total_rss=$((total_rss + r)); total_anon=$((total_anon + a)); total_pss=$((total_pss + p))
+  done
+  echo "| total | $total_rss | $total_anon | $total_pss |"
   "$skiff" --root "$work/root" rm -f "$id" >/dev/null
 fi

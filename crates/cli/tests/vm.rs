@@ -197,7 +197,8 @@ fn env_workdir_user_stdin_volumes_and_a_missing_command() {
 
 #[test]
 fn a_terminal_under_t_and_a_detached_container_that_stops() {
-    let skiff = Skiff::new();
+    // Its sockets' paths are longer than a unix socket address holds.
+    let skiff = Skiff::with_deep_root();
     let o = run_vm(
         &skiff,
         &["-t"],

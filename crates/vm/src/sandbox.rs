@@ -199,8 +199,10 @@ impl VmSandbox {
         let agent_socket = c.bundle.join("agent.sock");
         let console_log = c.bundle.join("console.log");
         let _ = std::fs::remove_file(&agent_socket);
+        let agent_path = SocketPath::of(&agent_socket)?;
+        let rootfs_path = SocketPath::of(rootfs)?;
         // In the container's directory, which is root's alone.
-        let listener = UnixListener::bind(&agent_socket).map_err(|e| SandboxError::Io {
+        let listener = UnixListener::bind(&agent_path.given).map_err(|e| SandboxError::Io {
             context: format!("binding {}", agent_socket.display()),
             source: e,
         })?;
@@ -216,8 +218,8 @@ impl VmSandbox {
         let mut cmd = qemu.command(&VmSpec {
             kernel: assets.kernel.clone(),
             initramfs,
-            rootfs_socket: rootfs.to_path_buf(),
-            agent_socket: agent_socket.clone(),
+            rootfs_socket: rootfs_path.given.clone(),
+            agent_socket: agent_path.given.clone(),
             memory_mib,
             cpus,
             shares,
@@ -226,12 +228,20 @@ impl VmSandbox {
             .try_clone()
             .map_err(|e| io(format!("duplicating {}", console_log.display()), e))?;
         cmd.stdout(log).stderr(log_err);
-        // SAFETY: setsid and prctl are async-signal-safe and touch no
-        // memory of the parent. QEMU leaves the terminal's process group
-        // (the supervisor forwards signals), and dies with its supervisor.
+        let keep = [agent_path.fd(), rootfs_path.fd()];
+        // SAFETY: setsid, prctl and fcntl are async-signal-safe and touch
+        // no memory of the parent. QEMU leaves the terminal's process
+        // group (the supervisor forwards signals), dies with its
+        // supervisor, and keeps the directories its socket paths go
+        // through.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::setsid();
+                for fd in keep.into_iter().flatten() {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -550,6 +560,51 @@ impl VmSandbox {
         let mut o = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
         o.stdout = None;
         o.stderr = None;
+    }
+}
+
+/// A unix socket's path as a process is given it: the path itself, or,
+/// past what `sun_path` holds (a deep `--root`; `/var/lib/skiff` with a
+/// 64-hex container ID is already close), `/proc/self/fd/N/NAME` through
+/// its directory opened `O_PATH`. QEMU inherits that fd at the same
+/// number, so the path means the same in it.
+struct SocketPath {
+    given: PathBuf,
+    dir: Option<OwnedFd>,
+}
+
+impl SocketPath {
+    const DIRECT_MAX: usize = 100;
+
+    fn of(path: &Path) -> Result<SocketPath, SandboxError> {
+        if path.as_os_str().len() <= Self::DIRECT_MAX {
+            return Ok(SocketPath {
+                given: path.to_path_buf(),
+                dir: None,
+            });
+        }
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(SandboxError::Invalid(format!(
+                "{} is not a socket's path",
+                path.display()
+            )));
+        };
+        let fd = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| io(format!("opening {}", dir.display()), e.into()))?;
+        use std::os::fd::AsRawFd;
+        Ok(SocketPath {
+            given: Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())).join(name),
+            dir: Some(fd),
+        })
+    }
+
+    fn fd(&self) -> Option<i32> {
+        use std::os::fd::AsRawFd;
+        self.dir.as_ref().map(|d| d.as_raw_fd())
     }
 }
 
