@@ -232,6 +232,47 @@ fn a_terminal_under_t_and_a_detached_container_that_stops() {
         assert!(Instant::now() < deadline, "the guest never started");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // skiff exec: a second process in the same guest, in its namespaces
+    // (it sees the first one's file), as another user, with its own exit.
+    let o = skiff.run(&[
+        "exec",
+        "-u",
+        "1000",
+        "-e",
+        "WHO=exec",
+        id,
+        "sh",
+        "-c",
+        "echo who=$WHO uid=$(id -u); echo kernel=$(uname -r); \
+         echo seen=$(ls /proc | grep -c '^[0-9]'); exit 4",
+    ]);
+    let text = out(&o);
+    assert_eq!(code(&o), 4, "{text}{}", err(&o));
+    assert_eq!(field(&text, "who"), "exec uid=1000");
+    assert!(field(&text, "kernel").starts_with("6.1."), "{text}");
+    let seen: u32 = field(&text, "seen").parse().unwrap();
+    assert!(
+        seen < 10,
+        "the exec sees {seen} processes: not the container's pid namespace"
+    );
+    // Its stdin, and a command that does not exist.
+    let mut child = skiff
+        .cmd()
+        .args(["exec", "-i", id, "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through exec\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(out(&o), "through exec\n");
+    let o = skiff.run(&["exec", id, "no-such-command"]);
+    assert_eq!(code(&o), 127, "{}", err(&o));
     skiff.ok(&["stop", "-t", "20", id]);
     let logs = skiff.ok(&["logs", id]);
     assert!(logs.contains("stopping"), "{logs}");

@@ -2,9 +2,11 @@
 //! initramfs, and the hypervisor that boots it. See README.md.
 
 pub mod assets;
+mod exec;
 pub mod hypervisor;
 pub mod initramfs;
 pub mod sandbox;
+mod streams;
 
 pub use assets::GuestAssets;
 pub use hypervisor::{pick_accel, Accel, Hypervisor, Qemu, Share, VmSpec};

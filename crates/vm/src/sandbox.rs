@@ -3,14 +3,14 @@
 //! the agent over virtio-serial (docs/agent.md).
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,11 @@ use skiff_agent_protocol::{self as proto, Kind, FIRST_PROCESS};
 use skiff_sandbox::seccomp_filter::CompiledFilter;
 use skiff_sandbox::{
     ExecProcess, ExecStart, Exit, ImageFacts, Lifecycle, Prepare, RootKind, Running, Sandbox,
-    SandboxError, SandboxKind, SignalHandle, Stats, Stdio,
+    SandboxError, SandboxKind, SignalHandle, Stats,
 };
 
 use crate::hypervisor::{Hypervisor, Qemu, Share, VmSpec};
+use crate::streams::{read_guest, wire, Event, GuestStdio, Routes, SocketPath, Streams};
 use crate::GuestAssets;
 
 /// A guest without `--memory`.
@@ -83,14 +84,18 @@ impl SandboxKind for VmKind {
         Ok(Box::new(VmSandbox::boot(self, container)?))
     }
 
+    /// Through the container's supervisor, which relays the process's
+    /// frames on the agent channel (`ROOT/containers/ID/exec.sock`).
     fn exec(
         &self,
-        _container: Running<'_>,
-        _start: ExecStart<'_>,
+        container: Running<'_>,
+        start: ExecStart<'_>,
     ) -> Result<Box<dyn ExecProcess>, SandboxError> {
-        Err(SandboxError::Unsupported(
-            "skiff exec into a VM sandbox is not supported yet: only the container's own process runs in its guest".into(),
-        ))
+        Ok(Box::new(crate::exec::VmExec::start(
+            container,
+            start,
+            &self.filter_cache,
+        )?))
     }
 
     /// QEMU runs in the container's cgroup: removing it ends the VM.
@@ -104,23 +109,6 @@ impl SandboxKind for VmKind {
     }
 }
 
-/// What the guest tells the host, in order.
-enum Event {
-    Ready(proto::Ready),
-    Started,
-    Failed(proto::Failed),
-    Exited(proto::Exited),
-    /// The channel ended: QEMU exited, or the guest broke the protocol.
-    Closed(String),
-}
-
-/// Where the guest's output goes, set at the start.
-#[derive(Default)]
-struct Outputs {
-    stdout: Option<File>,
-    stderr: Option<File>,
-}
-
 /// One container's VM.
 pub struct VmSandbox {
     qemu: Child,
@@ -129,7 +117,9 @@ pub struct VmSandbox {
     console_log: PathBuf,
     channel: Arc<Mutex<UnixStream>>,
     events: Receiver<Event>,
-    outputs: Arc<Mutex<Outputs>>,
+    streams: Streams,
+    /// Exec clients, by the process number given to each.
+    routes: Arc<Routes>,
     /// The streams, until the start wires them.
     stdio: Option<GuestStdio>,
     console: Option<OwnedFd>,
@@ -137,20 +127,7 @@ pub struct VmSandbox {
     start: proto::Start,
     /// Set once SIGKILL has ended the VM.
     killed: Arc<AtomicBool>,
-    /// Stops the terminal's resize watch.
-    stop_watch: Arc<AtomicBool>,
-    /// Written once the process has exited: stops the stdin relay.
-    stop_input: Arc<OwnedFd>,
-}
-
-/// The host's ends of the guest process's streams.
-struct GuestStdio {
-    /// What the process reads; `None` reads nothing (its stdin closes).
-    input: Option<File>,
-    stdout: File,
-    stderr: File,
-    /// The terminal's host side, whose size the guest's follows.
-    terminal: Option<Arc<OwnedFd>>,
+    exec_socket: PathBuf,
 }
 
 impl VmSandbox {
@@ -282,32 +259,33 @@ impl VmSandbox {
             .try_clone()
             .map_err(|e| io("duplicating the agent channel".into(), e))?;
         let (tx, events) = channel();
-        let outputs = Arc::new(Mutex::new(Outputs::default()));
+        let streams = Streams::new()?;
+        let routes: Arc<Routes> = Arc::default();
         {
-            let outputs = outputs.clone();
+            let (outputs, routes) = (streams.outputs.clone(), routes.clone());
             std::thread::Builder::new()
                 .name("skiff-vm-agent".into())
-                .spawn(move || read_guest(reader, tx, &outputs))
+                .spawn(move || read_guest(reader, tx, &outputs, Some(&routes)))
                 .map_err(|e| io("starting the agent reader".into(), e))?;
         }
+        let channel = Arc::new(Mutex::new(stream));
+        let exec_socket = c.bundle.join("exec.sock");
+        crate::exec::serve(&exec_socket, &channel, &routes)?;
         let mut sandbox = VmSandbox {
             qemu: child,
             cgroups_path,
             agent_socket,
             console_log,
-            channel: Arc::new(Mutex::new(stream)),
+            channel,
             events,
-            outputs,
+            streams,
+            routes,
             stdio: Some(stdio),
             console,
             relay,
             start,
             killed: Arc::new(AtomicBool::new(false)),
-            stop_watch: Arc::new(AtomicBool::new(false)),
-            stop_input: Arc::new(
-                rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
-                    .map_err(|e| io("making an eventfd".into(), e.into()))?,
-            ),
+            exec_socket,
         };
         let deadline = booted + boot_timeout();
         match sandbox.next_event(deadline, "boot to its agent") {
@@ -392,58 +370,16 @@ impl Sandbox for VmSandbox {
             .take()
             .ok_or_else(|| SandboxError::Invalid("the VM's process was started already".into()))?;
         let mut start = self.start.clone();
-        if let (Some(t), Some(size)) = (&stdio.terminal, start.terminal.as_mut()) {
-            if let Ok(ws) = rustix::termios::tcgetwinsize(t.as_fd()) {
-                *size = proto::TerminalSize {
-                    rows: ws.ws_row,
-                    cols: ws.ws_col,
-                };
-            }
-        }
-        {
-            let mut o = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
-            o.stdout = Some(stdio.stdout);
-            o.stderr = Some(stdio.stderr);
-        }
+        let pending = self.streams.attach(stdio, &mut start);
         let body = serde_json::to_vec(&start)
             .map_err(|e| SandboxError::Invalid(format!("encoding the start request: {e}")))?;
         self.send(Kind::Start, &body)?;
-        match self.next_event(
+        let answer = self.next_event(
             Instant::now() + START_TIMEOUT,
             "start the container's process",
-        )? {
-            Event::Started => {}
-            Event::Failed(f) => {
-                return Err(match f.reason {
-                    proto::FailReason::NotFound => SandboxError::NotFound(f.message),
-                    proto::FailReason::NotExecutable => SandboxError::NotExecutable(f.message),
-                    proto::FailReason::Invalid => SandboxError::Invalid(f.message),
-                    proto::FailReason::Setup => SandboxError::Setup(f.message),
-                })
-            }
-            _ => {
-                return Err(SandboxError::Setup(
-                    "the guest's agent answered the start out of turn".into(),
-                ))
-            }
-        }
-        if let Some(input) = stdio.input {
-            let (channel, stop) = (self.channel.clone(), self.stop_input.clone());
-            std::thread::Builder::new()
-                .name("skiff-vm-stdin".into())
-                .spawn(move || send_input(input, &channel, &stop))
-                .map_err(|e| io("starting the stdin relay".into(), e))?;
-        } else {
-            self.send(Kind::Stdin, &[])?;
-        }
-        if let Some(t) = stdio.terminal {
-            let (channel, stop) = (self.channel.clone(), self.stop_watch.clone());
-            std::thread::Builder::new()
-                .name("skiff-vm-resize".into())
-                .spawn(move || watch_size(&t, &channel, &stop))
-                .map_err(|e| io("starting the terminal's resize watch".into(), e))?;
-        }
-        Ok(())
+        )?;
+        crate::streams::started(answer)?;
+        self.streams.run(pending, &self.channel)
     }
 
     fn signal(&self, signal: i32) -> Result<(), SandboxError> {
@@ -538,13 +474,14 @@ impl Sandbox for VmSandbox {
         }
         self.end_streams();
         let _ = std::fs::remove_file(&self.agent_socket);
+        let _ = std::fs::remove_file(&self.exec_socket);
         skiff_sandbox::cgroups::remove(&self.cgroups_path)
     }
 }
 
 impl Drop for VmSandbox {
     fn drop(&mut self) {
-        self.stop_watch.store(true, Ordering::SeqCst);
+        self.streams.end();
         if !matches!(self.qemu.try_wait(), Ok(Some(_))) {
             let _ = self.qemu.kill();
             let _ = self.qemu.wait();
@@ -553,62 +490,18 @@ impl Drop for VmSandbox {
 }
 
 impl VmSandbox {
-    /// Closes the host's ends of the output, so the relay sees their end.
+    /// Closes the host's ends of the output, so the relay sees their end;
+    /// exec clients lose their processes with the VM.
     fn end_streams(&mut self) {
-        self.stop_watch.store(true, Ordering::SeqCst);
-        let _ = rustix::io::write(&*self.stop_input, &1u64.to_ne_bytes());
-        let mut o = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
-        o.stdout = None;
-        o.stderr = None;
+        self.streams.end();
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
-/// A unix socket's path as a process is given it: the path itself, or,
-/// past what `sun_path` holds (a deep `--root`; `/var/lib/skiff` with a
-/// 64-hex container ID is already close), `/proc/self/fd/N/NAME` through
-/// its directory opened `O_PATH`. QEMU inherits that fd at the same
-/// number, so the path means the same in it.
-struct SocketPath {
-    given: PathBuf,
-    dir: Option<OwnedFd>,
-}
-
-impl SocketPath {
-    const DIRECT_MAX: usize = 100;
-
-    fn of(path: &Path) -> Result<SocketPath, SandboxError> {
-        if path.as_os_str().len() <= Self::DIRECT_MAX {
-            return Ok(SocketPath {
-                given: path.to_path_buf(),
-                dir: None,
-            });
-        }
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(SandboxError::Invalid(format!(
-                "{} is not a socket's path",
-                path.display()
-            )));
-        };
-        let fd = rustix::fs::open(
-            dir,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| io(format!("opening {}", dir.display()), e.into()))?;
-        use std::os::fd::AsRawFd;
-        Ok(SocketPath {
-            given: Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())).join(name),
-            dir: Some(fd),
-        })
-    }
-
-    fn fd(&self) -> Option<i32> {
-        use std::os::fd::AsRawFd;
-        self.dir.as_ref().map(|d| d.as_raw_fd())
-    }
-}
-
-fn io(context: String, source: std::io::Error) -> SandboxError {
+pub(crate) fn io(context: String, source: std::io::Error) -> SandboxError {
     SandboxError::Io { context, source }
 }
 
@@ -652,202 +545,6 @@ fn accept(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// The guest's frames, until the channel ends. Output is written to the
-/// host's ends as it comes, so that it is all there before the exit is
-/// reported.
-fn read_guest(mut stream: UnixStream, events: Sender<Event>, outputs: &Mutex<Outputs>) {
-    let why = loop {
-        let frame = match proto::read_frame(&mut stream) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break "the agent channel closed".to_string()
-            }
-            Err(e) => break format!("the agent channel: {e}"),
-        };
-        if frame.process != FIRST_PROCESS {
-            continue;
-        }
-        let event = match frame.kind {
-            Kind::Stdout | Kind::Stderr => {
-                let mut o = outputs.lock().unwrap_or_else(|p| p.into_inner());
-                let sink = if frame.kind == Kind::Stdout {
-                    o.stdout.as_mut()
-                } else {
-                    o.stderr.as_mut()
-                };
-                // A reader that went away drops the output, as a closed
-                // pipe would.
-                if let Some(f) = sink {
-                    let _ = f.write_all(&frame.payload);
-                }
-                continue;
-            }
-            Kind::Ready => frame.body().map(Event::Ready),
-            Kind::Started => frame.body::<proto::Started>().map(|_| Event::Started),
-            Kind::Failed => frame.body().map(Event::Failed),
-            Kind::Exited => frame.body().map(Event::Exited),
-            other => break format!("the agent sent a host's frame ({other:?})"),
-        };
-        match event {
-            Ok(e) => {
-                if events.send(e).is_err() {
-                    return;
-                }
-            }
-            Err(e) => break e.to_string(),
-        }
-    };
-    let _ = events.send(Event::Closed(why));
-}
-
-/// Copies what the process is to read to the guest, then closes its
-/// stdin; stops when `stop` is signalled (the process has exited), so
-/// that a terminal's other side is not held open by a read that never
-/// returns.
-fn send_input(mut input: File, channel: &Mutex<UnixStream>, stop: &OwnedFd) {
-    use rustix::event::{PollFd, PollFlags};
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        let mut fds = [
-            PollFd::new(&input, PollFlags::IN),
-            PollFd::new(stop, PollFlags::IN),
-        ];
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => return,
-        }
-        if !fds[1].revents().is_empty() {
-            return;
-        }
-        let n = match input.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // A terminal whose other side closed reads EIO: its end.
-            Err(_) => 0,
-        };
-        let mut c = channel.lock().unwrap_or_else(|p| p.into_inner());
-        if proto::write_frame(&mut *c, Kind::Stdin, FIRST_PROCESS, &buf[..n]).is_err() || n == 0 {
-            return;
-        }
-    }
-}
-
-/// Follows the host terminal's size: a pty's other side gets no SIGWINCH,
-/// so it is read every 100 ms and sent when it changes.
-fn watch_size(terminal: &OwnedFd, channel: &Mutex<UnixStream>, stop: &AtomicBool) {
-    let mut last = None;
-    while !stop.load(Ordering::SeqCst) {
-        if let Ok(ws) = rustix::termios::tcgetwinsize(terminal) {
-            let size = (ws.ws_row, ws.ws_col);
-            if last.is_some_and(|l| l != size) {
-                let mut b = [0u8; 4];
-                b[..2].copy_from_slice(&size.0.to_be_bytes());
-                b[2..].copy_from_slice(&size.1.to_be_bytes());
-                let mut c = channel.lock().unwrap_or_else(|p| p.into_inner());
-                if proto::write_frame(&mut *c, Kind::Resize, FIRST_PROCESS, &b).is_err() {
-                    return;
-                }
-            }
-            last = Some(size);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The streams as the sandbox kind's caller gave them, and the host's
-/// ends the guest's process reads and writes through.
-fn wire(
-    stdio: Stdio,
-) -> Result<
-    (
-        GuestStdio,
-        Option<OwnedFd>,
-        Option<skiff_sandbox::relay::Relay>,
-    ),
-    SandboxError,
-> {
-    Ok(match stdio {
-        Stdio::Files {
-            stdin,
-            stdout,
-            stderr,
-        } => (
-            GuestStdio {
-                input: Some(stdin.into()),
-                stdout: stdout.into(),
-                stderr: stderr.into(),
-                terminal: None,
-            },
-            None,
-            None,
-        ),
-        Stdio::Relay {
-            stdin,
-            stdout,
-            stderr,
-            tap,
-        } => {
-            let has_input = stdin.is_some();
-            let ([input, out, err], relay) =
-                skiff_sandbox::relay::remote(stdin, stdout, stderr, tap)?;
-            (
-                GuestStdio {
-                    input: has_input.then(|| input.into()),
-                    stdout: out.into(),
-                    stderr: err.into(),
-                    terminal: None,
-                },
-                None,
-                Some(relay),
-            )
-        }
-        Stdio::Terminal => {
-            let pty = rustix::pty::openpt(
-                rustix::pty::OpenptFlags::RDWR
-                    | rustix::pty::OpenptFlags::NOCTTY
-                    | rustix::pty::OpenptFlags::CLOEXEC,
-            )
-            .map_err(|e| io("opening a terminal".into(), e.into()))?;
-            rustix::pty::grantpt(&pty).map_err(|e| io("granting the terminal".into(), e.into()))?;
-            rustix::pty::unlockpt(&pty)
-                .map_err(|e| io("unlocking the terminal".into(), e.into()))?;
-            let name = rustix::pty::ptsname(&pty, Vec::new())
-                .map_err(|e| io("naming the terminal".into(), e.into()))?;
-            let slave: OwnedFd = rustix::fs::open(
-                name.as_c_str(),
-                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| io("opening the terminal's other side".into(), e.into()))?;
-            // A transparent line: the guest's own terminal echoes, edits
-            // and translates.
-            let mut t = rustix::termios::tcgetattr(&slave)
-                .map_err(|e| io("reading the terminal's modes".into(), e.into()))?;
-            t.make_raw();
-            rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &t)
-                .map_err(|e| io("making the terminal raw".into(), e.into()))?;
-            let dup = |fd: &OwnedFd| -> Result<File, SandboxError> {
-                Ok(fd
-                    .try_clone()
-                    .map_err(|e| io("duplicating the terminal".into(), e))?
-                    .into())
-            };
-            let slave = Arc::new(slave);
-            (
-                GuestStdio {
-                    input: Some(dup(&slave)?),
-                    stdout: dup(&slave)?,
-                    stderr: dup(&slave)?,
-                    terminal: Some(slave),
-                },
-                Some(pty),
-                None,
-            )
-        }
-    })
 }
 
 /// What a VM cannot honour is an error that names it, never skipped.
@@ -942,6 +639,15 @@ fn start_request(
         .process()
         .as_ref()
         .ok_or_else(|| SandboxError::Invalid("the runtime spec has no process".into()))?;
+    process_request(process, spec, seccomp)
+}
+
+/// The agent's start request for `process`, in the container of `spec`.
+pub(crate) fn process_request(
+    process: &oci_spec::runtime::Process,
+    spec: &Spec,
+    seccomp: Option<&CompiledFilter>,
+) -> Result<proto::Start, SandboxError> {
     let user = process.user();
     let files = spec
         .annotations()

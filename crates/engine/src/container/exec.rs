@@ -47,9 +47,15 @@ impl Engine {
         }
         let cdir = record::dir(root, &record.id);
         let spec = record::load_spec(root, &record.id)?;
-        let process = exec_process(&spec, req, pid)?;
-        let (stdio, terminal) = launch.into_stdio()?;
         let kind = self.kind(&record.sandbox)?;
+        // Names are the container's own: its files, seen through its root;
+        // a guest's root is not the host's to look into, so the image's.
+        let users_root = match kind.root() {
+            skiff_sandbox::RootKind::Directory => PathBuf::from(format!("/proc/{pid}/root")),
+            skiff_sandbox::RootKind::BlockDevice => record.image_mount.clone(),
+        };
+        let process = exec_process(&spec, req, &users_root)?;
+        let (stdio, terminal) = launch.into_stdio()?;
         let mut proc = kind.exec(
             Running {
                 pid,
@@ -87,7 +93,11 @@ impl Engine {
 
 /// The spec's `process` for the exec: the container's, with the request's
 /// command, environment, directory, user and terminal.
-fn exec_process(spec: &Spec, req: &ExecRequest, pid: i32) -> Result<oci_spec::runtime::Process> {
+fn exec_process(
+    spec: &Spec,
+    req: &ExecRequest,
+    users_root: &std::path::Path,
+) -> Result<oci_spec::runtime::Process> {
     let mut process = spec
         .process()
         .clone()
@@ -114,9 +124,7 @@ fn exec_process(spec: &Spec, req: &ExecRequest, pid: i32) -> Result<oci_spec::ru
         process.set_cwd(PathBuf::from(w));
     }
     if let Some(u) = &req.user {
-        // Names are the container's own: its files, seen through its root.
-        let resolved =
-            skiff_sandbox::user::resolve(&PathBuf::from(format!("/proc/{pid}/root")), u)?;
+        let resolved = skiff_sandbox::user::resolve(users_root, u)?;
         let mut user = process.user().clone();
         user.set_uid(resolved.user.uid);
         user.set_gid(resolved.user.gid);

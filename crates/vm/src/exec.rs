@@ -1,0 +1,226 @@
+//! `skiff exec` into a VM: the supervisor, which owns the agent channel,
+//! serves `ROOT/containers/ID/exec.sock`; each client connection is one
+//! process, given a process number of its own on the channel (docs/agent.md).
+//! The client speaks the agent protocol as if it were the only process
+//! (number 0); the supervisor renumbers its frames both ways.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use skiff_agent_protocol::{self as proto, Kind, FIRST_PROCESS};
+use skiff_sandbox::seccomp_filter::CompiledFilter;
+use skiff_sandbox::{ExecProcess, ExecStart, Exit, Running, SandboxError, SignalHandle};
+
+use crate::sandbox::io;
+use crate::streams::{read_guest, wire, Event, Routes, SocketPath, Streams};
+
+/// How long the agent may take to answer an exec's start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The supervisor's side: accepts exec clients on `socket` and relays
+/// their frames to the agent on `agent` as processes 1, 2, ...
+pub(crate) fn serve(
+    socket: &Path,
+    agent: &Arc<Mutex<UnixStream>>,
+    routes: &Arc<Routes>,
+) -> Result<(), SandboxError> {
+    let _ = std::fs::remove_file(socket);
+    let path = SocketPath::of(socket)?;
+    // In the container's directory, which is root's alone.
+    let listener = UnixListener::bind(&path.given)
+        .map_err(|e| io(format!("binding {}", socket.display()), e))?;
+    let (agent, routes) = (agent.clone(), routes.clone());
+    let next = Arc::new(AtomicU32::new(FIRST_PROCESS + 1));
+    std::thread::Builder::new()
+        .name("skiff-vm-exec".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let id = next.fetch_add(1, Ordering::SeqCst);
+                let Ok(back) = conn.try_clone() else { continue };
+                routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, back);
+                let (agent, routes) = (agent.clone(), routes.clone());
+                std::thread::spawn(move || relay_client(conn, id, &agent, &routes));
+            }
+        })
+        .map_err(|e| io("starting the exec listener".into(), e))?;
+    Ok(())
+}
+
+/// One client's frames to the agent as process `id`. A client that goes
+/// away takes its process with it, as a namespace exec dies with its
+/// caller.
+fn relay_client(mut conn: UnixStream, id: u32, agent: &Mutex<UnixStream>, routes: &Routes) {
+    let send = |kind: Kind, payload: &[u8]| {
+        let mut a = agent.lock().unwrap_or_else(|p| p.into_inner());
+        proto::write_frame(&mut *a, kind, id, payload)
+    };
+    while let Ok(frame) = proto::read_frame(&mut conn) {
+        let allowed = matches!(
+            frame.kind,
+            Kind::Start | Kind::Stdin | Kind::Signal | Kind::Resize
+        );
+        if !allowed || frame.process != FIRST_PROCESS || send(frame.kind, &frame.payload).is_err() {
+            break;
+        }
+    }
+    let still = routes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id)
+        .is_some();
+    if still {
+        let _ = send(Kind::Signal, &libc::SIGKILL.to_be_bytes());
+    }
+}
+
+/// A process exec'd into a VM, seen from the `skiff exec` side.
+pub struct VmExec {
+    /// Its pid in the guest: the host has no process for it.
+    pid: i32,
+    channel: Arc<Mutex<UnixStream>>,
+    events: Receiver<Event>,
+    streams: Streams,
+    console: Option<OwnedFd>,
+    relay: Option<skiff_sandbox::relay::Relay>,
+}
+
+impl VmExec {
+    pub(crate) fn start(
+        container: Running<'_>,
+        start: ExecStart<'_>,
+        filter_cache: &Path,
+    ) -> Result<Self, SandboxError> {
+        if start.detached {
+            return Err(SandboxError::Unsupported(
+                "a detached exec into a VM sandbox is not supported".into(),
+            ));
+        }
+        let socket = container.bundle.join("exec.sock");
+        let path = SocketPath::of(&socket)?;
+        let stream = UnixStream::connect(&path.given).map_err(|e| {
+            SandboxError::Setup(format!(
+                "reaching the VM's supervisor at {} ({e}): is the container running?",
+                socket.display()
+            ))
+        })?;
+        let spec = container.spec;
+        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(policy) => Some(CompiledFilter::cached(policy, filter_cache)?),
+            None => None,
+        };
+        let mut request = crate::sandbox::process_request(start.process, spec, seccomp.as_ref())?;
+        let (stdio, console, relay) = wire(start.stdio)?;
+        let streams = Streams::new()?;
+        let pending = streams.attach(stdio, &mut request);
+        let reader = stream
+            .try_clone()
+            .map_err(|e| io("duplicating the exec channel".into(), e))?;
+        let (tx, events) = channel();
+        {
+            let outputs = streams.outputs.clone();
+            std::thread::Builder::new()
+                .name("skiff-vm-exec".into())
+                .spawn(move || read_guest(reader, tx, &outputs, None))
+                .map_err(|e| io("starting the exec reader".into(), e))?;
+        }
+        let channel = Arc::new(Mutex::new(stream));
+        {
+            let body = serde_json::to_vec(&request)
+                .map_err(|e| SandboxError::Invalid(format!("encoding the start request: {e}")))?;
+            let mut c = channel.lock().unwrap_or_else(|p| p.into_inner());
+            proto::write_frame(&mut *c, Kind::Start, FIRST_PROCESS, &body)
+                .map_err(|e| io("writing to the VM's supervisor".into(), e))?;
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        let answer = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(left) {
+                Ok(Event::Closed(why)) => {
+                    return Err(SandboxError::Setup(format!(
+                        "the VM's supervisor closed the exec before it started ({why})"
+                    )))
+                }
+                Ok(Event::Ready(_)) => {}
+                Ok(e) => break e,
+                Err(_) => {
+                    return Err(SandboxError::Setup(format!(
+                        "the guest did not start the exec within {}s",
+                        START_TIMEOUT.as_secs()
+                    )))
+                }
+            }
+        };
+        let pid = crate::streams::started(answer)?;
+        streams.run(pending, &channel)?;
+        Ok(VmExec {
+            pid,
+            channel,
+            events,
+            streams,
+            console,
+            relay,
+        })
+    }
+}
+
+impl ExecProcess for VmExec {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
+    }
+
+    /// Every signal, SIGKILL too, goes to the agent: the VM runs on.
+    fn signal_handle(&self) -> SignalHandle {
+        let channel = self.channel.clone();
+        Arc::new(move |signal| {
+            let mut c = channel.lock().unwrap_or_else(|p| p.into_inner());
+            proto::write_frame(&mut *c, Kind::Signal, FIRST_PROCESS, &signal.to_be_bytes())
+                .map_err(|e| io("signalling through the VM's supervisor".into(), e))
+        })
+    }
+
+    fn wait(&mut self) -> Result<Exit, SandboxError> {
+        let exit = loop {
+            match self.events.recv() {
+                Ok(Event::Exited(e)) => {
+                    break match (e.code, e.signal) {
+                        (_, Some(s)) => Exit::Signal(s),
+                        (Some(c), None) => Exit::Code(c),
+                        (None, None) => Exit::Code(0),
+                    }
+                }
+                Ok(Event::Closed(why)) => {
+                    self.streams.end();
+                    return Err(SandboxError::Setup(format!(
+                        "the exec's channel ended before the process did ({why}): did the container stop?"
+                    )));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    self.streams.end();
+                    return Err(SandboxError::Setup("the exec's reader ended".into()));
+                }
+            }
+        };
+        self.streams.end();
+        Ok(exit)
+    }
+
+    fn finish_output(&mut self) {
+        self.streams.end();
+        if let Some(r) = self.relay.take() {
+            r.finish();
+        }
+    }
+}
