@@ -232,6 +232,36 @@ fn a_terminal_under_t_and_a_detached_container_that_stops() {
         assert!(Instant::now() < deadline, "the guest never started");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // What the running VM exposes on the host is root's alone: its exec and
+    // control sockets, the image's block device, the guest's console.
+    let cdir = skiff.root.path().join("containers").join(
+        std::fs::read_dir(skiff.root.path().join("containers"))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .file_name(),
+    );
+    let block = block_socket(&skiff);
+    for sock in [cdir.join("exec.sock"), cdir.join("control.sock"), block] {
+        assert!(sock.exists(), "{} is missing", sock.display());
+        assert!(
+            !unprivileged_connects(&sock),
+            "nobody reached {}",
+            sock.display()
+        );
+    }
+    assert!(
+        !cdir.join("agent.sock").exists(),
+        "the agent socket outlived QEMU's connect"
+    );
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(cdir.join("console.log"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "nobody read the guest's console");
+
     // skiff exec: a second process in the same guest, in its namespaces
     // (it sees the first one's file), as another user, with its own exit.
     let o = skiff.run(&[
@@ -281,6 +311,39 @@ fn a_terminal_under_t_and_a_detached_container_that_stops() {
     assert_eq!(c["exit_code"], 3, "{ps:#}");
     skiff.ok(&["rm", id]);
     assert_nothing_left(&skiff);
+}
+
+/// The image's shared block device (its NBD daemon's socket).
+fn block_socket(skiff: &Skiff) -> PathBuf {
+    std::fs::read_dir(skiff.root.path().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("block.sock"))
+        .find(|p| p.exists())
+        .expect("no block device daemon")
+}
+
+/// Whether an unprivileged user (nobody) can connect to the socket at
+/// `path`: the sockets a VM exposes on the host are root's alone.
+fn unprivileged_connects(path: &Path) -> bool {
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"])
+        .arg(format!(
+            // Through the directory's fd: the path may be longer than a
+            // socket address holds.
+            "import os,socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n  d=os.open({:?}, os.O_PATH)\n  s.connect('/proc/self/fd/%d/{}' % d)\nexcept PermissionError:\n  print('denied'); sys.exit(0)\nprint('connected')",
+            path.parent().unwrap().display().to_string(),
+            path.file_name().unwrap().to_string_lossy()
+        ))
+        .output()
+        .unwrap();
+    let said = out(&o);
+    assert!(
+        said == "denied\n" || said == "connected\n",
+        "{said}{}",
+        err(&o)
+    );
+    said == "connected\n"
 }
 
 /// A static program built from C, for a guest's `/init`.
@@ -474,12 +537,7 @@ fn a_tampered_chunk_fails_that_file_in_the_guest_and_every_other_file_reads() {
             "{f} read wrong in the guest:\n{text}"
         );
     }
-    let sock = std::fs::read_dir(skiff.root.path().join("images"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("block.sock"))
-        .find(|p| p.exists())
-        .expect("no block device daemon");
+    let sock = block_socket(&skiff);
     let stats = skiff.json(&["stats", sock.to_str().unwrap()]);
     assert!(
         stats["metrics"]["verify_failures"].as_u64().unwrap() > 0,
