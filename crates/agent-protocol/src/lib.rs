@@ -265,6 +265,10 @@ pub struct Exited {
     pub code: Option<i32>,
     #[serde(default)]
     pub signal: Option<i32>,
+    /// The guest kernel's OOM killer has struck since the guest booted
+    /// (the guest's memory is the container's limit).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// Why a process did not start.
@@ -317,6 +321,7 @@ mod tests {
             &Exited {
                 code: Some(3),
                 signal: None,
+                oom_killed: false,
             },
         )
         .unwrap();

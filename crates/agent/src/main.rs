@@ -242,17 +242,32 @@ pub(crate) fn finish(
 }
 
 fn exited(status: i32) -> proto::Exited {
+    let oom_killed = oom_kills() > 0;
     if libc::WIFSIGNALED(status) {
         proto::Exited {
             code: None,
             signal: Some(libc::WTERMSIG(status)),
+            oom_killed,
         }
     } else {
         proto::Exited {
             code: Some(libc::WEXITSTATUS(status)),
             signal: None,
+            oom_killed,
         }
     }
+}
+
+/// How often the guest kernel's OOM killer has struck since boot.
+fn oom_kills() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .ok()
+        .and_then(|v| {
+            v.lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Copies one output stream of process `id` to the host, then reports

@@ -188,6 +188,22 @@ fn env_workdir_user_stdin_volumes_and_a_missing_command() {
         "stdin's end did not reach the guest"
     );
 
+    // --memory is the guest's: a process that outgrows it is killed by the
+    // guest kernel's OOM killer, and skiff says so, as for a namespace
+    // container.
+    let o = run_vm(
+        &skiff,
+        &["--memory", "128m"],
+        layout(),
+        &[
+            "python3",
+            "-c",
+            "a = []\nfor _ in range(100): a.append(bytearray(10 << 20))\nprint('survived')",
+        ],
+    );
+    assert_eq!(code(&o), 137, "{}{}", out(&o), err(&o));
+    assert!(err(&o).contains("OOM killer"), "{}", err(&o));
+
     // A command that does not exist: 127, as in the namespace sandbox.
     let o = run_vm(&skiff, &[], layout(), &["no-such-command"]);
     assert_eq!(code(&o), 127, "{}", err(&o));

@@ -128,6 +128,7 @@ pub struct VmSandbox {
     /// Set once SIGKILL has ended the VM.
     killed: Arc<AtomicBool>,
     exec_socket: PathBuf,
+    oom_killed: bool,
 }
 
 impl VmSandbox {
@@ -286,6 +287,7 @@ impl VmSandbox {
             start,
             killed: Arc::new(AtomicBool::new(false)),
             exec_socket,
+            oom_killed: false,
         };
         let deadline = booted + boot_timeout();
         match sandbox.next_event(deadline, "boot to its agent") {
@@ -410,11 +412,12 @@ impl Sandbox for VmSandbox {
                 .unwrap_or_else(|_| Event::Closed("the agent reader ended".into()));
             match event {
                 Event::Exited(e) => {
+                    self.oom_killed = e.oom_killed;
                     break match (e.code, e.signal) {
                         (_, Some(s)) => Exit::Signal(s),
                         (Some(c), None) => Exit::Code(c),
                         (None, None) => Exit::Code(0),
-                    }
+                    };
                 }
                 // SIGKILL ends the VM, and so the process.
                 Event::Closed(_) if self.killed.load(Ordering::SeqCst) => {
@@ -459,8 +462,9 @@ impl Sandbox for VmSandbox {
         }
     }
 
+    /// As the agent read the guest kernel's count.
     fn oom_killed(&self) -> bool {
-        false
+        self.oom_killed
     }
 
     fn stats(&self) -> Result<Stats, SandboxError> {
