@@ -602,13 +602,33 @@ fn volumes_read_only_and_read_write() {
 fn probe() -> &'static Path {
     static PROBE: OnceLock<PathBuf> = OnceLock::new();
     PROBE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("skiff-probe-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Built once per source, and kept: a directory per run would pile
+        // up. In /tmp, which a user namespace's root may enter (the cache
+        // under /root it may not).
+        let source = common::repo_root().join("tests/support/sandbox_probe.c");
+        let key = &common::containers::sha256_hex(&std::fs::read(&source).unwrap())[..16];
+        let dir = std::env::temp_dir().join(format!("skiff-probe-{key}"));
         let bin = dir.join("sandbox_probe");
-        sh(Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&bin)
-            .arg(common::repo_root().join("tests/support/sandbox_probe.c")));
+        // Another user's directory of that name is never trusted.
+        if let Ok(m) = std::fs::symlink_metadata(&dir) {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: geteuid takes nothing and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            assert!(
+                m.is_dir() && m.uid() == me && m.mode() & 0o022 == 0,
+                "{} is not this user's own directory: remove it",
+                dir.display()
+            );
+        }
+        if !bin.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let tmp = dir.join(format!(".sandbox_probe.{}", std::process::id()));
+            sh(Command::new("gcc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&tmp)
+                .arg(&source));
+            std::fs::rename(&tmp, &bin).unwrap();
+        }
         bin
     })
 }
