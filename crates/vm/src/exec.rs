@@ -194,11 +194,7 @@ impl ExecProcess for VmExec {
         let exit = loop {
             match self.events.recv() {
                 Ok(Event::Exited(e)) => {
-                    break match (e.code, e.signal) {
-                        (_, Some(s)) => Exit::Signal(s),
-                        (Some(c), None) => Exit::Code(c),
-                        (None, None) => Exit::Code(0),
-                    }
+                    break crate::streams::exit_of(&e);
                 }
                 Ok(Event::Closed(why)) => {
                     self.streams.end();

@@ -413,11 +413,7 @@ impl Sandbox for VmSandbox {
             match event {
                 Event::Exited(e) => {
                     self.oom_killed = e.oom_killed;
-                    break match (e.code, e.signal) {
-                        (_, Some(s)) => Exit::Signal(s),
-                        (Some(c), None) => Exit::Code(c),
-                        (None, None) => Exit::Code(0),
-                    };
+                    break crate::streams::exit_of(&e);
                 }
                 // SIGKILL ends the VM, and so the process.
                 Event::Closed(_) if self.killed.load(Ordering::SeqCst) => {

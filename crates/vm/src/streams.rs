@@ -70,6 +70,8 @@ pub(crate) struct GuestStdio {
 /// 64-hex container ID is already close), `/proc/self/fd/N/NAME` through
 /// its directory opened `O_PATH`. QEMU inherits that fd at the same
 /// number, so the path means the same in it.
+/// (`skiff_fs::socket` does the same for skiff's own sockets, but closes
+/// the fd at once, and a sandbox crate does not depend on the fs layer.)
 pub(crate) struct SocketPath {
     pub(crate) given: PathBuf,
     dir: Option<OwnedFd>,
@@ -196,6 +198,15 @@ impl Streams {
         let mut o = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
         o.stdout = None;
         o.stderr = None;
+    }
+}
+
+/// How the agent says a process ended.
+pub(crate) fn exit_of(e: &proto::Exited) -> skiff_sandbox::Exit {
+    match (e.code, e.signal) {
+        (_, Some(s)) => skiff_sandbox::Exit::Signal(s),
+        (Some(c), None) => skiff_sandbox::Exit::Code(c),
+        (None, None) => skiff_sandbox::Exit::Code(0),
     }
 }
 
