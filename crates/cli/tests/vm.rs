@@ -382,6 +382,28 @@ fn a_guest_panic_a_silent_agent_and_a_killed_qemu_fail_clearly_and_leave_nothing
     let work = tempfile::tempdir().unwrap();
     let skiff = Skiff::new();
 
+    // A dynamically linked agent cannot be the guest's init: said before a
+    // boot, by a detached run too (its supervisor's error reaches the
+    // starter).
+    for detach in [&[][..], &["-d"][..]] {
+        let mut args = vec!["run", "--rm", "--sandbox", "vm"];
+        args.extend_from_slice(detach);
+        args.extend_from_slice(&[layout(), "true"]);
+        let o = skiff
+            .cmd()
+            .env("SKIFF_AGENT", "/bin/true")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 125, "{}", err(&o));
+        assert!(
+            err(&o).contains("/bin/true is not a static executable"),
+            "{}",
+            err(&o)
+        );
+    }
+    assert_nothing_left(&skiff);
+
     // An init that exits: the guest kernel panics, and QEMU exits.
     let exits = static_program(work.path(), "exits", "int main(void) { return 0; }\n");
     let started = Instant::now();
@@ -559,5 +581,90 @@ fn a_tampered_chunk_fails_that_file_in_the_guest_and_every_other_file_reads() {
         stats["metrics"]["verify_failures"].as_u64().unwrap() > 0,
         "{stats:#}"
     );
+    assert_nothing_left(&skiff);
+}
+
+/// The pid of the daemon serving the image's block device, from its mount
+/// record.
+fn block_daemon_pid(skiff: &Skiff) -> i32 {
+    std::fs::read_dir(skiff.root.path().join("mounts"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| {
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap()).unwrap()
+        })
+        .find(|r| {
+            r["mountpoint"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("/block.sock"))
+        })
+        .and_then(|r| r["pid"].as_i64())
+        .expect("no block device daemon is recorded") as i32
+}
+
+#[test]
+fn a_block_daemon_killed_with_9_is_started_again_and_its_guests_read_on() {
+    let skiff = Skiff::new();
+    let id = skiff.ok(&[
+        "run",
+        "-d",
+        "--sandbox",
+        "vm",
+        layout(),
+        "sh",
+        "-c",
+        "echo started; sleep 600",
+    ]);
+    let id = id.trim();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !skiff.ok(&["logs", id]).contains("started") {
+        assert!(Instant::now() < deadline, "the guest never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The guest reads most of /usr, which it has not read yet; the block
+    // daemon is killed while it does. Its reads wait for the one the
+    // supervisor starts in its place (a read that failed would change the
+    // digest).
+    let files = "find usr -type f | LC_ALL=C sort | xargs cat | sha256sum";
+    let reader = skiff
+        .cmd()
+        .args(["exec", "-w", "/", id, "sh", "-c", files])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = block_daemon_pid(&skiff);
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill with integer arguments.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let o = reader.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let tree = block_socket(&skiff).with_file_name("tree");
+    let host = Command::new("sh")
+        .args(["-c", files])
+        .current_dir(&tree)
+        .output()
+        .unwrap();
+    assert!(host.status.success(), "{}", err(&host));
+    assert_eq!(
+        out(&o),
+        out(&host),
+        "the guest read other bytes: {}",
+        err(&o)
+    );
+    assert!(out(&host).len() > 64);
+    let second = block_daemon_pid(&skiff);
+    assert_ne!(first, second, "no new block daemon was started");
+    skiff.ok(&["rm", "-f", id]);
+
+    // With no VM running, the next run finds the dead daemon's record and
+    // starts one in its place.
+    // SAFETY: kill with integer arguments.
+    unsafe { libc::kill(second, libc::SIGKILL) };
+    let o = run_vm(&skiff, &[], layout(), &["cat", "/etc/debian_version"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(out(&o).starts_with("12"), "{}", out(&o));
+    assert_ne!(block_daemon_pid(&skiff), second);
     assert_nothing_left(&skiff);
 }

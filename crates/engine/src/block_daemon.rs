@@ -86,3 +86,63 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
+
+/// How often a VM's supervisor looks at its image's block daemon.
+const KEEPER_PERIOD: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl Engine {
+    /// Runs `body` while keeping the block device at `socket` served: a
+    /// daemon that died without removing its record (killed with -9, or
+    /// crashed) is started again at the same socket, and the guest's NBD
+    /// client, waiting in its reconnect delay, carries on reading. A
+    /// daemon stopped on purpose (`skiff umount`, `rmi`) removes its
+    /// record first and is left stopped. Several supervisors of one image
+    /// race to restart it; the image directory's lock lets one win.
+    pub(crate) fn keeping_block_device<T>(
+        &self,
+        socket: Option<&Path>,
+        tree: &Path,
+        body: impl FnOnce() -> T,
+    ) -> T {
+        let Some(socket) = socket else {
+            return body();
+        };
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(KEEPER_PERIOD)
+                {
+                    let root = &self.config.root;
+                    let Some(rec) = mount_records::read(root, socket) else {
+                        continue;
+                    };
+                    if mount_records::alive(rec.pid) {
+                        continue;
+                    }
+                    tracing::warn!(
+                        socket = %socket.display(),
+                        pid = rec.pid,
+                        "the image's block daemon died; starting it again"
+                    );
+                    if let Err(e) = self.restart_block_device(tree) {
+                        tracing::error!("restarting the block device: {e}");
+                    }
+                }
+            });
+            let result = body();
+            drop(stop);
+            result
+        })
+    }
+
+    fn restart_block_device(&self, tree: &Path) -> Result<()> {
+        let dir = tree.parent().unwrap_or(tree);
+        let image = crate::image_store::read_record(dir).ok_or_else(|| {
+            EngineError::Invalid(format!("{} has no image record", dir.display()))
+        })?;
+        let platform = skiff_oci::Platform::parse(&image.platform);
+        self.ensure_block_device(tree, &image.reference, platform.as_ref())
+            .map(|_| ())
+    }
+}

@@ -6,7 +6,7 @@
 //! them), never the current executable: inside a shim that would be the
 //! shim.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -82,13 +82,25 @@ pub(crate) fn spawn(mut cmd: Command, log: &Path, what: &'static str) -> Result<
     })
 }
 
+/// What a helper writes on its ready pipe, before its error, when it
+/// fails before it is ready.
+pub(crate) const FAILED_PREFIX: &str = "failed: ";
+
 impl Starting {
     /// Waits for "ready"; returns the helper's pid. If it exits first, the
-    /// error quotes the end of its log.
+    /// error is what it said on the pipe, or the end of its log.
     pub(crate) fn wait_ready(mut self) -> Result<u32> {
         let mut line = String::new();
+        let mut said = String::new();
         if let Some(out) = self.child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
+            let mut out = BufReader::new(out);
+            let _ = out.read_line(&mut line);
+            // A helper that fails before it is ready says why on the same
+            // pipe: its log may be gone with what it cleaned up.
+            if let Some(first) = line.strip_prefix(FAILED_PREFIX) {
+                said = first.to_string();
+                let _ = out.read_to_string(&mut said);
+            }
         }
         if line.trim() == "ready" {
             let pid = self.child.id();
@@ -104,6 +116,9 @@ impl Starting {
             .child
             .wait()
             .ctx(|| format!("waiting for {}", self.what))?;
+        if !said.trim().is_empty() {
+            return Err(EngineError::Helper(said.trim_end().to_string()));
+        }
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();

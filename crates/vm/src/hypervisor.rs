@@ -47,6 +47,9 @@ pub fn pick_accel(sys_module: &Path, dev_kvm: &Path) -> (Accel, Option<String>) 
     tcg("neither kvm_intel nor kvm_amd is loaded".into())
 }
 
+/// How long a guest's block reads wait for the block daemon to come back.
+pub const BLOCK_RECONNECT_SECONDS: u32 = 20;
+
 /// One guest to boot.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -151,10 +154,14 @@ impl Hypervisor for Qemu {
             .arg(&spec.kernel)
             .arg("-initrd")
             .arg(&spec.initramfs)
-            .arg("-drive")
+            // reconnect-delay: if the block daemon dies, the guest's reads
+            // wait for the one skiff starts again in its place (see the
+            // engine's block-device keeper) instead of failing at once.
+            .arg("-blockdev")
             .arg(format!(
-                "file=nbd+unix:///?socket={},format=raw,if=none,id=rootfs,readonly=on",
-                qemu_value(&spec.rootfs_socket)
+                "driver=nbd,node-name=rootfs,server.type=unix,server.path={},read-only=on,reconnect-delay={}",
+                qemu_value(&spec.rootfs_socket),
+                BLOCK_RECONNECT_SECONDS
             ))
             .args(["-device", "virtio-blk-device,drive=rootfs"])
             .arg("-chardev")

@@ -245,7 +245,11 @@ impl Engine {
             let _ = writeln!(r, "ready");
         }
 
-        let exit = match sandbox.wait() {
+        let waited =
+            self.keeping_block_device(record.block_device.as_deref(), &record.image_mount, || {
+                sandbox.wait()
+            });
+        let exit = match waited {
             Ok(exit) => exit,
             Err(e) => return Err(self.abandon(sandbox.as_mut(), &record, e.into())),
         };
@@ -359,7 +363,10 @@ impl Engine {
                 stderr: named(err)?,
             },
         };
-        self.supervise(
+        let report = ready
+            .try_clone()
+            .ctx(|| "duplicating the starter's pipe".into())?;
+        let result = self.supervise(
             record,
             &spec,
             launch,
@@ -369,7 +376,13 @@ impl Engine {
                 wait_for_start: opts.wait_for_start,
                 log: false,
             },
-        )
+        );
+        // The starter reads this only if the container never got ready
+        // (after "ready" it has closed its end).
+        if let Err(e) = &result {
+            let _ = writeln!(&report, "{}{e}", crate::helper::FAILED_PREFIX);
+        }
+        result
     }
 
     /// Starts a supervisor helper for a created container, which becomes
