@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a frame's meaning changes. The agent announces its
 /// own in [`Ready`]; the host refuses any other.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The virtio-serial port's name, as the guest sees it in
 /// `/sys/class/virtio-ports/*/name`.
@@ -217,6 +217,35 @@ pub struct Start {
     /// first process starts; ignored for later processes.
     #[serde(default)]
     pub shares: Vec<SharedDir>,
+    /// The container's cgroup in the guest: made with these limits for
+    /// the first process; every process of the container runs in it.
+    /// Ignored for later processes.
+    #[serde(default)]
+    pub cgroup: CgroupLimits,
+}
+
+/// Limits of the container's cgroup (v2) in the guest. `None` leaves a
+/// limit at the kernel's default (none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupLimits {
+    /// `memory.max`, bytes.
+    #[serde(default)]
+    pub memory_max: Option<u64>,
+    /// `memory.swap.max`, bytes.
+    #[serde(default)]
+    pub swap_max: Option<u64>,
+    /// `cpu.max`: a quota of `quota` µs in every `period` µs.
+    #[serde(default)]
+    pub cpu_max: Option<CpuMax>,
+    /// `pids.max`.
+    #[serde(default)]
+    pub pids_max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuMax {
+    pub quota: u64,
+    pub period: u64,
 }
 
 /// A host directory the hypervisor shares as a 9p device tagged `tag`.

@@ -20,6 +20,14 @@ pub(crate) fn boot() -> Result<File, String> {
     mount("proc", "/proc", "proc", nosuid_nodev_noexec, "")?;
     mount("sysfs", "/sys", "sysfs", nosuid_nodev_noexec, "")?;
     mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755")?;
+    // Where the agent makes the container's cgroup.
+    mount(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        nosuid_nodev_noexec,
+        "",
+    )?;
     load_modules("/modules")?;
     wait_for(
         ROOT_DEVICE,

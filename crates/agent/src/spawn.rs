@@ -39,6 +39,9 @@ struct ChildPlan {
     seccomp: Option<(Vec<u8>, u64)>,
     /// The first process's namespaces, for a later process to join.
     join: Vec<OwnedFd>,
+    /// The container cgroup's `cgroup.procs`, opened for writing: the
+    /// child moves itself in before it makes or joins namespaces.
+    cgroup_procs: OwnedFd,
 }
 
 /// The steps the child reports a failure of.
@@ -55,9 +58,10 @@ enum Step {
     NoNewPrivileges,
     Seccomp,
     Exec,
+    Cgroup,
 }
 
-const STEP_NAMES: [&str; 11] = [
+const STEP_NAMES: [&str; 12] = [
     "",
     "setting up its stdio",
     "entering its namespaces",
@@ -69,6 +73,7 @@ const STEP_NAMES: [&str; 11] = [
     "setting no_new_privs",
     "loading its seccomp filter",
     "running it",
+    "entering the container's cgroup",
 ];
 
 /// Starts process `id` as `start` says; reports Started or Failed.
@@ -112,8 +117,13 @@ fn try_start(agent: &Arc<Agent>, id: u32, start: &proto::Start) -> Result<(), Fa
         for share in &start.shares {
             mount_share(share)?;
         }
+        make_container_cgroup(&start.cgroup)?;
     }
-    let plan = plan(start, join)?;
+    let cgroup_procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("{CONTAINER_CGROUP}/cgroup.procs"))
+        .map_err(|e| setup(format!("opening the container's cgroup: {e}")))?;
+    let plan = plan(start, join, cgroup_procs.into())?;
 
     let cloexec = |what: &str| -> Result<(OwnedFd, OwnedFd), Failure> {
         let mut fds = [0; 2];
@@ -351,7 +361,11 @@ fn child_failure(start: &proto::Start, step: usize, errno: i32) -> Failure {
     setup(format!("{what} for {cmd:?}: {err}"))
 }
 
-fn plan(start: &proto::Start, join: Vec<OwnedFd>) -> Result<ChildPlan, Failure> {
+fn plan(
+    start: &proto::Start,
+    join: Vec<OwnedFd>,
+    cgroup_procs: OwnedFd,
+) -> Result<ChildPlan, Failure> {
     let c = |s: &str, what: &str| {
         CString::new(s).map_err(|_| invalid(format!("{what} holds a NUL byte")))
     };
@@ -431,7 +445,57 @@ fn plan(start: &proto::Start, join: Vec<OwnedFd>) -> Result<ChildPlan, Failure> 
         no_new_privileges: start.no_new_privileges,
         seccomp,
         join,
+        cgroup_procs,
     })
+}
+
+/// The container's cgroup in the guest's (v2) hierarchy; the agent stays
+/// in the root cgroup, outside every limit.
+const CONTAINER_CGROUP: &str = "/sys/fs/cgroup/container";
+
+/// Makes the container's cgroup with `limits`, enabling in the root only
+/// the controllers a limit needs.
+fn make_container_cgroup(limits: &proto::CgroupLimits) -> Result<(), Failure> {
+    let write = |dir: &str, file: &str, value: String| {
+        std::fs::write(format!("{dir}/{file}"), &value)
+            .map_err(|e| setup(format!("writing {value:?} to the cgroup's {file}: {e}")))
+    };
+    let mut settings: Vec<(&str, &str, String)> = Vec::new();
+    if let Some(m) = limits.memory_max {
+        settings.push(("memory", "memory.max", m.to_string()));
+    }
+    // The guest has no swap device; a kernel without swap accounting has
+    // no file to write.
+    if let Some(s) = limits.swap_max {
+        if std::path::Path::new("/sys/fs/cgroup/memory.swap.max").exists()
+            || std::path::Path::new(&format!("{CONTAINER_CGROUP}/memory.swap.max")).exists()
+        {
+            settings.push(("memory", "memory.swap.max", s.to_string()));
+        }
+    }
+    if let Some(c) = limits.cpu_max {
+        if c.period == 0 {
+            return Err(invalid("a CPU quota's period is zero"));
+        }
+        settings.push(("cpu", "cpu.max", format!("{} {}", c.quota, c.period)));
+    }
+    if let Some(p) = limits.pids_max {
+        settings.push(("pids", "pids.max", p.to_string()));
+    }
+    let mut controllers: Vec<&str> = settings.iter().map(|(c, _, _)| *c).collect();
+    controllers.dedup();
+    for c in controllers {
+        write("/sys/fs/cgroup", "cgroup.subtree_control", format!("+{c}"))?;
+    }
+    match std::fs::create_dir(CONTAINER_CGROUP) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(setup(format!("making the container's cgroup: {e}"))),
+    }
+    for (_, file, value) in settings {
+        write(CONTAINER_CGROUP, file, value)?;
+    }
+    Ok(())
 }
 
 /// `path` (absolute, in the container) under the root, refusing `..`.
@@ -511,10 +575,10 @@ fn mount_share(share: &proto::SharedDir) -> Result<(), Failure> {
     .map_err(setup)
 }
 
-/// The mount, UTS and IPC namespaces of `pid`, opened, in the order a
-/// process joins them (mount last).
+/// The UTS, IPC, cgroup and mount namespaces of `pid`, opened, in the
+/// order a process joins them (mount last).
 fn namespaces_of(pid: i32) -> Result<Vec<OwnedFd>, Failure> {
-    ["uts", "ipc", "mnt"]
+    ["uts", "ipc", "cgroup", "mnt"]
         .iter()
         .map(|ns| {
             std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))
@@ -600,8 +664,15 @@ unsafe fn child(plan: &ChildPlan, stdio: [RawFd; 3], report: RawFd) -> ! {
     if libc::isatty(0) == 1 && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
         fail(Step::Stdio);
     }
+    // Into the container's cgroup before a cgroup namespace is made (its
+    // root is where the process is) or joined.
+    if libc::write(plan.cgroup_procs.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1 {
+        fail(Step::Cgroup);
+    }
     if plan.join.is_empty() {
-        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) < 0 {
+        let flags =
+            libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP;
+        if libc::unshare(flags) < 0 {
             fail(Step::Namespaces);
         }
         // This process is PID 1 of the container's pid namespace: its
@@ -627,6 +698,19 @@ unsafe fn child(plan: &ChildPlan, stdio: [RawFd; 3], report: RawFd) -> ! {
         ) < 0
         {
             fail(Step::Namespaces);
+        }
+        // Its cgroup, read-only and seen from the namespace's root, as
+        // Docker mounts it on v2.
+        let (cgroup_dir, cgroup_fs) = (c"/newroot/sys/fs/cgroup", c"cgroup2");
+        if libc::mount(
+            cgroup_fs.as_ptr(),
+            cgroup_dir.as_ptr(),
+            cgroup_fs.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
+            std::ptr::null(),
+        ) < 0
+        {
+            fail(Step::Cgroup);
         }
         if let Some(h) = &plan.hostname {
             if libc::sethostname(h.as_ptr(), h.as_bytes().len()) < 0 {

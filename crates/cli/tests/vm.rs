@@ -76,8 +76,17 @@ fn a_command_runs_in_a_guest_of_its_own_confined_as_docker_confines_it() {
          echo hostname=$(hostname); \
          echo hosts=$(grep -c \"$(hostname)\" /etc/hosts); \
          echo x > /usr/written && echo writable=yes; \
+         echo cgroup=$(cat /proc/self/cgroup); \
+         echo limits=$(cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max); \
+         mkdir /sys/fs/cgroup/x 2>/dev/null && echo cgroupfs=writable || echo cgroupfs=read-only; \
+         echo memtotal=$(awk '/MemTotal/ {print $2}' /proc/meminfo); \
+         echo vcpus=$(nproc); \
+         (for i in $(seq 30); do sleep 5 & done) 2>/tmp/forks; \
+         echo refused=$(grep -c 'Cannot fork' /tmp/forks); \
          exit 3";
-    let o = run_vm(&skiff, &[], layout(), &["sh", "-c", script]);
+    // Limits: the container's cgroup in the guest holds them.
+    let limits = ["--memory", "64m", "--cpus", "0.5", "--pids-limit", "20"];
+    let o = run_vm(&skiff, &limits, layout(), &["sh", "-c", script]);
     let text = out(&o);
     assert_eq!(code(&o), 3, "{text}{}", err(&o));
 
@@ -118,6 +127,19 @@ fn a_command_runs_in_a_guest_of_its_own_confined_as_docker_confines_it() {
     assert!(!field(&text, "hostname").is_empty());
     assert_eq!(field(&text, "hosts"), "1", "{text}");
     assert_eq!(field(&text, "writable"), "yes");
+    // Its own cgroup (namespace), read-only, with the run's limits; the
+    // guest is larger than --memory, and --cpus 0.5 is one vCPU at half.
+    assert_eq!(field(&text, "cgroup"), "0::/");
+    assert_eq!(field(&text, "limits"), "67108864 50000 100000 20");
+    assert_eq!(field(&text, "cgroupfs"), "read-only");
+    let memtotal: u64 = field(&text, "memtotal").parse().unwrap();
+    assert!(memtotal > 64 * 1024, "the guest has {memtotal} kB");
+    assert_eq!(field(&text, "vcpus"), "1");
+    assert_eq!(
+        field(&text, "refused"),
+        "1",
+        "pids.max did not hold: {text}"
+    );
     assert_nothing_left(&skiff);
 }
 
@@ -290,11 +312,15 @@ fn a_terminal_under_t_and_a_detached_container_that_stops() {
         "sh",
         "-c",
         "echo who=$WHO uid=$(id -u); echo kernel=$(uname -r); \
-         echo seen=$(ls /proc | grep -c '^[0-9]'); exit 4",
+         echo seen=$(ls /proc | grep -c '^[0-9]'); echo cgroup=$(cat /proc/self/cgroup); \
+         grep -qx $$ /sys/fs/cgroup/cgroup.procs && echo member=yes; exit 4",
     ]);
     let text = out(&o);
     assert_eq!(code(&o), 4, "{text}{}", err(&o));
     assert_eq!(field(&text, "who"), "exec uid=1000");
+    // In the container's cgroup and cgroup namespace.
+    assert_eq!(field(&text, "cgroup"), "0::/");
+    assert_eq!(field(&text, "member"), "yes");
     assert!(field(&text, "kernel").starts_with("6.1."), "{text}");
     let seen: u32 = field(&text, "seen").parse().unwrap();
     assert!(

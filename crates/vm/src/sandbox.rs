@@ -28,8 +28,11 @@ use crate::GuestAssets;
 
 /// A guest without `--memory`.
 pub const DEFAULT_MEMORY_MIB: u32 = 256;
-/// The least a guest kernel, the agent and a small process boot in.
-pub const MIN_MEMORY_MIB: u32 = 128;
+/// What a guest gets beyond its container's `--memory`: its kernel (about
+/// 46 MiB of a 128 MiB guest is gone before init), the initramfs, the
+/// agent and the page cache of the root. The container's cgroup in the
+/// guest holds it to `--memory` itself.
+pub const GUEST_OVERHEAD_MIB: u32 = 128;
 /// How long a guest may take to boot to its agent, unless
 /// `SKIFF_VM_BOOT_TIMEOUT` (seconds) says otherwise: TCG boots in seconds,
 /// a loaded host in more.
@@ -596,38 +599,71 @@ fn shares(spec: &Spec) -> Result<Vec<Share>, SandboxError> {
     Ok(out)
 }
 
-/// The guest's memory and vCPUs from the spec's limits: `--memory` is the
-/// guest's RAM (at least [`MIN_MEMORY_MIB`]), `--cpus` rounded up its
-/// vCPUs.
+/// The spec's resources, where a guest is sized by them.
+fn resources(spec: &Spec) -> Option<&oci_spec::runtime::LinuxResources> {
+    spec.linux().as_ref().and_then(|l| l.resources().as_ref())
+}
+
+/// The guest's memory and vCPUs from the spec's limits: `--memory` plus
+/// [`GUEST_OVERHEAD_MIB`] (the limit itself is the container's cgroup's
+/// in the guest), `--cpus` rounded up to whole vCPUs (the fraction is the
+/// cgroup's `cpu.max`).
 fn guest_size(spec: &Spec) -> Result<(u32, u32), SandboxError> {
-    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let resources = resources(spec);
     let memory = resources
         .and_then(|r| r.memory().as_ref())
         .and_then(|m| m.limit())
         .filter(|&l| l > 0);
     let memory_mib = match memory {
         Some(bytes) => {
-            let mib = (bytes as u64).div_ceil(1 << 20);
-            if mib < MIN_MEMORY_MIB as u64 {
-                return Err(SandboxError::Invalid(format!(
-                    "--memory {mib}m is below the VM sandbox's smallest guest, {MIN_MEMORY_MIB}m: raise it"
-                )));
-            }
-            u32::try_from(mib).map_err(|_| {
+            let mib = (bytes as u64).div_ceil(1 << 20) + GUEST_OVERHEAD_MIB as u64;
+            u32::try_from(mib.max(DEFAULT_MEMORY_MIB as u64)).map_err(|_| {
                 SandboxError::Invalid(format!("--memory {mib}m is too large for a guest"))
             })?
         }
         None => DEFAULT_MEMORY_MIB,
     };
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    let cpu = resources.and_then(|r| r.cpu().as_ref());
-    let cpus = match cpu.and_then(|c| Some((c.quota()?, c.period()?))) {
-        Some((quota, period)) if quota > 0 && period > 0 => {
-            (quota as u64).div_ceil(period).clamp(1, host_cpus as u64) as u32
-        }
-        _ => 1,
+    let cpus = match cpu_max(spec) {
+        Some(c) => c.quota.div_ceil(c.period).clamp(1, host_cpus as u64) as u32,
+        None => 1,
     };
     Ok((memory_mib, cpus))
+}
+
+/// The spec's CPU quota, if it sets one.
+fn cpu_max(spec: &Spec) -> Option<proto::CpuMax> {
+    let cpu = resources(spec)?.cpu().as_ref()?;
+    match (cpu.quota()?, cpu.period()?) {
+        (quota, period) if quota > 0 && period > 0 => Some(proto::CpuMax {
+            quota: quota as u64,
+            period,
+        }),
+        _ => None,
+    }
+}
+
+/// The container's cgroup limits in the guest, from the spec's (the
+/// namespace sandbox writes the same ones on the host). The spec's swap
+/// is memory plus swap; v2's is swap alone.
+fn guest_cgroup(spec: &Spec) -> proto::CgroupLimits {
+    let r = resources(spec);
+    let memory = r.and_then(|r| r.memory().as_ref());
+    let limit = memory.and_then(|m| m.limit()).filter(|&l| l > 0);
+    let swap = memory.and_then(|m| m.swap()).filter(|&s| s >= 0);
+    proto::CgroupLimits {
+        memory_max: limit.map(|l| l as u64),
+        swap_max: match (limit, swap) {
+            (Some(l), Some(s)) => Some((s - l).max(0) as u64),
+            _ => None,
+        },
+        cpu_max: cpu_max(spec),
+        pids_max: r
+            .and_then(|r| r.pids().as_ref())
+            .map(|p| p.limit())
+            .filter(|&p| p > 0)
+            .map(|p| p as u64),
+    }
 }
 
 /// The agent's start request for the spec's process.
@@ -639,7 +675,9 @@ fn start_request(
         .process()
         .as_ref()
         .ok_or_else(|| SandboxError::Invalid("the runtime spec has no process".into()))?;
-    process_request(process, spec, seccomp)
+    let mut start = process_request(process, spec, seccomp)?;
+    start.cgroup = guest_cgroup(spec);
+    Ok(start)
 }
 
 /// The agent's start request for `process`, in the container of `spec`.
@@ -686,6 +724,7 @@ pub(crate) fn process_request(
             flags: f.flags(),
         }),
         shares: Vec::new(),
+        cgroup: proto::CgroupLimits::default(),
     })
 }
 
@@ -716,6 +755,52 @@ fn console_tail(log: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_specs_limits_size_the_guest_and_its_cgroup() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "linux": {"resources": {
+                "memory": {"limit": 1073741824u64, "swap": 2147483648u64},
+                "cpu": {"quota": 150000, "period": 100000},
+                "pids": {"limit": 20}
+            }}
+        }))
+        .unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        assert_eq!(
+            guest_size(&spec).unwrap(),
+            (1024 + GUEST_OVERHEAD_MIB, 2.min(cpus))
+        );
+        assert_eq!(
+            guest_cgroup(&spec),
+            proto::CgroupLimits {
+                memory_max: Some(1 << 30),
+                swap_max: Some(1 << 30),
+                cpu_max: Some(proto::CpuMax {
+                    quota: 150000,
+                    period: 100000
+                }),
+                pids_max: Some(20),
+            }
+        );
+        // No limits: the default guest, a cgroup without limits; the
+        // spec's -1 is no limit.
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "linux": {"resources": {"memory": {"limit": 6291456, "swap": -1}, "cpu": {"quota": -1, "period": 100000}}}
+        }))
+        .unwrap();
+        assert_eq!(guest_size(&spec).unwrap(), (DEFAULT_MEMORY_MIB, 1));
+        let limits = guest_cgroup(&spec);
+        assert_eq!(limits.memory_max, Some(6291456));
+        assert_eq!(
+            (limits.swap_max, limits.cpu_max, limits.pids_max),
+            (None, None, None)
+        );
+    }
 
     #[test]
     fn a_panic_is_named_from_the_console() {
