@@ -186,8 +186,67 @@ fn serve_client(mut s: UnixStream, device: &BlockDevice) -> io::Result<()> {
             _ => option_reply(&mut s, option, REP_ERR_UNSUP, &[])?,
         }
     }
-    // Transmission.
-    let mut buf = Vec::new();
+    // Transmission: requests are read here and answered by a few workers,
+    // out of order (matched by handle, as NBD allows), so one read waiting
+    // on the registry does not hold up the guest's others.
+    let writer = std::sync::Mutex::new(s.try_clone()?);
+    let reply = |handle: [u8; 8], error: u32, data: &[u8]| -> io::Result<()> {
+        let mut m = Vec::with_capacity(16 + data.len());
+        m.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+        m.extend_from_slice(&error.to_be_bytes());
+        m.extend_from_slice(&handle);
+        m.extend_from_slice(data);
+        writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(&m)
+    };
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<ReadJob>(READ_WORKERS);
+    let queue = std::sync::Mutex::new(queue);
+    std::thread::scope(|scope| {
+        for _ in 0..READ_WORKERS {
+            scope.spawn(|| loop {
+                let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok(job) = job else { return };
+                let mut buf = vec![0u8; job.len as usize];
+                let sent = match device.read(job.offset, &mut buf) {
+                    Ok(()) => reply(job.handle, 0, &buf),
+                    Err(e) => {
+                        tracing::error!(offset = job.offset, len = job.len, error = %e, "block read failed");
+                        reply(job.handle, EIO, &[])
+                    }
+                };
+                // The client is gone; the reader sees it too and ends.
+                if sent.is_err() {
+                    return;
+                }
+            });
+        }
+        let result = read_requests(&mut s, size, &jobs, &reply);
+        drop(jobs);
+        result
+    })
+}
+
+/// One guest read for a worker.
+struct ReadJob {
+    handle: [u8; 8],
+    offset: u64,
+    len: u32,
+}
+
+/// Sends one simple reply: the handle, an error (0 for none), the data.
+type Reply<'a> = dyn Fn([u8; 8], u32, &[u8]) -> io::Result<()> + Sync + 'a;
+
+/// Reads on one connection handled at once.
+const READ_WORKERS: usize = 8;
+
+fn read_requests(
+    s: &mut UnixStream,
+    size: u64,
+    jobs: &std::sync::mpsc::SyncSender<ReadJob>,
+    reply: &Reply<'_>,
+) -> io::Result<()> {
     loop {
         let mut req = [0u8; 28];
         s.read_exact(&mut req)?;
@@ -198,42 +257,35 @@ fn serve_client(mut s: UnixStream, device: &BlockDevice) -> io::Result<()> {
             ));
         }
         let kind = u16_at(&req, 6);
-        let handle = &req[8..16];
+        let handle: [u8; 8] = req[8..16].try_into().expect("8 bytes");
         let (offset, len) = (u64_at(&req, 16), u32_at(&req, 24));
-        let reply = |s: &mut UnixStream, error: u32, data: &[u8]| {
-            let mut m = Vec::with_capacity(16 + data.len());
-            m.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-            m.extend_from_slice(&error.to_be_bytes());
-            m.extend_from_slice(handle);
-            m.extend_from_slice(data);
-            s.write_all(&m)
-        };
         match kind {
             CMD_READ => {
                 if len > MAX_READ || offset.checked_add(len as u64).is_none_or(|e| e > size) {
-                    reply(&mut s, EINVAL, &[])?;
+                    reply(handle, EINVAL, &[])?;
                     continue;
                 }
-                buf.resize(len as usize, 0);
-                match device.read(offset, &mut buf) {
-                    Ok(()) => reply(&mut s, 0, &buf)?,
-                    Err(e) => {
-                        tracing::error!(offset, len, error = %e, "block read failed");
-                        reply(&mut s, EIO, &[])?
-                    }
+                let job = ReadJob {
+                    handle,
+                    offset,
+                    len,
+                };
+                if jobs.send(job).is_err() {
+                    return Err(io::Error::other("the read workers are gone"));
                 }
             }
             CMD_DISC => return Ok(()),
-            CMD_FLUSH => reply(&mut s, 0, &[])?,
+            // Nothing is ever written, so there is nothing to flush.
+            CMD_FLUSH => reply(handle, 0, &[])?,
             // A write carries its data: read and drop it, then refuse.
             1 => {
                 if len > MAX_READ {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "write too long"));
                 }
-                io::copy(&mut (&mut s).take(len as u64), &mut io::sink())?;
-                reply(&mut s, EPERM, &[])?
+                io::copy(&mut (&mut *s).take(len as u64), &mut io::sink())?;
+                reply(handle, EPERM, &[])?
             }
-            _ => reply(&mut s, EINVAL, &[])?,
+            _ => reply(handle, EINVAL, &[])?,
         }
     }
 }
