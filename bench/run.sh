@@ -14,7 +14,7 @@
 #   bench/run.sh --smoke         python at 1gbit, 1 run; fails unless every path
 #                                produced a number; writes no docs (for `make test`)
 #   options: --runs N --profiles 1gbit,100mbit,20mbit --workloads python,node,gcc,java,numpy
-#            --no-dedup --paths oci,estargz,estargz-opt,skiff,skiff-trace
+#            --no-dedup --paths oci,estargz,estargz-opt,skiff,skiff-trace,skiff-vm
 #            --baseline BIN   also runs an earlier skiff build (path skiff-baseline;
 #                             SKIFF_BASELINE_LABEL names it in the docs)
 # As root. Results JSON are kept in ${SKIFF_CACHE:-~/.cache/skiff}/bench/results/.

@@ -16,6 +16,9 @@ bytes over the link (host veth counters: before first output and in all) and pea
   skiff-cri    the same snapshotter under containerd's CRI plugin, driven as the kubelet does by
                crates/cli/examples/cri_run.rs: PullImage, RunPodSandbox (host network), Create-
                and StartContainer, output read from the CRI log (no trace)
+  skiff-vm     `skiff run --rm --sandbox vm` from a fresh --root: the same lazy image as a verified
+               block device, in a QEMU guest of its own (TCG on a host without a usable KVM); the
+               guest kernel, agent and initramfs are the node's, cached, as after `make agent`
   skiff-baseline  `skiff run --rm` with SKIFF_BASELINE_BIN, an earlier build (only when set)
 Every cold run starts from nothing: a fresh containerd root or skiff root, page cache dropped.
 Paths are interleaved run by run. The physical limit is also measured (see limit()).
@@ -43,7 +46,16 @@ WORKLOADS = {
 # skiff's containerd shim, built beside skiff; containerd finds it on its PATH.
 SHIM = os.path.join(os.path.dirname(os.path.realpath(SKIFF)), "containerd-shim-skiff-v2")
 os.environ["PATH"] = os.path.dirname(SHIM) + os.pathsep + os.environ.get("PATH", "")
-PATHS = ["oci", "estargz", "estargz-opt", "skiff", "skiff-trace", "skiff-ctr", "skiff-ctr-shim", "skiff-cri"] + (["skiff-baseline"] if SKIFF_BASELINE else [])
+PATHS = ["oci", "estargz", "estargz-opt", "skiff", "skiff-trace", "skiff-ctr", "skiff-ctr-shim", "skiff-cri", "skiff-vm"] + (["skiff-baseline"] if SKIFF_BASELINE else [])
+# What `skiff run --sandbox vm` boots: make agent's agent and guest kernel.
+CACHE = os.environ.get("SKIFF_CACHE", os.path.expanduser("~/.cache/skiff"))
+VM_AGENT = os.path.join(CACHE, "agent-target", "skiff-agent")
+
+
+def vm_assets():
+    kernels = os.path.join(CACHE, "vm")
+    return os.access(VM_AGENT, os.X_OK) and os.path.isdir(kernels) and any(
+        d.startswith("linux-image-") for d in os.listdir(kernels))
 DAEMONS = {"containerd", "containerd-shim", "estargz snapshotter", "skiff mount daemon", "skiff snapshotter"}
 
 
@@ -176,6 +188,8 @@ class Bench:
             return f"not available: no {CRI_RUN} (cargo build --release -p skiff --example cri_run)"
         if p == "skiff-ctr-shim" and not os.access(SHIM, os.X_OK):
             return f"not available: no {SHIM} (make release builds it beside skiff)"
+        if p == "skiff-vm" and not vm_assets():
+            return f"not available: no guest agent at {VM_AGENT} or guest kernel under {CACHE}/vm (make agent)"
         if p == "skiff-baseline" and not SKIFF_BASELINE:
             return "not available: set SKIFF_BASELINE_BIN (bench/run.sh --baseline BIN)"
         return None
@@ -311,8 +325,9 @@ class Bench:
             tag = f"trace-{w}" if path == "skiff-trace" else "skiff"
             binary = SKIFF_BASELINE if path == "skiff-baseline" else SKIFF
             self.skiff = Skiff(os.path.join(self.work, f"skiff-{self.seq}"), binary)
+            sandbox = ["--sandbox", "vm"] if path == "skiff-vm" else []
             drop_caches()
-            r = timed(self.skiff.cmd("run", "--rm", self.ref(im, tag), *cmd), self.link,
+            r = timed(self.skiff.cmd("run", "--rm", *sandbox, self.ref(im, tag), *cmd), self.link,
                       watch=self.skiff.watch, log_path=logf)
             extra = self.skiff.stats()
         self.teardown_run()

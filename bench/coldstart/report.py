@@ -17,6 +17,7 @@ LABELS = {"oci": "OCI full pull (containerd, overlayfs)", "estargz": "eStargz la
           "skiff-ctr": "containerd + skiff snapshotter (ctr), no trace",
           "skiff-ctr-shim": "containerd + skiff snapshotter + skiff's shim (ctr), no trace",
           "skiff-cri": "containerd CRI + skiff snapshotter (kubelet's calls), no trace",
+          "skiff-vm": "skiff run --sandbox vm (a QEMU guest; TCG here), no trace",
           # Only with SKIFF_BASELINE_BIN (bench/run.sh --baseline): an earlier build, no trace.
           "skiff-baseline": "skiff, no prefetch trace, baseline build"}
 OPTIONAL = {"skiff-baseline"}
