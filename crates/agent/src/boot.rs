@@ -29,23 +29,39 @@ pub(crate) fn boot() -> Result<File, String> {
         "",
     )?;
     load_modules("/modules")?;
-    wait_for(
-        ROOT_DEVICE,
-        Duration::from_secs(10),
-        "the image's block device",
-    )?;
-    mount(ROOT_DEVICE, "/rootfs", "erofs", libc::MS_RDONLY, "")?;
-    mount("tmpfs", "/overlay", "tmpfs", 0, "mode=0755")?;
-    for d in ["/overlay/upper", "/overlay/work"] {
-        std::fs::create_dir(d).map_err(|e| format!("creating {d}: {e}"))?;
+    match root_kind()? {
+        RootKind::Block => {
+            wait_for(
+                ROOT_DEVICE,
+                Duration::from_secs(10),
+                "the image's block device",
+            )?;
+            mount(ROOT_DEVICE, "/rootfs", "erofs", libc::MS_RDONLY, "")?;
+            mount("tmpfs", "/overlay", "tmpfs", 0, "mode=0755")?;
+            for d in ["/overlay/upper", "/overlay/work"] {
+                std::fs::create_dir(d).map_err(|e| format!("creating {d}: {e}"))?;
+            }
+            mount(
+                "overlay",
+                NEWROOT,
+                "overlay",
+                0,
+                "lowerdir=/rootfs,upperdir=/overlay/upper,workdir=/overlay/work",
+            )?;
+        }
+        // The host's directory is the root itself: writes go to it, as
+        // to a runc container's root.
+        RootKind::Directory { read_only } => {
+            load_modules("/modules/9p")?;
+            mount(
+                ROOT_TAG,
+                NEWROOT,
+                "9p",
+                if read_only { libc::MS_RDONLY } else { 0 },
+                "trans=virtio,version=9p2000.L,msize=262144,cache=loose,access=client",
+            )?;
+        }
     }
-    mount(
-        "overlay",
-        NEWROOT,
-        "overlay",
-        0,
-        "lowerdir=/rootfs,upperdir=/overlay/upper,workdir=/overlay/work",
-    )?;
     // What Docker gives every container, where the image has the place.
     let inside = [
         ("proc", "proc", "proc", nosuid_nodev_noexec, ""),
@@ -93,6 +109,31 @@ pub(crate) fn boot() -> Result<File, String> {
         .custom_flags(libc::O_CLOEXEC)
         .open(&port)
         .map_err(|e| format!("opening the agent port {port}: {e}"))
+}
+
+/// The 9p tag the host shares a directory root under.
+const ROOT_TAG: &str = "rootfs";
+
+enum RootKind {
+    /// The image's EROFS block device, under an overlay in guest memory.
+    Block,
+    /// A host directory over 9p (`skiff_root=9p`, `:ro` if read-only).
+    Directory { read_only: bool },
+}
+
+/// What the host said the root is, on the kernel's command line.
+fn root_kind() -> Result<RootKind, String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| format!("reading /proc/cmdline: {e}"))?;
+    let given = cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("skiff_root="));
+    match given {
+        None => Ok(RootKind::Block),
+        Some("9p") => Ok(RootKind::Directory { read_only: false }),
+        Some("9p:ro") => Ok(RootKind::Directory { read_only: true }),
+        Some(other) => Err(format!("skiff_root={other} is not a root this agent knows")),
+    }
 }
 
 /// The container's `/dev`: Docker's default devices and links, never the

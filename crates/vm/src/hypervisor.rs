@@ -63,8 +63,8 @@ pub const BLOCK_RECONNECT_SECONDS: u32 = 20;
 pub struct VmSpec {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
-    /// The image's block device: an NBD server's unix socket.
-    pub rootfs_socket: PathBuf,
+    /// What the guest's agent mounts as the container's root.
+    pub root: GuestRoot,
     /// The agent's channel: a unix socket skiff listens on, which QEMU
     /// connects to a virtio-serial port named
     /// [`skiff_agent_protocol::PORT_NAME`].
@@ -74,6 +74,25 @@ pub struct VmSpec {
     /// Host directories shared with the guest (`-v`).
     pub shares: Vec<Share>,
 }
+
+/// The container's root as the guest gets it.
+#[derive(Debug, Clone)]
+pub enum GuestRoot {
+    /// The image as a read-only block device: an NBD server's unix
+    /// socket. The agent puts a writable overlay in guest memory on it.
+    Block(PathBuf),
+    /// A host directory (an OCI bundle's root, as a snapshotter made it)
+    /// over 9p, written through unless read-only, with the host's owners
+    /// and modes (`security_model=passthrough`). The mapped models cannot
+    /// serve a tree of real symlinks, which every image has; what the
+    /// guest's root may make there (a device node, a setuid file) is what
+    /// a runc container's root may make in its rootfs, in a directory
+    /// that only the host's root reaches.
+    Directory { source: PathBuf, read_only: bool },
+}
+
+/// The 9p tag of a [`GuestRoot::Directory`].
+pub const ROOT_TAG: &str = "rootfs";
 
 /// One host directory shared with the guest over 9p.
 #[derive(Debug, Clone)]
@@ -162,16 +181,6 @@ impl Hypervisor for Qemu {
             .arg(&spec.kernel)
             .arg("-initrd")
             .arg(&spec.initramfs)
-            // reconnect-delay: if the block daemon dies, the guest's reads
-            // wait for the one skiff starts again in its place (see the
-            // engine's block-device keeper) instead of failing at once.
-            .arg("-blockdev")
-            .arg(format!(
-                "driver=nbd,node-name=rootfs,server.type=unix,server.path={},read-only=on,reconnect-delay={}",
-                qemu_value(&spec.rootfs_socket),
-                BLOCK_RECONNECT_SECONDS
-            ))
-            .args(["-device", "virtio-blk-device,drive=rootfs"])
             .arg("-chardev")
             .arg(format!(
                 "socket,id=agent,path={}",
@@ -182,6 +191,37 @@ impl Hypervisor for Qemu {
                 "virtserialport,chardev=agent,name={}",
                 skiff_agent_protocol::PORT_NAME
             ));
+        let root_arg = match &spec.root {
+            GuestRoot::Block(socket) => {
+                // reconnect-delay: if the block daemon dies, the guest's
+                // reads wait for the one skiff starts again in its place
+                // (see the engine's block-device keeper) instead of
+                // failing at once.
+                c.arg("-blockdev")
+                    .arg(format!(
+                        "driver=nbd,node-name=rootfs,server.type=unix,server.path={},read-only=on,reconnect-delay={}",
+                        qemu_value(socket),
+                        BLOCK_RECONNECT_SECONDS
+                    ))
+                    .args(["-device", "virtio-blk-device,drive=rootfs"]);
+                String::new()
+            }
+            GuestRoot::Directory { source, read_only } => {
+                c.arg("-fsdev")
+                    .arg(format!(
+                        "local,id={ROOT_TAG},path={},security_model=passthrough{}",
+                        qemu_value(source),
+                        if *read_only { ",readonly=on" } else { "" }
+                    ))
+                    .arg("-device")
+                    .arg(format!(
+                        "virtio-9p-device,fsdev={ROOT_TAG},mount_tag={ROOT_TAG}"
+                    ));
+                // No dot: a name with one is a module parameter, which
+                // never reaches init.
+                format!(" skiff_root=9p{}", if *read_only { ":ro" } else { "" })
+            }
+        };
         for share in &spec.shares {
             // security_model=passthrough: the guest sees the host's owners
             // and modes, as a bind mount shows them.
@@ -202,7 +242,7 @@ impl Hypervisor for Qemu {
             // A panic powers the guest off at once (-no-reboot turns the
             // reboot into QEMU's exit), so the host sees it.
             .arg(format!(
-                "console=ttyS0{tsc} quiet panic=-1 reboot=t {BOOT_TRIMS}"
+                "console=ttyS0{tsc} quiet panic=-1 reboot=t {BOOT_TRIMS}{root_arg}"
             ))
             .stdin(Stdio::null());
         c
@@ -235,7 +275,7 @@ mod tests {
         let spec = VmSpec {
             kernel: "k".into(),
             initramfs: "i".into(),
-            rootfs_socket: "s".into(),
+            root: GuestRoot::Block("s".into()),
             agent_socket: "a,b".into(),
             memory_mib: 128,
             cpus: 1,

@@ -22,7 +22,7 @@ use skiff_sandbox::{
     SandboxError, SandboxKind, SignalHandle, Stats,
 };
 
-use crate::hypervisor::{Hypervisor, Qemu, Share, VmSpec};
+use crate::hypervisor::{GuestRoot, Hypervisor, Qemu, Share, VmSpec};
 use crate::streams::{read_guest, wire, Event, GuestStdio, Routes, SocketPath, Streams};
 use crate::GuestAssets;
 
@@ -141,11 +141,6 @@ impl VmSandbox {
                 "the VM sandbox runs under skiff's own supervisor (skiff run, the shim); the OCI runtime command cannot create one yet".into(),
             ));
         }
-        let rootfs = c.block_device.ok_or_else(|| {
-            SandboxError::Unsupported(
-                "the VM sandbox needs the image as a block device, and none was given".into(),
-            )
-        })?;
         let spec = c.spec;
         check_spec(spec)?;
         let shares = shares(spec)?;
@@ -181,7 +176,12 @@ impl VmSandbox {
         let console_log = c.bundle.join("console.log");
         let _ = std::fs::remove_file(&agent_socket);
         let agent_path = SocketPath::of(&agent_socket)?;
-        let rootfs_path = SocketPath::of(rootfs)?;
+        // Held until QEMU has the paths open.
+        let block_path = c.block_device.map(SocketPath::of).transpose()?;
+        let root = match &block_path {
+            Some(p) => GuestRoot::Block(p.given.clone()),
+            None => directory_root(spec, c.bundle)?,
+        };
         // In the container's directory, which is root's alone.
         let listener = UnixListener::bind(&agent_path.given).map_err(|e| SandboxError::Io {
             context: format!("binding {}", agent_socket.display()),
@@ -199,7 +199,7 @@ impl VmSandbox {
         let mut cmd = qemu.command(&VmSpec {
             kernel: assets.kernel.clone(),
             initramfs,
-            rootfs_socket: rootfs_path.given.clone(),
+            root,
             agent_socket: agent_path.given.clone(),
             memory_mib,
             cpus,
@@ -209,7 +209,10 @@ impl VmSandbox {
             .try_clone()
             .map_err(|e| io(format!("duplicating {}", console_log.display()), e))?;
         cmd.stdout(log).stderr(log_err);
-        let keep = [agent_path.fd(), rootfs_path.fd()];
+        let keep = [
+            agent_path.fd(),
+            block_path.as_ref().and_then(SocketPath::fd),
+        ];
         // SAFETY: setsid, prctl and fcntl are async-signal-safe and touch
         // no memory of the parent. QEMU leaves the terminal's process
         // group (the supervisor forwards signals), dies with its
@@ -597,6 +600,31 @@ fn shares(spec: &Spec) -> Result<Vec<Share>, SandboxError> {
         });
     }
     Ok(out)
+}
+
+/// The spec's root directory (relative to the bundle, as the runtime spec
+/// allows) shared with the guest as its root, for a caller that has no
+/// block device of the image (an OCI bundle's snapshot).
+fn directory_root(spec: &Spec, bundle: &Path) -> Result<GuestRoot, SandboxError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| SandboxError::Invalid("the runtime spec has no root".into()))?;
+    let path = if root.path().is_relative() {
+        bundle.join(root.path())
+    } else {
+        root.path().clone()
+    };
+    if !path.is_dir() {
+        return Err(SandboxError::Invalid(format!(
+            "the container's root {} is not a directory",
+            path.display()
+        )));
+    }
+    Ok(GuestRoot::Directory {
+        source: path,
+        read_only: root.readonly().unwrap_or(false),
+    })
 }
 
 /// The spec's resources, where a guest is sized by them.
