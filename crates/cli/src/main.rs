@@ -197,6 +197,12 @@ fn main() {
     if called_as.as_deref() == Some(oci::NAME) {
         oci::main();
     }
+    // A VM container's supervisor, or a detached exec's relay, started by
+    // the OCI runtime (see the engine's oci_runtime::supervised).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).and_then(|a| a.to_str()) == Some(skiff_engine::oci_runtime::SUPERVISOR_ARG) {
+        std::process::exit(skiff_engine::oci_runtime::supervisor_main(&args[2..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if e.kind() == clap::error::ErrorKind::InvalidSubcommand => {

@@ -443,3 +443,184 @@ fn a_shim_killed_with_9_leaves_nothing_behind() {
     let o = run_rm(&n, &[], &again, &["true"]);
     assert!(o.status.success(), "{}\n{}", text(&o), c.log());
 }
+
+/// Whether a QEMU process runs whose command line names `needle`.
+fn qemu_running(needle: &str) -> bool {
+    let o = Command::new("pgrep")
+        .args(["-f", &format!("qemu-system.*{needle}")])
+        .output()
+        .unwrap();
+    !o.stdout.is_empty()
+}
+
+#[test]
+fn the_skiff_vm_handler_runs_each_task_in_a_guest_of_its_own() {
+    let n = node();
+    let c = &n.containerd;
+    // The runtime type io.containerd.skiff-vm.v2 runs
+    // containerd-shim-skiff-vm-v2, a link to the shim.
+    let shim = Path::new(&common::skiff_bin()).with_file_name("containerd-shim-skiff-v2");
+    let link = shim.with_file_name("containerd-shim-skiff-vm-v2");
+    match std::os::unix::fs::symlink(&shim, &link) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{e}"),
+        _ => {}
+    }
+    let vm = "io.containerd.skiff-vm.v2";
+    let ctr_run = |flags: &[&str], id: &str, command: &[&str]| {
+        let mut args = vec!["run", "--runtime", vm, "--snapshotter", "skiff"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[n.image.as_str(), id]);
+        args.extend_from_slice(command);
+        c.ctr(&args)
+    };
+
+    // Output and exit code, from the guest's own kernel; a write reaches
+    // the container's snapshot.
+    let id = unique("vmtask");
+    let o = ctr_run(
+        &["--rm"],
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo kernel=$(uname -r); echo root=$(awk '$2 == \"/\" {print $3}' /proc/mounts); exit 3",
+        ],
+    );
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", text(&o), c.log());
+    let host_kernel =
+        String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
+    assert!(shown.contains("kernel=6.1."), "{}", text(&o));
+    assert!(
+        !shown.contains(&format!("kernel={}", host_kernel.trim())),
+        "{}",
+        text(&o)
+    );
+    assert!(shown.contains("root=9p"), "{}", text(&o));
+    assert!(!qemu_running(&id), "the guest outlived its task");
+
+    // A task that keeps running: exec into it, then kill it; its ctr run
+    // returns the trap's exit code.
+    let id = unique("vmlong");
+    let mut run = Command::new("ctr")
+        .args([
+            "-a",
+            &c.socket().display().to_string(),
+            "run",
+            "--rm",
+            "--runtime",
+            vm,
+        ])
+        .args(["--snapshotter", "skiff", &n.image, &id, "sh", "-c"])
+        .arg("trap 'exit 7' TERM; echo up > /tmp/up; while :; do sleep 0.1; done")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the task runs", || {
+        task_line(c, &id).is_some_and(|l| l.contains("RUNNING"))
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let e = loop {
+        let e = c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            &id,
+            "sh",
+            "-c",
+            "cat /tmp/up && echo exec=$(uname -r) && exit 6",
+        ]);
+        if e.status.code() == Some(6) || Instant::now() > deadline {
+            break e;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(e.status.code(), Some(6), "{}\n{}", text(&e), c.log());
+    let shown = String::from_utf8_lossy(&e.stdout);
+    assert!(shown.starts_with("up\nexec=6.1."), "{}", text(&e));
+    c.ctr_ok(&["task", "kill", &id]);
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(7), "{}", c.log());
+    wait_until("the guest is gone", || !qemu_running(&id));
+    assert!(task_line(c, &id).is_none());
+
+    // The guest's supervisor (the task's pid) killed with -9: its QEMU
+    // goes with it, the task ends with 137, and nothing is left. Its
+    // control and exec sockets are root's alone.
+    let id = unique("vmkill");
+    let mut run = Command::new("ctr")
+        .args([
+            "-a",
+            &c.socket().display().to_string(),
+            "run",
+            "--rm",
+            "--runtime",
+            vm,
+        ])
+        .args(["--snapshotter", "skiff", &n.image, &id, "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the task runs", || {
+        task_line(c, &id).is_some_and(|l| l.contains("RUNNING"))
+    });
+    let sockets: Vec<PathBuf> = std::fs::read_dir("/run/skiff-shim")
+        .unwrap()
+        .flatten()
+        .map(|ns| ns.path().join(&id))
+        .filter(|d| d.is_dir())
+        .flat_map(|d| [d.join("control.sock"), d.join("exec.sock")])
+        .collect();
+    assert_eq!(sockets.len(), 2, "{sockets:?}");
+    for sock in &sockets {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"])
+            .arg(format!(
+                "import socket\ns=socket.socket(socket.AF_UNIX)\ntry:\n  s.connect({:?}); print('connected')\nexcept PermissionError: print('denied')",
+                sock.display().to_string()
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "denied\n",
+            "{}",
+            sock.display()
+        );
+    }
+    let supervisor: i32 = task_line(c, &id)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: kill with integer arguments.
+    unsafe { libc::kill(supervisor, libc::SIGKILL) };
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(137), "{}", c.log());
+    wait_until("the guest is gone", || !qemu_running(&id));
+    let cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .flat_map(|h| {
+            std::fs::read_dir(h.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| {
+            p.is_dir()
+                && std::fs::read_dir(p).is_ok_and(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().contains(&id))
+                })
+        })
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+}

@@ -44,6 +44,11 @@ pub fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match args.get(1).and_then(|a| a.to_str()) {
         Some(helper::ARG) => std::process::exit(helper::main(&args[2..])),
+        // A VM container's supervisor, or a detached exec's relay, which
+        // the helper started (see the engine's oci_runtime::supervised).
+        Some(skiff_engine::oci_runtime::SUPERVISOR_ARG) => {
+            std::process::exit(skiff_engine::oci_runtime::supervisor_main(&args[2..]))
+        }
         Some("-h" | "--help" | "help") => {
             print!("{HELP}");
             return;

@@ -65,6 +65,20 @@ impl OciRuntime {
         }
         let spec = self.spec(id)?;
         let process = exec_process(&spec, options)?;
+        if state.supervised() {
+            if !options.detach {
+                return Err(EngineError::Invalid(format!(
+                    "container {id} runs in a {} sandbox: exec it detached (-d), or with `skiff exec`",
+                    state.sandbox
+                )));
+            }
+            let pid =
+                self.exec_supervised(kind, id, &process, options.console_socket.as_deref())?;
+            if let Some(pid_file) = &options.pid_file {
+                crate::record::write_atomically(pid_file, pid.to_string().as_bytes())?;
+            }
+            return Ok(ExecOutcome::Started(pid));
+        }
         let terminal = process.terminal().unwrap_or(false);
         let console = connect_console(options.console_socket.as_deref(), terminal)?;
         let stdio = own_stdio(terminal)?;

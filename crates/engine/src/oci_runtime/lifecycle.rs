@@ -106,6 +106,12 @@ impl OciRuntime {
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| EngineError::io(format!("opening {}", fifo.display()), e.into()))?;
+        if kind.signals_through_supervisor() {
+            drop(console);
+            let pid =
+                self.create_supervised(kind, id, bundle, options.console_socket.as_deref())?;
+            return self.record_created(kind, id, bundle, spec, &cgroups_path, pid, options);
+        }
         let stdio = own_stdio(terminal)?;
         let mut sandbox = kind.prepare(Prepare {
             id,
@@ -134,6 +140,23 @@ impl OciRuntime {
                 return Err(abandon(e));
             }
         }
+        self.record_created(kind, id, bundle, spec, &cgroups_path, pid, options)
+            .map_err(abandon)
+    }
+
+    /// Writes the state of a container just made, whose init is `pid`,
+    /// and its pid file.
+    #[allow(clippy::too_many_arguments)]
+    fn record_created(
+        &self,
+        kind: &dyn SandboxKind,
+        id: &str,
+        bundle: &Path,
+        spec: &oci_spec::runtime::Spec,
+        cgroups_path: &str,
+        pid: i32,
+        options: &CreateOptions,
+    ) -> Result<ContainerState> {
         let rootfs = spec
             .root()
             .as_ref()
@@ -152,17 +175,13 @@ impl OciRuntime {
             pid,
             pid_start: crate::record::process_start_time(pid),
             created: crate::record::rfc3339(SystemTime::now()),
-            cgroups_path: cgroups_path.clone(),
+            cgroups_path: cgroups_path.to_string(),
             sandbox: kind.name().into(),
             started: false,
         };
-        if let Err(e) = self.save(&state) {
-            return Err(abandon(e));
-        }
+        self.save(&state)?;
         if let Some(pid_file) = &options.pid_file {
-            if let Err(e) = crate::record::write_atomically(pid_file, pid.to_string().as_bytes()) {
-                return Err(abandon(e));
-            }
+            crate::record::write_atomically(pid_file, pid.to_string().as_bytes())?;
         }
         Ok(state)
     }
@@ -186,6 +205,12 @@ impl OciRuntime {
             }
         }
         let fifo = self.fifo(id);
+        if state.supervised() {
+            self.supervisor_client(id).start()?;
+            let _ = std::fs::remove_file(&fifo);
+            state.started = true;
+            return self.save(&state);
+        }
         // Non-blocking: an init that died must not hang `start`.
         let reader = rustix::fs::open(
             &fifo,
@@ -257,6 +282,10 @@ impl OciRuntime {
                 return Ok(());
             }
             return Err(EngineError::Conflict(format!("container {id} not running")));
+        }
+        // Its processes are in the guest; a signal to QEMU would end it.
+        if state.supervised() {
+            return self.supervisor_client(id).signal(signal);
         }
         if all {
             let paused = skiff_sandbox::cgroups::is_frozen(&state.cgroups_path);

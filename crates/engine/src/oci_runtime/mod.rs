@@ -14,11 +14,13 @@
 mod exec;
 mod features;
 mod lifecycle;
+mod supervised;
 
 pub use exec::{ExecOptions, ExecOutcome};
 pub use features::features;
 pub use lifecycle::CreateOptions;
 pub use skiff_sandbox::Stats;
+pub use supervised::{supervisor_main, SUPERVISOR_ARG};
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +36,7 @@ pub const DEFAULT_ROOT: &str = "/run/skiff-oci";
 /// The sandbox kinds a container can be created in, by the names a
 /// shim's handler config or annotation gives. The VM and Wasm kinds of
 /// later issues join here.
-pub const SANDBOX_KINDS: &[&str] = &["namespace"];
+pub const SANDBOX_KINDS: &[&str] = &["namespace", "vm"];
 
 /// Whether container cgroups are on the unified (v2) hierarchy here, which
 /// decides the metrics' type (cgroups v1 or v2) a shim reports.
@@ -68,6 +70,14 @@ pub struct ContainerState {
     /// Set once `start` has run (or the init is gone).
     #[serde(default)]
     pub started: bool,
+}
+
+impl ContainerState {
+    /// Whether its sandbox kind runs under a supervisor of its own (the
+    /// VM), which `pid` then is (see `supervised`).
+    fn supervised(&self) -> bool {
+        self.sandbox == "vm"
+    }
 }
 
 /// The runtime spec's status of a container.
@@ -123,6 +133,11 @@ impl OciRuntime {
     pub fn sandbox_kind(&self, name: &str) -> Result<Box<dyn skiff_sandbox::SandboxKind>> {
         match name {
             "namespace" => Ok(Box::new(skiff_sandbox::NamespaceKind::new(
+                &self.root.join(".seccomp"),
+            ))),
+            "vm" => Ok(Box::new(skiff_vm::VmKind::new(
+                &crate::config::asset_cache(),
+                &self.root.join(".vm"),
                 &self.root.join(".seccomp"),
             ))),
             other => Err(EngineError::Invalid(format!(
