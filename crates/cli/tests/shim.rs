@@ -499,6 +499,26 @@ fn the_skiff_vm_handler_runs_each_task_in_a_guest_of_its_own() {
     assert!(shown.contains("root=9p"), "{}", text(&o));
     assert!(!qemu_running(&id), "the guest outlived its task");
 
+    // A terminal: the guest's pty reaches ctr through the console socket
+    // (ctr itself needs one: script).
+    let id = unique("vmtty");
+    let command = format!(
+        "ctr -a {} run --rm -t --runtime {vm} --snapshotter skiff {} {id} sh -c 'test -t 0 && test -t 1 && echo tty-ok'",
+        c.socket().display(),
+        n.image
+    );
+    let o = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("tty-ok"),
+        "{}\n{}",
+        text(&o),
+        c.log()
+    );
+
     // A task that keeps running: exec into it, then kill it; its ctr run
     // returns the trap's exit code.
     let id = unique("vmlong");

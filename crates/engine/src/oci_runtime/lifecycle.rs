@@ -77,7 +77,13 @@ impl OciRuntime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let console = connect_console(options.console_socket.as_deref(), terminal)?;
+        // A supervised kind's supervisor connects to it itself: the socket
+        // takes one connection.
+        let console = if kind.signals_through_supervisor() {
+            None
+        } else {
+            connect_console(options.console_socket.as_deref(), terminal)?
+        };
         let cgroups_path = spec
             .linux()
             .as_ref()
@@ -107,7 +113,6 @@ impl OciRuntime {
         )
         .map_err(|e| EngineError::io(format!("opening {}", fifo.display()), e.into()))?;
         if kind.signals_through_supervisor() {
-            drop(console);
             let pid =
                 self.create_supervised(kind, id, bundle, options.console_socket.as_deref())?;
             return self.record_created(kind, id, bundle, spec, &cgroups_path, pid, options);
