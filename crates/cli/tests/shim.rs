@@ -76,6 +76,40 @@ fn run_detached(n: &Node, id: &str) -> i32 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// `ctr run --rm -t` of `sh -c script` as task `id` on `runtime`, under
+/// a terminal of its own (ctr needs one: script).
+fn ctr_run_in_a_terminal(n: &Node, runtime: &str, id: &str, script: &str) -> Output {
+    let command = format!(
+        "ctr -a {} run --rm -t --runtime {runtime} --snapshotter skiff {} {id} sh -c '{script}'",
+        n.containerd.socket().display(),
+        n.image
+    );
+    Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `ctr run --rm` of `command` as task `id` on `runtime`, in the
+/// background, once the task runs.
+fn spawn_ctr_run(n: &Node, runtime: &str, id: &str, command: &[&str]) -> std::process::Child {
+    let c = &n.containerd;
+    let socket = c.socket().display().to_string();
+    let child = Command::new("ctr")
+        .args(["-a", &socket, "run", "--rm", "--runtime", runtime])
+        .args(["--snapshotter", "skiff", &n.image, id])
+        .args(command)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the task runs", || {
+        task_line(c, id).is_some_and(|l| l.contains("RUNNING"))
+    });
+    child
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -257,17 +291,12 @@ fn ctr_runs_tasks_on_skiffs_shim() {
     );
 
     // A terminal: the process gets a pty (ctr itself needs one: script).
-    let id = unique("shimtty");
-    let command = format!(
-        "ctr -a {} run --rm -t --runtime {RUNTIME} --snapshotter skiff {} {id} sh -c 'test -t 0 && test -t 1 && echo tty-ok; stty size'",
-        c.socket().display(),
-        n.image
+    let o = ctr_run_in_a_terminal(
+        &n,
+        RUNTIME,
+        &unique("shimtty"),
+        "test -t 0 && test -t 1 && echo tty-ok; stty size",
     );
-    let o = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
     let shown = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success() && shown.contains("tty-ok"),
@@ -499,19 +528,13 @@ fn the_skiff_vm_handler_runs_each_task_in_a_guest_of_its_own() {
     assert!(shown.contains("root=9p"), "{}", text(&o));
     assert!(!qemu_running(&id), "the guest outlived its task");
 
-    // A terminal: the guest's pty reaches ctr through the console socket
-    // (ctr itself needs one: script).
-    let id = unique("vmtty");
-    let command = format!(
-        "ctr -a {} run --rm -t --runtime {vm} --snapshotter skiff {} {id} sh -c 'test -t 0 && test -t 1 && echo tty-ok'",
-        c.socket().display(),
-        n.image
+    // A terminal: the guest's pty reaches ctr through the console socket.
+    let o = ctr_run_in_a_terminal(
+        &n,
+        vm,
+        &unique("vmtty"),
+        "test -t 0 && test -t 1 && echo tty-ok",
     );
-    let o = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
     assert!(
         o.status.success() && String::from_utf8_lossy(&o.stdout).contains("tty-ok"),
         "{}\n{}",
@@ -522,24 +545,16 @@ fn the_skiff_vm_handler_runs_each_task_in_a_guest_of_its_own() {
     // A task that keeps running: exec into it, then kill it; its ctr run
     // returns the trap's exit code.
     let id = unique("vmlong");
-    let mut run = Command::new("ctr")
-        .args([
-            "-a",
-            &c.socket().display().to_string(),
-            "run",
-            "--rm",
-            "--runtime",
-            vm,
-        ])
-        .args(["--snapshotter", "skiff", &n.image, &id, "sh", "-c"])
-        .arg("trap 'exit 7' TERM; echo up > /tmp/up; while :; do sleep 0.1; done")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the task runs", || {
-        task_line(c, &id).is_some_and(|l| l.contains("RUNNING"))
-    });
+    let mut run = spawn_ctr_run(
+        &n,
+        vm,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; echo up > /tmp/up; while :; do sleep 0.1; done",
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let e = loop {
         let e = c.ctr(&[
@@ -570,23 +585,7 @@ fn the_skiff_vm_handler_runs_each_task_in_a_guest_of_its_own() {
     // goes with it, the task ends with 137, and nothing is left. Its
     // control and exec sockets are root's alone.
     let id = unique("vmkill");
-    let mut run = Command::new("ctr")
-        .args([
-            "-a",
-            &c.socket().display().to_string(),
-            "run",
-            "--rm",
-            "--runtime",
-            vm,
-        ])
-        .args(["--snapshotter", "skiff", &n.image, &id, "sleep", "1000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the task runs", || {
-        task_line(c, &id).is_some_and(|l| l.contains("RUNNING"))
-    });
+    let mut run = spawn_ctr_run(&n, vm, &id, &["sleep", "1000"]);
     let sockets: Vec<PathBuf> = std::fs::read_dir("/run/skiff-shim")
         .unwrap()
         .flatten()

@@ -252,24 +252,12 @@ fn a_terminal_under_t_and_a_detached_container_that_stops() {
     assert!(text.starts_with("/dev/pts/0\nboth-tty\n"), "{text:?}");
 
     // -d, logs and stop: the stop signal reaches the process in the guest.
-    let id = skiff.ok(&[
-        "run",
-        "-d",
-        "--sandbox",
-        "vm",
-        "--name",
-        "guest",
-        layout(),
-        "sh",
-        "-c",
+    let id = run_detached_vm(
+        &skiff,
+        &["--name", "guest"],
         "echo started; trap 'echo stopping; exit 3' TERM; while :; do sleep 0.1; done",
-    ]);
-    let id = id.trim();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !skiff.ok(&["logs", id]).contains("started") {
-        assert!(Instant::now() < deadline, "the guest never started");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    );
+    let id = id.as_str();
     // What the running VM exposes on the host is root's alone: its exec and
     // control sockets, the image's block device, the guest's console.
     let cdir = skiff.root.path().join("containers").join(
@@ -353,6 +341,21 @@ fn a_terminal_under_t_and_a_detached_container_that_stops() {
     assert_eq!(c["exit_code"], 3, "{ps:#}");
     skiff.ok(&["rm", id]);
     assert_nothing_left(&skiff);
+}
+
+/// `skiff run -d --sandbox vm OPTS IMAGE sh -c script`, once `script` has
+/// said "started"; the container's ID.
+fn run_detached_vm(skiff: &Skiff, opts: &[&str], script: &str) -> String {
+    let mut args = vec!["run", "-d", "--sandbox", "vm"];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&[layout(), "sh", "-c", script]);
+    let id = skiff.ok(&args).trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !skiff.ok(&["logs", &id]).contains("started") {
+        assert!(Instant::now() < deadline, "the guest never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    id
 }
 
 /// The image's shared block device (its NBD daemon's socket).
@@ -632,22 +635,8 @@ fn block_daemon_pid(skiff: &Skiff) -> i32 {
 #[test]
 fn a_block_daemon_killed_with_9_is_started_again_and_its_guests_read_on() {
     let skiff = Skiff::new();
-    let id = skiff.ok(&[
-        "run",
-        "-d",
-        "--sandbox",
-        "vm",
-        layout(),
-        "sh",
-        "-c",
-        "echo started; sleep 600",
-    ]);
-    let id = id.trim();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !skiff.ok(&["logs", id]).contains("started") {
-        assert!(Instant::now() < deadline, "the guest never started");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let id = run_detached_vm(&skiff, &[], "echo started; sleep 600");
+    let id = id.as_str();
     // The guest reads most of /usr, which it has not read yet; the block
     // daemon is killed while it does. Its reads wait for the one the
     // supervisor starts in its place (a read that failed would change the
