@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a frame's meaning changes. The agent announces its
 /// own in [`Ready`]; the host refuses any other.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The virtio-serial port's name, as the guest sees it in
 /// `/sys/class/virtio-ports/*/name`.
@@ -255,6 +255,10 @@ pub struct SharedDir {
     /// An absolute path inside the root.
     pub destination: String,
     pub read_only: bool,
+    /// For a single file: its name in the shared directory (the file's
+    /// own directory on the host), bound alone at `destination`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -551,6 +551,9 @@ fn mount_share(share: &proto::SharedDir) -> Result<(), Failure> {
     if share.tag.is_empty() || !share.tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(invalid(format!("{:?} is not a share's tag", share.tag)));
     }
+    if let Some(file) = &share.file {
+        return bind_shared_file(share, file);
+    }
     let target = inside_root(&share.destination)?;
     std::fs::create_dir_all(&target)
         .map_err(|e| setup(format!("making the mount point {}: {e}", share.destination)))?;
@@ -573,6 +576,83 @@ fn mount_share(share: &proto::SharedDir) -> Result<(), Failure> {
         "trans=virtio,version=9p2000.L,msize=262144,access=client",
     )
     .map_err(setup)
+}
+
+/// Where the agent mounts the directories that single files come from,
+/// outside the container's root.
+const FILE_SHARES: &str = "/shares";
+
+/// A single host file (`-v FILE:DEST`, a runtime's `/etc/hosts`): its
+/// directory's 9p device is mounted outside the root once, and the file
+/// alone is bound at its destination, made inside the root (never through
+/// a symlink out of it), read-only if the share is.
+fn bind_shared_file(share: &proto::SharedDir, file: &str) -> Result<(), Failure> {
+    if file.is_empty() || file.contains('/') || file == "." || file == ".." {
+        return Err(invalid(format!("{file:?} is not a file's name")));
+    }
+    let source_dir = format!("{FILE_SHARES}/{}", share.tag);
+    if !std::path::Path::new(&source_dir).join(file).exists() {
+        std::fs::create_dir_all(&source_dir)
+            .map_err(|e| setup(format!("making {source_dir}: {e}")))?;
+        let flags = libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC
+            | if share.read_only { libc::MS_RDONLY } else { 0 };
+        crate::boot::mount(
+            &share.tag,
+            &source_dir,
+            "9p",
+            flags,
+            "trans=virtio,version=9p2000.L,msize=262144,access=client",
+        )
+        .map_err(setup)?;
+    }
+    let target = inside_root(&share.destination)?;
+    let parent = target.parent().unwrap_or(std::path::Path::new(NEWROOT));
+    std::fs::create_dir_all(parent).map_err(|e| {
+        setup(format!(
+            "making the directory of {}: {e}",
+            share.destination
+        ))
+    })?;
+    let real_parent = parent
+        .canonicalize()
+        .map_err(|e| setup(format!("finding {}: {e}", parent.display())))?;
+    if !real_parent.starts_with(NEWROOT) {
+        return Err(invalid(format!(
+            "-v's destination {} leads out of the image",
+            share.destination
+        )));
+    }
+    let real = real_parent.join(target.file_name().unwrap_or_default());
+    match std::fs::symlink_metadata(&real) {
+        Ok(m) if m.file_type().is_symlink() || m.is_dir() => {
+            return Err(invalid(format!(
+                "-v's destination {} is a {} in the image, not a file",
+                share.destination,
+                if m.is_dir() { "directory" } else { "symlink" }
+            )))
+        }
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::File::create(&real)
+                .map_err(|e| setup(format!("making the mount point {}: {e}", share.destination)))?;
+        }
+    }
+    let from = format!("{source_dir}/{file}");
+    let to = real.to_string_lossy().into_owned();
+    crate::boot::mount(&from, &to, "", libc::MS_BIND, "").map_err(setup)?;
+    if share.read_only {
+        crate::boot::mount(
+            "",
+            &to,
+            "",
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+            "",
+        )
+        .map_err(setup)?;
+    }
+    Ok(())
 }
 
 /// The UTS, IPC, cgroup and mount namespaces of `pid`, opened, in the

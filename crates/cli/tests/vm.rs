@@ -159,6 +159,19 @@ fn env_workdir_user_stdin_volumes_and_a_missing_command() {
     std::fs::write(ro.join("note"), "from the host\n").unwrap();
     let ro_volume = format!("{}:/data", ro.display());
     let rw_volume = format!("{}:/out:rw", rw.display());
+    // Two single files of one directory, one read-only, one read-write:
+    // each is bound alone (its directory's other files stay out).
+    let (conf, log) = (
+        shared.path().join("app.conf"),
+        shared.path().join("app.log"),
+    );
+    std::fs::write(&conf, "conf from the host\n").unwrap();
+    std::fs::write(&log, "").unwrap();
+    for f in [&conf, &log] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let conf_volume = format!("{}:/etc/app.conf:ro", conf.display());
+    let log_volume = format!("{}:/var/log/app.log:rw", log.display());
     let mut child = skiff
         .cmd()
         .args([
@@ -177,6 +190,10 @@ fn env_workdir_user_stdin_volumes_and_a_missing_command() {
             &ro_volume,
             "-v",
             &rw_volume,
+            "-v",
+            &conf_volume,
+            "-v",
+            &log_volume,
             layout(),
             "sh",
             "-c",
@@ -184,6 +201,10 @@ fn env_workdir_user_stdin_volumes_and_a_missing_command() {
              echo note=$(cat /data/note); \
              touch /data/new 2>/dev/null && echo ro=writable || echo ro=refused; \
              echo from-guest > /out/made && echo rw=written; \
+             echo conf=$(cat /etc/app.conf); \
+             echo x >> /etc/app.conf 2>/dev/null && echo confwrite=allowed || echo confwrite=refused; \
+             echo appended >> /var/log/app.log && echo log=written; \
+             echo copies=$(find / -path /proc -prune -o -path /sys -prune -o -name 'app.*' -print | sort | tr '\\n' ' '); \
              read line; echo stdin=$line; cat >/dev/null; echo eof=seen",
         ])
         .stdin(Stdio::piped())
@@ -204,6 +225,30 @@ fn env_workdir_user_stdin_volumes_and_a_missing_command() {
     assert_eq!(field(&text, "pwd"), "/srv/work");
     assert_eq!(field(&text, "uid"), "1000 gid=1000");
     assert_eq!(field(&text, "stdin"), "from the host");
+    // Volumes: read-only unless :rw, enforced by the hypervisor.
+    assert_eq!(field(&text, "note"), "from the host");
+    assert_eq!(field(&text, "ro"), "refused");
+    assert!(!ro.join("new").exists());
+    assert_eq!(field(&text, "rw"), "written");
+    assert_eq!(
+        std::fs::read_to_string(rw.join("made")).unwrap(),
+        "from-guest\n"
+    );
+    assert_eq!(field(&text, "conf"), "conf from the host");
+    assert_eq!(field(&text, "confwrite"), "refused");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "conf from the host\n"
+    );
+    assert_eq!(field(&text, "log"), "written");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "appended\n");
+    // The files' directory is nowhere in the container: only the two
+    // files are.
+    assert_eq!(
+        field(&text, "copies").trim(),
+        "/etc/app.conf /var/log/app.log",
+        "{text}"
+    );
     assert_eq!(
         field(&text, "eof"),
         "seen",

@@ -104,6 +104,8 @@ pub struct Share {
     pub destination: String,
     /// Enforced by the hypervisor: the guest cannot write through it.
     pub read_only: bool,
+    /// A single file's name in `source` (its directory), bound alone.
+    pub file: Option<String>,
 }
 
 /// A value inside one of QEMU's `key=value,...` options: commas doubled.
@@ -222,7 +224,9 @@ impl Hypervisor for Qemu {
                 format!(" skiff_root=9p{}", if *read_only { ":ro" } else { "" })
             }
         };
-        for share in &spec.shares {
+        let mut devices = std::collections::BTreeSet::new();
+        // Files of one directory share one device.
+        for share in spec.shares.iter().filter(|s| devices.insert(s.tag.clone())) {
             // security_model=passthrough: the guest sees the host's owners
             // and modes, as a bind mount shows them.
             c.arg("-fsdev")
@@ -284,6 +288,7 @@ mod tests {
                 source: "/srv/data".into(),
                 destination: "/data".into(),
                 read_only: true,
+                file: None,
             }],
         };
         let args = |accel| {

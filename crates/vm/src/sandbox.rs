@@ -164,6 +164,7 @@ impl VmSandbox {
                 tag: s.tag.clone(),
                 destination: s.destination.clone(),
                 read_only: s.read_only,
+                file: s.file.clone(),
             })
             .collect();
         let (stdio, console, relay) = wire(c.stdio)?;
@@ -586,17 +587,46 @@ fn shares(spec: &Spec) -> Result<Vec<Share>, SandboxError> {
         }
         let destination = m.destination().to_string_lossy().into_owned();
         let source = m.source().clone().unwrap_or_default();
-        if !source.is_dir() {
-            return Err(SandboxError::Unsupported(format!(
-                "-v {}:{destination}: the VM sandbox shares directories only, and {0} is not one",
-                source.display()
-            )));
-        }
+        let read_only = options.iter().any(|o| o == "ro");
+        // A file goes in through its directory, which is shared read-only
+        // unless the file is writable; the guest binds the file alone.
+        // Files of one directory share one device.
+        let (source, file) = match std::fs::metadata(&source) {
+            Ok(m) if m.is_dir() => (source, None),
+            Ok(m) if m.is_file() => {
+                let (Some(dir), Some(name)) = (source.parent(), source.file_name()) else {
+                    return Err(SandboxError::Invalid(format!(
+                        "-v {}:{destination}: not a file's path",
+                        source.display()
+                    )));
+                };
+                (dir.to_path_buf(), Some(name.to_string_lossy().into_owned()))
+            }
+            Ok(_) => {
+                return Err(SandboxError::Unsupported(format!(
+                    "-v {}:{destination}: the VM sandbox shares directories and regular files only",
+                    source.display()
+                )))
+            }
+            Err(e) => {
+                return Err(SandboxError::Invalid(format!(
+                    "-v {}:{destination}: {e}",
+                    source.display()
+                )))
+            }
+        };
+        let tag = match out.iter().find(|s: &&Share| {
+            s.file.is_some() && file.is_some() && s.source == source && s.read_only == read_only
+        }) {
+            Some(same) => same.tag.clone(),
+            None => format!("vol{}", out.len()),
+        };
         out.push(Share {
-            tag: format!("vol{}", out.len()),
+            tag,
             source,
             destination,
-            read_only: options.iter().any(|o| o == "ro"),
+            read_only,
+            file,
         });
     }
     Ok(out)
