@@ -811,6 +811,23 @@ unsafe fn child(plan: &ChildPlan, stdio: [RawFd; 3], report: RawFd) -> ! {
     if libc::chdir(plan.cwd.as_ptr()) < 0 {
         fail(Step::Cwd);
     }
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
+    // while the process still has it (runc's order); Docker's profile
+    // allows the calls that follow. With no_new_privs, as late as can be.
+    let load_seccomp = || {
+        if let Some((program, flags)) = &plan.seccomp {
+            let prog = libc::sock_fprog {
+                len: (program.len() / 8) as libc::c_ushort,
+                filter: program.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::syscall(libc::SYS_seccomp, 1 as libc::c_ulong, *flags, &prog) < 0 {
+                fail(Step::Seccomp);
+            }
+        }
+    };
+    if !plan.no_new_privileges {
+        load_seccomp();
+    }
     if let Some(keep) = plan.capabilities {
         for cap in 0..=CAP_LAST_CAP {
             if keep & (1 << cap) == 0
@@ -855,14 +872,8 @@ unsafe fn child(plan: &ChildPlan, stdio: [RawFd; 3], report: RawFd) -> ! {
     if plan.no_new_privileges && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
         fail(Step::NoNewPrivileges);
     }
-    if let Some((program, flags)) = &plan.seccomp {
-        let prog = libc::sock_fprog {
-            len: (program.len() / 8) as libc::c_ushort,
-            filter: program.as_ptr() as *mut libc::sock_filter,
-        };
-        if libc::syscall(libc::SYS_seccomp, 1 as libc::c_ulong, *flags, &prog) < 0 {
-            fail(Step::Seccomp);
-        }
+    if plan.no_new_privileges {
+        load_seccomp();
     }
     // execvp's rule: try each candidate; one found but not runnable is
     // the error if none runs.

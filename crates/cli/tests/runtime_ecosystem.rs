@@ -111,6 +111,36 @@ fn podman_runs_containers_on_skiff_oci() {
         "out\n"
     );
 
+    // The VM sandbox, picked by the bundle's annotation: the same run in a
+    // guest of its own kernel, with Podman's /etc/hosts and the volume.
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--annotation",
+        "io.skiff.sandbox=vm",
+        "-v",
+        &volume,
+    ];
+    args.extend_from_slice(RUN_OPTS);
+    args.extend_from_slice(&[
+        &image,
+        "sh",
+        "-c",
+        "echo kernel=$(uname -r); cat /data/in.txt; echo; grep -c localhost /etc/hosts; \
+         echo seccomp=$(awk '/^Seccomp:/ {print $2}' /proc/self/status); exit 6",
+    ]);
+    let o = podman.run(&args);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("kernel=6.1.") && out.contains("from the host"),
+        "{}",
+        text(&o)
+    );
+    // Podman asks for no no_new_privs: the filter is loaded while the
+    // process may still (runc's order), and holds.
+    assert!(out.contains("seccomp=2"), "{}", text(&o));
+
     // A command that is not there: Podman's 127.
     let mut args = vec!["run", "--rm"];
     args.extend_from_slice(RUN_OPTS);

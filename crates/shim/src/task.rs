@@ -35,7 +35,7 @@ use crate::reaper::Reaper;
 
 /// The spec annotation that picks a container's sandbox kind; a pod's
 /// containers all run in the kind its sandbox (pause) container got.
-pub const SANDBOX_ANNOTATION: &str = "io.skiff.sandbox";
+pub use skiff_engine::oci_runtime::SANDBOX_ANNOTATION;
 const DEFAULT_SANDBOX: &str = "namespace";
 
 /// The environment variable that carries the handler's kind from `shim

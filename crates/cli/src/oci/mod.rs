@@ -75,16 +75,36 @@ fn run(cli: Cli) -> Result<i32, EngineError> {
         .root
         .unwrap_or_else(|| PathBuf::from(oci_runtime::DEFAULT_ROOT));
     let runtime = OciRuntime::new(&root)?;
-    let kind = runtime.sandbox_kind("namespace")?;
-    let kind = &*kind;
-    let kinds = [kind];
+    // Every kind, for commands on a container that exists; a new one's is
+    // its bundle's annotation's, else the namespace kind.
+    let all_kinds = oci_runtime::SANDBOX_KINDS
+        .iter()
+        .map(|k| runtime.sandbox_kind(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let kinds: Vec<&dyn skiff_sandbox::SandboxKind> = all_kinds.iter().map(|k| &**k).collect();
+    let kind_for_bundle = |bundle: &std::path::Path| {
+        let name = oci_runtime::bundle_sandbox(bundle).unwrap_or_else(|| "namespace".into());
+        kinds
+            .iter()
+            .copied()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                EngineError::Invalid(format!(
+                    "{}={name} in the bundle's config.json: skiff's runtime has the sandbox kinds {}",
+                    oci_runtime::SANDBOX_ANNOTATION,
+                    oci_runtime::SANDBOX_KINDS.join(", ")
+                ))
+            })
+    };
     match command {
         Command::Create(a) => {
+            let kind = kind_for_bundle(&a.bundle)?;
             runtime.create(kind, &a.id, &a.bundle, &create_options(&a))?;
             Ok(0)
         }
         Command::Run(a) => {
             let id = a.create.id.clone();
+            let kind = kind_for_bundle(&a.create.bundle)?;
             runtime.create(kind, &id, &a.create.bundle, &create_options(&a.create))?;
             if let Err(e) = runtime.start(&id) {
                 let _ = runtime.delete(&kinds, &id, true);
@@ -157,6 +177,17 @@ fn run(cli: Cli) -> Result<i32, EngineError> {
         }
         Command::Exec(a) => {
             let options = exec_options(&a)?;
+            let name = runtime.load(&a.id)?.sandbox;
+            let kind = kinds
+                .iter()
+                .copied()
+                .find(|k| k.name() == name)
+                .ok_or_else(|| {
+                    EngineError::Invalid(format!(
+                        "container {} runs in an unknown sandbox kind {name:?}",
+                        a.id
+                    ))
+                })?;
             match runtime.exec(kind, &a.id, &options)? {
                 ExecOutcome::Started(_) => Ok(0),
                 ExecOutcome::Exited(code) => Ok(code),

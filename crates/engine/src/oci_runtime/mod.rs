@@ -38,6 +38,22 @@ pub const DEFAULT_ROOT: &str = "/run/skiff-oci";
 /// later issues join here.
 pub const SANDBOX_KINDS: &[&str] = &["namespace", "vm"];
 
+/// The spec annotation that names a container's sandbox kind (one of
+/// [`SANDBOX_KINDS`]), for callers that do not pin one (`skiff-oci` under
+/// Podman, a shim whose handler names no kind).
+pub const SANDBOX_ANNOTATION: &str = "io.skiff.sandbox";
+
+/// The kind a bundle's `config.json` asks for with [`SANDBOX_ANNOTATION`],
+/// if it is readable and names one.
+pub fn bundle_sandbox(bundle: &Path) -> Option<String> {
+    let bytes = std::fs::read(bundle.join("config.json")).ok()?;
+    let spec: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    spec.get("annotations")?
+        .get(SANDBOX_ANNOTATION)?
+        .as_str()
+        .map(str::to_string)
+}
+
 /// Whether container cgroups are on the unified (v2) hierarchy here, which
 /// decides the metrics' type (cgroups v1 or v2) a shim reports.
 pub fn unified_cgroups() -> bool {

@@ -190,7 +190,12 @@ pub fn supervisor_main(args: &[OsString]) -> i32 {
                 Some(mut r) => {
                     let _ = writeln!(r, "failed: {e}");
                 }
-                None => tracing::error!("{e}"),
+                // After "ready" the caller has gone: the container's own
+                // stderr is where its user looks.
+                None => {
+                    tracing::error!("{e}");
+                    eprintln!("skiff: {e}");
+                }
             }
             125
         }
