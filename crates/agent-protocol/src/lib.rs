@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a frame's meaning changes. The agent announces its
 /// own in [`Ready`]; the host refuses any other.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The virtio-serial port's name, as the guest sees it in
 /// `/sys/class/virtio-ports/*/name`.
@@ -222,6 +222,58 @@ pub struct Start {
     /// Ignored for later processes.
     #[serde(default)]
     pub cgroup: CgroupLimits,
+    /// The container this process runs in, by its name: none is the
+    /// first one (process 0's). An exec names the container it joins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// A new container beside the first, whose first process this is: a
+    /// pod's app container. Its root and mounts come from the pod share;
+    /// it joins the first container's UTS and IPC namespaces and the
+    /// guest's network, and gets its own mount, cgroup and (unless
+    /// `share_pid`) pid namespaces. `shares` and `container` must be
+    /// empty with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_container: Option<NewContainer>,
+}
+
+/// The 9p tag of the pod share: one host directory, shared by a pod's
+/// sandbox VM, into which the host binds each later container's root
+/// and mounts. The agent mounts it at [`POD_SHARE_DIR`], outside every
+/// container's root.
+pub const POD_SHARE_TAG: &str = "pod";
+/// Where the agent mounts the pod share.
+pub const POD_SHARE_DIR: &str = "/pod";
+
+/// A pod's app container (see [`Start::new_container`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewContainer {
+    /// Its name, which later execs give as [`Start::container`]: ASCII
+    /// letters, digits, `-`, `_` and `.`, at most 128 bytes.
+    pub name: String,
+    /// Its root: a directory in the pod share, as a path relative to it.
+    pub root: String,
+    #[serde(default)]
+    pub read_only_root: bool,
+    /// Binds into its root, each from the pod share.
+    #[serde(default)]
+    pub mounts: Vec<PodMount>,
+    /// Its `/dev/shm` is the first container's (the pod's IPC).
+    #[serde(default)]
+    pub pod_shm: bool,
+    /// It joins the first container's pid namespace (a pod that shares
+    /// its processes) instead of getting one of its own.
+    #[serde(default)]
+    pub share_pid: bool,
+}
+
+/// One bind into a pod container's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodMount {
+    /// A file or directory in the pod share, relative to it.
+    pub source: String,
+    /// Where the container sees it (absolute).
+    pub destination: String,
+    pub read_only: bool,
 }
 
 /// Limits of the container's cgroup (v2) in the guest. `None` leaves a

@@ -16,6 +16,7 @@ const ROOT_DEVICE: &str = "/dev/vda";
 
 /// Mounts what the guest and the container's root need; the open port.
 pub(crate) fn boot() -> Result<File, String> {
+    leave_initramfs()?;
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount("proc", "/proc", "proc", nosuid_nodev_noexec, "")?;
     mount("sysfs", "/sys", "sysfs", nosuid_nodev_noexec, "")?;
@@ -51,18 +52,35 @@ pub(crate) fn boot() -> Result<File, String> {
         }
         // The host's directory is the root itself: writes go to it, as
         // to a runc container's root.
-        RootKind::Directory { read_only } => {
+        // A read-only one is made so once the container's mount points
+        // and files are in it (`seal_root`), as runc makes its root.
+        RootKind::Directory { .. } => {
             load_modules("/modules/9p")?;
             mount(
                 ROOT_TAG,
                 NEWROOT,
                 "9p",
-                if read_only { libc::MS_RDONLY } else { 0 },
+                0,
                 "trans=virtio,version=9p2000.L,msize=262144,cache=loose,access=client",
             )?;
         }
     }
-    // What Docker gives every container, where the image has the place.
+    furnish_root(NEWROOT)?;
+    loopback_up();
+    let port = find_port(Duration::from_secs(10))?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&port)
+        .map_err(|e| format!("opening the agent port {port}: {e}"))
+}
+
+/// What Docker gives every container in its root (`root`, a directory
+/// of the guest): `/proc`, a read-only
+/// `/sys`, and a `/dev` of its own with Docker's default devices.
+pub(crate) fn furnish_root(root: &str) -> Result<(), String> {
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let inside = [
         ("proc", "proc", "proc", nosuid_nodev_noexec, ""),
         (
@@ -94,21 +112,81 @@ pub(crate) fn boot() -> Result<File, String> {
             "mode=1777,size=65536k",
         ),
     ];
+    // Their mount points are made where the image has none (a pause
+    // image is one binary), as runc makes them.
     for (src, dir, fs, flags, data) in inside {
-        let target = format!("{NEWROOT}/{dir}");
-        if dir.starts_with("dev") || Path::new(&target).is_dir() {
-            mount(src, &target, fs, flags, data)?;
+        mount(src, &format!("{root}/{dir}"), fs, flags, data)?;
+    }
+    container_devices(root)
+}
+
+/// Where the agent's own root is assembled before it replaces the
+/// initramfs.
+const AGENT_ROOT: &str = "/agent-root";
+
+/// Moves the agent onto a tmpfs of its own, as `switch_root` does, and
+/// frees the archive's files. A container's process must `pivot_root`
+/// into its root, since `chroot` alone is escaped by a process holding
+/// `CAP_SYS_CHROOT` (Docker's default set) and would reach the guest's
+/// tree: its devices, its sysfs, a pod's other containers. The kernel
+/// refuses `pivot_root` in a namespace whose root is the initramfs
+/// itself; a tmpfs mounted over it is not.
+fn leave_initramfs() -> Result<(), String> {
+    mount("tmpfs", AGENT_ROOT, "tmpfs", libc::MS_NOSUID, "mode=0755")?;
+    copy_tree(
+        Path::new("/modules"),
+        &Path::new(AGENT_ROOT).join("modules"),
+    )?;
+    for d in ["dev", "proc", "sys", "rootfs", "overlay", "newroot"] {
+        let dir = Path::new(AGENT_ROOT).join(d);
+        std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let agent_root = Path::new(AGENT_ROOT);
+    for entry in std::fs::read_dir("/").map_err(|e| format!("reading the initramfs: {e}"))? {
+        let path = entry
+            .map_err(|e| format!("reading the initramfs: {e}"))?
+            .path();
+        if path == agent_root {
+            continue;
+        }
+        // What stays is only memory; the kernel opened /dev/console for
+        // our stdio already.
+        let _ = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+    }
+    std::env::set_current_dir(AGENT_ROOT).map_err(|e| format!("entering {AGENT_ROOT}: {e}"))?;
+    mount(".", "/", "", libc::MS_MOVE, "")?;
+    // SAFETY: NUL-terminated literals; this is PID 1 before any thread.
+    if unsafe { libc::chroot(c".".as_ptr()) } != 0 || unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+        return Err(format!(
+            "entering the agent's root: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Copies the regular files and directories under `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
+    let entries = match std::fs::read_dir(from) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("reading {}: {e}", from.display())),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("reading {}: {e}", from.display()))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|e| format!("copying {}: {e}", src.display()))?;
         }
     }
-    container_devices()?;
-    loopback_up();
-    let port = find_port(Duration::from_secs(10))?;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&port)
-        .map_err(|e| format!("opening the agent port {port}: {e}"))
+    Ok(())
 }
 
 /// The 9p tag the host shares a directory root under.
@@ -119,6 +197,23 @@ enum RootKind {
     Block,
     /// A host directory over 9p (`skiff_root=9p`, `:ro` if read-only).
     Directory { read_only: bool },
+}
+
+/// Whether the host asked for a read-only root.
+pub(crate) fn root_is_read_only() -> bool {
+    matches!(root_kind(), Ok(RootKind::Directory { read_only: true }))
+}
+
+/// Makes the container's root `root` read-only, for its processes: its
+/// mount, not the filesystem, so the mounts on it are as they were.
+pub(crate) fn seal_root(root: &str) -> Result<(), String> {
+    mount(
+        "",
+        root,
+        "",
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+        "",
+    )
 }
 
 /// What the host said the root is, on the kernel's command line.
@@ -138,7 +233,7 @@ fn root_kind() -> Result<RootKind, String> {
 
 /// The container's `/dev`: Docker's default devices and links, never the
 /// guest's own (its block device, the agent port).
-fn container_devices() -> Result<(), String> {
+fn container_devices(root: &str) -> Result<(), String> {
     const DEVICES: [(&str, u32, u32); 6] = [
         ("null", 1, 3),
         ("zero", 1, 5),
@@ -148,7 +243,7 @@ fn container_devices() -> Result<(), String> {
         ("tty", 5, 0),
     ];
     for (name, major, minor) in DEVICES {
-        let path = format!("{NEWROOT}/dev/{name}");
+        let path = format!("{root}/dev/{name}");
         let c_path = CString::new(path.clone()).expect("no NUL");
         // SAFETY: a NUL-terminated path and plain integers.
         let rc = unsafe {
@@ -175,7 +270,7 @@ fn container_devices() -> Result<(), String> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(to, format!("{NEWROOT}/dev/{link}"))
+        std::os::unix::fs::symlink(to, format!("{root}/dev/{link}"))
             .map_err(|e| format!("linking /dev/{link} in the container: {e}"))?;
     }
     Ok(())

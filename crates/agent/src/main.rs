@@ -2,6 +2,7 @@
 //! docs/agent.md.
 
 mod boot;
+mod pod;
 mod spawn;
 
 use std::collections::HashMap;
@@ -37,12 +38,25 @@ pub(crate) struct Process {
     /// Reports from its output readers, one per stream, at their end.
     pub(crate) outputs: Option<Receiver<()>>,
     pub(crate) streams: usize,
+    /// The pod container it is the first process of: its end removes it.
+    pub(crate) leads: Option<String>,
+}
+
+/// A container in the guest: the first (named "") or a pod's.
+pub(crate) struct Container {
+    pub(crate) root: std::path::PathBuf,
+    /// Its cgroup's directory.
+    pub(crate) cgroup: String,
+    /// Its first process's number: later processes join its namespaces.
+    pub(crate) leader: u32,
 }
 
 /// The agent's state, shared by its threads.
 pub(crate) struct Agent {
     port: Mutex<File>,
     pub(crate) processes: Mutex<HashMap<u32, Process>>,
+    /// By name.
+    pub(crate) containers: Mutex<HashMap<String, Container>>,
     /// Told once the first process's exit is reported.
     done: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     pub(crate) forker: spawn::Forker,
@@ -76,6 +90,7 @@ fn serve(port: File) -> Result<(), String> {
     let agent = Arc::new(Agent {
         port: Mutex::new(port),
         processes: Mutex::new(HashMap::new()),
+        containers: Mutex::new(HashMap::new()),
         done: Mutex::new(Some(done_tx)),
         forker: spawn::Forker::start(),
     });
@@ -188,7 +203,7 @@ fn reap(agent: &Arc<Agent>) {
             match entry {
                 Some((&id, p)) if p.started => {
                     p.reaped = Some(status);
-                    Some((id, p.outputs.take(), p.streams))
+                    Some((id, p.outputs.take(), p.streams, p.leads.take()))
                 }
                 Some((_, p)) => {
                     p.reaped = Some(status);
@@ -197,22 +212,24 @@ fn reap(agent: &Arc<Agent>) {
                 None => None,
             }
         };
-        let Some((id, outputs, streams)) = found else {
+        let Some((id, outputs, streams, leads)) = found else {
             continue;
         };
-        finish(agent.clone(), id, status, outputs, streams);
+        finish(agent.clone(), id, status, outputs, streams, leads);
     }
 }
 
 /// Reports process `id`'s exit once its output is all sent (on a thread:
 /// a stream held open by a leftover process is waited on for 2 s at most).
-/// The first process's report ends the agent.
+/// The first process's report ends the agent; a pod container's first
+/// process's end removes its container first.
 pub(crate) fn finish(
     agent: Arc<Agent>,
     id: u32,
     status: i32,
     outputs: Option<Receiver<()>>,
     streams: usize,
+    leads: Option<String>,
 ) {
     if id == FIRST_PROCESS {
         // The container is over: nothing of it outlives its first
@@ -227,6 +244,9 @@ pub(crate) fn finish(
                     break;
                 }
             }
+        }
+        if let Some(name) = leads {
+            pod::remove(&agent, &name);
         }
         agent.send_body(Kind::Exited, id, &exited(status));
         let mut procs = agent.processes.lock().unwrap_or_else(|p| p.into_inner());

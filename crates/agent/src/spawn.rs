@@ -9,11 +9,12 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use skiff_agent_protocol::{self as proto, FailReason, Kind, FIRST_PROCESS};
 
-use crate::{Agent, Process, NEWROOT};
+use crate::{Agent, Container, Process, NEWROOT};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The highest capability number the guest kernel (6.1) knows.
@@ -37,8 +38,15 @@ struct ChildPlan {
     capabilities: Option<u64>,
     no_new_privileges: bool,
     seccomp: Option<(Vec<u8>, u64)>,
-    /// The first process's namespaces, for a later process to join.
+    /// Namespaces to join, in order (mount last).
     join: Vec<OwnedFd>,
+    /// Namespaces to make (`CLONE_NEW*`) after those are joined; a new
+    /// mount namespace gets a `/proc` and cgroup mount of its own.
+    unshare: libc::c_int,
+    /// The container's root, and its `/proc` and cgroup mount points.
+    root: CString,
+    proc_dir: CString,
+    cgroup_dir: CString,
     /// The container cgroup's `cgroup.procs`, opened for writing: the
     /// child moves itself in before it makes or joins namespaces.
     cgroup_procs: OwnedFd,
@@ -93,37 +101,201 @@ fn setup(m: impl Into<String>) -> Failure {
     (FailReason::Setup, m.into())
 }
 
-/// Started is sent before the process can be reported exited.
-fn try_start(agent: &Arc<Agent>, id: u32, start: &proto::Start) -> Result<(), Failure> {
-    let first = id == FIRST_PROCESS;
-    let join = {
+/// Where a process runs, settled before its plan.
+struct Placement {
+    /// Its container's name ("" for the first).
+    container: String,
+    root: PathBuf,
+    cgroup: String,
+    join: Vec<OwnedFd>,
+    unshare: libc::c_int,
+    pid: PidNamespace,
+    /// It is a pod container's first process.
+    leads: bool,
+}
+
+/// The pid namespace a process is born in.
+pub(crate) enum PidNamespace {
+    /// A new one, of which it is PID 1.
+    New,
+    /// That of another process (its `ns/pid`, opened).
+    Join(OwnedFd),
+}
+
+/// The first process makes the first container; a `new_container` makes
+/// a pod's; any other joins the container it names.
+fn place(agent: &Agent, id: u32, start: &proto::Start) -> Result<Placement, Failure> {
+    let leader_pid = |name: &str| -> Result<i32, Failure> {
+        let leader = agent
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|c| c.leader);
+        let procs = agent.processes.lock().unwrap_or_else(|p| p.into_inner());
+        leader
+            .and_then(|l| procs.get(&l))
+            .filter(|p| p.reaped.is_none())
+            .map(|p| p.pid)
+            .ok_or_else(|| {
+                invalid(if name.is_empty() {
+                    "the container's first process is not running".to_string()
+                } else {
+                    format!("container {name:?} is not running")
+                })
+            })
+    };
+    {
         let procs = agent.processes.lock().unwrap_or_else(|p| p.into_inner());
         if procs.contains_key(&id) {
             return Err(invalid(format!("process {id} exists already")));
         }
-        match (first, procs.get(&FIRST_PROCESS)) {
-            (true, _) => Vec::new(),
-            (false, Some(p)) if p.reaped.is_none() => namespaces_of(p.pid)?,
-            (false, _) => return Err(invalid("the container's first process is not running")),
+    }
+    if id == FIRST_PROCESS {
+        if start.container.is_some() || start.new_container.is_some() {
+            return Err(invalid(
+                "process 0 starts the first container: it names no container",
+            ));
         }
+        return Ok(Placement {
+            container: String::new(),
+            root: PathBuf::from(NEWROOT),
+            cgroup: CONTAINER_CGROUP.into(),
+            join: Vec::new(),
+            unshare: libc::CLONE_NEWNS
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWCGROUP,
+            pid: PidNamespace::New,
+            leads: false,
+        });
+    }
+    if let Some(new) = &start.new_container {
+        if start.container.is_some() || !start.shares.is_empty() {
+            return Err(invalid(
+                "a new container names no container and shares no directories",
+            ));
+        }
+        crate::pod::check_name(&new.name)?;
+        if agent
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&new.name)
+        {
+            return Err(invalid(format!("container {:?} exists already", new.name)));
+        }
+        let first = leader_pid("")?;
+        return Ok(Placement {
+            container: new.name.clone(),
+            root: crate::pod::root_of(&new.name),
+            cgroup: crate::pod::cgroup_of(&new.name),
+            join: namespaces_of(first, &["uts", "ipc"])?,
+            unshare: libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP,
+            pid: if new.share_pid {
+                PidNamespace::Join(namespace_of(first, "pid")?)
+            } else {
+                PidNamespace::New
+            },
+            leads: true,
+        });
+    }
+    let name = start.container.clone().unwrap_or_default();
+    let leader = leader_pid(&name)?;
+    let (root, cgroup) = {
+        let containers = agent.containers.lock().unwrap_or_else(|p| p.into_inner());
+        let c = containers
+            .get(&name)
+            .ok_or_else(|| invalid(format!("container {name:?} is not running")))?;
+        (c.root.clone(), c.cgroup.clone())
     };
-    if first {
+    Ok(Placement {
+        container: name,
+        root,
+        cgroup,
+        join: namespaces_of(leader, &["uts", "ipc", "cgroup", "mnt"])?,
+        unshare: 0,
+        pid: PidNamespace::Join(namespace_of(leader, "pid")?),
+        leads: false,
+    })
+}
+
+/// Started is sent before the process can be reported exited.
+fn try_start(agent: &Arc<Agent>, id: u32, start: &proto::Start) -> Result<(), Failure> {
+    let placement = place(agent, id, start)?;
+    let root = placement.root.clone();
+    if id == FIRST_PROCESS {
         for f in &start.files {
-            write_root_file(f)?;
+            write_root_file(&root, f)?;
         }
         if !start.shares.is_empty() {
             crate::boot::load_modules("/modules/9p").map_err(setup)?;
         }
         for share in &start.shares {
-            mount_share(share)?;
+            mount_share(&root, share)?;
         }
-        make_container_cgroup(&start.cgroup)?;
+        make_container_cgroup(CONTAINER_CGROUP, &start.cgroup)?;
     }
+    if let Some(new) = &start.new_container {
+        let made = crate::pod::prepare(new, &start.cgroup).and_then(|()| {
+            start
+                .files
+                .iter()
+                .try_for_each(|f| write_root_file(&root, f))
+        });
+        if let Err(e) = made {
+            crate::pod::remove(agent, &new.name);
+            return Err(e);
+        }
+    }
+    if id == FIRST_PROCESS || placement.leads {
+        agent
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                placement.container.clone(),
+                Container {
+                    root: root.clone(),
+                    cgroup: placement.cgroup.clone(),
+                    leader: id,
+                },
+            );
+    }
+    let result = run_placed(agent, id, start, placement);
+    if result.is_err() && start.new_container.is_some() {
+        crate::pod::remove(agent, start.new_container.as_ref().map_or("", |n| &n.name));
+    }
+    result
+}
+
+fn run_placed(
+    agent: &Arc<Agent>,
+    id: u32,
+    start: &proto::Start,
+    placement: Placement,
+) -> Result<(), Failure> {
+    let Placement {
+        container: _,
+        root,
+        cgroup,
+        join,
+        unshare,
+        pid: pid_namespace,
+        leads,
+    } = placement;
     let cgroup_procs = std::fs::OpenOptions::new()
         .write(true)
-        .open(format!("{CONTAINER_CGROUP}/cgroup.procs"))
+        .open(format!("{cgroup}/cgroup.procs"))
         .map_err(|e| setup(format!("opening the container's cgroup: {e}")))?;
-    let plan = plan(start, join, cgroup_procs.into())?;
+    let plan = plan(start, &root, join, unshare, cgroup_procs.into())?;
+    let read_only = match &start.new_container {
+        Some(new) => new.read_only_root,
+        None => id == FIRST_PROCESS && crate::boot::root_is_read_only(),
+    };
+    if read_only {
+        crate::boot::seal_root(&root.to_string_lossy()).map_err(setup)?;
+    }
 
     let cloexec = |what: &str| -> Result<(OwnedFd, OwnedFd), Failure> {
         let mut fds = [0; 2];
@@ -140,7 +312,7 @@ fn try_start(agent: &Arc<Agent>, id: u32, start: &proto::Start) -> Result<(), Fa
     // The child's ends (given as 0, 1, 2) and ours.
     let (child_fds, ours): ([OwnedFd; 3], Ours) = match start.terminal {
         Some(size) => {
-            let (master, slave) = open_pty(size)?;
+            let (master, slave) = open_pty(&root, size)?;
             let dup = |fd: &OwnedFd| {
                 fd.try_clone()
                     .map_err(|e| setup(format!("duplicating the terminal: {e}")))
@@ -166,7 +338,7 @@ fn try_start(agent: &Arc<Agent>, id: u32, start: &proto::Start) -> Result<(), Fa
     let fds = child_fds.each_ref().map(|f| f.as_raw_fd());
     let pid = agent
         .forker
-        .fork(&plan, fds, report_w.as_raw_fd(), first)
+        .fork(&plan, fds, report_w.as_raw_fd(), pid_namespace)
         .map_err(|e| setup(format!("starting the process: {e}")))?;
     let (terminal, streams) = match &ours {
         Ours::Terminal(m) => (Some(m.clone()), 1),
@@ -182,6 +354,9 @@ fn try_start(agent: &Arc<Agent>, id: u32, start: &proto::Start) -> Result<(), Fa
             terminal,
             outputs: Some(outputs_rx),
             streams,
+            leads: leads
+                .then(|| start.new_container.as_ref().map(|n| n.name.clone()))
+                .flatten(),
         },
     );
     drop(procs);
@@ -241,17 +416,18 @@ fn try_start(agent: &Arc<Agent>, id: u32, start: &proto::Start) -> Result<(), Fa
         if let Some(status) = p.reaped {
             let outputs = p.outputs.take();
             let streams = p.streams;
+            let leads = p.leads.take();
             drop(procs);
-            crate::finish(agent.clone(), id, status, outputs, streams);
+            crate::finish(agent.clone(), id, status, outputs, streams, leads);
         }
     }
     Ok(())
 }
 
-/// The one thread that forks the container's processes. It puts itself
-/// in the container's pid namespace before the first (which becomes that
-/// namespace's PID 1), so every later process lands there too; a thread
-/// in that state can make no threads, so it makes none.
+/// The one thread that forks the containers' processes. Before each fork
+/// it sets the pid namespace its children are born in: a new one (the
+/// first process of which is its PID 1), or a container's. A thread in
+/// that state can make no threads, so it makes none.
 pub(crate) struct Forker {
     jobs: std::sync::Mutex<std::sync::mpsc::Sender<ForkJob>>,
 }
@@ -260,7 +436,7 @@ struct ForkJob {
     plan: *const ChildPlan,
     stdio: [RawFd; 3],
     report: RawFd,
-    new_pid_namespace: bool,
+    pid: PidNamespace,
     reply: std::sync::mpsc::SyncSender<std::io::Result<i32>>,
 }
 
@@ -271,9 +447,19 @@ unsafe impl Send for ForkJob {}
 impl Forker {
     pub(crate) fn start() -> Forker {
         let (tx, rx) = std::sync::mpsc::channel::<ForkJob>();
+        // The agent's own: a new pid namespace is made only from there
+        // (unshare refuses once the children's namespace was changed).
+        let own = std::fs::File::open("/proc/self/ns/pid").map(OwnedFd::from);
         std::thread::spawn(move || {
             for job in rx {
-                let _ = job.reply.send(Self::run(&job));
+                let result = match &own {
+                    Ok(own) => Self::run(own, &job),
+                    Err(e) => Err(std::io::Error::new(
+                        e.kind(),
+                        format!("opening the agent's pid namespace: {e}"),
+                    )),
+                };
+                let _ = job.reply.send(result);
             }
         });
         Forker {
@@ -281,10 +467,20 @@ impl Forker {
         }
     }
 
-    fn run(job: &ForkJob) -> std::io::Result<i32> {
-        // SAFETY: unshare with a flag; it changes only which pid namespace
-        // this thread's children are born in.
-        if job.new_pid_namespace && unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+    fn run(own: &OwnedFd, job: &ForkJob) -> std::io::Result<i32> {
+        // SAFETY: setns and unshare with fds we hold and flags; they
+        // change only which pid namespace this thread's children are
+        // born in.
+        let set = unsafe {
+            match &job.pid {
+                PidNamespace::New => {
+                    libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) == 0
+                        && libc::unshare(libc::CLONE_NEWPID) == 0
+                }
+                PidNamespace::Join(ns) => libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) == 0,
+            }
+        };
+        if !set {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: the child runs only async-signal-safe syscalls on memory
@@ -306,14 +502,14 @@ impl Forker {
         plan: &ChildPlan,
         stdio: [RawFd; 3],
         report: RawFd,
-        new_pid_namespace: bool,
+        pid: PidNamespace,
     ) -> std::io::Result<i32> {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let job = ForkJob {
             plan,
             stdio,
             report,
-            new_pid_namespace,
+            pid,
             reply,
         };
         let sent = self
@@ -363,7 +559,9 @@ fn child_failure(start: &proto::Start, step: usize, errno: i32) -> Failure {
 
 fn plan(
     start: &proto::Start,
+    root: &Path,
     join: Vec<OwnedFd>,
+    unshare: libc::c_int,
     cgroup_procs: OwnedFd,
 ) -> Result<ChildPlan, Failure> {
     let c = |s: &str, what: &str| {
@@ -396,7 +594,7 @@ fn plan(
         )));
     }
     // Docker makes a missing working directory.
-    let in_root = inside_root(cwd)?;
+    let in_root = inside(root, cwd)?;
     if !in_root.exists() {
         std::fs::create_dir_all(&in_root)
             .map_err(|e| setup(format!("making the working directory {cwd}: {e}")))?;
@@ -445,8 +643,18 @@ fn plan(
         no_new_privileges: start.no_new_privileges,
         seccomp,
         join,
+        unshare,
+        root: path_c(root)?,
+        proc_dir: path_c(&root.join("proc"))?,
+        cgroup_dir: path_c(&root.join("sys/fs/cgroup"))?,
         cgroup_procs,
     })
+}
+
+fn path_c(path: &Path) -> Result<CString, Failure> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| invalid(format!("{} holds a NUL byte", path.display())))
 }
 
 /// The container's cgroup in the guest's (v2) hierarchy; the agent stays
@@ -455,7 +663,10 @@ const CONTAINER_CGROUP: &str = "/sys/fs/cgroup/container";
 
 /// Makes the container's cgroup with `limits`, enabling in the root only
 /// the controllers a limit needs.
-fn make_container_cgroup(limits: &proto::CgroupLimits) -> Result<(), Failure> {
+pub(crate) fn make_container_cgroup(
+    dir: &str,
+    limits: &proto::CgroupLimits,
+) -> Result<(), Failure> {
     let write = |dir: &str, file: &str, value: String| {
         std::fs::write(format!("{dir}/{file}"), &value)
             .map_err(|e| setup(format!("writing {value:?} to the cgroup's {file}: {e}")))
@@ -468,7 +679,7 @@ fn make_container_cgroup(limits: &proto::CgroupLimits) -> Result<(), Failure> {
     // no file to write.
     if let Some(s) = limits.swap_max {
         if std::path::Path::new("/sys/fs/cgroup/memory.swap.max").exists()
-            || std::path::Path::new(&format!("{CONTAINER_CGROUP}/memory.swap.max")).exists()
+            || std::path::Path::new(&format!("{dir}/memory.swap.max")).exists()
         {
             settings.push(("memory", "memory.swap.max", s.to_string()));
         }
@@ -487,39 +698,39 @@ fn make_container_cgroup(limits: &proto::CgroupLimits) -> Result<(), Failure> {
     for c in controllers {
         write("/sys/fs/cgroup", "cgroup.subtree_control", format!("+{c}"))?;
     }
-    match std::fs::create_dir(CONTAINER_CGROUP) {
+    match std::fs::create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(setup(format!("making the container's cgroup: {e}"))),
     }
     for (_, file, value) in settings {
-        write(CONTAINER_CGROUP, file, value)?;
+        write(dir, file, value)?;
     }
     Ok(())
 }
 
-/// `path` (absolute, in the container) under the root, refusing `..`.
-fn inside_root(path: &str) -> Result<std::path::PathBuf, Failure> {
+/// `path` (absolute, in the container) under `root`, refusing `..`.
+pub(crate) fn inside(root: &Path, path: &str) -> Result<PathBuf, Failure> {
     if path.split('/').any(|c| c == "..") {
         return Err(invalid(format!("{path:?} climbs out with \"..\"")));
     }
-    Ok(std::path::Path::new(NEWROOT).join(path.trim_start_matches('/')))
+    Ok(root.join(path.trim_start_matches('/')))
 }
 
 /// One of the files skiff writes into the container (`/etc/hosts`...):
 /// never through a symlink, which could point anywhere in the guest.
-fn write_root_file(f: &proto::RootFile) -> Result<(), Failure> {
+fn write_root_file(root: &Path, f: &proto::RootFile) -> Result<(), Failure> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if !f.path.starts_with('/') {
         return Err(invalid(format!("{:?} is not an absolute path", f.path)));
     }
-    let target = inside_root(&f.path)?;
-    let parent = target.parent().unwrap_or(std::path::Path::new(NEWROOT));
+    let target = inside(root, &f.path)?;
+    let parent = target.parent().unwrap_or(root);
     let real = parent
         .canonicalize()
         .map_err(|e| setup(format!("finding {}: {e}", parent.display())))?;
-    if !real.starts_with(NEWROOT) {
+    if !real.starts_with(root) {
         return Err(invalid(format!(
             "{}'s directory leads out of the image",
             f.path
@@ -537,11 +748,15 @@ fn write_root_file(f: &proto::RootFile) -> Result<(), Failure> {
         .map_err(|e| setup(format!("writing {}: {e}", f.path)))
 }
 
+/// 9p's options for the host's directories: a share is read-only on the
+/// host too if it is here.
+pub(crate) const NINE_P: &str = "trans=virtio,version=9p2000.L,msize=262144,access=client";
+
 /// A host directory the hypervisor shares (9p over virtio), mounted where
 /// the container sees it; the mount point is made inside the root, never
 /// through a symlink out of it. A read-only share is also refused writes
 /// by the hypervisor.
-fn mount_share(share: &proto::SharedDir) -> Result<(), Failure> {
+fn mount_share(root: &Path, share: &proto::SharedDir) -> Result<(), Failure> {
     if !share.destination.starts_with('/') {
         return Err(invalid(format!(
             "{:?} is not an absolute path",
@@ -552,30 +767,12 @@ fn mount_share(share: &proto::SharedDir) -> Result<(), Failure> {
         return Err(invalid(format!("{:?} is not a share's tag", share.tag)));
     }
     if let Some(file) = &share.file {
-        return bind_shared_file(share, file);
+        return bind_shared_file(root, share, file);
     }
-    let target = inside_root(&share.destination)?;
-    std::fs::create_dir_all(&target)
-        .map_err(|e| setup(format!("making the mount point {}: {e}", share.destination)))?;
-    let real = target
-        .canonicalize()
-        .map_err(|e| setup(format!("finding {}: {e}", share.destination)))?;
-    if !real.starts_with(NEWROOT) || real == std::path::Path::new(NEWROOT) {
-        return Err(invalid(format!(
-            "-v's destination {} leads out of the image",
-            share.destination
-        )));
-    }
+    let real = mount_point(root, &share.destination, true)?;
     let flags =
         libc::MS_NOSUID | libc::MS_NODEV | if share.read_only { libc::MS_RDONLY } else { 0 };
-    crate::boot::mount(
-        &share.tag,
-        &real.to_string_lossy(),
-        "9p",
-        flags,
-        "trans=virtio,version=9p2000.L,msize=262144,access=client",
-    )
-    .map_err(setup)
+    crate::boot::mount(&share.tag, &real.to_string_lossy(), "9p", flags, NINE_P).map_err(setup)
 }
 
 /// Where the agent mounts the directories that single files come from,
@@ -584,65 +781,92 @@ const FILE_SHARES: &str = "/shares";
 
 /// A single host file (`-v FILE:DEST`, a runtime's `/etc/hosts`): its
 /// directory's 9p device is mounted outside the root once, and the file
-/// alone is bound at its destination, made inside the root (never through
-/// a symlink out of it), read-only if the share is.
-fn bind_shared_file(share: &proto::SharedDir, file: &str) -> Result<(), Failure> {
+/// alone is bound at its destination.
+fn bind_shared_file(root: &Path, share: &proto::SharedDir, file: &str) -> Result<(), Failure> {
     if file.is_empty() || file.contains('/') || file == "." || file == ".." {
         return Err(invalid(format!("{file:?} is not a file's name")));
     }
     let source_dir = format!("{FILE_SHARES}/{}", share.tag);
-    if !std::path::Path::new(&source_dir).join(file).exists() {
+    if !Path::new(&source_dir).join(file).exists() {
         std::fs::create_dir_all(&source_dir)
             .map_err(|e| setup(format!("making {source_dir}: {e}")))?;
         let flags = libc::MS_NOSUID
             | libc::MS_NODEV
             | libc::MS_NOEXEC
             | if share.read_only { libc::MS_RDONLY } else { 0 };
-        crate::boot::mount(
-            &share.tag,
-            &source_dir,
-            "9p",
-            flags,
-            "trans=virtio,version=9p2000.L,msize=262144,access=client",
-        )
-        .map_err(setup)?;
+        crate::boot::mount(&share.tag, &source_dir, "9p", flags, NINE_P).map_err(setup)?;
     }
-    let target = inside_root(&share.destination)?;
-    let parent = target.parent().unwrap_or(std::path::Path::new(NEWROOT));
-    std::fs::create_dir_all(parent).map_err(|e| {
-        setup(format!(
-            "making the directory of {}: {e}",
-            share.destination
+    bind_into(
+        root,
+        Path::new(&format!("{source_dir}/{file}")),
+        &share.destination,
+        share.read_only,
+    )
+}
+
+/// `destination`'s mount point in `root`, made a directory (or an empty
+/// file) if missing, never through a symlink out of the root, and never
+/// the root itself.
+fn mount_point(root: &Path, destination: &str, directory: bool) -> Result<PathBuf, Failure> {
+    if !destination.starts_with('/') {
+        return Err(invalid(format!("{destination:?} is not an absolute path")));
+    }
+    let target = inside(root, destination)?;
+    let out = || {
+        invalid(format!(
+            "the mount's destination {destination} leads out of the image"
         ))
-    })?;
+    };
+    if directory {
+        std::fs::create_dir_all(&target)
+            .map_err(|e| setup(format!("making the mount point {destination}: {e}")))?;
+        let real = target
+            .canonicalize()
+            .map_err(|e| setup(format!("finding {destination}: {e}")))?;
+        if !real.starts_with(root) || real == root {
+            return Err(out());
+        }
+        return Ok(real);
+    }
+    let parent = target.parent().unwrap_or(root);
+    std::fs::create_dir_all(parent)
+        .map_err(|e| setup(format!("making the directory of {destination}: {e}")))?;
     let real_parent = parent
         .canonicalize()
         .map_err(|e| setup(format!("finding {}: {e}", parent.display())))?;
-    if !real_parent.starts_with(NEWROOT) {
-        return Err(invalid(format!(
-            "-v's destination {} leads out of the image",
-            share.destination
-        )));
+    if !real_parent.starts_with(root) {
+        return Err(out());
     }
     let real = real_parent.join(target.file_name().unwrap_or_default());
     match std::fs::symlink_metadata(&real) {
-        Ok(m) if m.file_type().is_symlink() || m.is_dir() => {
-            return Err(invalid(format!(
-                "-v's destination {} is a {} in the image, not a file",
-                share.destination,
-                if m.is_dir() { "directory" } else { "symlink" }
-            )))
-        }
-        Ok(_) => {}
+        Ok(m) if m.file_type().is_symlink() || m.is_dir() => Err(invalid(format!(
+            "the mount's destination {destination} is a {} in the image, not a file",
+            if m.is_dir() { "directory" } else { "symlink" }
+        ))),
+        Ok(_) => Ok(real),
         Err(_) => {
             std::fs::File::create(&real)
-                .map_err(|e| setup(format!("making the mount point {}: {e}", share.destination)))?;
+                .map_err(|e| setup(format!("making the mount point {destination}: {e}")))?;
+            Ok(real)
         }
     }
-    let from = format!("{source_dir}/{file}");
-    let to = real.to_string_lossy().into_owned();
-    crate::boot::mount(&from, &to, "", libc::MS_BIND, "").map_err(setup)?;
-    if share.read_only {
+}
+
+/// Binds `from` (a file or directory of the guest) at `destination` in
+/// `root`, read-only if asked.
+pub(crate) fn bind_into(
+    root: &Path,
+    from: &Path,
+    destination: &str,
+    read_only: bool,
+) -> Result<(), Failure> {
+    let is_dir = std::fs::metadata(from)
+        .map_err(|e| setup(format!("finding {}: {e}", from.display())))?
+        .is_dir();
+    let to = mount_point(root, destination, is_dir)?;
+    let (from, to) = (from.to_string_lossy(), to.to_string_lossy());
+    crate::boot::mount(&from, &to, "", libc::MS_BIND | libc::MS_REC, "").map_err(setup)?;
+    if read_only {
         crate::boot::mount(
             "",
             &to,
@@ -655,30 +879,30 @@ fn bind_shared_file(share: &proto::SharedDir, file: &str) -> Result<(), Failure>
     Ok(())
 }
 
-/// The UTS, IPC, cgroup and mount namespaces of `pid`, opened, in the
-/// order a process joins them (mount last).
-fn namespaces_of(pid: i32) -> Result<Vec<OwnedFd>, Failure> {
-    ["uts", "ipc", "cgroup", "mnt"]
-        .iter()
-        .map(|ns| {
-            std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))
-                .map(OwnedFd::from)
-                .map_err(|e| setup(format!("opening the container's {ns} namespace: {e}")))
-        })
-        .collect()
+/// Namespace `ns` of `pid`, opened.
+fn namespace_of(pid: i32, ns: &str) -> Result<OwnedFd, Failure> {
+    std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))
+        .map(OwnedFd::from)
+        .map_err(|e| setup(format!("opening the container's {ns} namespace: {e}")))
+}
+
+/// The namespaces `names` of `pid`, opened, in the order given (a mount
+/// namespace goes last).
+fn namespaces_of(pid: i32, names: &[&str]) -> Result<Vec<OwnedFd>, Failure> {
+    names.iter().map(|ns| namespace_of(pid, ns)).collect()
 }
 
 /// A terminal of the container's own devpts instance, so that it sees
 /// its side as `/dev/pts/N`: the master from that instance's `ptmx`, the
 /// slave by TIOCGPTPEER (no path to look up).
-fn open_pty(size: proto::TerminalSize) -> Result<(OwnedFd, OwnedFd), Failure> {
+fn open_pty(root: &Path, size: proto::TerminalSize) -> Result<(OwnedFd, OwnedFd), Failure> {
     use std::os::unix::fs::OpenOptionsExt;
     let err = |what: &str, e: std::io::Error| setup(format!("{what}: {e}"));
     let master: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(format!("{NEWROOT}/dev/pts/ptmx"))
+        .open(root.join("dev/pts/ptmx"))
         .map_err(|e| err("opening the container's terminal", e))?
         .into();
     let unlock: libc::c_int = 0;
@@ -749,15 +973,17 @@ unsafe fn child(plan: &ChildPlan, stdio: [RawFd; 3], report: RawFd) -> ! {
     if libc::write(plan.cgroup_procs.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1 {
         fail(Step::Cgroup);
     }
-    if plan.join.is_empty() {
-        let flags =
-            libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP;
-        if libc::unshare(flags) < 0 {
+    for ns in &plan.join {
+        if libc::setns(ns.as_raw_fd(), 0) < 0 {
             fail(Step::Namespaces);
         }
-        // This process is PID 1 of the container's pid namespace: its
-        // /proc shows that namespace, in a mount namespace of its own.
-        let (proc_dir, proc_fs) = (c"/newroot/proc", c"proc");
+    }
+    if plan.unshare != 0 && libc::unshare(plan.unshare) < 0 {
+        fail(Step::Namespaces);
+    }
+    if plan.unshare & libc::CLONE_NEWNS != 0 {
+        // A first process of its pid namespace: its /proc shows that
+        // namespace, in a mount namespace of its own.
         if libc::mount(
             std::ptr::null(),
             c"/".as_ptr(),
@@ -768,10 +994,11 @@ unsafe fn child(plan: &ChildPlan, stdio: [RawFd; 3], report: RawFd) -> ! {
         {
             fail(Step::Namespaces);
         }
-        libc::umount2(proc_dir.as_ptr(), libc::MNT_DETACH);
+        let proc_fs = c"proc";
+        libc::umount2(plan.proc_dir.as_ptr(), libc::MNT_DETACH);
         if libc::mount(
             proc_fs.as_ptr(),
-            proc_dir.as_ptr(),
+            plan.proc_dir.as_ptr(),
             proc_fs.as_ptr(),
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             std::ptr::null(),
@@ -781,10 +1008,10 @@ unsafe fn child(plan: &ChildPlan, stdio: [RawFd; 3], report: RawFd) -> ! {
         }
         // Its cgroup, read-only and seen from the namespace's root, as
         // Docker mounts it on v2.
-        let (cgroup_dir, cgroup_fs) = (c"/newroot/sys/fs/cgroup", c"cgroup2");
+        let cgroup_fs = c"cgroup2";
         if libc::mount(
             cgroup_fs.as_ptr(),
-            cgroup_dir.as_ptr(),
+            plan.cgroup_dir.as_ptr(),
             cgroup_fs.as_ptr(),
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
             std::ptr::null(),
@@ -792,20 +1019,28 @@ unsafe fn child(plan: &ChildPlan, stdio: [RawFd; 3], report: RawFd) -> ! {
         {
             fail(Step::Cgroup);
         }
+    }
+    if plan.unshare & libc::CLONE_NEWUTS != 0 {
         if let Some(h) = &plan.hostname {
             if libc::sethostname(h.as_ptr(), h.as_bytes().len()) < 0 {
                 fail(Step::Hostname);
             }
         }
-    } else {
-        for ns in &plan.join {
-            if libc::setns(ns.as_raw_fd(), 0) < 0 {
-                fail(Step::Namespaces);
-            }
+    }
+    // A new mount namespace pivots into the root and lets go of the
+    // guest's tree, as runc does: a chroot alone is escaped with
+    // CAP_SYS_CHROOT. A process that joined the container's mount
+    // namespace is in that root already (setns lands on its top mount).
+    if plan.unshare & libc::CLONE_NEWNS != 0 {
+        let dot = c".";
+        if libc::chdir(plan.root.as_ptr()) < 0
+            || libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) < 0
+            || libc::umount2(dot.as_ptr(), libc::MNT_DETACH) < 0
+        {
+            fail(Step::Root);
         }
     }
-    let root = c"/newroot";
-    if libc::chroot(root.as_ptr()) < 0 || libc::chdir(c"/".as_ptr()) < 0 {
+    if libc::chdir(c"/".as_ptr()) < 0 {
         fail(Step::Root);
     }
     if libc::chdir(plan.cwd.as_ptr()) < 0 {

@@ -217,6 +217,60 @@ async fn cri_clients(
     )
 }
 
+/// A pod network namespace of its own for each pod: Debian's CNI plugins,
+/// a point-to-point veth (the CRI wants an eth0) on a private /28 whose
+/// addresses are kept in the test's own directory.
+fn pod_network(node: &CriNode) {
+    let cni = node.work.path().join("cni");
+    std::fs::create_dir_all(cni.join("bin")).unwrap();
+    std::fs::create_dir_all(cni.join("conf")).unwrap();
+    for plugin in ["loopback", "ptp", "host-local"] {
+        std::os::unix::fs::symlink(
+            Path::new("/usr/lib/cni").join(plugin),
+            cni.join("bin").join(plugin),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        cni.join("conf/10-pod.conflist"),
+        format!(
+            r#"{{"cniVersion": "0.4.0", "name": "skiff-test-pod", "plugins": [{{"type": "ptp", "ipMasq": false,
+              "ipam": {{"type": "host-local", "subnet": "10.254.177.0/28", "dataDir": "{}"}}}}]}}"#,
+            cni.join("ipam").display()
+        ),
+    )
+    .unwrap();
+}
+
+/// Until the CRI has loaded the CNI config it watches for.
+async fn network_ready(
+    runtime: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = runtime
+            .status(k8s_cri::v1::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+        let ready = status.status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.r#type == "NetworkReady" && c.status)
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CNI config never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The kubelet's pod lifecycle with the runtime handler `skiff-oci`:
 /// containerd's runc shim with skiff-oci as its binary, so the pause
 /// container and the pod's containers all run on skiff's runtime.
@@ -238,28 +292,7 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
         oci.bin.display()
     );
     let node = cri_node(&runtimes);
-    // A pod network namespace of its own: Debian's CNI plugins, a
-    // point-to-point veth (the CRI wants an eth0) on a private /28 whose
-    // addresses are kept in the test's own directory.
-    let cni = node.work.path().join("cni");
-    std::fs::create_dir_all(cni.join("bin")).unwrap();
-    std::fs::create_dir_all(cni.join("conf")).unwrap();
-    for plugin in ["loopback", "ptp", "host-local"] {
-        std::os::unix::fs::symlink(
-            Path::new("/usr/lib/cni").join(plugin),
-            cni.join("bin").join(plugin),
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        cni.join("conf/10-pod.conflist"),
-        format!(
-            r#"{{"cniVersion": "0.4.0", "name": "skiff-test-pod", "plugins": [{{"type": "ptp", "ipMasq": false,
-              "ipam": {{"type": "host-local", "subnet": "10.254.177.0/28", "dataDir": "{}"}}}}]}}"#,
-            cni.join("ipam").display()
-        ),
-    )
-    .unwrap();
+    pod_network(&node);
     let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
     let image = node.registry.reference("deb:skiff");
     let logs = node.work.path().join("pod-logs");
@@ -273,28 +306,7 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
     };
     rt.block_on(async {
         let (mut runtime, mut images) = cri_clients(node.containerd.socket()).await;
-        // The CRI loads the CNI config it watches for.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let status = runtime
-                .status(StatusRequest { verbose: false })
-                .await
-                .unwrap_or_else(|e| fail("Status", e))
-                .into_inner();
-            let ready = status.status.is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.r#type == "NetworkReady" && c.status)
-            });
-            if ready {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the CNI config never loaded"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        network_ready(&mut runtime).await;
         images
             .pull_image(PullImageRequest {
                 image: Some(ImageSpec {
@@ -531,5 +543,352 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
         for id in [&first, &second, &pod] {
             assert!(!left.contains(id.as_str()), "{id} left behind: {left}");
         }
+    });
+}
+
+/// QEMU processes whose command line holds `needle` (a container's ID is
+/// in its agent socket's path).
+fn qemus_with(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| {
+            let text = String::from_utf8_lossy(c);
+            text.starts_with("qemu-system") && text.contains(needle)
+        })
+        .count()
+}
+
+/// The mount points under `dir`.
+fn mounts_under(dir: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A Kubernetes pod on the runtime handler `skiff-vm` (a RuntimeClass's
+/// handler): the pod is one guest, booted by its sandbox container, and
+/// each container of the pod runs in it with a root of its own, sharing
+/// the pod's IPC and hostname; nothing of it is left once it is removed,
+/// not even when a container's supervisor is killed with -9.
+#[test]
+fn a_pod_on_the_skiff_vm_handler_runs_in_one_guest() {
+    use k8s_cri::v1::*;
+    let shim = Path::new(&common::skiff_bin()).with_file_name("containerd-shim-skiff-v2");
+    let link = shim.with_file_name("containerd-shim-skiff-vm-v2");
+    match std::os::unix::fs::symlink(&shim, &link) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{e}"),
+        _ => {}
+    }
+    let runtimes = r#"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skiff-vm]
+    runtime_type = "io.containerd.skiff-vm.v2"
+"#;
+    let node = cri_node(runtimes);
+    pod_network(&node);
+    let image = node.registry.reference("deb:skiff");
+    let logs = node.work.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let oci = common::oci::Oci::new();
+    let state_root = "/run/skiff-shim/k8s.io";
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The guests' consoles too, while the shim's state still holds them.
+    let fail = |what: &str, e: tonic::Status| -> ! {
+        let consoles: String = std::fs::read_dir(state_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|d| std::fs::read_to_string(d.path().join("console.log")).ok())
+            .collect();
+        panic!(
+            "{what}: {}\n{}\nthe guests' consoles:\n{consoles}",
+            e.message(),
+            node.containerd.log()
+        )
+    };
+    rt.block_on(async {
+        let (mut runtime, mut images) = cri_clients(node.containerd.socket()).await;
+        network_ready(&mut runtime).await;
+        images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| fail("PullImage", e));
+        let pod_config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "vmpod".into(),
+                uid: format!("vmpod-{}", std::process::id()),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: "vmpod".into(),
+            dns_config: Some(DnsConfig {
+                servers: vec!["10.254.177.53".into()],
+                ..Default::default()
+            }),
+            log_directory: logs.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Pod as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                        pid: NamespaceMode::Container as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pod = runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod_config.clone()),
+                runtime_handler: "skiff-vm".into(),
+            })
+            .await
+            .unwrap_or_else(|e| fail("RunPodSandbox", e))
+            .into_inner()
+            .pod_sandbox_id;
+        assert_eq!(qemus_with(&pod), 1, "the pod's sandbox boots its guest");
+        let container = |name: &str, command: &str| CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                command: vec!["sh".into(), "-c".into(), command.into()],
+                log_path: format!("{name}.log"),
+                linux: Some(LinuxContainerConfig {
+                    security_context: Some(LinuxContainerSecurityContext {
+                        namespace_options: Some(NamespaceOption {
+                            network: NamespaceMode::Pod as i32,
+                            ipc: NamespaceMode::Pod as i32,
+                            pid: NamespaceMode::Container as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: Some(pod_config.clone()),
+        };
+        let create_and_start = |request: CreateContainerRequest| {
+            let mut runtime = runtime.clone();
+            async move {
+                let id = runtime
+                    .create_container(request)
+                    .await
+                    .unwrap_or_else(|e| fail("CreateContainer", e))
+                    .into_inner()
+                    .container_id;
+                runtime
+                    .start_container(StartContainerRequest {
+                        container_id: id.clone(),
+                    })
+                    .await
+                    .unwrap_or_else(|e| fail("StartContainer", e));
+                id
+            }
+        };
+        let wait_exited = |id: String| {
+            let mut runtime = runtime.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    let s = runtime
+                        .container_status(ContainerStatusRequest {
+                            container_id: id.clone(),
+                            verbose: false,
+                        })
+                        .await
+                        .unwrap_or_else(|e| fail("ContainerStatus", e))
+                        .into_inner()
+                        .status
+                        .unwrap();
+                    if s.state == ContainerState::ContainerExited as i32 {
+                        return s.exit_code;
+                    }
+                    assert!(std::time::Instant::now() < deadline, "{id} never exited");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+
+        // The first container makes a SysV shared memory segment, which
+        // only a container in the same IPC namespace can see.
+        let first = create_and_start(container(
+            "first",
+            "ipcmk -M 4096 && echo ready > /tmp/made && exec sleep 1000",
+        ))
+        .await;
+        let exec = |cmd: &str| {
+            let mut runtime = runtime.clone();
+            let request = ExecSyncRequest {
+                container_id: first.clone(),
+                cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+                timeout: 30,
+            };
+            async move {
+                runtime
+                    .exec_sync(request)
+                    .await
+                    .unwrap_or_else(|e| fail("ExecSync", e))
+                    .into_inner()
+            }
+        };
+        // An exec joins the container, in the guest: its kernel, its
+        // processes (the container's own pid namespace), its root.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let shown = loop {
+            let e = exec("cat /tmp/made; uname -r; cat /proc/1/comm; hostname; exit 3").await;
+            let out = String::from_utf8_lossy(&e.stdout).into_owned();
+            if out.starts_with("ready") {
+                assert_eq!(e.exit_code, 3, "{out}");
+                break out;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "first never ran: {out}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_ne!(
+            lines[1],
+            host_kernel.trim(),
+            "not the guest's kernel: {shown}"
+        );
+        assert_eq!(
+            lines[2], "sleep",
+            "not the container's pid namespace: {shown}"
+        );
+        assert_eq!(lines[3], "vmpod", "not the pod's hostname: {shown}");
+
+        // The second sees the first's segment, the pod's hostname (its
+        // UTS namespace, and the CRI's /etc/hostname bound in through the
+        // pod share), and only its own processes in a root of its own.
+        let second = create_and_start(container(
+            "second",
+            "ipcs -m | grep -c 4096; uname -r; hostname; cat /etc/hostname; echo pid=$$; \
+             test -e /tmp/made || echo own-root; grep nameserver /etc/resolv.conf; \
+             python3 -c 'import os; own = sorted(os.listdir(\"/\")); fd = os.open(\"/\", 0); \
+               os.makedirs(\"/tmp/jail\"); os.chroot(\"/tmp/jail\"); os.fchdir(fd); \
+               [os.chdir(\"..\") for _ in range(64)]; os.chroot(\".\"); out = sorted(os.listdir(\"/\")); \
+               print(\"escape contained\" if out == own else \"escaped to \" + \" \".join(out))'",
+        ))
+        .await;
+        assert_eq!(wait_exited(second.clone()).await, 0);
+        let log = std::fs::read_to_string(logs.join("second.log")).unwrap();
+        let said: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split_once(" stdout F ").map(|(_, t)| t))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "1",
+                lines[1],
+                "vmpod",
+                "vmpod",
+                "pid=1",
+                "own-root",
+                "nameserver 10.254.177.53",
+                "escape contained"
+            ],
+            "{log}"
+        );
+        assert_eq!(qemus_with(&pod), 1, "one guest holds the pod");
+        assert_eq!(qemus_with(&first), 0, "a container boots no guest");
+
+        // A container's supervisor killed with -9: the container ends,
+        // and removing it leaves nothing bound in the pod's share.
+        let third = create_and_start(container("third", "exec sleep 1000")).await;
+        let state = Command::new(&oci.bin)
+            .args(["--root", state_root, "state", &third])
+            .output()
+            .unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+        let pid = state["pid"].as_i64().unwrap() as i32;
+        let share = format!("{state_root}/{pod}/pod/");
+        assert!(
+            !mounts_under(&format!("{share}{third}")).is_empty(),
+            "the third container's root is bound in the pod's share"
+        );
+        // SAFETY: kill with integer arguments.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        assert_ne!(wait_exited(third.clone()).await, 0);
+
+        runtime
+            .stop_container(StopContainerRequest {
+                container_id: first.clone(),
+                timeout: 2,
+            })
+            .await
+            .unwrap_or_else(|e| fail("StopContainer", e));
+        for id in [&first, &second, &third] {
+            runtime
+                .remove_container(RemoveContainerRequest {
+                    container_id: id.to_string(),
+                })
+                .await
+                .unwrap_or_else(|e| fail("RemoveContainer", e));
+        }
+        assert_eq!(mounts_under(&share), Vec::<String>::new());
+        runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| fail("StopPodSandbox", e));
+        runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| fail("RemovePodSandbox", e));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while qemus_with(&pod) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pod's guest stayed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = Command::new(&oci.bin)
+            .args(["--root", state_root, "list", "-q"])
+            .output()
+            .unwrap();
+        let left = String::from_utf8_lossy(&left.stdout);
+        for id in [&first, &second, &third, &pod] {
+            assert!(!left.contains(id.as_str()), "{id} left behind: {left}");
+        }
+        assert_eq!(
+            mounts_under(&format!("{state_root}/{pod}")),
+            Vec::<String>::new()
+        );
     });
 }

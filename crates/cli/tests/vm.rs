@@ -81,6 +81,10 @@ fn a_command_runs_in_a_guest_of_its_own_confined_as_docker_confines_it() {
          mkdir /sys/fs/cgroup/x 2>/dev/null && echo cgroupfs=writable || echo cgroupfs=read-only; \
          echo memtotal=$(awk '/MemTotal/ {print $2}' /proc/meminfo); \
          echo vcpus=$(nproc); \
+         echo own=$(ls -A / | tr '\\n' ' '); \
+         python3 -c 'import os; os.makedirs(\"/tmp/jail\"); fd = os.open(\"/\", os.O_RDONLY); \
+           os.chroot(\"/tmp/jail\"); os.fchdir(fd); [os.chdir(\"..\") for _ in range(64)]; \
+           os.chroot(\".\"); print(\"escaped=\" + \" \".join(os.listdir(\"/\")))'; \
          (for i in $(seq 30); do sleep 5 & done) 2>/tmp/forks; \
          echo refused=$(grep -c 'Cannot fork' /tmp/forks); \
          exit 3";
@@ -127,6 +131,15 @@ fn a_command_runs_in_a_guest_of_its_own_confined_as_docker_confines_it() {
     assert!(!field(&text, "hostname").is_empty());
     assert_eq!(field(&text, "hosts"), "1", "{text}");
     assert_eq!(field(&text, "writable"), "yes");
+    // The classic chroot escape (CAP_SYS_CHROOT is Docker's) finds the
+    // container's root, never the guest's tree around it.
+    let sorted = |key: &str| {
+        let mut names: Vec<&str> = field(&text, key).split_whitespace().collect();
+        names.sort_unstable();
+        names
+    };
+    assert!(sorted("own").contains(&"usr"), "{text}");
+    assert_eq!(sorted("escaped"), sorted("own"), "{text}");
     // Its own cgroup (namespace), read-only, with the run's limits; the
     // guest is larger than --memory, and --cpus 0.5 is one vCPU at half.
     assert_eq!(field(&text, "cgroup"), "0::/");

@@ -73,6 +73,28 @@ pub struct Prepare<'a> {
     /// The image as a block device (an NBD server's unix socket), for a
     /// kind whose [`SandboxKind::root`] is [`RootKind::BlockDevice`].
     pub block_device: Option<&'a Path>,
+    /// Its part in a pod (a CRI sandbox and its containers), for a kind
+    /// that holds a pod in one sandbox (a VM); the namespace kind joins
+    /// the namespaces the spec names instead.
+    pub pod: Option<PodRole<'a>>,
+}
+
+/// A container's part in a pod, as the engine found it.
+#[derive(Debug, Clone, Copy)]
+pub enum PodRole<'a> {
+    /// The pod's sandbox (its pause container): its sandbox holds the
+    /// pod. `share` is a directory, root's alone, that the kind may share
+    /// with it whole (its later containers' roots are bound in there).
+    Sandbox { share: &'a Path },
+    /// An app container of the pod whose sandbox container's state is in
+    /// `sandbox` (where its supervisor's sockets are), with `share` its
+    /// share directory. The container runs inside that sandbox, known
+    /// there as `name` (its ID).
+    Member {
+        sandbox: &'a Path,
+        share: &'a Path,
+        name: &'a str,
+    },
 }
 
 /// What a kind runs the container's root from.
@@ -93,6 +115,8 @@ pub struct Running<'a> {
     /// The spec it was created from.
     pub spec: &'a Spec,
     pub bundle: &'a Path,
+    /// Its part in a pod, as at its [`Prepare`].
+    pub pod: Option<PodRole<'a>>,
 }
 
 /// A process to start in a running container.

@@ -21,7 +21,7 @@ pub mod spec;
 pub mod user;
 
 pub use kind::{
-    ExecProcess, ExecStart, ImageFacts, Lifecycle, Prepare, RootKind, Running, Sandbox,
+    ExecProcess, ExecStart, ImageFacts, Lifecycle, PodRole, Prepare, RootKind, Running, Sandbox,
     SandboxKind, SignalHandle, Stats, Stdio,
 };
 pub use namespace::{NamespaceKind, NamespaceSandbox};

@@ -305,6 +305,7 @@ impl NamespaceSandbox {
             stdio,
             lifecycle,
             block_device: _,
+            pod: _,
         } = container;
         let linux = spec
             .linux()

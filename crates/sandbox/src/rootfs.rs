@@ -198,6 +198,70 @@ fn kernel_destination(dst: &str) -> Option<String> {
     }
 }
 
+/// The mount points at or under `dir` (which must be canonical), deepest
+/// first, from `/proc/self/mountinfo`.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|field| PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(field))))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    points
+}
+
+/// mountinfo's `\ooo` escapes (space, tab, newline, backslash) undone.
+fn unescape_octal(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let code = bytes
+            .get(i + 1..i + 4)
+            .filter(|_| bytes[i] == b'\\')
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match code {
+            Some(b) => {
+                out.push(b);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Removes `dir` whole, after detaching every mount under it: a removal
+/// must never reach into a filesystem bound there (a pod's share holds
+/// its containers' roots). A mount that stays is an error, and nothing
+/// is removed.
+pub fn remove_dir_detaching_mounts(dir: &Path) -> std::io::Result<()> {
+    let dir = match dir.canonicalize() {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for point in mounts_under(&dir) {
+        let _ = rustix::mount::unmount(&point, UnmountFlags::DETACH);
+    }
+    if let Some(left) = mounts_under(&dir).first() {
+        return Err(std::io::Error::other(format!(
+            "{} is still mounted; not removing {}",
+            left.display(),
+            dir.display()
+        )));
+    }
+    std::fs::remove_dir_all(&dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +295,26 @@ mod tests {
         ] {
             assert!(parse_volume(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn a_removal_never_reaches_into_a_bound_directory() {
+        let source = tempfile::tempdir().unwrap();
+        std::fs::write(source.path().join("kept"), "data").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let point = dir.path().join("share/member/rootfs");
+        std::fs::create_dir_all(&point).unwrap();
+        rustix::mount::mount_bind(source.path(), &point).unwrap();
+        assert_eq!(
+            mounts_under(&dir.path().canonicalize().unwrap()),
+            vec![point.canonicalize().unwrap()]
+        );
+        remove_dir_detaching_mounts(dir.path()).unwrap();
+        assert!(!dir.path().exists());
+        assert_eq!(
+            std::fs::read_to_string(source.path().join("kept")).unwrap(),
+            "data"
+        );
+        assert_eq!(unescape_octal(r"/a\040b\134c"), b"/a b\\c");
     }
 }

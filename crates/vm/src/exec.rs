@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use skiff_agent_protocol::{self as proto, Kind, FIRST_PROCESS};
 use skiff_sandbox::seccomp_filter::CompiledFilter;
-use skiff_sandbox::{ExecProcess, ExecStart, Exit, Running, SandboxError, SignalHandle};
+use skiff_sandbox::{ExecProcess, ExecStart, Exit, PodRole, Running, SandboxError, SignalHandle};
 
 use crate::sandbox::io;
-use crate::streams::{read_guest, wire, Event, Routes, SocketPath, Streams};
+use crate::streams::{read_guest, wire, Event, Routes, SocketPath, Streams, Wired};
 
 /// How long the agent may take to answer an exec's start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,21 +103,36 @@ impl VmExec {
                 "a detached exec into a VM sandbox is not supported".into(),
             ));
         }
-        let socket = container.bundle.join("exec.sock");
-        let path = SocketPath::of(&socket)?;
-        let stream = UnixStream::connect(&path.given).map_err(|e| {
-            SandboxError::Setup(format!(
-                "reaching the VM's supervisor at {} ({e}): is the container running?",
-                socket.display()
-            ))
-        })?;
+        // A pod's container is in its sandbox's VM, under its own name.
+        let (socket, name) = match container.pod {
+            Some(PodRole::Member { sandbox, name, .. }) => {
+                (sandbox.join("exec.sock"), Some(name.to_string()))
+            }
+            _ => (container.bundle.join("exec.sock"), None),
+        };
         let spec = container.spec;
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
             Some(policy) => Some(CompiledFilter::cached(policy, filter_cache)?),
             None => None,
         };
         let mut request = crate::sandbox::process_request(start.process, spec, seccomp.as_ref())?;
-        let (stdio, console, relay) = wire(start.stdio)?;
+        request.container = name;
+        Self::begin(&socket, request, wire(start.stdio)?)
+    }
+
+    /// Connects to the supervisor's exec socket and starts `request` there.
+    pub(crate) fn begin(
+        socket: &Path,
+        mut request: proto::Start,
+        (stdio, console, relay): Wired,
+    ) -> Result<Self, SandboxError> {
+        let path = SocketPath::of(socket)?;
+        let stream = UnixStream::connect(&path.given).map_err(|e| {
+            SandboxError::Setup(format!(
+                "reaching the VM's supervisor at {} ({e}): is the container running?",
+                socket.display()
+            ))
+        })?;
         let streams = Streams::new()?;
         let pending = streams.attach(stdio, &mut request);
         let reader = stream

@@ -73,6 +73,9 @@ pub struct VmSpec {
     pub cpus: u32,
     /// Host directories shared with the guest (`-v`).
     pub shares: Vec<Share>,
+    /// A pod sandbox's share ([`skiff_agent_protocol::POD_SHARE_TAG`]):
+    /// the host binds the pod's later containers' roots into it.
+    pub pod_share: Option<PathBuf>,
 }
 
 /// The container's root as the guest gets it.
@@ -82,7 +85,9 @@ pub enum GuestRoot {
     /// socket. The agent puts a writable overlay in guest memory on it.
     Block(PathBuf),
     /// A host directory (an OCI bundle's root, as a snapshotter made it)
-    /// over 9p, written through unless read-only, with the host's owners
+    /// over 9p, written through (a read-only one is sealed by the agent
+    /// once its mount points are made, as runc's is a read-only mount
+    /// over a root it prepared), with the host's owners
     /// and modes (`security_model=passthrough`). The mapped models cannot
     /// serve a tree of real symlinks, which every image has; what the
     /// guest's root may make there (a device node, a setuid file) is what
@@ -209,11 +214,12 @@ impl Hypervisor for Qemu {
                 String::new()
             }
             GuestRoot::Directory { source, read_only } => {
+                // Writable even when the root is not: the agent makes the
+                // mount points first, then seals the root, as runc does.
                 c.arg("-fsdev")
                     .arg(format!(
-                        "local,id={ROOT_TAG},path={},security_model=passthrough{}",
+                        "local,id={ROOT_TAG},path={},security_model=passthrough",
                         qemu_value(source),
-                        if *read_only { ",readonly=on" } else { "" }
                     ))
                     .arg("-device")
                     .arg(format!(
@@ -240,6 +246,21 @@ impl Hypervisor for Qemu {
                 .arg(format!(
                     "virtio-9p-device,fsdev={0},mount_tag={0}",
                     share.tag
+                ));
+        }
+        if let Some(share) = &spec.pod_share {
+            // Its roots are other filesystems bound in: their inode
+            // numbers are remapped so that none collide in the guest.
+            c.arg("-fsdev")
+                .arg(format!(
+                    "local,id={0},path={1},security_model=passthrough,multidevs=remap",
+                    skiff_agent_protocol::POD_SHARE_TAG,
+                    qemu_value(share)
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "virtio-9p-device,fsdev={0},mount_tag={0}",
+                    skiff_agent_protocol::POD_SHARE_TAG
                 ));
         }
         c.arg("-append")
@@ -290,6 +311,7 @@ mod tests {
                 read_only: true,
                 file: None,
             }],
+            pod_share: Some("/run/pod".into()),
         };
         let args = |accel| {
             let q = Qemu {
@@ -312,6 +334,9 @@ mod tests {
         assert!(args(Accel::Tcg).contains("path=a,,b"));
         assert!(args(Accel::Tcg).contains(
             "-fsdev local,id=vol0,path=/srv/data,security_model=passthrough,readonly=on"
+        ));
+        assert!(args(Accel::Tcg).contains(
+            "-fsdev local,id=pod,path=/run/pod,security_model=passthrough,multidevs=remap -device virtio-9p-device,fsdev=pod,mount_tag=pod"
         ));
     }
 }

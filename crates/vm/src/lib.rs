@@ -5,6 +5,7 @@ pub mod assets;
 mod exec;
 pub mod hypervisor;
 pub mod initramfs;
+pub mod pod;
 pub mod sandbox;
 mod streams;
 

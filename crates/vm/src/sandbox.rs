@@ -4,7 +4,7 @@
 
 use std::fs::File;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -18,8 +18,8 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use skiff_agent_protocol::{self as proto, Kind, FIRST_PROCESS};
 use skiff_sandbox::seccomp_filter::CompiledFilter;
 use skiff_sandbox::{
-    ExecProcess, ExecStart, Exit, ImageFacts, Lifecycle, Prepare, RootKind, Running, Sandbox,
-    SandboxError, SandboxKind, SignalHandle, Stats,
+    ExecProcess, ExecStart, Exit, ImageFacts, Lifecycle, PodRole, Prepare, RootKind, Running,
+    Sandbox, SandboxError, SandboxKind, SignalHandle, Stats,
 };
 
 use crate::hypervisor::{GuestRoot, Hypervisor, Qemu, Share, VmSpec};
@@ -83,7 +83,23 @@ impl SandboxKind for VmKind {
         true
     }
 
+    /// A pod's app container runs in its sandbox's VM; anything else
+    /// boots one.
     fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {
+        if let Some(PodRole::Member {
+            sandbox,
+            share,
+            name,
+        }) = container.pod
+        {
+            return Ok(Box::new(crate::pod::PodMember::prepare(
+                container,
+                sandbox,
+                share,
+                name,
+                &self.filter_cache,
+            )?));
+        }
         Ok(Box::new(VmSandbox::boot(self, container)?))
     }
 
@@ -132,6 +148,8 @@ pub struct VmSandbox {
     killed: Arc<AtomicBool>,
     exec_socket: PathBuf,
     oom_killed: bool,
+    /// A pod sandbox's share, where its containers' roots are bound.
+    pod_share: Option<PathBuf>,
 }
 
 impl VmSandbox {
@@ -142,7 +160,21 @@ impl VmSandbox {
             ));
         }
         let spec = c.spec;
-        check_spec(spec)?;
+        let network = network_namespace(spec)?;
+        let network = network
+            .map(|path| {
+                std::fs::File::open(&path).map(OwnedFd::from).map_err(|e| {
+                    io(
+                        format!("opening the pod's network namespace {}", path.display()),
+                        e,
+                    )
+                })
+            })
+            .transpose()?;
+        let pod_share = match c.pod {
+            Some(PodRole::Sandbox { share }) => Some(share.to_path_buf()),
+            _ => None,
+        };
         let shares = shares(spec)?;
         let (memory_mib, cpus) = guest_size(spec)?;
         let cgroups_path = spec
@@ -205,6 +237,7 @@ impl VmSandbox {
             memory_mib,
             cpus,
             shares,
+            pod_share: pod_share.clone(),
         });
         let log_err = log
             .try_clone()
@@ -214,14 +247,20 @@ impl VmSandbox {
             agent_path.fd(),
             block_path.as_ref().and_then(SocketPath::fd),
         ];
+        let network_fd = network.as_ref().map(|fd| fd.as_raw_fd());
         // SAFETY: setsid, prctl and fcntl are async-signal-safe and touch
         // no memory of the parent. QEMU leaves the terminal's process
         // group (the supervisor forwards signals), dies with its
-        // supervisor, and keeps the directories its socket paths go
-        // through.
+        // supervisor, keeps the directories its socket paths go through,
+        // and runs in the pod's network namespace if it has one.
         unsafe {
             cmd.pre_exec(move || {
                 libc::setsid();
+                if let Some(fd) = network_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 for fd in keep.into_iter().flatten() {
                     if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                         return Err(std::io::Error::last_os_error());
@@ -295,6 +334,7 @@ impl VmSandbox {
             killed: Arc::new(AtomicBool::new(false)),
             exec_socket,
             oom_killed: false,
+            pod_share,
         };
         let deadline = booted + boot_timeout();
         match sandbox.next_event(deadline, "boot to its agent") {
@@ -482,6 +522,10 @@ impl Sandbox for VmSandbox {
         self.end_streams();
         let _ = std::fs::remove_file(&self.agent_socket);
         let _ = std::fs::remove_file(&self.exec_socket);
+        // What the pod's containers' supervisors left bound, if they died.
+        if let Some(share) = &self.pod_share {
+            let _ = skiff_sandbox::rootfs::remove_dir_detaching_mounts(share);
+        }
         skiff_sandbox::cgroups::remove(&self.cgroups_path)
     }
 }
@@ -554,23 +598,25 @@ fn accept(
     }
 }
 
-/// What a VM cannot honour is an error that names it, never skipped.
-fn check_spec(spec: &Spec) -> Result<(), SandboxError> {
+/// The network namespace QEMU joins: none (a private one, loopback in
+/// the guest), or the one the spec names (a CRI pod's). The host's own
+/// network is an error that names it, never skipped.
+fn network_namespace(spec: &Spec) -> Result<Option<PathBuf>, SandboxError> {
     let linux = spec
         .linux()
         .as_ref()
         .ok_or_else(|| SandboxError::Invalid("the runtime spec has no linux section".into()))?;
-    let private_network = linux
+    let network = linux
         .namespaces()
         .iter()
         .flatten()
-        .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none());
-    if !private_network {
-        return Err(SandboxError::Unsupported(
+        .find(|n| n.typ() == LinuxNamespaceType::Network);
+    match network {
+        Some(n) => Ok(n.path().clone()),
+        None => Err(SandboxError::Unsupported(
             "the VM sandbox has no host network: use --network none (loopback in the guest)".into(),
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// The spec's bind mounts (`-v`) as host directories shared with the
@@ -586,6 +632,11 @@ fn shares(spec: &Spec) -> Result<Vec<Share>, SandboxError> {
             continue;
         }
         let destination = m.destination().to_string_lossy().into_owned();
+        // The guest's own /dev/shm stands for a runtime's (a CRI pod's
+        // shared one is its sandbox's, in the guest).
+        if destination == "/dev/shm" {
+            continue;
+        }
         let source = m.source().clone().unwrap_or_default();
         let read_only = options.iter().any(|o| o == "ro");
         // A file goes in through its directory, which is shared read-only
@@ -725,7 +776,7 @@ fn guest_cgroup(spec: &Spec) -> proto::CgroupLimits {
 }
 
 /// The agent's start request for the spec's process.
-fn start_request(
+pub(crate) fn start_request(
     spec: &Spec,
     seccomp: Option<&CompiledFilter>,
 ) -> Result<proto::Start, SandboxError> {
@@ -783,6 +834,8 @@ pub(crate) fn process_request(
         }),
         shares: Vec::new(),
         cgroup: proto::CgroupLimits::default(),
+        container: None,
+        new_container: None,
     })
 }
 

@@ -340,18 +340,17 @@ pub(crate) fn watch_size(terminal: &OwnedFd, channel: &Mutex<UnixStream>, stop: 
     }
 }
 
+/// The guest's streams, the terminal's master side if there is one, and
+/// the relay that copies the host's streams.
+pub(crate) type Wired = (
+    GuestStdio,
+    Option<OwnedFd>,
+    Option<skiff_sandbox::relay::Relay>,
+);
+
 /// The streams as the sandbox kind's caller gave them, and the host's
 /// ends the guest's process reads and writes through.
-pub(crate) fn wire(
-    stdio: Stdio,
-) -> Result<
-    (
-        GuestStdio,
-        Option<OwnedFd>,
-        Option<skiff_sandbox::relay::Relay>,
-    ),
-    SandboxError,
-> {
+pub(crate) fn wire(stdio: Stdio) -> Result<Wired, SandboxError> {
     Ok(match stdio {
         Stdio::Files {
             stdin,

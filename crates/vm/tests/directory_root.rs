@@ -93,6 +93,7 @@ fn run(
             },
             lifecycle: Lifecycle::Supervised,
             block_device: None,
+            pod: None,
         })
         .unwrap();
     sandbox.start().unwrap();

@@ -61,6 +61,7 @@ impl Engine {
                 pid,
                 spec: &spec,
                 bundle: &cdir,
+                pod: None,
             },
             ExecStart {
                 process: &process,

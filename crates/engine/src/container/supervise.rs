@@ -175,6 +175,7 @@ impl Engine {
                 stdio,
                 lifecycle: skiff_sandbox::Lifecycle::Supervised,
                 block_device: record.block_device.as_deref(),
+                pod: None,
             })?)
         });
         let mut sandbox = match created {

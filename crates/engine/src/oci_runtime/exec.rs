@@ -87,6 +87,7 @@ impl OciRuntime {
                 pid: state.pid,
                 spec: &spec,
                 bundle: &state.bundle,
+                pod: None,
             },
             ExecStart {
                 process: &process,

@@ -56,7 +56,7 @@ impl OciRuntime {
         }
         let made = self.create_in(kind, id, &bundle, &bytes, &spec, options);
         if made.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = skiff_sandbox::rootfs::remove_dir_detaching_mounts(&dir);
         }
         made
     }
@@ -128,6 +128,7 @@ impl OciRuntime {
                 no_pivot: options.no_pivot,
             },
             block_device: None,
+            pod: None,
         })?;
         let pid = sandbox.pid();
         let abandon = |e: EngineError| {
@@ -313,12 +314,8 @@ impl OciRuntime {
     pub fn delete(&self, kinds: &[&dyn SandboxKind], id: &str, force: bool) -> Result<()> {
         let state = match self.load(id) {
             Ok(s) => s,
-            Err(EngineError::NotFound(_)) if force => {
-                let _ = std::fs::remove_dir_all(self.dir(id));
-                return Ok(());
-            }
-            Err(EngineError::Invalid(_)) if force => {
-                let _ = std::fs::remove_dir_all(self.dir(id));
+            Err(EngineError::NotFound(_) | EngineError::Invalid(_)) if force => {
+                let _ = skiff_sandbox::rootfs::remove_dir_detaching_mounts(&self.dir(id));
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -347,7 +344,11 @@ impl OciRuntime {
         }
         kind.remove_leftovers(&state.cgroups_path)?;
         let spec = self.spec(id).ok();
-        std::fs::remove_dir_all(self.dir(id))
+        if let Some(spec) = &spec {
+            self.remove_pod_leftovers(id, spec);
+        }
+        // A pod's sandbox holds its containers' roots bound in its share.
+        skiff_sandbox::rootfs::remove_dir_detaching_mounts(&self.dir(id))
             .ctx(|| format!("removing {}", self.dir(id).display()))?;
         if let Some(spec) = spec {
             let report = hooks::State::new(id, &spec, &state.bundle, "stopped", 0).to_json();

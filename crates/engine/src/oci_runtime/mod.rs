@@ -14,6 +14,7 @@
 mod exec;
 mod features;
 mod lifecycle;
+mod pod;
 mod supervised;
 
 pub use exec::{ExecOptions, ExecOutcome};

@@ -238,6 +238,10 @@ fn run(request: &Request, report: &mut Option<std::fs::File>) -> Result<i32> {
                 .and_then(|p| p.terminal())
                 .unwrap_or(false);
             let console = connect_console(console_socket.as_deref(), terminal)?;
+            let place = runtime.pod_place(id, &spec)?;
+            if let Some(p) = &place {
+                p.make_share()?;
+            }
             let mut sandbox = kind.prepare(Prepare {
                 id,
                 spec: &spec,
@@ -245,6 +249,7 @@ fn run(request: &Request, report: &mut Option<std::fs::File>) -> Result<i32> {
                 stdio: own_stdio(terminal)?,
                 lifecycle: Lifecycle::Supervised,
                 block_device: None,
+                pod: place.as_ref().map(|p| p.role()),
             })?;
             if let Some(sock) = &console {
                 let master = sandbox
@@ -305,11 +310,13 @@ fn run(request: &Request, report: &mut Option<std::fs::File>) -> Result<i32> {
                 .map_err(|e| EngineError::Invalid(format!("the exec's process: {e}")))?;
             let terminal = process.terminal().unwrap_or(false);
             let console = connect_console(console_socket.as_deref(), terminal)?;
+            let place = runtime.pod_place(id, &spec)?;
             let mut proc = kind.exec(
                 Running {
                     pid: state.pid,
                     spec: &spec,
                     bundle: &dir,
+                    pod: place.as_ref().map(|p| p.role()),
                 },
                 ExecStart {
                     process: &process,
