@@ -10,7 +10,8 @@ DEB_PACKAGES := docker-registry skopeo umoci debootstrap fuse3 python3 \
 	python3-cryptography ca-certificates curl gzip tar jq gcc libc6-dev make \
 	libseccomp-dev seccomp pkg-config runc hostname \
 	e2fsprogs util-linux bsdutils containerd protobuf-compiler podman \
-	containernetworking-plugins qemu-utils qemu-system-x86 cpio binutils
+	containernetworking-plugins qemu-utils qemu-system-x86 cpio binutils \
+	linux-source-6.1 bc flex bison libelf-dev libssl-dev
 
 .PHONY: all build release deps rust images agent test lint unit demo bench clean
 
@@ -41,14 +42,17 @@ images: deps
 	bash tests/images/build-debian.sh >/dev/null
 
 # The VM guest: its agent, a static binary built in a target directory of
-# its own (its flags would otherwise rebuild the workspace), and Debian's
-# kernel with the modules the guest loads.
+# its own (its flags would otherwise rebuild the workspace); skiff's
+# minimal guest kernel (built once from Debian's kernel source, the
+# default); and Debian's generic kernel with the modules the guest loads
+# (the fallback, and a test of its own).
 AGENT_TARGET := $(SKIFF_CACHE)/agent-target
 agent: deps
 	CARGO_TARGET_DIR=$(AGENT_TARGET) RUSTFLAGS="-C target-feature=+crt-static" \
 		$(CARGO) build --release -p skiff-agent --target x86_64-unknown-linux-gnu
 	strip -o $(AGENT_TARGET)/skiff-agent $(AGENT_TARGET)/x86_64-unknown-linux-gnu/release/skiff-agent
 	bash vm/guest-kernel.sh >/dev/null
+	bash vm/minimal-kernel.sh >/dev/null
 
 lint: deps
 	$(CARGO) fmt --all --check

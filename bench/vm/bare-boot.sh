@@ -11,18 +11,25 @@
 # its supervisor, and the image's block device daemon (shared by all VMs
 # of the image).
 #
-# Usage (as root): bench/vm/bare-boot.sh [--runs N] [--image IMAGE]
-# The kernel and initramfs are cached under ~/.cache/skiff/vm; SKIFF_BIN and
+# --kernels minimal,debian (the default) runs each of these per run, in
+# turn: skiff's minimal guest kernel (vm/minimal-kernel.sh, skiff's
+# default) and Debian's generic one (vm/guest-kernel.sh); each one's skiff
+# runs use that kernel (SKIFF_VM_KERNEL) and are set against its own floor.
+#
+# Usage (as root): bench/vm/bare-boot.sh [--runs N] [--image IMAGE] [--kernels LIST]
+# The kernels and initramfs are cached under ~/.cache/skiff/vm; SKIFF_BIN and
 # SKIFF_AGENT name the binaries (default: the release build, make agent's).
 set -euo pipefail
 
 runs=5
 image=""
+kernels=minimal,debian
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) runs=$2; shift ;;
     --image) image=$2; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --kernels) kernels=$2; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "bare-boot: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -40,8 +47,16 @@ if [ -n "$missing" ]; then
 fi
 
 cache=${SKIFF_CACHE:-$HOME/.cache/skiff}/vm
-kdir=$("$(dirname "$0")/../../vm/guest-kernel.sh")
-pkg=$(basename "$kdir")
+# kernel_dir NAME: the cached kernel's directory (built or fetched once).
+kernel_dir() {
+  case $1 in
+    minimal) "$(dirname "$0")/../../vm/minimal-kernel.sh" ;;
+    debian) "$(dirname "$0")/../../vm/guest-kernel.sh" ;;
+    *) die "unknown kernel $1 (minimal or debian)" ;;
+  esac
+}
+declare -A kdirs
+for k in ${kernels//,/ }; do kdirs[$k]=$(kernel_dir "$k"); done
 
 initrd=$cache/bare-init.cpio
 if [ ! -f "$initrd" ]; then
@@ -82,19 +97,21 @@ if [ -n "$image" ]; then
     rm -rf "$work"
   }
   trap cleanup EXIT
-  # One run first: the image mount, its block device and the initramfs
-  # are made once per node, not per VM.
-  "$skiff" --root "$work/root" -q run --rm --sandbox vm "$image" true 2>"$work/first.err" ||
-    die "skiff run --sandbox vm failed: $(tail -3 "$work/first.err")"
+  # One run first with each kernel: the image mount, its block device
+  # and the initramfs are made once per node, not per VM.
+  for k in ${kernels//,/ }; do
+    SKIFF_VM_KERNEL=${kdirs[$k]} "$skiff" --root "$work/root" -q run --rm --sandbox vm "$image" true \
+      2>"$work/first.err" || die "skiff run --sandbox vm failed: $(tail -3 "$work/first.err")"
+  done
 fi
 
-# vmrun: prints "to-agent-ready to-first-output" in s, from skiff's start.
+# vmrun KDIR: prints "to-agent-ready to-first-output" in s, from skiff's start.
 vmrun() {
   local t0 out="" line ready
   t0=$(date +%s.%N)
   while IFS= read -r line; do
     case $line in *"skiff-vm ready"*) [ -n "$out" ] || out=$(date +%s.%N) ;; esac
-  done < <(SKIFF_LOG=info timeout 120 "$skiff" --root "$work/root" run --rm --sandbox vm \
+  done < <(SKIFF_VM_KERNEL=$1 SKIFF_LOG=info timeout 120 "$skiff" --root "$work/root" run --rm --sandbox vm \
     "$image" sh -c 'echo skiff-vm ready' 2>"$work/err")
   [ -n "$out" ] || die "skiff run --sandbox vm printed nothing: $(tail -3 "$work/err")"
   ready=$(grep -m1 "agent is ready" "$work/err" | cut -d' ' -f1)
@@ -108,9 +125,9 @@ khz=$(awk '/cpu MHz/ {printf "%d", $4 * 1000; exit}' /proc/cpuinfo)
 # The boot work skiff's guests skip (crates/vm/src/hypervisor.rs, BOOT_TRIMS):
 # the floor boots the same way.
 trims="cryptomgr.notests audit=0 i8042.noaux i8042.nokbd i8042.nopnp rcupdate.rcu_expedited=1"
-# boot INITRD MARKER [EXTRA QEMU ARGS...]: prints "to-marker to-exit" in s.
+# boot KDIR INITRD MARKER CMDLINE [EXTRA QEMU ARGS...]: prints "to-marker to-exit" in s.
 boot() {
-  local initrd=$1 marker=$2 cmdline=$3; shift 3
+  local kdir=$1 initrd=$2 marker=$3 cmdline=$4; shift 4
   local t0 t1 ready="" line
   t0=$(date +%s.%N)
   while IFS= read -r line; do
@@ -124,47 +141,55 @@ boot() {
   echo "$(echo "$ready - $t0" | bc) $(echo "$t1 - $t0" | bc)"
 }
 if [ -n "$skiff" ]; then
-  echo "| run | bare init's line, s | skiff run → agent ready, s | → first output, s | ready ÷ bare | output ÷ bare |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| run | kernel | bare init's line, s | skiff run → agent ready, s | → first output, s | ready ÷ bare | output ÷ bare |"
+  echo "|---|---|---:|---:|---:|---:|---:|"
 else
-  echo "| run | to init's line, s | to QEMU's exit, s |"
-  echo "|---|---:|---:|"
+  echo "| run | kernel | to init's line, s | to QEMU's exit, s |"
+  echo "|---|---|---:|---:|"
 fi
 for i in $(seq "$runs"); do
-  read -r bare bare_exit < <(boot "$initrd" "skiff-bare-init ready" "")
-  if [ -n "$skiff" ]; then
-    read -r ready out < <(vmrun)
-    printf "| %d | %.2f | %.2f | %.2f | %.2f× | %.2f× |\n" "$i" "$bare" "$ready" "$out" \
-      "$(echo "$ready / $bare" | bc -l)" "$(echo "$out / $bare" | bc -l)"
-  else
-    printf "| %d | %.2f | %.2f |\n" "$i" "$bare" "$bare_exit"
-  fi
+  for k in ${kernels//,/ }; do
+    read -r bare bare_exit < <(boot "${kdirs[$k]}" "$initrd" "skiff-bare-init ready" "")
+    if [ -n "$skiff" ]; then
+      read -r ready out < <(vmrun "${kdirs[$k]}")
+      printf "| %d | %s | %.2f | %.2f | %.2f | %.2f× | %.2f× |\n" "$i" "$k" "$bare" "$ready" "$out" \
+        "$(echo "$ready / $bare" | bc -l)" "$(echo "$out / $bare" | bc -l)"
+    else
+      printf "| %d | %s | %.2f | %.2f |\n" "$i" "$k" "$bare" "$bare_exit"
+    fi
+  done
 done
 echo
-echo "kernel: $pkg ($(qemu-system-x86_64 --version | head -1)), TCG, 1 vCPU, 256 MiB"
+for k in ${kernels//,/ }; do
+  echo "kernel $k: $(basename "${kdirs[$k]}"), $(stat -c %s "${kdirs[$k]}/vmlinux" | awk '{printf "%.1f MB", $1 / 1e6}') vmlinux"
+done
+echo "$(qemu-system-x86_64 --version | head -1), TCG, 1 vCPU, 256 MiB"
 if [ -n "$skiff" ]; then
-  # Host memory of one running VM sandbox, as RSS (MiB).
-  id=$("$skiff" --root "$work/root" run -d --sandbox vm "$image" sleep 600 2>/dev/null)
-  sleep 2
-  # RSS counts the QEMU binary's and libraries' pages, which every VM on
-  # the node shares; RssAnon is the VM's own; PSS splits the shared pages.
+  # Host memory of one running VM sandbox, as RSS (MiB), with each kernel.
+  # RSS counts the QEMU binary's and libraries' pages (and the kernel file
+  # QEMU maps), which every VM on the node shares; RssAnon is the VM's
+  # own; PSS splits the shared pages.
   mem() { awk -v k="$2" '$1 == k":" {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
   pss() { awk '$1 == "Pss:" {printf "%.0f", $2 / 1024}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
-  qemu=$("$skiff" --root "$work/root" ps --json | jq -r '.[0].pid')
-  sup=$(pgrep -f "supervise $id" | head -1)
-  block=$(pgrep -f "block.sock" | head -1)
   echo
-  echo "| host memory of one VM sandbox, MiB | RSS | RssAnon (its own) | PSS |"
-  echo "|---|---:|---:|---:|"
-  total_rss=0; total_anon=0; total_pss=0
-  for row in "QEMU (guest RAM touched, TCG's code cache, devices):$qemu" \
-             "its supervisor (skiff):$sup" \
-             "the image's block device daemon (shared by every VM of the image):$block"; do
-    name=${row%:*}; pid=${row##*:}
-    r=$(mem "$pid" VmRSS); a=$(mem "$pid" RssAnon); p=$(pss "$pid")
-    echo "| $name | $r | $a | $p |"
-    total_rss=$((total_rss + r)); total_anon=$((total_anon + a)); total_pss=$((total_pss + p))
+  echo "| host memory of one VM sandbox, MiB | kernel | RSS | RssAnon (its own) | PSS |"
+  echo "|---|---|---:|---:|---:|"
+  for k in ${kernels//,/ }; do
+    id=$(SKIFF_VM_KERNEL=${kdirs[$k]} "$skiff" --root "$work/root" run -d --sandbox vm "$image" sleep 600 2>/dev/null)
+    sleep 3
+    qemu=$("$skiff" --root "$work/root" ps --json | jq -r '.[0].pid')
+    sup=$(pgrep -f "supervise $id" | head -1)
+    block=$(pgrep -f "block.sock" | head -1)
+    total_rss=0; total_anon=0; total_pss=0
+    for row in "QEMU (guest RAM touched, TCG's code cache, devices):$qemu" \
+               "its supervisor (skiff):$sup" \
+               "the image's block device daemon (shared by every VM of the image):$block"; do
+      name=${row%:*}; pid=${row##*:}
+      r=$(mem "$pid" VmRSS); a=$(mem "$pid" RssAnon); p=$(pss "$pid")
+      echo "| $name | $k | $r | $a | $p |"
+      total_rss=$((total_rss + r)); total_anon=$((total_anon + a)); total_pss=$((total_pss + p))
+    done
+    echo "| **total** | $k | $total_rss | $total_anon | $total_pss |"
+    "$skiff" --root "$work/root" rm -f "$id" >/dev/null
   done
-  echo "| total | $total_rss | $total_anon | $total_pss |"
-  "$skiff" --root "$work/root" rm -f "$id" >/dev/null
 fi

@@ -19,18 +19,22 @@ pub struct GuestAssets {
 
 impl GuestAssets {
     /// Finds the assets under `cache` (`~/.cache/skiff`):
-    /// - the kernel in `$SKIFF_VM_KERNEL`, else the newest `vm/linux-image-*`;
+    /// - the kernel in `$SKIFF_VM_KERNEL`, else the newest minimal build
+    ///   (`vm/linux-minimal-*`, from vm/minimal-kernel.sh), else Debian's
+    ///   newest (`vm/linux-image-*`, from vm/guest-kernel.sh);
     /// - the agent in `$SKIFF_AGENT`, else beside the running binary, else
     ///   [`AGENT_IN_CACHE`].
     pub fn find(cache: &Path) -> Result<Self> {
         let kernel_dir = match std::env::var_os("SKIFF_VM_KERNEL") {
             Some(d) => PathBuf::from(d),
-            None => newest_kernel(&cache.join("vm")).ok_or_else(|| {
-                VmError(format!(
-                    "no guest kernel under {}: run vm/guest-kernel.sh (make agent does), or set SKIFF_VM_KERNEL",
-                    cache.join("vm").display()
-                ))
-            })?,
+            None => newest_kernel(&cache.join("vm"), "linux-minimal-")
+                .or_else(|| newest_kernel(&cache.join("vm"), "linux-image-"))
+                .ok_or_else(|| {
+                    VmError(format!(
+                        "no guest kernel under {}: run vm/minimal-kernel.sh or vm/guest-kernel.sh (make agent does both), or set SKIFF_VM_KERNEL",
+                        cache.join("vm").display()
+                    ))
+                })?,
         };
         let kernel = kernel_dir.join("vmlinux");
         let modules = kernel_dir.join("modules");
@@ -69,11 +73,12 @@ impl GuestAssets {
     }
 }
 
-fn newest_kernel(dir: &Path) -> Option<PathBuf> {
+/// The newest kernel directory under `dir` whose name starts with `prefix`.
+fn newest_kernel(dir: &Path, prefix: &str) -> Option<PathBuf> {
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("linux-image-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .filter(|e| e.path().join("vmlinux").is_file())
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
