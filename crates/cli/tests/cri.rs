@@ -271,6 +271,96 @@ async fn network_ready(
     }
 }
 
+/// PullImage of `image`, as the kubelet asks it.
+async fn pull(
+    images: &mut k8s_cri::v1::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+    image: &str,
+) -> Result<(), tonic::Status> {
+    images
+        .pull_image(k8s_cri::v1::PullImageRequest {
+            image: Some(k8s_cri::v1::ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(drop)
+}
+
+/// A pod's config as the kubelet sends it: its own network and IPC,
+/// processes shared or not as `pid` says, logs under `logs`.
+fn pod_config(
+    name: &str,
+    logs: &Path,
+    pid: k8s_cri::v1::NamespaceMode,
+) -> k8s_cri::v1::PodSandboxConfig {
+    use k8s_cri::v1::*;
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("{name}-{}", std::process::id()),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        log_directory: logs.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    pid: pid as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// CreateContainer of `sh -c COMMAND` from `image` in `pod`, logging to
+/// `NAME.log`, in the pod's namespaces.
+fn container_request(
+    pod: &str,
+    pod_config: &k8s_cri::v1::PodSandboxConfig,
+    image: &str,
+    name: &str,
+    command: &str,
+) -> k8s_cri::v1::CreateContainerRequest {
+    use k8s_cri::v1::*;
+    let namespace_options = pod_config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|c| c.namespace_options.clone());
+    CreateContainerRequest {
+        pod_sandbox_id: pod.to_string(),
+        config: Some(ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
+            command: vec!["sh".into(), "-c".into(), command.into()],
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        sandbox_config: Some(pod_config.clone()),
+    }
+}
+
 /// The kubelet's pod lifecycle with the runtime handler `skiff-oci`:
 /// containerd's runc shim with skiff-oci as its binary, so the pause
 /// container and the pod's containers all run on skiff's runtime.
@@ -307,37 +397,10 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
     rt.block_on(async {
         let (mut runtime, mut images) = cri_clients(node.containerd.socket()).await;
         network_ready(&mut runtime).await;
-        images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+        pull(&mut images, &image)
             .await
             .unwrap_or_else(|e| fail("PullImage", e));
-        let pod_config = PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: "pod".into(),
-                uid: format!("pod-{}", std::process::id()),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            log_directory: logs.display().to_string(),
-            linux: Some(LinuxPodSandboxConfig {
-                security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Pod as i32,
-                        ipc: NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let pod_config = pod_config("pod", &logs, NamespaceMode::Pod);
         let pod = runtime
             .run_pod_sandbox(RunPodSandboxRequest {
                 config: Some(pod_config.clone()),
@@ -347,23 +410,8 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
             .unwrap_or_else(|e| fail("RunPodSandbox", e))
             .into_inner()
             .pod_sandbox_id;
-        let container = |name: &str, command: &str| CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: name.into(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                command: vec!["sh".into(), "-c".into(), command.into()],
-                log_path: format!("{name}.log"),
-                ..Default::default()
-            }),
-            sandbox_config: Some(pod_config.clone()),
-        };
+        let container =
+            |name: &str, command: &str| container_request(&pod, &pod_config, &image, name, command);
         // The first container makes a SysV shared memory segment, which
         // only a container in the same IPC namespace can see.
         let first = runtime
@@ -620,42 +668,16 @@ fn a_pod_on_the_skiff_vm_handler_runs_in_one_guest() {
     rt.block_on(async {
         let (mut runtime, mut images) = cri_clients(node.containerd.socket()).await;
         network_ready(&mut runtime).await;
-        images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+        pull(&mut images, &image)
             .await
             .unwrap_or_else(|e| fail("PullImage", e));
         let pod_config = PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: "vmpod".into(),
-                uid: format!("vmpod-{}", std::process::id()),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
             hostname: "vmpod".into(),
             dns_config: Some(DnsConfig {
                 servers: vec!["10.254.177.53".into()],
                 ..Default::default()
             }),
-            log_directory: logs.display().to_string(),
-            linux: Some(LinuxPodSandboxConfig {
-                security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Pod as i32,
-                        ipc: NamespaceMode::Pod as i32,
-                        pid: NamespaceMode::Container as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
+            ..pod_config("vmpod", &logs, NamespaceMode::Container)
         };
         let pod = runtime
             .run_pod_sandbox(RunPodSandboxRequest {
@@ -667,35 +689,8 @@ fn a_pod_on_the_skiff_vm_handler_runs_in_one_guest() {
             .into_inner()
             .pod_sandbox_id;
         assert_eq!(qemus_with(&pod), 1, "the pod's sandbox boots its guest");
-        let container = |name: &str, command: &str| CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: name.into(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                command: vec!["sh".into(), "-c".into(), command.into()],
-                log_path: format!("{name}.log"),
-                linux: Some(LinuxContainerConfig {
-                    security_context: Some(LinuxContainerSecurityContext {
-                        namespace_options: Some(NamespaceOption {
-                            network: NamespaceMode::Pod as i32,
-                            ipc: NamespaceMode::Pod as i32,
-                            pid: NamespaceMode::Container as i32,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            sandbox_config: Some(pod_config.clone()),
-        };
+        let container =
+            |name: &str, command: &str| container_request(&pod, &pod_config, &image, name, command);
         let create_and_start = |request: CreateContainerRequest| {
             let mut runtime = runtime.clone();
             async move {
