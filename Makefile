@@ -10,8 +10,9 @@ DEB_PACKAGES := docker-registry skopeo umoci debootstrap fuse3 python3 \
 	python3-cryptography ca-certificates curl gzip tar jq gcc libc6-dev make \
 	libseccomp-dev seccomp pkg-config runc hostname \
 	e2fsprogs util-linux bsdutils containerd protobuf-compiler podman \
-	containernetworking-plugins qemu-utils qemu-system-x86 cpio binutils \
-	linux-source-6.1 bc flex bison libelf-dev libssl-dev
+	containernetworking-plugins qemu-utils qemu-system-x86 cpio binutils
+# (vm/minimal-kernel.sh installs the kernel source and its build tools
+# itself, for `make agent` only.)
 
 .PHONY: all build release deps rust images agent test lint unit demo bench clean
 

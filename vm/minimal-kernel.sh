@@ -23,8 +23,9 @@ missing=""
 for p in $need; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
   echo "minimal-kernel: installing$missing" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null ||
-    die "could not install$missing: run apt-get update, then retry"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } ||
+    die "could not install$missing (see apt-get's message above)"
 fi
 
 version=$(dpkg-query -W -f '${Version}' linux-source-6.1)
