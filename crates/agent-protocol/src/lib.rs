@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a frame's meaning changes. The agent announces its
 /// own in [`Ready`]; the host refuses any other.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// The virtio-serial port's name, as the guest sees it in
 /// `/sys/class/virtio-ports/*/name`.
@@ -48,6 +48,9 @@ pub enum Kind {
     Exited = 0x05,
     /// The process could not be started: [`Failed`].
     Failed = 0x06,
+    /// A container's usage, the answer to [`Kind::QueryStats`]:
+    /// [`ContainerStats`].
+    Stats = 0x07,
 
     // Host to guest.
     /// Start a process: [`Start`].
@@ -58,6 +61,10 @@ pub enum Kind {
     Signal = 0x13,
     /// Resize the process's terminal: rows then columns, big-endian u16s.
     Resize = 0x14,
+    /// Ask for a container's usage, read from its cgroup in the guest:
+    /// [`StatsQuery`]. No process is started; the answer comes on the
+    /// same process number ([`Kind::Stats`], or [`Kind::Failed`]).
+    QueryStats = 0x15,
 }
 
 impl Kind {
@@ -70,10 +77,12 @@ impl Kind {
             0x04 => Stderr,
             0x05 => Exited,
             0x06 => Failed,
+            0x07 => Stats,
             0x11 => Start,
             0x12 => Stdin,
             0x13 => Signal,
             0x14 => Resize,
+            0x15 => QueryStats,
             _ => return None,
         })
     }
@@ -343,6 +352,32 @@ pub struct Started {
     pub pid: i32,
 }
 
+/// Which container's usage to report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsQuery {
+    /// By its name (a pod's app container); none is the first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// A container's usage, from its cgroup in the guest. A figure the guest
+/// kernel does not give is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStats {
+    /// `memory.current`.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// `memory.max`, unless it is `max`.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+    /// `cpu.stat`'s `usage_usec`, in nanoseconds.
+    #[serde(default)]
+    pub cpu_nanos: Option<u64>,
+    /// `pids.current`.
+    #[serde(default)]
+    pub pids: Option<u64>,
+}
+
 /// How the process ended: exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exited {
@@ -446,6 +481,32 @@ mod tests {
         // A sender never builds an oversized frame.
         let big = vec![0; MAX_PAYLOAD + 1];
         assert!(write_frame(&mut Vec::new(), Kind::Stdin, 0, &big).is_err());
+    }
+
+    #[test]
+    fn a_stats_query_and_its_answer_round_trip() {
+        let mut buf = Vec::new();
+        let query = StatsQuery {
+            container: Some("app".into()),
+        };
+        write_body(&mut buf, Kind::QueryStats, 2, &query).unwrap();
+        let stats = ContainerStats {
+            memory_bytes: Some(50 << 20),
+            memory_limit_bytes: None,
+            cpu_nanos: Some(7000),
+            pids: Some(1),
+        };
+        write_body(&mut buf, Kind::Stats, 2, &stats).unwrap();
+        let mut r = &buf[..];
+        let f = read_frame(&mut r).unwrap();
+        assert_eq!((f.kind, f.process), (Kind::QueryStats, 2));
+        assert_eq!(f.body::<StatsQuery>().unwrap(), query);
+        let f = read_frame(&mut r).unwrap();
+        assert_eq!(f.kind, Kind::Stats);
+        assert_eq!(f.body::<ContainerStats>().unwrap(), stats);
+        // The first container: no name at all on the wire.
+        let first = serde_json::to_string(&StatsQuery::default()).unwrap();
+        assert_eq!(first, "{}");
     }
 
     #[test]

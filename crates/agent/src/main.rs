@@ -179,9 +179,41 @@ fn handle(agent: &Arc<Agent>, frame: proto::Frame) {
                 );
             }
         }
+        Kind::QueryStats => match frame.body::<proto::StatsQuery>() {
+            Ok(query) => match container_stats(agent, query.container.as_deref().unwrap_or("")) {
+                Ok(stats) => agent.send_body(Kind::Stats, id, &stats),
+                Err(m) => agent.fail(id, proto::FailReason::Invalid, m),
+            },
+            Err(e) => agent.fail(id, proto::FailReason::Invalid, e.to_string()),
+        },
         // Guest-to-host kinds from the host: ignored.
         _ => {}
     }
+}
+
+/// The usage of container `name` ("" for the first), from its cgroup.
+fn container_stats(agent: &Agent, name: &str) -> Result<proto::ContainerStats, String> {
+    let cgroup = agent
+        .containers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .map(|c| c.cgroup.clone())
+        .ok_or_else(|| format!("no container {name:?} runs in this guest"))?;
+    let read = |file: &str| std::fs::read_to_string(format!("{cgroup}/{file}")).ok();
+    let number = |file: &str| read(file).and_then(|v| v.trim().parse::<u64>().ok());
+    let cpu_nanos = read("cpu.stat").and_then(|stat| {
+        stat.lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|usec| usec * 1000)
+    });
+    Ok(proto::ContainerStats {
+        memory_bytes: number("memory.current"),
+        memory_limit_bytes: number("memory.max"),
+        cpu_nanos,
+        pids: number("pids.current"),
+    })
 }
 
 /// PID 1's duty: reaps every child, orphans included, and reports each

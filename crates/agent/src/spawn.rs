@@ -661,8 +661,8 @@ fn path_c(path: &Path) -> Result<CString, Failure> {
 /// in the root cgroup, outside every limit.
 const CONTAINER_CGROUP: &str = "/sys/fs/cgroup/container";
 
-/// Makes the container's cgroup with `limits`, enabling in the root only
-/// the controllers a limit needs.
+/// Makes the container's cgroup with `limits`, enabling in the root the
+/// controllers its stats and its limits need.
 pub(crate) fn make_container_cgroup(
     dir: &str,
     limits: &proto::CgroupLimits,
@@ -693,7 +693,13 @@ pub(crate) fn make_container_cgroup(
     if let Some(p) = limits.pids_max {
         settings.push(("pids", "pids.max", p.to_string()));
     }
-    let mut controllers: Vec<&str> = settings.iter().map(|(c, _, _)| *c).collect();
+    // Memory and pids are counted for every container (its stats), the
+    // CPU controller is enabled only for a quota (cpu.stat counts without).
+    let mut controllers: Vec<&str> = ["memory", "pids"]
+        .into_iter()
+        .chain(settings.iter().map(|(c, _, _)| *c))
+        .collect();
+    controllers.sort_unstable();
     controllers.dedup();
     for c in controllers {
         write("/sys/fs/cgroup", "cgroup.subtree_control", format!("+{c}"))?;

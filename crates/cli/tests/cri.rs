@@ -821,7 +821,46 @@ fn a_pod_on_the_skiff_vm_handler_runs_in_one_guest() {
 
         // A container's supervisor killed with -9: the container ends,
         // and removing it leaves nothing bound in the pod's share.
-        let third = create_and_start(container("third", "exec sleep 1000")).await;
+        // ContainerStats of a pod's container is its cgroup in the guest,
+        // asked of the agent: 48 MiB that it holds show there, which no
+        // host process of skiff's holds.
+        let third = create_and_start(container(
+            "third",
+            "exec python3 -c 'import time; held = b\"x\" * (48 << 20); time.sleep(1000)'",
+        ))
+        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let stats = runtime
+                .clone()
+                .container_stats(ContainerStatsRequest {
+                    container_id: third.clone(),
+                })
+                .await
+                .unwrap_or_else(|e| fail("ContainerStats", e))
+                .into_inner()
+                .stats
+                .expect("stats");
+            let usage = stats
+                .memory
+                .as_ref()
+                .and_then(|m| m.usage_bytes.as_ref())
+                .map_or(0, |v| v.value);
+            if usage >= 48 << 20 {
+                assert!(
+                    usage < 256 << 20,
+                    "more than the pod's guest has: {usage}"
+                );
+                let cpu = stats.cpu.and_then(|c| c.usage_core_nano_seconds);
+                assert!(cpu.as_ref().map_or(0, |v| v.value) > 0, "no CPU time: {cpu:?}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the third container's memory never showed 48 MiB: {usage} bytes"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let state = Command::new(&oci.bin)
             .args(["--root", state_root, "state", &third])
             .output()

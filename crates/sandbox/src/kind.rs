@@ -207,6 +207,18 @@ pub trait SandboxKind: Send + Sync {
     /// (any process may ask, not only its supervisor). `cgroups_path` is
     /// the spec's `linux.cgroupsPath`.
     fn stats(&self, cgroups_path: &str) -> Result<Stats, SandboxError>;
+
+    /// The same, knowing where the container runs: a kind that holds a
+    /// pod's containers in one sandbox asks that sandbox for a member's.
+    /// By default, [`SandboxKind::stats`].
+    fn running_stats(
+        &self,
+        running: Running<'_>,
+        cgroups_path: &str,
+    ) -> Result<Stats, SandboxError> {
+        let _ = running;
+        self.stats(cgroups_path)
+    }
 }
 
 /// Sends a signal to a container's first process, from any thread (a

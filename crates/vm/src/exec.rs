@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use skiff_agent_protocol::{self as proto, Kind, FIRST_PROCESS};
 use skiff_sandbox::seccomp_filter::CompiledFilter;
-use skiff_sandbox::{ExecProcess, ExecStart, Exit, PodRole, Running, SandboxError, SignalHandle};
+use skiff_sandbox::{
+    ExecProcess, ExecStart, Exit, PodRole, Running, SandboxError, SignalHandle, Stats,
+};
 
 use crate::sandbox::io;
 use crate::streams::{read_guest, wire, Event, Routes, SocketPath, Streams, Wired};
@@ -62,22 +64,74 @@ fn relay_client(mut conn: UnixStream, id: u32, agent: &Mutex<UnixStream>, routes
         let mut a = agent.lock().unwrap_or_else(|p| p.into_inner());
         proto::write_frame(&mut *a, kind, id, payload)
     };
+    let mut started = false;
     while let Ok(frame) = proto::read_frame(&mut conn) {
         let allowed = matches!(
             frame.kind,
-            Kind::Start | Kind::Stdin | Kind::Signal | Kind::Resize
+            Kind::Start | Kind::Stdin | Kind::Signal | Kind::Resize | Kind::QueryStats
         );
         if !allowed || frame.process != FIRST_PROCESS || send(frame.kind, &frame.payload).is_err() {
             break;
         }
+        started |= frame.kind == Kind::Start;
     }
     let still = routes
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id)
         .is_some();
-    if still {
+    // A stats query started nothing to end.
+    if still && started {
         let _ = send(Kind::Signal, &libc::SIGKILL.to_be_bytes());
+    }
+}
+
+/// How long the agent may take to answer a stats query.
+const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The usage of a container in a running VM (`container`, a pod's app
+/// container, or the first), as the agent reads it from the container's
+/// cgroup in the guest, asked through the supervisor's exec socket.
+pub(crate) fn guest_stats(socket: &Path, container: Option<&str>) -> Result<Stats, SandboxError> {
+    let path = SocketPath::of(socket)?;
+    let mut stream = UnixStream::connect(&path.given).map_err(|e| {
+        SandboxError::Setup(format!(
+            "reaching the VM's supervisor at {} ({e}): is the pod running?",
+            socket.display()
+        ))
+    })?;
+    stream
+        .set_read_timeout(Some(STATS_TIMEOUT))
+        .map_err(|e| io("setting the stats query's timeout".into(), e))?;
+    let query = proto::StatsQuery {
+        container: container.map(str::to_string),
+    };
+    proto::write_body(&mut stream, Kind::QueryStats, FIRST_PROCESS, &query)
+        .map_err(|e| io("asking the VM's supervisor for stats".into(), e))?;
+    let frame = proto::read_frame(&mut stream).map_err(|e| {
+        SandboxError::Setup(format!(
+            "the guest did not answer a stats query within {}s ({e})",
+            STATS_TIMEOUT.as_secs()
+        ))
+    })?;
+    let bad = |e: std::io::Error| SandboxError::Setup(format!("the guest's stats answer: {e}"));
+    match frame.kind {
+        Kind::Stats => {
+            let s: proto::ContainerStats = frame.body().map_err(bad)?;
+            Ok(Stats {
+                memory_bytes: s.memory_bytes,
+                memory_limit_bytes: s.memory_limit_bytes,
+                cpu_nanos: s.cpu_nanos,
+                pids: s.pids,
+            })
+        }
+        Kind::Failed => {
+            let f: proto::Failed = frame.body().map_err(bad)?;
+            Err(SandboxError::Invalid(f.message))
+        }
+        other => Err(SandboxError::Setup(format!(
+            "the guest answered a stats query with {other:?}"
+        ))),
     }
 }
 

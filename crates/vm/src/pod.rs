@@ -258,9 +258,11 @@ impl Sandbox for PodMember {
         false
     }
 
-    /// The pod's VM is the sandbox container's footprint on the host.
+    /// Its cgroup's in the pod's guest (the pod's VM is the sandbox
+    /// container's footprint on the host).
     fn stats(&self) -> Result<Stats, SandboxError> {
-        Ok(Stats::default())
+        let name = self.request.new_container.as_ref().map(|n| n.name.as_str());
+        crate::exec::guest_stats(&self.socket, name)
     }
 
     fn delete(&mut self) -> Result<(), SandboxError> {

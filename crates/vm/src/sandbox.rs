@@ -126,6 +126,23 @@ impl SandboxKind for VmKind {
     fn stats(&self, cgroups_path: &str) -> Result<Stats, SandboxError> {
         Ok(skiff_sandbox::cgroups::stats(cgroups_path))
     }
+
+    /// A pod's app container has no host cgroup of its own that counts
+    /// it (its supervisor's holds nothing of the guest): its agent reads
+    /// the container's cgroup in the pod's guest. Anything else is its
+    /// whole VM, as the host counts it.
+    fn running_stats(
+        &self,
+        running: Running<'_>,
+        cgroups_path: &str,
+    ) -> Result<Stats, SandboxError> {
+        match running.pod {
+            Some(PodRole::Member { sandbox, name, .. }) => {
+                crate::exec::guest_stats(&sandbox.join("exec.sock"), Some(name))
+            }
+            _ => self.stats(cgroups_path),
+        }
+    }
 }
 
 /// One container's VM.

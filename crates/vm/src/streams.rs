@@ -27,7 +27,7 @@ pub(crate) type Routes = Mutex<HashMap<u32, UnixStream>>;
 /// failure) is the route's last frame.
 fn route(routes: &Routes, frame: proto::Frame) {
     let mut r = routes.lock().unwrap_or_else(|p| p.into_inner());
-    let last = matches!(frame.kind, Kind::Exited | Kind::Failed);
+    let last = matches!(frame.kind, Kind::Exited | Kind::Failed | Kind::Stats);
     if let Some(client) = r.get_mut(&frame.process) {
         // A client that went away loses the rest of its output.
         let _ = proto::write_frame(client, frame.kind, FIRST_PROCESS, &frame.payload);

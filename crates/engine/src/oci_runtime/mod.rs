@@ -317,10 +317,22 @@ impl OciRuntime {
         )?)
     }
 
-    /// What the container uses now (for a shim's Stats).
+    /// What the container uses now (for a shim's Stats): its kind reads
+    /// it, from the host's cgroup, or from the guest where a pod's VM
+    /// holds the container.
     pub fn stats(&self, id: &str) -> Result<skiff_sandbox::Stats> {
         let state = self.load(id)?;
-        Ok(skiff_sandbox::cgroups::stats(&state.cgroups_path))
+        let kind = self.sandbox_kind(&state.sandbox)?;
+        let spec = self.spec(id)?;
+        let place = self.pod_place(id, &spec)?;
+        let dir = self.dir(id);
+        let running = skiff_sandbox::Running {
+            pid: state.pid,
+            spec: &spec,
+            bundle: &dir,
+            pod: place.as_ref().map(|p| p.role()),
+        };
+        Ok(kind.running_stats(running, &state.cgroups_path)?)
     }
 }
 
