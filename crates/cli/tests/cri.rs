@@ -361,6 +361,46 @@ fn container_request(
     }
 }
 
+/// RemoveContainer of each of `ids`; the failing call's name and error.
+async fn remove_containers(
+    runtime: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    ids: &[&String],
+) -> Result<(), (&'static str, tonic::Status)> {
+    for id in ids {
+        runtime
+            .remove_container(k8s_cri::v1::RemoveContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .map_err(|e| ("RemoveContainer", e))?;
+    }
+    Ok(())
+}
+
+/// StopPodSandbox, then RemovePodSandbox, as the kubelet ends a pod.
+async fn remove_pod(
+    runtime: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    pod: &str,
+) -> Result<(), (&'static str, tonic::Status)> {
+    runtime
+        .stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .map_err(|e| ("StopPodSandbox", e))?;
+    runtime
+        .remove_pod_sandbox(k8s_cri::v1::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .map_err(|e| ("RemovePodSandbox", e))?;
+    Ok(())
+}
+
 /// The kubelet's pod lifecycle with the runtime handler `skiff-oci`:
 /// containerd's runc shim with skiff-oci as its binary, so the pause
 /// container and the pod's containers all run on skiff's runtime.
@@ -553,26 +593,12 @@ fn a_pod_lives_its_whole_lifecycle_on_skiffs_shim() {
             })
             .await
             .unwrap_or_else(|e| fail("StopContainer", e));
-        for id in [&first, &second] {
-            runtime
-                .remove_container(RemoveContainerRequest {
-                    container_id: id.to_string(),
-                })
-                .await
-                .unwrap_or_else(|e| fail("RemoveContainer", e));
-        }
-        runtime
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
+        remove_containers(&mut runtime, &[&first, &second])
             .await
-            .unwrap_or_else(|e| fail("StopPodSandbox", e));
-        runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
+            .unwrap_or_else(|(what, e)| fail(what, e));
+        remove_pod(&mut runtime, &pod)
             .await
-            .unwrap_or_else(|e| fail("RemovePodSandbox", e));
+            .unwrap_or_else(|(what, e)| fail(what, e));
         // Nothing of the pod is left: its shim has exited, and the shim's
         // state holds none of it.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -883,27 +909,13 @@ fn a_pod_on_the_skiff_vm_handler_runs_in_one_guest() {
             })
             .await
             .unwrap_or_else(|e| fail("StopContainer", e));
-        for id in [&first, &second, &third] {
-            runtime
-                .remove_container(RemoveContainerRequest {
-                    container_id: id.to_string(),
-                })
-                .await
-                .unwrap_or_else(|e| fail("RemoveContainer", e));
-        }
+        remove_containers(&mut runtime, &[&first, &second, &third])
+            .await
+            .unwrap_or_else(|(what, e)| fail(what, e));
         assert_eq!(mounts_under(&share), Vec::<String>::new());
-        runtime
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
+        remove_pod(&mut runtime, &pod)
             .await
-            .unwrap_or_else(|e| fail("StopPodSandbox", e));
-        runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await
-            .unwrap_or_else(|e| fail("RemovePodSandbox", e));
+            .unwrap_or_else(|(what, e)| fail(what, e));
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while qemus_with(&pod) > 0 {
             assert!(
