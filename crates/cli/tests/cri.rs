@@ -634,6 +634,20 @@ fn qemus_with(needle: &str) -> usize {
         .count()
 }
 
+/// How many QEMUs are children of `pid`.
+fn qemus_under(pid: i32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may hold spaces, so split after it.
+            let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            stat.contains("(qemu-system-") && after.split(' ').nth(1) == Some(&pid.to_string())
+        })
+        .count()
+}
+
 /// The mount points under `dir`.
 fn mounts_under(dir: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -649,7 +663,8 @@ fn mounts_under(dir: &str) -> Vec<String> {
 /// handler): the pod is one guest, booted by its sandbox container, and
 /// each container of the pod runs in it with a root of its own, sharing
 /// the pod's IPC and hostname; nothing of it is left once it is removed,
-/// not even when a container's supervisor is killed with -9.
+/// not even when a container's supervisor, or the pod's, is killed with
+/// -9.
 #[test]
 fn a_pod_on_the_skiff_vm_handler_runs_in_one_guest() {
     use k8s_cri::v1::*;
@@ -902,34 +917,73 @@ fn a_pod_on_the_skiff_vm_handler_runs_in_one_guest() {
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
         assert_ne!(wait_exited(third.clone()).await, 0);
 
+        let fourth = create_and_start(container("fourth", "exec sleep 1000")).await;
         runtime
+            .clone()
             .stop_container(StopContainerRequest {
                 container_id: first.clone(),
                 timeout: 2,
             })
             .await
             .unwrap_or_else(|e| fail("StopContainer", e));
-        remove_containers(&mut runtime, &[&first, &second, &third])
+
+        // The pod's own supervisor killed with -9: its guest goes with it,
+        // within a bounded time, and so does every container in it; the
+        // pod is no longer ready, and removing it leaves nothing.
+        let state = Command::new(&oci.bin)
+            .args(["--root", state_root, "state", &pod])
+            .output()
+            .unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+        let supervisor = state["pid"].as_i64().unwrap() as i32;
+        assert_eq!(qemus_under(supervisor), 1, "the pod's init is its guest's supervisor");
+        // SAFETY: kill with integer arguments.
+        assert_eq!(unsafe { libc::kill(supervisor, libc::SIGKILL) }, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while qemus_with(&pod) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pod's guest outlived its supervisor"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_ne!(wait_exited(fourth.clone()).await, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = runtime
+                .clone()
+                .pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: pod.clone(),
+                    verbose: false,
+                })
+                .await
+                .unwrap_or_else(|e| fail("PodSandboxStatus", e))
+                .into_inner()
+                .status
+                .unwrap();
+            if status.state == PodSandboxState::SandboxNotready as i32 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pod stayed ready without its guest"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        remove_containers(&mut runtime, &[&first, &second, &third, &fourth])
             .await
             .unwrap_or_else(|(what, e)| fail(what, e));
         assert_eq!(mounts_under(&share), Vec::<String>::new());
         remove_pod(&mut runtime, &pod)
             .await
             .unwrap_or_else(|(what, e)| fail(what, e));
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while qemus_with(&pod) > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the pod's guest stayed"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let left = Command::new(&oci.bin)
             .args(["--root", state_root, "list", "-q"])
             .output()
             .unwrap();
         let left = String::from_utf8_lossy(&left.stdout);
-        for id in [&first, &second, &third, &pod] {
+        for id in [&first, &second, &third, &fourth, &pod] {
             assert!(!left.contains(id.as_str()), "{id} left behind: {left}");
         }
         assert_eq!(

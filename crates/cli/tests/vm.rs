@@ -783,3 +783,70 @@ fn a_block_daemon_killed_with_9_is_started_again_and_its_guests_read_on() {
     assert_ne!(block_daemon_pid(&skiff), second);
     assert_nothing_left(&skiff);
 }
+
+/// Whether process `pid` is running (not gone, not a zombie).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// The image's block daemon stays while a VM has it open, however quiet,
+/// and stops once none has for the idle timeout, leaving no socket or
+/// record; the next VM starts another.
+#[test]
+fn an_idle_block_daemon_stops_and_the_next_vm_starts_another() {
+    let skiff = Skiff::new();
+    let with_idle = |args: &[&str]| {
+        let o = skiff
+            .cmd()
+            .env("SKIFF_IMAGE_IDLE_TIMEOUT", "2")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", err(&o));
+        out(&o)
+    };
+    let script = "echo started; sleep 600";
+    let id = with_idle(&["run", "-d", "--sandbox", "vm", layout(), "sh", "-c", script]);
+    let id = id.trim();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !skiff.ok(&["logs", id]).contains("started") {
+        assert!(Instant::now() < deadline, "the guest never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let daemon = block_daemon_pid(&skiff);
+    let socket = block_socket(&skiff);
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(running(daemon), "the block device of a running VM stopped");
+    let o = skiff.run(&["exec", id, "cat", "/etc/debian_version"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    skiff.ok(&["rm", "-f", id]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(daemon) {
+        assert!(
+            Instant::now() < deadline,
+            "the block daemon stayed with no VM"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!socket.exists(), "its socket is left");
+    let o = skiff
+        .cmd()
+        .env("SKIFF_IMAGE_IDLE_TIMEOUT", "2")
+        .args([
+            "run",
+            "--rm",
+            "--sandbox",
+            "vm",
+            layout(),
+            "cat",
+            "/etc/debian_version",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(out(&o).starts_with("12"), "{}", out(&o));
+    assert_nothing_left(&skiff);
+}

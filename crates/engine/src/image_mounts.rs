@@ -293,7 +293,7 @@ pub(crate) fn init_layer(tree: &Path, owner: Option<u32>) -> Result<Option<PathB
 
 /// The image directory's lock, held while its mount or block device is
 /// looked at and started: concurrent runs of one image serialize.
-fn lock_image_dir(dir: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_image_dir(dir: &Path) -> Result<std::fs::File> {
     let path = dir.join("lock");
     let lock = std::fs::File::create(&path).ctx(|| format!("creating {}", path.display()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
@@ -351,6 +351,7 @@ impl Engine {
             }
         };
         req.nbd = true;
+        req.idle_timeout = self.config.image_idle_timeout;
         self.spawn_mount_daemon(&req)?
             .wait_ready()
             .map_err(|e| mount_failed(image, e))?;

@@ -55,6 +55,38 @@ const MAX_READ: u32 = 32 << 20;
 pub struct BlockDevice {
     pub image: Arc<ErofsImage>,
     pub fetcher: Arc<Fetcher>,
+    pub clients: Clients,
+}
+
+/// The clients connected now, and when that last changed: a daemon with
+/// none for long enough may stop. A probe of the socket (is it served?)
+/// counts as a client, so a caller that has just seen it served has a
+/// whole idle period to connect.
+#[derive(Debug)]
+pub struct Clients {
+    state: std::sync::Mutex<(usize, std::time::Instant)>,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Self {
+            state: std::sync::Mutex::new((0, std::time::Instant::now())),
+        }
+    }
+}
+
+impl Clients {
+    fn change(&self, up: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = if up { s.0 + 1 } else { s.0.saturating_sub(1) };
+        s.1 = std::time::Instant::now();
+    }
+
+    /// How long there has been no client; `None` while there is one.
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (s.0 == 0).then(|| s.1.elapsed())
+    }
 }
 
 impl BlockDevice {
@@ -96,12 +128,14 @@ pub fn serve(listener: UnixListener, device: Arc<BlockDevice>) -> io::Result<()>
     for conn in listener.incoming() {
         let conn = conn?;
         let device = device.clone();
+        device.clients.change(true);
         std::thread::spawn(move || {
             if let Err(e) = serve_client(conn, &device) {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     tracing::warn!(error = %e, "NBD client dropped");
                 }
             }
+            device.clients.change(false);
         });
     }
     Ok(())

@@ -79,7 +79,9 @@ pub struct Args {
     #[arg(long, value_name = "BASE:SIZE")]
     shift_ids: Option<skiff_fs::IdShift>,
     /// Unmount after SECS with no reads and no running container rooted on
-    /// this mount (skiff run's image mounts use --image-idle-timeout).
+    /// this mount; with --nbd, stop after SECS with no client connected
+    /// (skiff run's image mounts and block devices use
+    /// --image-idle-timeout).
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<u64>,
     /// Mount even over a directory that holds files (hidden while mounted).
