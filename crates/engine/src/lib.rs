@@ -58,6 +58,11 @@ impl Engine {
                 &config.root.join("vm"),
                 &filters,
             )),
+            Box::new(skiff_wasm::WasmKind::new(
+                &config::asset_cache(),
+                &config.root.join("wasm"),
+                &filters,
+            )),
         ];
         Self::with_kinds(config, kinds)
     }

@@ -6,6 +6,7 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod device_filter;
+pub mod elf;
 pub mod hooks;
 mod init;
 pub mod kind;

@@ -80,9 +80,11 @@ pub struct Args {
     #[arg(long, default_value = "none", value_parser = ["none", "host"])]
     network: String,
     /// The sandbox: namespace (Linux namespaces, cgroups and seccomp on the
-    /// host's kernel), or vm (a QEMU guest with its own kernel, the image
-    /// as a lazy, verified block device).
-    #[arg(long, value_parser = ["namespace", "vm"], value_name = "KIND")]
+    /// host's kernel), vm (a QEMU guest with its own kernel, the image as a
+    /// lazy, verified block device), or wasm (the command is a WASI module
+    /// in the image, compiled once per node). By default, the image's
+    /// platform decides: wasi/wasm images run in wasm.
+    #[arg(long, value_parser = ["namespace", "vm", "wasm"], value_name = "KIND")]
     sandbox: Option<String>,
     /// Memory limit, e.g. 256M (no swap beyond it).
     #[arg(short = 'm', long, value_parser = parse_size, value_name = "SIZE")]

@@ -37,7 +37,7 @@ pub const DEFAULT_ROOT: &str = "/run/skiff-oci";
 /// The sandbox kinds a container can be created in, by the names a
 /// shim's handler config or annotation gives. The VM and Wasm kinds of
 /// later issues join here.
-pub const SANDBOX_KINDS: &[&str] = &["namespace", "vm"];
+pub const SANDBOX_KINDS: &[&str] = &["namespace", "vm", "wasm"];
 
 /// The spec annotation that names a container's sandbox kind (one of
 /// [`SANDBOX_KINDS`]), for callers that do not pin one (`skiff-oci` under
@@ -155,6 +155,11 @@ impl OciRuntime {
             "vm" => Ok(Box::new(skiff_vm::VmKind::new(
                 &crate::config::asset_cache(),
                 &self.root.join(".vm"),
+                &self.root.join(".seccomp"),
+            ))),
+            "wasm" => Ok(Box::new(skiff_wasm::WasmKind::new(
+                &crate::config::asset_cache(),
+                &self.root.join(".wasm"),
                 &self.root.join(".seccomp"),
             ))),
             other => Err(EngineError::Invalid(format!(

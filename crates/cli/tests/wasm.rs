@@ -1,0 +1,321 @@
+//! `skiff run --sandbox wasm` (issue 19): a WASI module from an image,
+//! compiled once per node by the static `skiff-wasm` runner (`make wasm`)
+//! and run by it inside the namespace sandbox. The test module is C
+//! (tests/wasm/probe.c) compiled here with Debian's clang for wasm32-wasi;
+//! the bad modules are WAT.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::containers::{cache_dir, code, err, out};
+use common::layers::{write_image_with_config, LayerBlob, Tar};
+use common::Skiff;
+
+/// tests/wasm/probe.c compiled for wasm32-wasi, once per test binary.
+fn probe_module() -> &'static [u8] {
+    static MODULE: OnceLock<Vec<u8>> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let source = common::repo_root().join("tests/wasm/probe.c");
+        let dir = cache_dir().join("wasm-test");
+        std::fs::create_dir_all(&dir).unwrap();
+        let wasm = dir.join(format!("probe-{}.wasm", std::process::id()));
+        let o = Command::new("clang")
+            .args(["--target=wasm32-wasi", "-O2", "-Wl,--strip-all", "-o"])
+            .arg(&wasm)
+            .arg(&source)
+            .output()
+            .expect("running clang (make deps installs clang, lld, wasi-libc and libclang-rt-14-dev-wasm32)");
+        assert!(o.status.success(), "clang: {}", err(&o));
+        let bytes = std::fs::read(&wasm).unwrap();
+        let _ = std::fs::remove_file(&wasm);
+        bytes
+    })
+}
+
+/// An ordinary image for the `wasi/wasm` platform in an OCI layout under
+/// `dir`: the module `/probe.wasm` as its entrypoint, with a file beside
+/// it. Returns its reference.
+fn wasi_image(dir: &Path, tag: &str, module: &[u8]) -> String {
+    let mut tar = Tar::new();
+    tar.dir("etc")
+        .file("etc/greeting.txt", b"from the image\n")
+        .file("probe.wasm", module);
+    write_image_with_config(
+        dir,
+        tag,
+        &[LayerBlob::plain(&tar.finish())],
+        ("wasi", "wasm"),
+        serde_json::json!({"Entrypoint": ["/probe.wasm"], "Env": ["GREETING=from-the-image"]}),
+    );
+    format!("oci:{}:{tag}", dir.display())
+}
+
+/// The compiled modules under the node's cache: (path, inode, mtime).
+fn compiled_modules(skiff: &Skiff) -> Vec<(PathBuf, u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    let Ok(engines) = std::fs::read_dir(skiff.root.path().join("wasm")) else {
+        return found;
+    };
+    for engine in engines.flatten() {
+        for e in std::fs::read_dir(engine.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "cwasm") {
+                let m = std::fs::metadata(&p).unwrap();
+                found.push((p, m.ino(), m.mtime_nsec() + m.mtime() * 1_000_000_000));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_wasi_image_runs_its_module_with_its_args_env_files_and_exit_code() {
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let image = wasi_image(&work.path().join("layout"), "wasi", probe_module());
+    let run = |opts: &[&str], args: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(opts);
+        a.push(&image);
+        a.extend_from_slice(args);
+        // The host's own GREETING must not reach the module.
+        skiff
+            .cmd()
+            .env("GREETING", "from-the-host")
+            .args(&a)
+            .output()
+            .unwrap()
+    };
+
+    // Picked by the image's platform; the image's env, never the host's.
+    let o = run(&[], &[]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(
+        out(&o).starts_with("hello from wasm, GREETING=from-the-image"),
+        "{}",
+        out(&o)
+    );
+    let o = run(&["--sandbox", "wasm", "-e", "GREETING=given"], &[]);
+    assert!(out(&o).contains("GREETING=given"), "{}", out(&o));
+    let o = run(&[], &["args", "one", "two words"]);
+    assert_eq!(
+        out(&o),
+        "argv[0]=/probe.wasm\nargv[1]=args\nargv[2]=one\nargv[3]=two words\n"
+    );
+    // A compiled module is cached: a second run compiles nothing.
+    let cached = compiled_modules(&skiff);
+    assert_eq!(cached.len(), 1, "{cached:?}");
+
+    // A file of the image; the root is read-only.
+    let o = run(&[], &["cat", "/etc/greeting.txt"]);
+    assert_eq!(out(&o), "from the image\n", "{}", err(&o));
+    let o = run(&[], &["put", "/etc/new.txt", "x"]);
+    assert_eq!(code(&o), 1);
+    assert!(out(&o).starts_with("denied /etc/new.txt"), "{}", out(&o));
+
+    // Volumes, preopened with their modes.
+    let rw = work.path().join("rw");
+    let ro = work.path().join("ro");
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("in.txt"), "from a volume\n").unwrap();
+    let volumes = [
+        "-v",
+        &format!("{}:/data", rw.display()),
+        "-v",
+        &format!("{}:/input:ro", ro.display()),
+    ];
+    let o = run(&volumes, &["cat", "/input/in.txt"]);
+    assert_eq!(out(&o), "from a volume\n", "{}", err(&o));
+    let o = run(&volumes, &["put", "/data/out.txt", "written by wasm"]);
+    assert_eq!(code(&o), 0, "{} {}", out(&o), err(&o));
+    assert_eq!(
+        std::fs::read_to_string(rw.join("out.txt")).unwrap(),
+        "written by wasm"
+    );
+    let o = run(&volumes, &["put", "/input/out.txt", "x"]);
+    assert_eq!(code(&o), 1, "{}", out(&o));
+    assert!(!ro.join("out.txt").exists());
+
+    // Outside the image's tree and the volumes: the container's /proc, a
+    // climb out of a volume. The runner's own files show only as the
+    // empty mount points of the container's layer.
+    let o = run(&volumes, &["cat", "/.skiff-wasm/module.cwasm"]);
+    assert_eq!(out(&o), "", "{}", err(&o));
+    for path in ["/proc/self/environ", "/data/../../../../proc/1/cmdline"] {
+        let o = run(&volumes, &["cat", path]);
+        assert_eq!(code(&o), 1, "{path}: {}", out(&o));
+        assert!(
+            out(&o).starts_with(&format!("denied {path}: errno")),
+            "{}",
+            out(&o)
+        );
+    }
+
+    // Exit codes: the module's own, and a trap's (128 + SIGKILL).
+    let o = run(&[], &["exit", "7"]);
+    assert_eq!(code(&o), 7, "{}", err(&o));
+    let o = run(&[], &["trap"]);
+    assert_eq!(code(&o), 137, "{}", err(&o));
+    assert!(err(&o).contains("/probe.wasm: trapped"), "{}", err(&o));
+
+    // Standard input, with -i.
+    let mut child = skiff
+        .cmd()
+        .args(["run", "--rm", "-i", &image, "echo-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"a line\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(out(&o), "got a line\n", "{}", err(&o));
+
+    assert_eq!(
+        compiled_modules(&skiff),
+        cached,
+        "a cached module was compiled again"
+    );
+}
+
+/// A WAT module as bytes.
+fn wat(text: &str) -> Vec<u8> {
+    wat::parse_str(text).unwrap()
+}
+
+#[test]
+fn bad_modules_fail_clearly_and_a_corrupt_cache_entry_is_rebuilt() {
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+
+    // Not a module at all, then a module whose body is cut short.
+    let not_wasm = wasi_image(&layout, "not-wasm", b"#!/bin/sh\necho hi\n");
+    let (c, e) = skiff.fails(&["run", "--rm", &not_wasm]);
+    assert_eq!(c, 126, "{e}");
+    assert!(e.contains("/probe.wasm is not a WebAssembly module"), "{e}");
+    let mut cut = probe_module().to_vec();
+    cut.truncate(cut.len() / 2);
+    let cut = wasi_image(&layout, "cut", &cut);
+    let (c, e) = skiff.fails(&["run", "--rm", &cut]);
+    assert_eq!(c, 126, "{e}");
+    assert!(
+        e.contains("/probe.wasm is not a valid WebAssembly module"),
+        "{e}"
+    );
+
+    // A command the image does not have.
+    let good = wasi_image(&layout, "good", probe_module());
+    let (c, e) = skiff.fails(&["run", "--rm", "--entrypoint", "/missing.wasm", &good]);
+    assert_eq!(c, 127, "{e}");
+    assert!(e.contains("/missing.wasm"), "{e}");
+
+    // A function skiff does not provide.
+    let imports = wasi_image(
+        &layout,
+        "imports",
+        &wat(r#"(module (import "env" "launch_missiles" (func)) (func (export "_start") call 0))"#),
+    );
+    let o = skiff.run(&["run", "--rm", &imports]);
+    assert_eq!(code(&o), 126, "{}", err(&o));
+    assert!(err(&o).contains("launch_missiles"), "{}", err(&o));
+
+    // Memory past --memory: stopped, with the limit named.
+    let o = skiff.run(&["run", "--rm", "--memory", "64m", &good, "grow"]);
+    assert_ne!(code(&o), 0, "{}", out(&o));
+    assert!(
+        err(&o).contains("memory would grow past 50331648 bytes, the module's share of --memory"),
+        "{} {}",
+        out(&o),
+        err(&o)
+    );
+
+    // A corrupt compiled module is compiled again, not loaded.
+    let o = skiff.run(&["run", "--rm", &good, "exit", "5"]);
+    assert_eq!(code(&o), 5, "{}", err(&o));
+    let entries = compiled_modules(&skiff);
+    let (entry, _, _) = entries
+        .iter()
+        .find(|(p, _, _)| std::fs::read(p).is_ok_and(|b| b.len() > 100_000))
+        .expect("the probe's compiled module");
+    let mut bytes = std::fs::read(entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(entry, &bytes).unwrap();
+    let o = skiff.run(&["run", "--rm", &good, "exit", "5"]);
+    assert_eq!(code(&o), 5, "{}", err(&o));
+    assert_ne!(
+        std::fs::read(entry).unwrap(),
+        bytes,
+        "the corrupt entry stayed"
+    );
+}
+
+#[test]
+fn a_running_module_is_stopped_by_skiff_stop() {
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let image = wasi_image(&work.path().join("layout"), "wasi", probe_module());
+    let id = skiff.ok(&["run", "-d", &image, "spin"]);
+    let id = id.trim();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !skiff.ok(&["logs", id]).contains("spinning") {
+        assert!(Instant::now() < deadline, "the module never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The engine runs confined as any container: its own mount and pid
+    // namespaces, no_new_privs, Docker's seccomp policy.
+    let ps = skiff.json(&["ps"]);
+    let pid = ps[0]["pid"].as_i64().expect("a pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    assert_eq!(field("Seccomp:"), "2", "{status}");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.starts_with(b"/.skiff-wasm/runner\0run\0"), "{}", String::from_utf8_lossy(&cmdline));
+    for ns in ["mnt", "pid", "net"] {
+        assert_ne!(
+            std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap(),
+            std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(),
+            "the engine shares the host's {ns} namespace"
+        );
+    }
+    // SIGTERM interrupts the module at once (epoch interruption): no
+    // SIGKILL after the timeout is needed.
+    skiff.ok(&["stop", "-t", "20", id]);
+    let ps = skiff.json(&["ps", "-a"]);
+    let c = &ps.as_array().unwrap()[0];
+    assert_eq!(c["exit_code"], 143, "{ps:#}");
+    let logs = Command::new(common::skiff_bin())
+        .env("SKIFF_ROOT", skiff.root.path())
+        .args(["logs", id])
+        .output()
+        .unwrap();
+    assert!(
+        err(&logs).contains("stopped by signal 15"),
+        "{}",
+        err(&logs)
+    );
+    skiff.ok(&["rm", id]);
+}

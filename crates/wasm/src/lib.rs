@@ -1,0 +1,334 @@
+//! The Wasm sandbox kind (`--sandbox wasm`; docs/wasm.md). A container's
+//! command names a WASI module in its root. The module is compiled once
+//! per node ([`cache`]), and the container becomes a namespace-sandbox
+//! container whose process is the static `skiff-wasm` runner, bound in
+//! read-only with the compiled module: the engine runs under the same
+//! namespaces, cgroup, seccomp policy and `no_new_privs` as any container.
+
+pub mod cache;
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Mount, MountBuilder, Spec};
+use skiff_sandbox::{
+    ExecProcess, ExecStart, ImageFacts, NamespaceKind, Prepare, Running, Sandbox, SandboxError,
+    SandboxKind, Stats,
+};
+
+pub use cache::{Compiled, ModuleCache};
+
+/// The runner's path under the cache, as `make wasm` leaves it.
+pub const RUNNER_IN_CACHE: &str = "wasm-target/skiff-wasm";
+
+/// Where the runner and the compiled module appear in the container.
+const RUNNER_IN_ROOT: &str = "/.skiff-wasm/runner";
+const COMPILED_IN_ROOT: &str = "/.skiff-wasm/module.cwasm";
+/// The image's tree alone, without the container's `/proc`, `/sys`, `/dev`
+/// or any other mount under it: what the module sees as `/`.
+const TREE_IN_ROOT: &str = "/.skiff-wasm/root";
+
+/// Modules larger than this are refused before they are read whole.
+const MAX_MODULE_BYTES: u64 = 512 << 20;
+
+/// Finds the runner: `$SKIFF_WASM_RUNNER`, else beside the running binary
+/// if static, else [`RUNNER_IN_CACHE`] under `cache`. It must be static:
+/// a Wasm image's root has no libc.
+pub fn find_runner(cache: &Path) -> Result<PathBuf, SandboxError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("skiff-wasm")));
+    let runner = std::env::var_os("SKIFF_WASM_RUNNER")
+        .map(PathBuf::from)
+        .or_else(|| beside.filter(|p| skiff_sandbox::elf::is_static_executable(p)))
+        .unwrap_or_else(|| cache.join(RUNNER_IN_CACHE));
+    if !runner.is_file() {
+        return Err(SandboxError::Unsupported(format!(
+            "no Wasm runner at {}: run `make wasm`, or set SKIFF_WASM_RUNNER",
+            runner.display()
+        )));
+    }
+    if !skiff_sandbox::elf::is_static_executable(&runner) {
+        return Err(SandboxError::Unsupported(format!(
+            "the Wasm runner {} is not a static executable, and a Wasm image has no libc: build it with `make wasm`",
+            runner.display()
+        )));
+    }
+    Ok(runner)
+}
+
+/// Whether an image with these facts holds a WASI module to run.
+pub fn is_wasm_image(image: &ImageFacts) -> bool {
+    image.architecture == "wasm" || image.os.starts_with("wasi")
+}
+
+pub struct WasmKind {
+    namespace: NamespaceKind,
+    /// `~/.cache/skiff`, where `make wasm` leaves the runner.
+    asset_cache: PathBuf,
+    modules: ModuleCache,
+}
+
+impl WasmKind {
+    /// A kind whose compiled modules live in `module_cache` (under the
+    /// node's root), with the namespace kind's seccomp filter cache.
+    pub fn new(asset_cache: &Path, module_cache: &Path, seccomp_cache: &Path) -> Self {
+        WasmKind {
+            namespace: NamespaceKind::new(seccomp_cache),
+            asset_cache: asset_cache.to_path_buf(),
+            modules: ModuleCache::new(module_cache),
+        }
+    }
+
+    /// The module's compiled form, compiled now unless cached, for the
+    /// module at `module` (a path inside `root`).
+    pub fn compiled(&self, root: &Path, module: &str) -> Result<Compiled, SandboxError> {
+        let runner = find_runner(&self.asset_cache)?;
+        let bytes = read_module(root, module)?;
+        self.modules.ensure(&runner, module, &bytes)
+    }
+
+    /// Whether the module with this BLAKE3 digest is compiled on this node
+    /// (for `skiff images`).
+    pub fn holds_compiled(&self, module_digest: &str) -> bool {
+        find_runner(&self.asset_cache).is_ok_and(|r| self.modules.holds(&r, module_digest))
+    }
+
+    /// The spec the namespace kind runs: the runner as the process, with
+    /// the module's own command line after `--`.
+    fn runner_spec(&self, spec: &Spec, bundle: &Path) -> Result<Spec, SandboxError> {
+        let runner = find_runner(&self.asset_cache)?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| SandboxError::Invalid("the spec has no process".into()))?;
+        let args = process.args().clone().unwrap_or_default();
+        let module = module_path(&args, process.cwd())?;
+        let root_path = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .ok_or_else(|| SandboxError::Invalid("the spec has no root".into()))?;
+        let root = if root_path.is_absolute() {
+            root_path
+        } else {
+            bundle.join(root_path)
+        };
+        let bytes = read_module(&root, &module)?;
+        let compiled = self.modules.ensure(&runner, &module, &bytes)?;
+        tracing::info!(
+            module = %module,
+            compiled_now = compiled.compiled_now,
+            "the Wasm module is compiled"
+        );
+
+        let mut runner_args = vec![
+            RUNNER_IN_ROOT.to_string(),
+            "run".into(),
+            "--cwasm".into(),
+            COMPILED_IN_ROOT.into(),
+            "--blake3".into(),
+            compiled.blake3.clone(),
+            "--root".into(),
+            TREE_IN_ROOT.into(),
+        ];
+        let memory = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .filter(|l| *l > 0);
+        if let Some(limit) = memory {
+            runner_args.extend(["--memory".into(), module_memory(limit).to_string()]);
+        }
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for (path, writable) in volumes(&mounts) {
+            runner_args.extend([
+                "--dir".into(),
+                format!("{path}:{}", if writable { "rw" } else { "ro" }),
+            ]);
+        }
+        runner_args.push("--".into());
+        runner_args.extend(args);
+        // Not recursive: the mounts under the root stay out of the view.
+        mounts.push(read_only_bind(&root, TREE_IN_ROOT)?);
+        mounts.push(read_only_bind(&runner, RUNNER_IN_ROOT)?);
+        mounts.push(read_only_bind(&compiled.path, COMPILED_IN_ROOT)?);
+
+        let mut out = spec.clone();
+        let mut process = process.clone();
+        process.set_args(Some(runner_args));
+        out.set_process(Some(process));
+        out.set_mounts(Some(mounts));
+        Ok(out)
+    }
+}
+
+/// The engine's own share of `--memory` (its code, the compiled module,
+/// WASI's buffers: about 7 MiB measured), kept out of the module's limit
+/// so that the store's limit, with its clear message, trips before the
+/// cgroup's OOM killer.
+const ENGINE_SHARE: i64 = 16 << 20;
+
+/// The module's memory limit within a container limit of `limit` bytes.
+fn module_memory(limit: i64) -> i64 {
+    if limit > 2 * ENGINE_SHARE {
+        limit - ENGINE_SHARE
+    } else {
+        limit / 2
+    }
+}
+
+/// The module a command names: its first word, made absolute against the
+/// working directory.
+fn module_path(args: &[String], cwd: &Path) -> Result<String, SandboxError> {
+    let first = args.first().ok_or_else(|| {
+        SandboxError::Invalid("the container has no command: give the module to run".into())
+    })?;
+    if first.starts_with('/') {
+        Ok(first.clone())
+    } else {
+        Ok(cwd.join(first).to_string_lossy().into_owned())
+    }
+}
+
+/// Reads the module at `module` inside `root`, resolving every symlink
+/// within the root, never outside it.
+fn read_module(root: &Path, module: &str) -> Result<Vec<u8>, SandboxError> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use std::io::Read;
+    let root_dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_error(format!("opening {}", root.display()), e.into()))?;
+    let relative = module.trim_start_matches('/');
+    let fd = rustix::fs::openat2(
+        &root_dir,
+        relative,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => {
+            SandboxError::NotFound(format!("{module}: no such module in the image"))
+        }
+        e => SandboxError::NotExecutable(format!("{module}: cannot be read: {e}")),
+    })?;
+    let mut file = std::fs::File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| io_error(format!("reading {module}"), e))?;
+    if !meta.is_file() {
+        return Err(SandboxError::NotExecutable(format!(
+            "{module} is not a file"
+        )));
+    }
+    if meta.len() > MAX_MODULE_BYTES {
+        return Err(SandboxError::NotExecutable(format!(
+            "{module} is {} bytes, more than the {MAX_MODULE_BYTES} a module may have",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes).map_err(|e| {
+        io_error(
+            format!("reading {module} (a chunk that failed verification reads as EIO)"),
+            e,
+        )
+    })?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(SandboxError::NotExecutable(format!(
+            "{module} is not a WebAssembly module (it does not start with \\0asm)"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Directories mounted from the host into the container that the module
+/// may open (`-v`), with whether they are writable; not the ones every
+/// container gets.
+fn volumes(mounts: &[Mount]) -> Vec<(String, bool)> {
+    const SYSTEM: [&str; 4] = ["/proc", "/dev", "/sys", "/etc"];
+    mounts
+        .iter()
+        .filter(|m| {
+            m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .as_ref()
+                    .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+        })
+        .filter_map(|m| {
+            let dest = m.destination().to_string_lossy().into_owned();
+            let system = SYSTEM
+                .iter()
+                .any(|s| dest == *s || dest.starts_with(&format!("{s}/")));
+            let is_dir = m.source().as_ref().is_some_and(|s| s.is_dir());
+            if system || !is_dir {
+                return None;
+            }
+            let read_only = m
+                .options()
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|x| x == "ro"));
+            Some((dest, !read_only))
+        })
+        .collect()
+}
+
+pub(crate) fn io_error(context: String, source: std::io::Error) -> SandboxError {
+    SandboxError::Io { context, source }
+}
+
+fn read_only_bind(source: &Path, destination: &str) -> Result<Mount, SandboxError> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(vec![
+            "bind".to_string(),
+            "ro".into(),
+            "nosuid".into(),
+            "nodev".into(),
+        ])
+        .build()
+        .map_err(|e| SandboxError::Invalid(format!("the runner's mount: {e}")))
+}
+
+impl SandboxKind for WasmKind {
+    fn name(&self) -> &'static str {
+        "wasm"
+    }
+
+    fn can_handle(&self, image: &ImageFacts) -> bool {
+        is_wasm_image(image)
+    }
+
+    fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let spec = self.runner_spec(container.spec, container.bundle)?;
+        self.namespace.prepare(Prepare {
+            spec: &spec,
+            ..container
+        })
+    }
+
+    fn exec(
+        &self,
+        _container: Running<'_>,
+        _start: ExecStart<'_>,
+    ) -> Result<Box<dyn ExecProcess>, SandboxError> {
+        Err(SandboxError::Unsupported(
+            "a Wasm container runs one module: it has nothing to exec into".into(),
+        ))
+    }
+
+    fn remove_leftovers(&self, cgroups_path: &str) -> Result<(), SandboxError> {
+        self.namespace.remove_leftovers(cgroups_path)
+    }
+
+    fn stats(&self, cgroups_path: &str) -> Result<Stats, SandboxError> {
+        self.namespace.stats(cgroups_path)
+    }
+}
