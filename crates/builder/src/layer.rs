@@ -301,6 +301,28 @@ impl Read for ReadAhead {
     }
 }
 
+/// A Wasm artifact's module blob of `size` bytes, read as a tar holding it
+/// alone at [`skiff_oci::manifest::WASM_ARTIFACT_MODULE`], executable. The
+/// blob is read to its end, so its digest is still checked.
+fn wasm_module_as_tar(blob: impl Read + Send + 'static, size: u64) -> Box<dyn Read + Send> {
+    let mut header = tar::Header::new_ustar();
+    let path = skiff_oci::manifest::WASM_ARTIFACT_MODULE.trim_start_matches('/');
+    // A short fixed name: it fits the header's name field.
+    let _ = header.set_path(path);
+    header.set_size(size);
+    header.set_mode(0o755);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let padding = (512 - size % 512) % 512;
+    // The two zero blocks that end a tar.
+    let end = vec![0u8; padding as usize + 1024];
+    Box::new(
+        io::Cursor::new(header.as_bytes().to_vec())
+            .chain(blob)
+            .chain(io::Cursor::new(end)),
+    )
+}
+
 /// An open layer: a tar reader over the decompressed, digest-checked blob.
 pub struct LayerStream {
     pub name: String,
@@ -332,7 +354,9 @@ impl LayerStream {
         // Sniff: some producers label gzip layers as plain tar and vice versa.
         let mut blob = blob;
         let head = io::BufRead::fill_buf(&mut blob).map_err(|e| BuildError::layer_io(&name, e))?;
-        let sniffed = if head.starts_with(&[0x1f, 0x8b]) {
+        let sniffed = if compression == LayerCompression::WasmModule {
+            LayerCompression::WasmModule
+        } else if head.starts_with(&[0x1f, 0x8b]) {
             LayerCompression::Gzip
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
             LayerCompression::Zstd
@@ -349,6 +373,7 @@ impl LayerStream {
                     .map_err(|e| BuildError::layer_io(&name, e))?,
             ),
             LayerCompression::None => Box::new(blob),
+            LayerCompression::WasmModule => wasm_module_as_tar(blob, desc.size),
         };
         let reader = ReadAhead::spawn(reader).map_err(|e| BuildError::layer_io(&name, e))?;
         let tar_bytes = Arc::new(AtomicU64::new(0));

@@ -54,6 +54,90 @@ fn wasi_image(dir: &Path, tag: &str, module: &[u8]) -> String {
     format!("oci:{}:{tag}", dir.display())
 }
 
+/// The CNCF Wasm OCI artifact form of `module` in the OCI layout at
+/// `dir`: config `application/vnd.wasm.config.v0+json`, the module as its
+/// one `application/wasm` layer. Returns its reference.
+fn wasm_artifact(dir: &Path, tag: &str, module: &[u8]) -> String {
+    use common::layers::sha256;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = sha256(bytes);
+        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
+        d
+    };
+    let layer = put(module);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "created": "2026-12-07T00:00:00Z", "architecture": "wasm", "os": "wasip1",
+        "layerDigests": [layer],
+    }))
+    .unwrap();
+    let config_digest = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.wasm.module.v1+wasm",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/wasm", "digest": layer, "size": module.len(),
+                    "annotations": {"org.opencontainers.image.title": "probe.wasm"}}],
+    }))
+    .unwrap();
+    let manifest_digest = put(&manifest);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag},
+    }]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    format!("oci:{}:{tag}", dir.display())
+}
+
+/// Both forms Wasm users publish, pushed to a registry with skopeo, run
+/// from it: the ordinary `wasi/wasm` image and the CNCF artifact (whose
+/// module becomes `/module.wasm`, its entrypoint).
+#[test]
+fn both_published_forms_run_from_a_registry() {
+    let registry = common::registry::Registry::start();
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let image = wasi_image(&work.path().join("image"), "wasi", probe_module());
+    registry.push_layout(&image, "probe/image:1");
+    let artifact = wasm_artifact(&work.path().join("artifact"), "wasm", probe_module());
+    registry.push_layout(&artifact, "probe/artifact:1");
+
+    let o = skiff.run(&[
+        "run",
+        "--rm",
+        &registry.reference("probe/image:1"),
+        "cat",
+        "/etc/greeting.txt",
+    ]);
+    assert_eq!(out(&o), "from the image\n", "{}", err(&o));
+    let o = skiff.run(&[
+        "run",
+        "--rm",
+        &registry.reference("probe/artifact:1"),
+        "args",
+        "x",
+    ]);
+    assert_eq!(
+        out(&o),
+        "argv[0]=/module.wasm\nargv[1]=args\nargv[2]=x\n",
+        "{}",
+        err(&o)
+    );
+    let o = skiff.run(&[
+        "run",
+        "--rm",
+        &registry.reference("probe/artifact:1"),
+        "exit",
+        "9",
+    ]);
+    assert_eq!(code(&o), 9, "{}", err(&o));
+    // One module, one compiled form, whichever form carried it.
+    assert_eq!(compiled_modules(&skiff).len(), 1);
+}
+
 /// The compiled modules under the node's cache: (path, inode, mtime).
 fn compiled_modules(skiff: &Skiff) -> Vec<(PathBuf, u64, i64)> {
     use std::os::unix::fs::MetadataExt;
@@ -293,7 +377,11 @@ fn a_running_module_is_stopped_by_skiff_stop() {
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
     assert_eq!(field("Seccomp:"), "2", "{status}");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(cmdline.starts_with(b"/.skiff-wasm/runner\0run\0"), "{}", String::from_utf8_lossy(&cmdline));
+    assert!(
+        cmdline.starts_with(b"/.skiff-wasm/runner\0run\0"),
+        "{}",
+        String::from_utf8_lossy(&cmdline)
+    );
     for ns in ["mnt", "pid", "net"] {
         assert_ne!(
             std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap(),

@@ -38,6 +38,9 @@ struct ImageConfig {
     os: String,
     #[serde(default, deserialize_with = "null_as_default")]
     architecture: String,
+    /// Only in a CNCF Wasm artifact's config.
+    #[serde(default, rename = "layerDigests")]
+    layer_digests: Option<Vec<String>>,
 }
 
 // Registries and builders write `null` for empty fields as often as they omit them.
@@ -53,10 +56,22 @@ impl RuntimeConfig {
     /// Parses the runtime part of an image config blob.
     pub fn parse(config_blob: &[u8]) -> Result<Self> {
         serde_json::from_slice::<ImageConfig>(config_blob)
-            .map(|c| RuntimeConfig {
-                os: c.os,
-                architecture: c.architecture,
-                ..c.config
+            .map(|c| {
+                let mut runtime = RuntimeConfig {
+                    os: c.os,
+                    architecture: c.architecture,
+                    ..c.config
+                };
+                // A CNCF Wasm artifact's config names no command: its
+                // module is the one to run.
+                if c.layer_digests.is_some()
+                    && runtime.architecture == "wasm"
+                    && runtime.entrypoint.is_empty()
+                    && runtime.cmd.is_empty()
+                {
+                    runtime.entrypoint = vec![crate::manifest::WASM_ARTIFACT_MODULE.to_string()];
+                }
+                runtime
             })
             .map_err(|source| OciError::Json {
                 context: "the image config".into(),
@@ -87,5 +102,22 @@ mod tests {
             RuntimeConfig::default()
         );
         assert!(RuntimeConfig::parse(b"[1]").is_err());
+    }
+
+    #[test]
+    fn a_wasm_artifacts_module_is_its_entrypoint() {
+        let c = RuntimeConfig::parse(
+            br#"{"created":"2024-01-01T00:00:00Z","architecture":"wasm","os":"wasip1",
+            "layerDigests":["sha256:aa"]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.entrypoint, ["/module.wasm"]);
+        assert_eq!((c.os.as_str(), c.architecture.as_str()), ("wasip1", "wasm"));
+        // An ordinary wasi/wasm image keeps its own entrypoint.
+        let c = RuntimeConfig::parse(
+            br#"{"architecture":"wasm","os":"wasi","config":{"Entrypoint":["/app.wasm"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.entrypoint, ["/app.wasm"]);
     }
 }

@@ -42,7 +42,19 @@ pub enum LayerCompression {
     None,
     Gzip,
     Zstd,
+    /// Not a tar at all: one WebAssembly module, as the CNCF Wasm OCI
+    /// artifact carries it (`application/wasm`); read as a layer holding
+    /// that one file at [`WASM_ARTIFACT_MODULE`].
+    WasmModule,
 }
+
+/// A layer of the CNCF Wasm OCI artifact: the module's bytes.
+pub const WASM_LAYER: &str = "application/wasm";
+/// The config media type of the CNCF Wasm OCI artifact.
+pub const WASM_ARTIFACT_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+/// Where an artifact's module appears in the image's tree, and so its
+/// entrypoint.
+pub const WASM_ARTIFACT_MODULE: &str = "/module.wasm";
 
 /// Classifies a layer media type; `None` if it is not a filesystem layer.
 pub fn layer_compression(media_type: &str) -> Option<LayerCompression> {
@@ -56,6 +68,7 @@ pub fn layer_compression(media_type: &str) -> Option<LayerCompression> {
         OCI_LAYER_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
             Some(LayerCompression::Zstd)
         }
+        WASM_LAYER => Some(LayerCompression::WasmModule),
         _ => None,
     }
 }
