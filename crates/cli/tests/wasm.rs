@@ -407,3 +407,62 @@ fn a_running_module_is_stopped_by_skiff_stop() {
     );
     skiff.ok(&["rm", id]);
 }
+
+/// Through containerd 1.6: `ctr run --runtime io.containerd.skiff-wasm.v2`
+/// (the `skiff-wasm` runtime handler, a RuntimeClass's) runs a `wasi/wasm`
+/// image that containerd pulled and unpacked itself.
+#[test]
+fn containerd_runs_a_wasi_image_on_the_skiff_wasm_handler() {
+    use common::containerd::Containerd;
+    let registry = common::registry::Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let image = wasi_image(&work.path().join("image"), "wasi", probe_module());
+    registry.push_layout(&image, "probe/image:1");
+    let reference = registry.reference("probe/image:1");
+    let shim = Path::new(&common::skiff_bin()).with_file_name("containerd-shim-skiff-v2");
+    let link = shim.with_file_name("containerd-shim-skiff-wasm-v2");
+    match std::os::unix::fs::symlink(&shim, &link) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{e}"),
+        _ => {}
+    }
+    // No skiff snapshotter here: containerd's own overlayfs unpacks it.
+    let containerd = Containerd::start(&work.path().join("no-snapshotter.sock"), "");
+    containerd.ctr_ok(&[
+        "image",
+        "pull",
+        "--plain-http",
+        "--platform",
+        "wasi/wasm",
+        &reference,
+    ]);
+    let run = |id: &str, command: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--platform",
+            "wasi/wasm",
+            "--runtime",
+            "io.containerd.skiff-wasm.v2",
+            &reference,
+            id,
+        ];
+        args.extend_from_slice(command);
+        containerd.ctr(&args)
+    };
+    let o = run("wasm-args", &["/probe.wasm", "args", "through containerd"]);
+    assert!(
+        o.status.success(),
+        "{} {}\n{}",
+        out(&o),
+        err(&o),
+        containerd.log()
+    );
+    assert_eq!(
+        out(&o),
+        "argv[0]=/probe.wasm\nargv[1]=args\nargv[2]=through containerd\n"
+    );
+    let o = run("wasm-file", &["/probe.wasm", "cat", "/etc/greeting.txt"]);
+    assert_eq!(out(&o), "from the image\n", "{}", err(&o));
+    let o = run("wasm-exit", &["/probe.wasm", "exit", "6"]);
+    assert_eq!(o.status.code(), Some(6), "{}", err(&o));
+}
