@@ -66,6 +66,12 @@ int main(int argc, char **argv) {
       kept = p;
     }
   }
+  if (!strcmp(what, "sleep") && argc > 2) {
+    printf("sleeping\n");
+    fflush(stdout);
+    sleep(atoi(argv[2]));
+    return 0;
+  }
   if (!strcmp(what, "spin")) {
     printf("spinning\n");
     fflush(stdout);

@@ -466,3 +466,36 @@ fn containerd_runs_a_wasi_image_on_the_skiff_wasm_handler() {
     let o = run("wasm-exit", &["/probe.wasm", "exit", "6"]);
     assert_eq!(o.status.code(), Some(6), "{}", err(&o));
 }
+
+/// `skiff pull` of a `wasi/wasm` image compiles its module, so its first
+/// run compiles nothing; `skiff images` says whether it is compiled.
+#[test]
+fn pull_compiles_the_module_and_images_shows_it() {
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let image = wasi_image(&work.path().join("layout"), "wasi", probe_module());
+    skiff.ok(&["pull", &image]);
+    let images = skiff.json(&["images"]);
+    let module = &images[0]["wasm_module"];
+    assert_eq!(module["path"], "/probe.wasm", "{images:#}");
+    assert_eq!(module["compiled"], true, "{images:#}");
+    let table = skiff.ok(&["images"]);
+    assert!(
+        table.contains("WASM") && table.contains("compiled"),
+        "{table}"
+    );
+    let cached = compiled_modules(&skiff);
+    assert_eq!(cached.len(), 1);
+    let o = skiff.run(&["run", "--rm", &image, "exit", "4"]);
+    assert_eq!(code(&o), 4, "{}", err(&o));
+    assert_eq!(
+        compiled_modules(&skiff),
+        cached,
+        "the run compiled it again"
+    );
+    // With the cache emptied, the image's module is not compiled.
+    std::fs::remove_file(&cached[0].0).unwrap();
+    let images = skiff.json(&["images"]);
+    assert_eq!(images[0]["wasm_module"]["compiled"], false, "{images:#}");
+    assert!(skiff.ok(&["images"]).contains("not yet"));
+}

@@ -62,6 +62,9 @@ pub struct ImageEntry {
     pub fetched_bytes: u64,
     /// The containers (IDs) whose root it is.
     pub containers: Vec<String>,
+    /// The WASI module its command names, for a `wasi/wasm` image that was
+    /// pulled or run here.
+    pub wasm_module: Option<crate::wasm_images::WasmModule>,
 }
 
 /// What a local conversion cost, for the one line a front end prints.
@@ -182,6 +185,7 @@ impl Engine {
         platform: Option<&Platform>,
     ) -> Result<(ImageEntry, Option<Conversion>)> {
         let mounted = self.ensure_image_mount(reference, platform, None, None)?;
+        self.note_wasm_module(&mounted.tree, &mounted.config, true);
         let entry = self
             .images()?
             .into_iter()
@@ -225,12 +229,16 @@ impl Engine {
                 .find(|e| e.record.reference == rec.reference && e.record.platform == rec.platform);
             match same {
                 Some(e) => {
+                    if e.wasm_module.is_none() {
+                        e.wasm_module = self.wasm_module(&d);
+                    }
                     e.mounts.push(d);
                     e.mounted |= daemon.is_some();
                     e.fetched_bytes += fetched;
                     e.containers.extend(users);
                 }
                 None => out.push(ImageEntry {
+                    wasm_module: self.wasm_module(&d),
                     mode: match rec.source {
                         ImageSource::Lazy => "lazy",
                         ImageSource::Converted { .. } => "converted",

@@ -21,6 +21,7 @@ pub mod record;
 pub mod request;
 pub mod root_dir;
 pub mod volumes;
+pub mod wasm_images;
 
 pub use config::{CacheSize, EngineConfig, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_IDLE_TIMEOUT};
 pub use container::{Created, Launch, SuperviseOptions, Supervisor, SupervisorOptions};

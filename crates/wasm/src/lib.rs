@@ -87,12 +87,6 @@ impl WasmKind {
         self.modules.ensure(&runner, module, &bytes)
     }
 
-    /// Whether the module with this BLAKE3 digest is compiled on this node
-    /// (for `skiff images`).
-    pub fn holds_compiled(&self, module_digest: &str) -> bool {
-        find_runner(&self.asset_cache).is_ok_and(|r| self.modules.holds(&r, module_digest))
-    }
-
     /// The spec the namespace kind runs: the runner as the process, with
     /// the module's own command line after `--`.
     fn runner_spec(&self, spec: &Spec, bundle: &Path) -> Result<Spec, SandboxError> {
@@ -181,7 +175,7 @@ fn module_memory(limit: i64) -> i64 {
 
 /// The module a command names: its first word, made absolute against the
 /// working directory.
-fn module_path(args: &[String], cwd: &Path) -> Result<String, SandboxError> {
+pub fn module_path(args: &[String], cwd: &Path) -> Result<String, SandboxError> {
     let first = args.first().ok_or_else(|| {
         SandboxError::Invalid("the container has no command: give the module to run".into())
     })?;
@@ -192,9 +186,17 @@ fn module_path(args: &[String], cwd: &Path) -> Result<String, SandboxError> {
     }
 }
 
+/// The BLAKE3 digest of the module at `module` inside `root` (the key of
+/// its compiled form).
+pub fn module_digest(root: &Path, module: &str) -> Result<String, SandboxError> {
+    Ok(blake3::hash(&read_module(root, module)?)
+        .to_hex()
+        .to_string())
+}
+
 /// Reads the module at `module` inside `root`, resolving every symlink
 /// within the root, never outside it.
-fn read_module(root: &Path, module: &str) -> Result<Vec<u8>, SandboxError> {
+pub fn read_module(root: &Path, module: &str) -> Result<Vec<u8>, SandboxError> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     use std::io::Read;
     let root_dir = rustix::fs::open(

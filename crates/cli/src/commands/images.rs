@@ -29,13 +29,14 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         return Ok(exit::OK);
     }
     outln!(
-        "{:<40}  {:<12}  {:<9}  {:>10}  {:>10}  {:<9}  CONTAINERS",
+        "{:<40}  {:<12}  {:<9}  {:>10}  {:>10}  {:<9}  {:<10}  CONTAINERS",
         "IMAGE",
         "DIGEST",
         "MODE",
         "FETCHED",
         "SIZE",
-        "MOUNTED"
+        "MOUNTED",
+        "WASM"
     )?;
     for i in &images {
         let name = if i.record.platform.is_empty() {
@@ -43,14 +44,21 @@ pub fn run(global: &Global, a: Args) -> Result<i32> {
         } else {
             format!("{} [{}]", i.record.reference, i.record.platform)
         };
+        // A wasi/wasm image's module: compiled on this node, or not yet.
+        let wasm = match &i.wasm_module {
+            Some(m) if m.compiled => "compiled",
+            Some(_) => "not yet",
+            None => "-",
+        };
         outln!(
-            "{:<40}  {:<12}  {:<9}  {:>10}  {:>10}  {:<9}  {}",
+            "{:<40}  {:<12}  {:<9}  {:>10}  {:>10}  {:<9}  {:<10}  {}",
             name,
             short(&i.record.digest),
             i.mode,
             human(i.fetched_bytes),
             human(i.record.size_bytes),
             if i.mounted { "yes" } else { "no" },
+            wasm,
             i.containers.len()
         )?;
     }

@@ -100,6 +100,7 @@ impl Engine {
             os: config.os.clone(),
             architecture: config.architecture.clone(),
         };
+        self.note_wasm_module(image_mount, config, false);
         let kind = match &req.sandbox {
             Some(name) => {
                 let kind = self.kind(name)?;
