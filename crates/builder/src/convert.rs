@@ -244,13 +244,17 @@ pub fn convert(
             media_type: Some(OCI_MANIFEST.to_string()),
             config: config_desc,
             layers,
-            annotations: Some(BTreeMap::from([
-                (ANNOTATION_FORMAT.to_string(), FORMAT_VERSION.to_string()),
-                (
+            // The source's own annotations carry over (crun's Wasm variant,
+            // a title...); skiff's own are set over them.
+            annotations: Some({
+                let mut a = image.manifest.annotations.clone().unwrap_or_default();
+                a.insert(ANNOTATION_FORMAT.to_string(), FORMAT_VERSION.to_string());
+                a.insert(
                     ANNOTATION_SOURCE.to_string(),
                     image.descriptor.digest.clone(),
-                ),
-            ])),
+                );
+                a
+            }),
         };
         let bytes = serde_json::to_vec(&manifest).expect("serialisable");
         let digest = target.repo.push_manifest(

@@ -499,3 +499,72 @@ fn pull_compiles_the_module_and_images_shows_it() {
     assert_eq!(images[0]["wasm_module"]["compiled"], false, "{images:#}");
     assert!(skiff.ok(&["images"]).contains("not yet"));
 }
+
+/// Adds `annotations` to the manifest tagged `tag` in the layout at `dir`.
+fn annotate_manifest(dir: &Path, tag: &str, annotations: serde_json::Value) {
+    use common::layers::sha256;
+    let index_path = dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let blob = |d: &str| dir.join("blobs/sha256").join(&d[7..]);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(entry["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
+    manifest["annotations"] = annotations;
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let digest = sha256(&bytes);
+    std::fs::write(blob(&digest), &bytes).unwrap();
+    entry["digest"] = digest.into();
+    entry["size"] = bytes.len().into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// crun's annotation: a `linux/amd64` image whose manifest says
+/// `module.wasm.image/variant=compat` runs its `.wasm` entrypoint in the
+/// Wasm sandbox; without it, the same image is a Linux image, and the
+/// namespace sandbox cannot execute a module.
+#[test]
+fn crun_s_wasm_variant_annotation_picks_the_wasm_sandbox() {
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layout");
+    let write = |tag: &str| {
+        let mut tar = Tar::new();
+        tar.file("probe.wasm", probe_module());
+        write_image_with_config(
+            &dir,
+            tag,
+            &[LayerBlob::plain(&tar.finish())],
+            ("linux", "amd64"),
+            serde_json::json!({"Entrypoint": ["/probe.wasm"]}),
+        );
+        format!("oci:{}:{tag}", dir.display())
+    };
+    let compat = write("compat");
+    annotate_manifest(
+        &dir,
+        "compat",
+        serde_json::json!({"module.wasm.image/variant": "compat"}),
+    );
+    let o = skiff.run(&["run", "--rm", &compat, "args", "compat"]);
+    assert_eq!(
+        out(&o),
+        "argv[0]=/probe.wasm\nargv[1]=args\nargv[2]=compat\n",
+        "{}",
+        err(&o)
+    );
+    let plain = write("plain");
+    let o = skiff.run(&["run", "--rm", &plain, "args"]);
+    assert_ne!(
+        code(&o),
+        0,
+        "a module ran in the namespace sandbox: {}",
+        out(&o)
+    );
+}

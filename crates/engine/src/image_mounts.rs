@@ -184,6 +184,10 @@ impl Engine {
         let config = repo
             .read_blob(&resolved.manifest.config)
             .and_then(|b| RuntimeConfig::parse(&b))
+            .map(|mut c| {
+                c.annotations = resolved.manifest.annotations.clone().unwrap_or_default();
+                c
+            })
             .map_err(EngineError::oci(format!(
                 "reading the image config of {image}"
             )));

@@ -41,6 +41,7 @@ impl Engine {
         let facts = skiff_sandbox::ImageFacts {
             os: config.os.clone(),
             architecture: config.architecture.clone(),
+            annotations: config.annotations.clone(),
         };
         if !skiff_wasm::is_wasm_image(&facts) {
             return;

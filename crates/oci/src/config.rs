@@ -28,6 +28,10 @@ pub struct RuntimeConfig {
     pub os: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub architecture: String,
+    /// The image manifest's annotations (not the config's): set by whoever
+    /// read the manifest, kept with the config.
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]

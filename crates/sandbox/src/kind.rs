@@ -40,6 +40,23 @@ pub struct ImageFacts {
     pub os: String,
     /// The image's `architecture` (`amd64`, `wasm`...).
     pub architecture: String,
+    /// The image manifest's annotations.
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl ImageFacts {
+    /// Whether the image asks for a Wasm runtime by annotation, as crun
+    /// reads it: `module.wasm.image/variant` `compat` (or `compat-smart`),
+    /// or `run.oci.handler` `wasm`; its platform may still say `linux`.
+    pub fn asks_for_wasm(&self) -> bool {
+        let is = |k: &str, vs: &[&str]| {
+            self.annotations
+                .get(k)
+                .is_some_and(|v| vs.contains(&v.as_str()))
+        };
+        is("module.wasm.image/variant", &["compat", "compat-smart"])
+            || is("run.oci.handler", &["wasm"])
+    }
 }
 
 /// Who the container's init belongs to.

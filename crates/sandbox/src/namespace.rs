@@ -54,7 +54,7 @@ impl SandboxKind for NamespaceKind {
 
     /// Linux images; an image that names no OS is taken for one.
     fn can_handle(&self, image: &ImageFacts) -> bool {
-        image.os.is_empty() || image.os == "linux"
+        (image.os.is_empty() || image.os == "linux") && !image.asks_for_wasm()
     }
 
     fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {

@@ -68,7 +68,7 @@ impl SandboxKind for VmKind {
     }
 
     fn can_handle(&self, image: &ImageFacts) -> bool {
-        image.os.is_empty() || image.os == "linux"
+        (image.os.is_empty() || image.os == "linux") && !image.asks_for_wasm()
     }
 
     fn root(&self) -> RootKind {

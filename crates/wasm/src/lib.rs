@@ -56,9 +56,10 @@ pub fn find_runner(cache: &Path) -> Result<PathBuf, SandboxError> {
     Ok(runner)
 }
 
-/// Whether an image with these facts holds a WASI module to run.
+/// Whether an image with these facts holds a WASI module to run: its
+/// platform is `wasi/wasm`, or it asks for Wasm by crun's annotation.
 pub fn is_wasm_image(image: &ImageFacts) -> bool {
-    image.architecture == "wasm" || image.os.starts_with("wasi")
+    image.architecture == "wasm" || image.os.starts_with("wasi") || image.asks_for_wasm()
 }
 
 pub struct WasmKind {

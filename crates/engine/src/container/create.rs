@@ -99,6 +99,7 @@ impl Engine {
         let facts = ImageFacts {
             os: config.os.clone(),
             architecture: config.architecture.clone(),
+            annotations: config.annotations.clone(),
         };
         self.note_wasm_module(image_mount, config, false);
         let kind = match &req.sandbox {
