@@ -568,3 +568,48 @@ fn crun_s_wasm_variant_annotation_picks_the_wasm_sandbox() {
         out(&o)
     );
 }
+
+/// Through the OCI runtime command, as Podman or containerd's runc shim
+/// call it: a bundle whose command is a module runs in the Wasm sandbox
+/// with no annotation (runwasi's rule), and one with crun's annotation
+/// does too, while `io.skiff.sandbox=namespace` keeps it a Linux process,
+/// which cannot execute a module.
+#[test]
+fn the_oci_runtime_command_runs_a_bundle_whose_command_is_a_module() {
+    use common::oci::{config, unique, Oci};
+    let oci = Oci::new();
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("probe.wasm"), probe_module()).unwrap();
+    std::fs::write(rootfs.join("etc/greeting.txt"), "from the bundle\n").unwrap();
+    let bundle = |name: &str, annotations: serde_json::Value, args: &[&str]| {
+        let id = unique(name);
+        let mut c = config(&id, args);
+        c["root"]["path"] = rootfs.to_str().unwrap().into();
+        c["annotations"] = annotations;
+        (id, common::oci::bundle(work.path(), name, &c))
+    };
+    let (id, b) = bundle(
+        "plain",
+        serde_json::json!({}),
+        &["/probe.wasm", "cat", "/etc/greeting.txt"],
+    );
+    let o = oci.run(&["run", "--bundle", b.to_str().unwrap(), &id]);
+    assert_eq!(out(&o), "from the bundle\n", "{}", err(&o));
+    let (id, b) = bundle(
+        "crun",
+        serde_json::json!({"run.oci.handler": "wasm"}),
+        &["/probe.wasm", "exit", "3"],
+    );
+    let o = oci.run(&["run", "--bundle", b.to_str().unwrap(), &id]);
+    assert_eq!(code(&o), 3, "{}", err(&o));
+    let (id, b) = bundle(
+        "pinned",
+        serde_json::json!({"io.skiff.sandbox": "namespace"}),
+        &["/probe.wasm", "args"],
+    );
+    let o = oci.run(&["run", "--bundle", b.to_str().unwrap(), &id]);
+    assert_ne!(code(&o), 0, "a module ran as a Linux process: {}", out(&o));
+    let _ = oci.run(&["delete", "--force", &id]);
+}

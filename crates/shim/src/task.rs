@@ -345,6 +345,8 @@ impl Inner {
             }
             (Some(n), _) => n.to_string(),
             (None, Some(p)) => p,
+            // crun's Wasm annotations pick the Wasm kind, as crun's handler.
+            (None, None) if skiff_engine::oci_runtime::asks_for_wasm(annotations) => "wasm".to_string(),
             (None, None) => DEFAULT_SANDBOX.to_string(),
         };
         // Named now, so a wrong kind fails before anything is made.

@@ -187,6 +187,33 @@ pub fn module_path(args: &[String], cwd: &Path) -> Result<String, SandboxError> 
     }
 }
 
+/// Whether the file at `module` inside `root` is a WebAssembly module (its
+/// first four bytes), as runwasi decides for an entrypoint.
+pub fn is_module(root: &Path, module: &str) -> bool {
+    use std::io::Read;
+    let Ok(file) = open_in_root(root, module) else {
+        return false;
+    };
+    let mut head = [0u8; 4];
+    std::fs::File::from(file).read_exact(&mut head).is_ok() && &head == b"\0asm"
+}
+
+fn open_in_root(root: &Path, module: &str) -> Result<std::os::fd::OwnedFd, rustix::io::Errno> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root_dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::openat2(
+        &root_dir,
+        module.trim_start_matches('/'),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
 /// The BLAKE3 digest of the module at `module` inside `root` (the key of
 /// its compiled form).
 pub fn module_digest(root: &Path, module: &str) -> Result<String, SandboxError> {
@@ -198,23 +225,8 @@ pub fn module_digest(root: &Path, module: &str) -> Result<String, SandboxError> 
 /// Reads the module at `module` inside `root`, resolving every symlink
 /// within the root, never outside it.
 pub fn read_module(root: &Path, module: &str) -> Result<Vec<u8>, SandboxError> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
     use std::io::Read;
-    let root_dir = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io_error(format!("opening {}", root.display()), e.into()))?;
-    let relative = module.trim_start_matches('/');
-    let fd = rustix::fs::openat2(
-        &root_dir,
-        relative,
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(|e| match e {
+    let fd = open_in_root(root, module).map_err(|e| match e {
         rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => {
             SandboxError::NotFound(format!("{module}: no such module in the image"))
         }

@@ -44,15 +44,46 @@ pub const SANDBOX_KINDS: &[&str] = &["namespace", "vm", "wasm"];
 /// Podman, a shim whose handler names no kind).
 pub const SANDBOX_ANNOTATION: &str = "io.skiff.sandbox";
 
-/// The kind a bundle's `config.json` asks for with [`SANDBOX_ANNOTATION`],
-/// if it is readable and names one.
+/// Whether a spec's annotations carry crun's Wasm annotations
+/// (`module.wasm.image/variant=compat`, `run.oci.handler=wasm`).
+pub fn asks_for_wasm(annotations: Option<&serde_json::Value>) -> bool {
+    skiff_sandbox::ImageFacts {
+        annotations: annotations
+            .and_then(|a| serde_json::from_value(a.clone()).ok())
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+    .asks_for_wasm()
+}
+
+/// The kind a bundle's `config.json` asks for: [`SANDBOX_ANNOTATION`]'s;
+/// else `wasm` for crun's Wasm annotations, or for a command that is a
+/// WebAssembly module in the bundle's root; else none (the caller's
+/// default).
 pub fn bundle_sandbox(bundle: &Path) -> Option<String> {
     let bytes = std::fs::read(bundle.join("config.json")).ok()?;
     let spec: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    spec.get("annotations")?
-        .get(SANDBOX_ANNOTATION)?
-        .as_str()
-        .map(str::to_string)
+    let annotations = spec.get("annotations");
+    if let Some(kind) = annotations
+        .and_then(|a| a.get(SANDBOX_ANNOTATION))
+        .and_then(|v| v.as_str())
+    {
+        return Some(kind.to_string());
+    }
+    // crun's Wasm annotations, as Podman copies them from the image.
+    if asks_for_wasm(annotations) {
+        return Some("wasm".into());
+    }
+    // A module as the command, as runwasi decides.
+    let args0 = spec.pointer("/process/args/0")?.as_str()?;
+    let cwd = spec
+        .pointer("/process/cwd")
+        .and_then(|v| v.as_str())
+        .unwrap_or("/");
+    let root = Path::new(spec.pointer("/root/path")?.as_str()?);
+    let root = bundle.join(root);
+    let module = skiff_wasm::module_path(&[args0.to_string()], Path::new(cwd)).ok()?;
+    skiff_wasm::is_module(&root, &module).then(|| "wasm".to_string())
 }
 
 /// Whether container cgroups are on the unified (v2) hierarchy here, which
