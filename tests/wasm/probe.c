@@ -46,6 +46,10 @@ int main(int argc, char **argv) {
   if (!strcmp(what, "cat") && argc > 2) return cat(argv[2]);
   if (!strcmp(what, "put") && argc > 3) return put(argv[2], argv[3]);
   if (!strcmp(what, "exit") && argc > 2) return atoi(argv[2]);
+  if (!strcmp(what, "tty")) {
+    printf("stdin %s, stdout %s\n", isatty(0) ? "tty" : "not a tty", isatty(1) ? "tty" : "not a tty");
+    return 0;
+  }
   if (!strcmp(what, "echo-stdin")) {
     char line[256];
     while (fgets(line, sizeof line, stdin)) printf("got %s", line);

@@ -31,17 +31,23 @@ pub struct Args {
     pub name: String,
     pub image: String,
     pub command: Vec<String>,
+    /// The RuntimeClass handler (empty: containerd's default runtime).
+    pub runtime_handler: String,
 }
 
 fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut containerd, mut log_dir, mut name) = (None, None, "cri-run".to_string());
+    let mut runtime_handler = String::new();
     let mut rest = Vec::new();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--containerd" => containerd = it.next().map(PathBuf::from),
             "--log-dir" => log_dir = it.next().map(PathBuf::from),
             "--name" => name = it.next().ok_or("--name needs a value")?,
+            "--runtime-handler" => {
+                runtime_handler = it.next().ok_or("--runtime-handler needs a value")?
+            }
             _ => {
                 rest.push(a);
                 rest.extend(it.by_ref());
@@ -50,7 +56,7 @@ fn parse() -> Result<Args, String> {
     }
     if rest.len() < 2 {
         return Err(
-            "usage: cri_run --containerd SOCKET --log-dir DIR [--name NAME] IMAGE CMD [ARG...]"
+            "usage: cri_run --containerd SOCKET --log-dir DIR [--name NAME] [--runtime-handler H] IMAGE CMD [ARG...]"
                 .into(),
         );
     }
@@ -61,6 +67,7 @@ fn parse() -> Result<Args, String> {
         name,
         image,
         command: rest,
+        runtime_handler,
     })
 }
 
@@ -148,7 +155,7 @@ pub async fn run(a: &Args, out: &mut dyn Write) -> Result<i32, String> {
     let pod = runtime
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: a.runtime_handler.clone(),
         })
         .await
         .map_err(|e| format!("RunPodSandbox: {}", e.message()))?

@@ -120,6 +120,20 @@ fn cri_node(runtimes: &str) -> CriNode {
     }
 }
 
+/// A CRI node whose containerd also has the runtime handler `skiff-KIND`
+/// (`io.containerd.skiff-KIND.v2`, skiff's shim pinned to that kind).
+fn cri_node_with_handler(kind: &str) -> CriNode {
+    common::containerd::link_shim_for_kind(kind);
+    cri_node(&format!(
+        r#"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skiff-{kind}]
+    runtime_type = "io.containerd.skiff-{kind}.v2"
+"#
+    ))
+}
+
 #[test]
 fn the_cri_pulls_and_runs_a_skiff_image_lazily() {
     let CriNode {
@@ -149,6 +163,7 @@ fn the_cri_pulls_and_runs_a_skiff_image_lazily() {
                     "-c".into(),
                     "head -1 /etc/os-release; md5sum /usr/bin/perl | cut -c1-8".into(),
                 ],
+                runtime_handler: String::new(),
             },
             &mut out,
         ))
@@ -668,19 +683,7 @@ fn mounts_under(dir: &str) -> Vec<String> {
 #[test]
 fn a_pod_on_the_skiff_vm_handler_runs_in_one_guest() {
     use k8s_cri::v1::*;
-    let shim = Path::new(&common::skiff_bin()).with_file_name("containerd-shim-skiff-v2");
-    let link = shim.with_file_name("containerd-shim-skiff-vm-v2");
-    match std::os::unix::fs::symlink(&shim, &link) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{e}"),
-        _ => {}
-    }
-    let runtimes = r#"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skiff-vm]
-    runtime_type = "io.containerd.skiff-vm.v2"
-"#;
-    let node = cri_node(runtimes);
+    let node = cri_node_with_handler("vm");
     pod_network(&node);
     let image = node.registry.reference("deb:skiff");
     let logs = node.work.path().join("pod-logs");
@@ -991,4 +994,47 @@ fn a_pod_on_the_skiff_vm_handler_runs_in_one_guest() {
             Vec::<String>::new()
         );
     });
+}
+
+/// A pod on the runtime handler `skiff-wasm` (a RuntimeClass's): the pause
+/// container runs as it is, a Linux binary, and the pod's container runs
+/// its module in the Wasm sandbox, its output in the CRI's log.
+#[test]
+fn a_pod_on_the_skiff_wasm_handler_runs_its_container_as_a_module() {
+    let node = cri_node_with_handler("wasm");
+    // The CRI pulls for the node's platform: the module in a linux/amd64
+    // image, as the handler, not the platform, picks the sandbox here.
+    let layout = common::wasm::module_image(
+        &node.work.path().join("probe"),
+        "linux",
+        common::wasm::probe_module(),
+        ("linux", "amd64"),
+    );
+    node.registry.push_layout(&layout, "probe:linux");
+    let logs = node.work.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    let code = rt
+        .block_on(cri_run::run(
+            &cri_run::Args {
+                containerd: node.containerd.socket(),
+                log_dir: logs.clone(),
+                name: "wasm".into(),
+                image: node.registry.reference("probe:linux"),
+                command: vec![
+                    "/probe.wasm".into(),
+                    "cat".into(),
+                    "/etc/greeting.txt".into(),
+                ],
+                runtime_handler: "skiff-wasm".into(),
+            },
+            &mut out,
+        ))
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.containerd.log()));
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(String::from_utf8(out).unwrap(), "from the image\n");
 }

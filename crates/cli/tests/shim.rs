@@ -488,12 +488,7 @@ fn the_skiff_vm_handler_runs_each_task_in_a_guest_of_its_own() {
     let c = &n.containerd;
     // The runtime type io.containerd.skiff-vm.v2 runs
     // containerd-shim-skiff-vm-v2, a link to the shim.
-    let shim = Path::new(&common::skiff_bin()).with_file_name("containerd-shim-skiff-v2");
-    let link = shim.with_file_name("containerd-shim-skiff-vm-v2");
-    match std::os::unix::fs::symlink(&shim, &link) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{e}"),
-        _ => {}
-    }
+    common::containerd::link_shim_for_kind("vm");
     let vm = "io.containerd.skiff-vm.v2";
     let ctr_run = |flags: &[&str], id: &str, command: &[&str]| {
         let mut args = vec!["run", "--runtime", vm, "--snapshotter", "skiff"];

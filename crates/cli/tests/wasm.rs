@@ -8,51 +8,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::containers::{cache_dir, code, err, out};
+use common::containers::{code, err, out};
 use common::layers::{write_image_with_config, LayerBlob, Tar};
+use common::wasm::{probe_module, wasi_image};
 use common::Skiff;
-
-/// tests/wasm/probe.c compiled for wasm32-wasi, once per test binary.
-fn probe_module() -> &'static [u8] {
-    static MODULE: OnceLock<Vec<u8>> = OnceLock::new();
-    MODULE.get_or_init(|| {
-        let source = common::repo_root().join("tests/wasm/probe.c");
-        let dir = cache_dir().join("wasm-test");
-        std::fs::create_dir_all(&dir).unwrap();
-        let wasm = dir.join(format!("probe-{}.wasm", std::process::id()));
-        let o = Command::new("clang")
-            .args(["--target=wasm32-wasi", "-O2", "-Wl,--strip-all", "-o"])
-            .arg(&wasm)
-            .arg(&source)
-            .output()
-            .expect("running clang (make deps installs clang, lld, wasi-libc and libclang-rt-14-dev-wasm32)");
-        assert!(o.status.success(), "clang: {}", err(&o));
-        let bytes = std::fs::read(&wasm).unwrap();
-        let _ = std::fs::remove_file(&wasm);
-        bytes
-    })
-}
-
-/// An ordinary image for the `wasi/wasm` platform in an OCI layout under
-/// `dir`: the module `/probe.wasm` as its entrypoint, with a file beside
-/// it. Returns its reference.
-fn wasi_image(dir: &Path, tag: &str, module: &[u8]) -> String {
-    let mut tar = Tar::new();
-    tar.dir("etc")
-        .file("etc/greeting.txt", b"from the image\n")
-        .file("probe.wasm", module);
-    write_image_with_config(
-        dir,
-        tag,
-        &[LayerBlob::plain(&tar.finish())],
-        ("wasi", "wasm"),
-        serde_json::json!({"Entrypoint": ["/probe.wasm"], "Env": ["GREETING=from-the-image"]}),
-    );
-    format!("oci:{}:{tag}", dir.display())
-}
 
 /// The CNCF Wasm OCI artifact form of `module` in the OCI layout at
 /// `dir`: config `application/vnd.wasm.config.v0+json`, the module as its
@@ -202,6 +163,8 @@ fn a_wasi_image_runs_its_module_with_its_args_env_files_and_exit_code() {
     // A file of the image; the root is read-only.
     let o = run(&[], &["cat", "/etc/greeting.txt"]);
     assert_eq!(out(&o), "from the image\n", "{}", err(&o));
+    let o = run(&["--read-only"], &["cat", "/etc/greeting.txt"]);
+    assert_eq!(out(&o), "from the image\n", "--read-only: {}", err(&o));
     let o = run(&[], &["put", "/etc/new.txt", "x"]);
     assert_eq!(code(&o), 1);
     assert!(out(&o).starts_with("denied /etc/new.txt"), "{}", out(&o));
@@ -268,6 +231,17 @@ fn a_wasi_image_runs_its_module_with_its_args_env_files_and_exit_code() {
     }
     let o = child.wait_with_output().unwrap();
     assert_eq!(out(&o), "got a line\n", "{}", err(&o));
+
+    // A terminal, with -t: the module's stdio is the container's pty.
+    let o = run(&["-t"], &["tty"]);
+    assert!(
+        out(&o).contains("stdin tty, stdout tty"),
+        "{} {}",
+        out(&o),
+        err(&o)
+    );
+    let o = run(&[], &["tty"]);
+    assert_eq!(out(&o), "stdin not a tty, stdout not a tty\n");
 
     assert_eq!(
         compiled_modules(&skiff),
@@ -410,7 +384,8 @@ fn a_running_module_is_stopped_by_skiff_stop() {
 
 /// Through containerd 1.6: `ctr run --runtime io.containerd.skiff-wasm.v2`
 /// (the `skiff-wasm` runtime handler, a RuntimeClass's) runs a `wasi/wasm`
-/// image that containerd pulled and unpacked itself.
+/// image that containerd pulled and unpacked itself; so does the plain
+/// `io.containerd.skiff.v2`, seeing that the command is a module.
 #[test]
 fn containerd_runs_a_wasi_image_on_the_skiff_wasm_handler() {
     use common::containerd::Containerd;
@@ -419,12 +394,7 @@ fn containerd_runs_a_wasi_image_on_the_skiff_wasm_handler() {
     let image = wasi_image(&work.path().join("image"), "wasi", probe_module());
     registry.push_layout(&image, "probe/image:1");
     let reference = registry.reference("probe/image:1");
-    let shim = Path::new(&common::skiff_bin()).with_file_name("containerd-shim-skiff-v2");
-    let link = shim.with_file_name("containerd-shim-skiff-wasm-v2");
-    match std::os::unix::fs::symlink(&shim, &link) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{e}"),
-        _ => {}
-    }
+    common::containerd::link_shim_for_kind("wasm");
     // No skiff snapshotter here: containerd's own overlayfs unpacks it.
     let containerd = Containerd::start(&work.path().join("no-snapshotter.sock"), "");
     containerd.ctr_ok(&[
@@ -465,6 +435,29 @@ fn containerd_runs_a_wasi_image_on_the_skiff_wasm_handler() {
     assert_eq!(out(&o), "from the image\n", "{}", err(&o));
     let o = run("wasm-exit", &["/probe.wasm", "exit", "6"]);
     assert_eq!(o.status.code(), Some(6), "{}", err(&o));
+
+    // The plain handler, io.containerd.skiff.v2, names no kind: the
+    // command is a module, so the Wasm kind takes it (runwasi's rule).
+    let o = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--platform",
+        "wasi/wasm",
+        "--runtime",
+        "io.containerd.skiff.v2",
+        &reference,
+        "wasm-plain",
+        "/probe.wasm",
+        "args",
+        "plain",
+    ]);
+    assert_eq!(
+        out(&o),
+        "argv[0]=/probe.wasm\nargv[1]=args\nargv[2]=plain\n",
+        "{}\n{}",
+        err(&o),
+        containerd.log()
+    );
 }
 
 /// `skiff pull` of a `wasi/wasm` image compiles its module, so its first

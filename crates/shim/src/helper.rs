@@ -65,6 +65,11 @@ pub struct Request {
     pub root: PathBuf,
     pub id: String,
     pub sandbox: String,
+    /// On Create, whether the kind is still open: a bundle whose command
+    /// is a WebAssembly module (seen once its root is mounted) takes the
+    /// Wasm kind instead of `sandbox`.
+    #[serde(default)]
+    pub detect_wasm: bool,
     pub step: Step,
     /// Where the outcome is written.
     pub outcome: PathBuf,
@@ -75,10 +80,21 @@ pub struct Request {
 pub struct Outcome {
     pub pid: Option<i32>,
     pub error: Option<String>,
+    /// The kind a Create used, where detection changed it.
+    #[serde(default)]
+    pub sandbox: Option<String>,
+}
+
+/// What a successful step reports.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub pid: Option<i32>,
+    /// The kind a Create used, where detection changed it.
+    pub sandbox: Option<String>,
 }
 
 /// Runs `request` in a helper whose streams are `stdio`, and waits for it.
-pub fn run(reaper: &Reaper, request: &Request, stdio: [OwnedFd; 3]) -> Result<Option<i32>, String> {
+pub fn run(reaper: &Reaper, request: &Request, stdio: [OwnedFd; 3]) -> Result<Done, String> {
     let text = serde_json::to_string(request).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&request.outcome);
     let [stdin, stdout, stderr] = stdio;
@@ -113,7 +129,7 @@ pub fn run(reaper: &Reaper, request: &Request, stdio: [OwnedFd; 3]) -> Result<Op
         .and_then(|b| serde_json::from_slice::<Outcome>(&b).ok())
     {
         Some(Outcome { error: Some(e), .. }) => Err(e),
-        Some(Outcome { pid, .. }) if code == 0 => Ok(pid),
+        Some(Outcome { pid, sandbox, .. }) if code == 0 => Ok(Done { pid, sandbox }),
         _ => Err(format!(
             "skiff's shim helper exited with status {code} and no outcome"
         )),
@@ -135,13 +151,15 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     let result = step(&request);
     let outcome = match &result {
-        Ok(pid) => Outcome {
-            pid: *pid,
+        Ok(done) => Outcome {
+            pid: done.pid,
             error: None,
+            sandbox: done.sandbox.clone(),
         },
         Err(e) => Outcome {
             pid: None,
             error: Some(e.clone()),
+            sandbox: None,
         },
     };
     let bytes = serde_json::to_vec(&outcome).unwrap_or_default();
@@ -151,11 +169,12 @@ pub fn main(args: &[OsString]) -> i32 {
     i32::from(result.is_err())
 }
 
-fn step(request: &Request) -> Result<Option<i32>, String> {
+fn step(request: &Request) -> Result<Done, String> {
     let runtime = OciRuntime::new(&request.root).map_err(|e| e.to_string())?;
-    let kind = runtime
+    let mut kind = runtime
         .sandbox_kind(&request.sandbox)
         .map_err(|e| e.to_string())?;
+    let pid_only = |pid: Option<i32>| Done { pid, sandbox: None };
     let id = &request.id;
     match &request.step {
         Step::Create {
@@ -165,12 +184,22 @@ fn step(request: &Request) -> Result<Option<i32>, String> {
         } => {
             let target = bundle.join("rootfs");
             mount_rootfs(rootfs, &target)?;
+            let mut chosen = None;
+            if request.detect_wasm
+                && skiff_engine::oci_runtime::bundle_sandbox(bundle).as_deref() == Some("wasm")
+            {
+                kind = runtime.sandbox_kind("wasm").map_err(|e| e.to_string())?;
+                chosen = Some("wasm".to_string());
+            }
             let options = CreateOptions {
                 console_socket: console_socket.clone(),
                 ..Default::default()
             };
             match runtime.create(&*kind, id, bundle, &options) {
-                Ok(state) => Ok(Some(state.pid)),
+                Ok(state) => Ok(Done {
+                    pid: Some(state.pid),
+                    sandbox: chosen,
+                }),
                 Err(e) => {
                     if !rootfs.is_empty() {
                         unmount_rootfs(&target);
@@ -179,7 +208,10 @@ fn step(request: &Request) -> Result<Option<i32>, String> {
                 }
             }
         }
-        Step::Start => runtime.start(id).map(|()| None).map_err(|e| e.to_string()),
+        Step::Start => runtime
+            .start(id)
+            .map(|()| pid_only(None))
+            .map_err(|e| e.to_string()),
         Step::Exec {
             process_json,
             console_socket,
@@ -191,7 +223,7 @@ fn step(request: &Request) -> Result<Option<i32>, String> {
                 ..Default::default()
             };
             match runtime.exec(&*kind, id, &options) {
-                Ok(ExecOutcome::Started(pid)) => Ok(Some(pid)),
+                Ok(ExecOutcome::Started(pid)) => Ok(pid_only(Some(pid))),
                 Ok(ExecOutcome::Exited(code)) => {
                     Err(format!("the exec exited ({code}) before it was detached"))
                 }
@@ -200,7 +232,7 @@ fn step(request: &Request) -> Result<Option<i32>, String> {
         }
         Step::Delete { force } => runtime
             .delete(&[&*kind], id, *force)
-            .map(|()| None)
+            .map(|()| pid_only(None))
             .map_err(|e| e.to_string()),
     }
 }

@@ -285,10 +285,25 @@ impl Inner {
         step: Step,
         stdio: [OwnedFd; 3],
     ) -> RpcResult<Option<i32>> {
+        self.helper_detecting(id, sandbox, false, step, stdio)
+            .map(|done| done.pid)
+    }
+
+    /// [`Self::helper`], reporting the kind a Create used when
+    /// `detect_wasm` let the helper change it.
+    fn helper_detecting(
+        &self,
+        id: &str,
+        sandbox: &str,
+        detect_wasm: bool,
+        step: Step,
+        stdio: [OwnedFd; 3],
+    ) -> RpcResult<helper::Done> {
         let request = Request {
             root: self.root.clone(),
             id: id.into(),
             sandbox: sandbox.into(),
+            detect_wasm,
             step,
             outcome: self.outcome_path(),
         };
@@ -317,7 +332,10 @@ impl Inner {
     /// The pod's kind for a new container: the runtime handler's (see
     /// [`handler_sandbox`]), which an annotation may not change; else its
     /// own annotation, else the kind of the pod it joins, else the default.
-    fn choose_sandbox(&self, spec: &serde_json::Value) -> RpcResult<String> {
+    /// With it, whether the kind is still open: nothing named one, so a
+    /// command that is a module takes the Wasm kind once the root is
+    /// mounted.
+    fn choose_sandbox(&self, spec: &serde_json::Value) -> RpcResult<(String, bool)> {
         let annotations = spec.get("annotations");
         let named = annotations
             .and_then(|a| a.get(SANDBOX_ANNOTATION))
@@ -336,6 +354,11 @@ impl Inner {
             }
         }
         let named = named.or(handler.as_deref());
+        // Nothing named a kind (a pod's namespace kind lets its containers
+        // be modules too, in its namespaces): a command that is a module
+        // may still pick the Wasm kind once the root is mounted (runwasi's
+        // rule).
+        let open = named.is_none() && pod_kind.as_deref().is_none_or(|p| p == DEFAULT_SANDBOX);
         let kind = match (named, pod_kind) {
             (Some(n), Some(p)) if n != p => {
                 return Err(rpc_error(
@@ -353,7 +376,8 @@ impl Inner {
         self.runtime
             .sandbox_kind(&kind)
             .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, format!("{SANDBOX_ANNOTATION}: {e}")))?;
-        Ok(kind)
+        let open = open && kind == DEFAULT_SANDBOX;
+        Ok((kind, open))
     }
 }
 
@@ -416,7 +440,7 @@ impl containerd_shim::Task for TaskService {
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
             .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, format!("{}: {e}", config.display())))?;
-        let sandbox = s.choose_sandbox(&spec)?;
+        let (mut sandbox, open) = s.choose_sandbox(&spec)?;
         let rootfs: Vec<RootfsMount> = req
             .rootfs
             .iter()
@@ -428,18 +452,21 @@ impl containerd_shim::Task for TaskService {
             .collect();
         let (fds, mut io, console) =
             s.streams(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
-        let pid = s
-            .helper(
-                &id,
-                &sandbox,
-                Step::Create {
-                    bundle: bundle.clone(),
-                    rootfs: rootfs.clone(),
-                    console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
-                },
-                fds,
-            )?
-            .unwrap_or(0);
+        let created = s.helper_detecting(
+            &id,
+            &sandbox,
+            open,
+            Step::Create {
+                bundle: bundle.clone(),
+                rootfs: rootfs.clone(),
+                console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+            },
+            fds,
+        )?;
+        if let Some(detected) = created.sandbox {
+            sandbox = detected;
+        }
+        let pid = created.pid.unwrap_or(0);
         if let Some(console) = &console {
             let made = console
                 .receive()

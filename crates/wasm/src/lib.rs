@@ -293,6 +293,14 @@ fn volumes(mounts: &[Mount]) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// Whether the CRI made this spec for a pod's sandbox container.
+fn is_pod_sandbox(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get("io.kubernetes.cri.container-type"))
+        .is_some_and(|t| t == "sandbox")
+}
+
 pub(crate) fn io_error(context: String, source: std::io::Error) -> SandboxError {
     SandboxError::Io { context, source }
 }
@@ -322,6 +330,12 @@ impl SandboxKind for WasmKind {
     }
 
     fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {
+        // A Kubernetes pod's sandbox (pause) container is a Linux binary
+        // that holds the pod's namespaces: it runs as it is, as runwasi
+        // runs it; the pod's containers are its modules.
+        if is_pod_sandbox(container.spec) {
+            return self.namespace.prepare(container);
+        }
         let spec = self.runner_spec(container.spec, container.bundle)?;
         self.namespace.prepare(Prepare {
             spec: &spec,

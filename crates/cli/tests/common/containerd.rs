@@ -348,3 +348,14 @@ impl PulledNode {
         }
     }
 }
+
+/// Makes `containerd-shim-skiff-KIND-v2`, the link to skiff's shim that the
+/// runtime type `io.containerd.skiff-KIND.v2` runs, beside the shim.
+pub fn link_shim_for_kind(kind: &str) {
+    let shim = Path::new(&super::skiff_bin()).with_file_name("containerd-shim-skiff-v2");
+    let link = shim.with_file_name(format!("containerd-shim-skiff-{kind}-v2"));
+    match std::os::unix::fs::symlink(&shim, &link) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{e}"),
+        _ => {}
+    }
+}

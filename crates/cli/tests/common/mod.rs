@@ -10,6 +10,7 @@ pub mod oci;
 pub mod proxy;
 pub mod registry;
 pub mod trees;
+pub mod wasm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
