@@ -606,3 +606,36 @@ fn the_oci_runtime_command_runs_a_bundle_whose_command_is_a_module() {
     assert_ne!(code(&o), 0, "a module ran as a Linux process: {}", out(&o));
     let _ = oci.run(&["delete", "--force", &id]);
 }
+
+/// A WASI preview 2 command: a component exporting `wasi:cli/run`, whose
+/// core code returns `ok` or `err`, or traps.
+fn run_component(result: &str) -> Vec<u8> {
+    let body = match result {
+        "ok" => "i32.const 0",
+        "err" => "i32.const 1",
+        _ => "unreachable",
+    };
+    wat(&format!(
+        r#"(component
+  (core module $m (func (export "run") (result i32) {body}))
+  (core instance $i (instantiate $m))
+  (func $run (result (result)) (canon lift (core func $i "run")))
+  (instance $cli (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.0" (instance $cli)))"#
+    ))
+}
+
+/// Components (WASI preview 2) run too, compiled and cached as modules
+/// are: `run`'s `ok` is exit code 0, its `err` 1, a trap 137.
+#[test]
+fn a_preview_2_component_runs_and_its_result_is_the_exit_code() {
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    for (result, want) in [("ok", 0), ("err", 1), ("trap", 137)] {
+        let image = wasi_image(&layout, result, &run_component(result));
+        let o = skiff.run(&["run", "--rm", &image]);
+        assert_eq!(code(&o), want, "{result}: {}", err(&o));
+    }
+    assert_eq!(compiled_modules(&skiff).len(), 3);
+}

@@ -19,9 +19,12 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use wasmtime::{Config, Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{
+    Config, Engine, Linker, Module, Precompiled, Store, StoreLimits, StoreLimitsBuilder, Trap,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Exit codes besides the module's own, as docs/wasm.md lists them.
 const EXIT_USAGE: u8 = 125;
@@ -78,13 +81,23 @@ fn compile() -> Result<(), String> {
     if !module.starts_with(b"\0asm") {
         return Err("not a WebAssembly module (no \\0asm header)".into());
     }
-    let compiled = engine()?
-        .precompile_module(&module)
-        .map_err(|e| format!("{e:#}"))?;
+    let engine = engine()?;
+    let compiled = if is_component(&module) {
+        engine.precompile_component(&module)
+    } else {
+        engine.precompile_module(&module)
+    }
+    .map_err(|e| format!("{e:#}"))?;
     std::io::stdout()
         .write_all(&compiled)
         .and_then(|()| std::io::stdout().flush())
         .map_err(|e| format!("writing the compiled module: {e}"))
+}
+
+/// Whether `wasm` is a component (WASI preview 2) rather than a core
+/// module: its header's version and layer say so.
+fn is_component(wasm: &[u8]) -> bool {
+    wasm.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00][..])
 }
 
 /// What `run` is told.
@@ -144,10 +157,27 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
     Ok(out)
 }
 
-/// A store's data: the WASI context and the memory limit.
+/// A core module's store data: the WASI context and the memory limit.
 struct State {
     wasi: WasiP1Ctx,
     limits: StoreLimits,
+}
+
+/// A component's store data: WASI preview 2's context and resources, and
+/// the memory limit.
+struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
 }
 
 fn run(args: &[String]) -> ExitCode {
@@ -216,16 +246,6 @@ fn run_module(args: RunArgs) -> Result<u8, (u8, String)> {
             args.cwasm
         )));
     }
-    // SAFETY: the bytes are what `compile` wrote with this engine's
-    // configuration, checked against the digest skiff recorded then.
-    let module = unsafe { Module::deserialize(&engine, &compiled) }.map_err(|e| {
-        (
-            EXIT_CANNOT_RUN,
-            format!("loading the compiled module: {e:#}"),
-        )
-    })?;
-    drop(compiled);
-
     let mut wasi = WasiCtxBuilder::new();
     // The container's environment is the spec's; the host's never reaches it.
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -250,20 +270,50 @@ fn run_module(args: RunArgs) -> Result<u8, (u8, String)> {
     if let Some(bytes) = args.memory {
         limits = limits.memory_size(bytes);
     }
+    let limits = limits.build();
+    let ended = match Engine::detect_precompiled(&compiled) {
+        Some(Precompiled::Component) => run_component(&engine, &compiled, wasi, limits)?,
+        _ => run_core_module(&engine, &compiled, wasi, limits)?,
+    };
+    match ended {
+        Ok(code) => Ok(code),
+        Err(e) => match exit_of(e, args.memory) {
+            (code, message) if message.is_empty() => Ok(code),
+            failed => Err(failed),
+        },
+    }
+}
+
+/// How a module's run ended: its exit code, or the error that ended it.
+type Ended = Result<u8, wasmtime::Error>;
+
+fn run_core_module(
+    engine: &Engine,
+    compiled: &[u8],
+    mut wasi: WasiCtxBuilder,
+    limits: StoreLimits,
+) -> Result<Ended, (u8, String)> {
+    // SAFETY: the bytes are what `compile` wrote with this engine's
+    // configuration, checked against the digest skiff recorded then.
+    let module = unsafe { Module::deserialize(engine, compiled) }.map_err(|e| {
+        (
+            EXIT_CANNOT_RUN,
+            format!("loading the compiled module: {e:#}"),
+        )
+    })?;
     let mut store = Store::new(
-        &engine,
+        engine,
         State {
             wasi: wasi.build_p1(),
-            limits: limits.build(),
+            limits,
         },
     );
     store.limiter(|s| &mut s.limits);
     store.set_epoch_deadline(1);
     store.epoch_deadline_trap();
-
-    let mut linker: Linker<State> = Linker::new(&engine);
+    let mut linker: Linker<State> = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
-        .map_err(|e| usage(format!("{e:#}")))?;
+        .map_err(|e| (EXIT_USAGE, format!("{e:#}")))?;
     let instance = linker
         .instantiate(&mut store, &module)
         .map_err(|e| (EXIT_CANNOT_RUN, format!("{e:#}")))?;
@@ -275,27 +325,68 @@ fn run_module(args: RunArgs) -> Result<u8, (u8, String)> {
                 "the module exports no `_start` function (a WASI command)".to_string(),
             )
         })?;
-    match start.call(&mut store, ()) {
-        Ok(()) => Ok(0),
-        Err(e) => {
-            if let Some(exit) = e.downcast_ref::<I32Exit>() {
-                return Ok(exit.0 as u8);
-            }
-            if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                let signal = INTERRUPTED_BY.load(Ordering::SeqCst);
-                return Err((128 + signal as u8, format!("stopped by signal {signal}")));
-            }
-            let message = format!("{e:#}");
-            if message.contains("forcing trap when growing memory") {
-                let limit = args.memory.unwrap_or_default();
-                return Err((
-                    EXIT_TRAP,
-                    format!(
-                        "its memory would grow past {limit} bytes, the module's share of --memory (the engine keeps 16 MiB of it)"
-                    ),
-                ));
-            }
-            Err((EXIT_TRAP, format!("trapped: {message}")))
-        }
+    Ok(start.call(&mut store, ()).map(|()| 0))
+}
+
+/// A WASI preview 2 command: a component exporting `wasi:cli/run`.
+fn run_component(
+    engine: &Engine,
+    compiled: &[u8],
+    mut wasi: WasiCtxBuilder,
+    limits: StoreLimits,
+) -> Result<Ended, (u8, String)> {
+    // SAFETY: as for a core module: `compile` wrote these bytes with this
+    // engine's configuration, and their digest is the one skiff recorded.
+    let component = unsafe { Component::deserialize(engine, compiled) }.map_err(|e| {
+        (
+            EXIT_CANNOT_RUN,
+            format!("loading the compiled component: {e:#}"),
+        )
+    })?;
+    let mut store = Store::new(
+        engine,
+        ComponentState {
+            ctx: wasi.build(),
+            table: ResourceTable::new(),
+            limits,
+        },
+    );
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_trap();
+    let mut linker = wasmtime::component::Linker::<ComponentState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(|e| (EXIT_USAGE, format!("{e:#}")))?;
+    let command =
+        wasmtime_wasi::p2::bindings::sync::Command::instantiate(&mut store, &component, &linker)
+            .map_err(|e| (EXIT_CANNOT_RUN, format!("{e:#}")))?;
+    // `run` returning its error result is exit code 1, as wasmtime's CLI
+    // reports it.
+    Ok(command
+        .wasi_cli_run()
+        .call_run(&mut store)
+        .map(|result| u8::from(result.is_err())))
+}
+
+/// The exit code and message for what ended a run early.
+fn exit_of(e: wasmtime::Error, memory: Option<usize>) -> (u8, String) {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        // An exit is not a failure to report: its code is the answer.
+        return (exit.0 as u8, String::new());
     }
+    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        let signal = INTERRUPTED_BY.load(Ordering::SeqCst);
+        return (128 + signal as u8, format!("stopped by signal {signal}"));
+    }
+    let message = format!("{e:#}");
+    if message.contains("forcing trap when growing memory") {
+        let limit = memory.unwrap_or_default();
+        return (
+            EXIT_TRAP,
+            format!(
+                "its memory would grow past {limit} bytes, the module's share of --memory (the engine keeps 16 MiB of it)"
+            ),
+        );
+    }
+    (EXIT_TRAP, format!("trapped: {message}"))
 }
