@@ -461,7 +461,8 @@ fn containerd_runs_a_wasi_image_on_the_skiff_wasm_handler() {
 }
 
 /// `skiff pull` of a `wasi/wasm` image compiles its module, so its first
-/// run compiles nothing; `skiff images` says whether it is compiled.
+/// run compiles nothing; `skiff images` says whether it is compiled; `skiff
+/// rmi` of the last image that runs it removes it.
 #[test]
 fn pull_compiles_the_module_and_images_shows_it() {
     let skiff = Skiff::new();
@@ -491,6 +492,17 @@ fn pull_compiles_the_module_and_images_shows_it() {
     let images = skiff.json(&["images"]);
     assert_eq!(images[0]["wasm_module"]["compiled"], false, "{images:#}");
     assert!(skiff.ok(&["images"]).contains("not yet"));
+
+    // skiff rmi of the last image that runs a module removes its compiled
+    // form; while another image runs the same module, it stays.
+    let copy = wasi_image(&work.path().join("copy"), "wasi", probe_module());
+    skiff.ok(&["pull", &image]);
+    skiff.ok(&["pull", &copy]);
+    assert_eq!(compiled_modules(&skiff).len(), 1);
+    skiff.ok(&["rmi", &image]);
+    assert_eq!(compiled_modules(&skiff).len(), 1, "another image runs it");
+    skiff.ok(&["rmi", &copy]);
+    assert_eq!(compiled_modules(&skiff), Vec::new());
 }
 
 /// Adds `annotations` to the manifest tagged `tag` in the layout at `dir`.

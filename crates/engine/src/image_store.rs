@@ -323,6 +323,17 @@ impl Engine {
             self.unpin_chunks(dir);
             std::fs::remove_dir_all(dir).ctx(|| format!("removing {}", dir.display()))?;
         }
+        // Its compiled Wasm module, unless another image runs the same one.
+        if let Some(module) = &entry.wasm_module {
+            let still = self.images()?.into_iter().any(|e| {
+                e.wasm_module
+                    .as_ref()
+                    .is_some_and(|m| m.digest == module.digest)
+            });
+            if !still {
+                self.forget_compiled_module(&module.digest);
+            }
+        }
         if let ImageSource::Converted { from_digest, .. } = &entry.record.source {
             let still = self.images()?.into_iter().any(|e| {
                 matches!(&e.record.source, ImageSource::Converted { from_digest: f, .. } if f == from_digest)

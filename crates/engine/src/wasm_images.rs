@@ -86,6 +86,12 @@ impl Engine {
         }
     }
 
+    /// Removes the compiled forms of the module with this digest, for every
+    /// engine build (`skiff rmi` of the last image that runs it).
+    pub(crate) fn forget_compiled_module(&self, module_digest: &str) {
+        self.module_cache().forget(module_digest);
+    }
+
     /// The module noted for the image directory `dir`, if any.
     pub(crate) fn wasm_module(&self, dir: &Path) -> Option<WasmModule> {
         let note: Note =

@@ -117,6 +117,19 @@ impl ModuleCache {
         })
     }
 
+    /// Removes the compiled forms of the module with this digest, under
+    /// every engine's directory.
+    pub fn forget(&self, module_digest: &str) {
+        let Ok(engines) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for engine in engines.flatten() {
+            for ext in ["cwasm", "blake3"] {
+                let _ = std::fs::remove_file(engine.path().join(format!("{module_digest}.{ext}")));
+            }
+        }
+    }
+
     /// Whether a sound compiled form of the module with this digest is
     /// cached for `runner`'s engine.
     pub fn holds(&self, runner: &Path, module_digest: &str) -> bool {
