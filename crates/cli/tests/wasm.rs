@@ -250,6 +250,42 @@ fn a_wasi_image_runs_its_module_with_its_args_env_files_and_exit_code() {
     );
 }
 
+/// Runs a command, killing it if it outlives `limit` (a hang fails the
+/// test instead of stalling it).
+trait OutputWithTimeout {
+    fn output_with_timeout(&mut self, limit: Duration) -> std::process::Output;
+}
+
+impl OutputWithTimeout for Command {
+    fn output_with_timeout(&mut self, limit: Duration) -> std::process::Output {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let child = self
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let hung = std::sync::Arc::new(AtomicBool::new(false));
+        let (done, waited) = std::sync::mpsc::channel::<()>();
+        let flag = hung.clone();
+        let guard = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = waited.recv_timeout(limit) {
+                flag.store(true, Ordering::SeqCst);
+                // SAFETY: kill with integer arguments.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        });
+        let o = child.wait_with_output().unwrap();
+        drop(done);
+        guard.join().unwrap();
+        assert!(
+            !hung.load(Ordering::SeqCst),
+            "the command hung for {limit:?}"
+        );
+        o
+    }
+}
+
 /// A WAT module as bytes.
 fn wat(text: &str) -> Vec<u8> {
     wat::parse_str(text).unwrap()
@@ -281,6 +317,35 @@ fn bad_modules_fail_clearly_and_a_corrupt_cache_entry_is_rebuilt() {
     let (c, e) = skiff.fails(&["run", "--rm", "--entrypoint", "/missing.wasm", &good]);
     assert_eq!(c, 127, "{e}");
     assert!(e.contains("/missing.wasm"), "{e}");
+
+    // A FIFO or a device node as the command: refused without opening it
+    // (a FIFO would block the open; a device's open acts on the host's
+    // device), within a bounded time.
+    for (tag, typeflag, major, minor) in [("fifo", b'6', 0, 0), ("device", b'3', 1, 3)] {
+        let mut tar = Tar::new();
+        let mut entry = common::layers::Entry::new("probe.wasm", typeflag);
+        entry.major = major;
+        entry.minor = minor;
+        tar.entry(&entry);
+        write_image_with_config(
+            &layout,
+            tag,
+            &[LayerBlob::plain(&tar.finish())],
+            ("wasi", "wasm"),
+            serde_json::json!({"Entrypoint": ["/probe.wasm"]}),
+        );
+        let image = format!("oci:{}:{tag}", layout.display());
+        let o = skiff
+            .cmd()
+            .args(["run", "--rm", &image])
+            .output_with_timeout(Duration::from_secs(60));
+        assert_eq!(code(&o), 126, "{tag}: {}", err(&o));
+        assert!(
+            err(&o).contains("/probe.wasm is not a regular file"),
+            "{tag}: {}",
+            err(&o)
+        );
+    }
 
     // A function skiff does not provide.
     let imports = wasi_image(
@@ -609,6 +674,19 @@ fn the_oci_runtime_command_runs_a_bundle_whose_command_is_a_module() {
     );
     let o = oci.run(&["run", "--bundle", b.to_str().unwrap(), &id]);
     assert_eq!(code(&o), 3, "{}", err(&o));
+    // A FIFO as the command: looking at it must not block (it is not
+    // opened), and it is no module, so it stays a Linux process, which
+    // cannot execute it.
+    let fifo = rootfs.join("fifo");
+    let made = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(made.as_ptr(), 0o644) }, 0);
+    let (id, b) = bundle("fifo", serde_json::json!({}), &["/fifo"]);
+    let o = oci
+        .cmd(&["run", "--bundle", b.to_str().unwrap(), &id])
+        .output_with_timeout(Duration::from_secs(60));
+    assert_ne!(code(&o), 0, "a FIFO ran: {}", out(&o));
+    let _ = oci.run(&["delete", "--force", &id]);
     let (id, b) = bundle(
         "pinned",
         serde_json::json!({"io.skiff.sandbox": "namespace"}),

@@ -198,19 +198,32 @@ pub fn is_module(root: &Path, module: &str) -> bool {
     std::fs::File::from(file).read_exact(&mut head).is_ok() && &head == b"\0asm"
 }
 
+/// Opens `module` inside `root` for reading, resolving every symlink
+/// within the root. Only a regular file is opened: the file is first
+/// reached with `O_PATH`, so a FIFO (which would block the open) or a
+/// device node (whose open may act on the host's device) is never opened.
 fn open_in_root(root: &Path, module: &str) -> Result<std::os::fd::OwnedFd, rustix::io::Errno> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
     let root_dir = rustix::fs::open(
         root,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    rustix::fs::openat2(
+    let found = rustix::fs::openat2(
         &root_dir,
         module.trim_start_matches('/'),
-        OFlags::RDONLY | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&found)?.st_mode) != FileType::RegularFile {
+        return Err(rustix::io::Errno::ACCESS);
+    }
+    // The file itself, not a path that could be swapped meanwhile.
+    rustix::fs::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&found)),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
     )
 }
 
@@ -229,6 +242,9 @@ pub fn read_module(root: &Path, module: &str) -> Result<Vec<u8>, SandboxError> {
     let fd = open_in_root(root, module).map_err(|e| match e {
         rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => {
             SandboxError::NotFound(format!("{module}: no such module in the image"))
+        }
+        rustix::io::Errno::ACCESS => {
+            SandboxError::NotExecutable(format!("{module} is not a regular file"))
         }
         e => SandboxError::NotExecutable(format!("{module}: cannot be read: {e}")),
     })?;
