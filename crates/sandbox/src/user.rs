@@ -36,9 +36,13 @@ pub fn check_id(id: u32, what: &str) -> Result<u32, SandboxError> {
 const MAX_ACCOUNT_FILE: u64 = 16 << 20;
 
 /// Reads a file of the image, resolving every path component inside `root`.
-/// A missing file is `None`. Only a regular file is read: the open never
-/// blocks (a FIFO planted at /etc/passwd would otherwise hang the caller),
-/// and anything else is an error naming it.
+/// A missing file is `None`. Only a regular file is read, and nothing else
+/// is even opened: the file is reached with `O_PATH` and its type checked
+/// first. A FIFO planted at /etc/passwd would otherwise hang the caller,
+/// and a device node (a container may `mknod` one in its own layer, which
+/// `skiff exec -u` reads through /proc/PID/root) would be opened on the
+/// host's device, as root: opening a watchdog arms it. Anything else is
+/// an error naming it.
 pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, SandboxError> {
     let dir = rustix::fs::open(
         root,
@@ -49,7 +53,7 @@ pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, SandboxEr
     let fd = match crate::init::sys::openat2_retrying(
         &dir,
         path.trim_start_matches('/'),
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+        OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     ) {
@@ -71,9 +75,16 @@ pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, SandboxEr
             describe(kind)
         )));
     }
+    // The file itself, not its path again, which could be swapped meanwhile.
+    let file = rustix::fs::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(|e| SandboxError::io(format!("opening {path} in the image"), e.into()))?;
     // Room up front, or the reader probes the file 32 bytes at a time.
     let mut s = String::with_capacity(64 << 10);
-    std::fs::File::from(fd)
+    std::fs::File::from(file)
         .take(MAX_ACCOUNT_FILE)
         .read_to_string(&mut s)
         .map_err(|e| SandboxError::io(format!("reading {path} in the image"), e))?;
@@ -277,5 +288,28 @@ mod tests {
         assert!(e.to_string().contains("not a regular file"), "{e}");
         std::os::unix::fs::symlink("/etc", dir.path().join("etc/group")).unwrap();
         assert!(read_in_root(dir.path(), "/etc/group").is_err());
+    }
+
+    #[test]
+    fn a_device_node_is_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        // 240:0 is in the range for local use, with no driver here: an
+        // open would fail with ENXIO, so the error says whether it was
+        // tried. (Opening a real device, a watchdog, would act on it.)
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("etc/passwd"),
+            rustix::fs::FileType::CharacterDevice,
+            Mode::from_raw_mode(0o644),
+            rustix::fs::makedev(240, 0),
+        )
+        .unwrap();
+        let e = read_in_root(dir.path(), "/etc/passwd").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a character device, not a regular file"),
+            "{e}"
+        );
     }
 }
