@@ -637,6 +637,14 @@ fn crun_s_wasm_variant_annotation_picks_the_wasm_sandbox() {
         "a module ran in the namespace sandbox: {}",
         out(&o)
     );
+    // Named, the Wasm sandbox runs it whatever its platform says.
+    let o = skiff.run(&["run", "--rm", "--sandbox", "wasm", &plain, "args", "named"]);
+    assert_eq!(
+        out(&o),
+        "argv[0]=/probe.wasm\nargv[1]=args\nargv[2]=named\n",
+        "{}",
+        err(&o)
+    );
 }
 
 /// Through the OCI runtime command, as Podman or containerd's runc shim

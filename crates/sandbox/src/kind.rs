@@ -180,6 +180,13 @@ pub trait SandboxKind: Send + Sync {
     /// Whether it can run an image with these facts.
     fn can_handle(&self, image: &ImageFacts) -> bool;
 
+    /// Whether it runs an image with these facts when the user names this
+    /// kind (`--sandbox`); by default, the same as [`SandboxKind::can_handle`].
+    /// The Wasm kind runs any image whose command is a module.
+    fn can_run_when_named(&self, image: &ImageFacts) -> bool {
+        self.can_handle(image)
+    }
+
     /// What it runs the container's root from.
     fn root(&self) -> RootKind {
         RootKind::Directory

@@ -345,6 +345,12 @@ impl SandboxKind for WasmKind {
         is_wasm_image(image)
     }
 
+    /// Named (`--sandbox wasm`), any image: its command must be a module,
+    /// which the start checks.
+    fn can_run_when_named(&self, _image: &ImageFacts) -> bool {
+        true
+    }
+
     fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {
         // A Kubernetes pod's sandbox (pause) container is a Linux binary
         // that holds the pod's namespaces: it runs as it is, as runwasi

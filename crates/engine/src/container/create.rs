@@ -105,7 +105,7 @@ impl Engine {
         let kind = match &req.sandbox {
             Some(name) => {
                 let kind = self.kind(name)?;
-                if !kind.can_handle(&facts) {
+                if !kind.can_run_when_named(&facts) {
                     return Err(EngineError::Invalid(format!(
                         "the {name} sandbox cannot run {} images ({}/{})",
                         req.image, facts.os, facts.architecture
