@@ -115,16 +115,7 @@ fn pull_images_and_rmi() {
 #[test]
 fn idle_image_mounts_are_released() {
     let skiff = Skiff::new();
-    let with_idle = |args: &[&str]| {
-        let o = skiff
-            .cmd()
-            .env("SKIFF_IMAGE_IDLE_TIMEOUT", "2")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{args:?}: {}", err(&o));
-        out(&o)
-    };
+    let with_idle = |args: &[&str]| skiff.ok_with_env(&[("SKIFF_IMAGE_IDLE_TIMEOUT", "2")], args);
     with_idle(&["pull", layout()]);
     assert_eq!(fuse_mounts_under(&skiff), 1);
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -798,16 +798,7 @@ fn running(pid: i32) -> bool {
 #[test]
 fn an_idle_block_daemon_stops_and_the_next_vm_starts_another() {
     let skiff = Skiff::new();
-    let with_idle = |args: &[&str]| {
-        let o = skiff
-            .cmd()
-            .env("SKIFF_IMAGE_IDLE_TIMEOUT", "2")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{args:?}: {}", err(&o));
-        out(&o)
-    };
+    let with_idle = |args: &[&str]| skiff.ok_with_env(&[("SKIFF_IMAGE_IDLE_TIMEOUT", "2")], args);
     let script = "echo started; sleep 600";
     let id = with_idle(&["run", "-d", "--sandbox", "vm", layout(), "sh", "-c", script]);
     let id = id.trim();

@@ -27,6 +27,22 @@ pub struct WasmModule {
 struct Note {
     path: String,
     digest: String,
+    /// The manifest digest of the image it was noted for.
+    #[serde(default)]
+    image: String,
+}
+
+/// What a sandbox kind is told about an image with this config.
+pub(crate) fn image_facts(config: &RuntimeConfig) -> skiff_sandbox::ImageFacts {
+    skiff_sandbox::ImageFacts {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        annotations: config.annotations.clone(),
+    }
+}
+
+fn read_note(dir: &Path) -> Option<Note> {
+    serde_json::from_slice(&std::fs::read(dir.join(MODULE_NOTE)).ok()?).ok()
 }
 
 impl Engine {
@@ -36,14 +52,12 @@ impl Engine {
 
     /// For a `wasi/wasm` image mounted at `tree` (in `ROOT/images/KEY/`),
     /// notes the module its command names, and compiles it if `compile`.
-    /// Anything wrong here is left for the run to report.
+    /// A module noted for this image already (and compiled, if asked) is
+    /// not read again: each start of the image comes through here, and the
+    /// sandbox reads the module itself. Anything wrong here is left for the
+    /// run to report.
     pub(crate) fn note_wasm_module(&self, tree: &Path, config: &RuntimeConfig, compile: bool) {
-        let facts = skiff_sandbox::ImageFacts {
-            os: config.os.clone(),
-            architecture: config.architecture.clone(),
-            annotations: config.annotations.clone(),
-        };
-        if !skiff_wasm::is_wasm_image(&facts) {
+        if !skiff_wasm::is_wasm_image(&image_facts(config)) {
             return;
         }
         let args: Vec<String> = config
@@ -60,19 +74,29 @@ impl Engine {
         let Ok(path) = skiff_wasm::module_path(&args, Path::new(cwd)) else {
             return;
         };
+        let dir = tree.parent().unwrap_or(tree);
+        let image = crate::image_store::read_record(dir)
+            .map(|r| r.digest)
+            .unwrap_or_default();
+        let runner = skiff_wasm::find_runner(&crate::config::asset_cache());
+        if let Some(note) = read_note(dir).filter(|n| n.path == path && n.image == image) {
+            let cache = self.module_cache();
+            if !compile || runner.as_ref().is_ok_and(|r| cache.holds(r, &note.digest)) {
+                return;
+            }
+        }
         let noted = (|| -> Result<(), String> {
             let bytes = skiff_wasm::read_module(tree, &path).map_err(|e| e.to_string())?;
             let digest = blake3::hash(&bytes).to_hex().to_string();
             let note = serde_json::to_vec(&Note {
                 path: path.clone(),
                 digest,
+                image,
             })
             .map_err(|e| e.to_string())?;
-            let dir = tree.parent().unwrap_or(tree);
             std::fs::write(dir.join(MODULE_NOTE), note).map_err(|e| e.to_string())?;
             if compile {
-                let runner = skiff_wasm::find_runner(&crate::config::asset_cache())
-                    .map_err(|e| e.to_string())?;
+                let runner = runner.map_err(|e| e.to_string())?;
                 let compiled = self
                     .module_cache()
                     .ensure(&runner, &path, &bytes)
@@ -94,8 +118,7 @@ impl Engine {
 
     /// The module noted for the image directory `dir`, if any.
     pub(crate) fn wasm_module(&self, dir: &Path) -> Option<WasmModule> {
-        let note: Note =
-            serde_json::from_slice(&std::fs::read(dir.join(MODULE_NOTE)).ok()?).ok()?;
+        let note = read_note(dir)?;
         let compiled = skiff_wasm::find_runner(&crate::config::asset_cache())
             .is_ok_and(|r| self.module_cache().holds(&r, &note.digest));
         Some(WasmModule {

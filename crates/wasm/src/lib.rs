@@ -80,14 +80,6 @@ impl WasmKind {
         }
     }
 
-    /// The module's compiled form, compiled now unless cached, for the
-    /// module at `module` (a path inside `root`).
-    pub fn compiled(&self, root: &Path, module: &str) -> Result<Compiled, SandboxError> {
-        let runner = find_runner(&self.asset_cache)?;
-        let bytes = read_module(root, module)?;
-        self.modules.ensure(&runner, module, &bytes)
-    }
-
     /// The spec the namespace kind runs: the runner as the process, with
     /// the module's own command line after `--`.
     fn runner_spec(&self, spec: &Spec, bundle: &Path) -> Result<Spec, SandboxError> {

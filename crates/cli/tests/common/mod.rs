@@ -77,6 +77,23 @@ impl Skiff {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// [`Skiff::ok`] with these variables set for skiff.
+    pub fn ok_with_env(&self, env: &[(&str, &str)], args: &[&str]) -> String {
+        let o = self
+            .cmd()
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "skiff {args:?} failed ({:?}):\n{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
     /// `skiff convert -q SOURCE TARGET --prefetch-trace TRACE`.
     pub fn convert_with_trace(&self, source: &str, target: &str, trace: &std::path::Path) {
         self.ok(&[

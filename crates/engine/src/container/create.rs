@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::Spec;
 use skiff_sandbox::rootfs::{self, OverlayDirs};
-use skiff_sandbox::{ImageFacts, RootKind};
+use skiff_sandbox::RootKind;
 
 use crate::error::{EngineError, IoContext, Result};
 use crate::record::{self, Record, Status};
@@ -96,11 +96,7 @@ impl Engine {
         seccomp: Option<skiff_sandbox::seccomp::Policy>,
     ) -> Result<(Record, Spec)> {
         let root = &self.config.root;
-        let facts = ImageFacts {
-            os: config.os.clone(),
-            architecture: config.architecture.clone(),
-            annotations: config.annotations.clone(),
-        };
+        let facts = crate::wasm_images::image_facts(config);
         self.note_wasm_module(image_mount, config, false);
         let kind = match &req.sandbox {
             Some(name) => {
