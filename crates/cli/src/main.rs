@@ -203,6 +203,10 @@ fn main() {
     if args.get(1).and_then(|a| a.to_str()) == Some(skiff_engine::oci_runtime::SUPERVISOR_ARG) {
         std::process::exit(skiff_engine::oci_runtime::supervisor_main(&args[2..]));
     }
+    // The Wasm pool's keeper, started by the first pooled module.
+    if args.get(1).and_then(|a| a.to_str()) == Some(skiff_engine::WASM_POOL_KEEPER_ARG) {
+        std::process::exit(skiff_engine::wasm_pool_keeper_main(&args[2..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if e.kind() == clap::error::ErrorKind::InvalidSubcommand => {

@@ -194,10 +194,15 @@ fn a_wasi_image_runs_its_module_with_its_args_env_files_and_exit_code() {
     assert!(!ro.join("out.txt").exists());
 
     // Outside the image's tree and the volumes: the container's /proc, a
-    // climb out of a volume. The runner's own files show only as the
-    // empty mount points of the container's layer.
+    // climb out of a volume. The runner's own files are not there (in the
+    // pool), or show only as the empty mount points of the container's
+    // layer (a runner process of its own).
     let o = run(&volumes, &["cat", "/.skiff-wasm/module.cwasm"]);
-    assert_eq!(out(&o), "", "{}", err(&o));
+    assert!(
+        out(&o).is_empty() || out(&o).starts_with("denied /.skiff-wasm/module.cwasm: errno 44"),
+        "{}",
+        out(&o)
+    );
     for path in ["/proc/self/environ", "/data/../../../../proc/1/cmdline"] {
         let o = run(&volumes, &["cat", path]);
         assert_eq!(code(&o), 1, "{path}: {}", out(&o));
@@ -390,10 +395,23 @@ fn bad_modules_fail_clearly_and_a_corrupt_cache_entry_is_rebuilt() {
 
 #[test]
 fn a_running_module_is_stopped_by_skiff_stop() {
-    let skiff = Skiff::new();
     let work = tempfile::tempdir().unwrap();
     let image = wasi_image(&work.path().join("layout"), "wasi", probe_module());
-    let id = skiff.ok(&["run", "-d", &image, "spin"]);
+    stop_a_spinning_module(&image, true);
+    stop_a_spinning_module(&image, false);
+}
+
+/// Runs the `spin` module detached, in the node's pool or (`pooled`
+/// false) in a runner process of its own, checks the engine's confinement
+/// from the host, and stops it.
+fn stop_a_spinning_module(image: &str, pooled: bool) {
+    let skiff = Skiff::new();
+    let env: &[(&str, &str)] = if pooled {
+        &[]
+    } else {
+        &[("SKIFF_WASM_POOL", "off")]
+    };
+    let id = skiff.ok_with_env(env, &["run", "-d", image, "spin"]);
     let id = id.trim();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !skiff.ok(&["logs", id]).contains("spinning") {
@@ -401,9 +419,26 @@ fn a_running_module_is_stopped_by_skiff_stop() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // The engine runs confined as any container: its own mount and pid
-    // namespaces, no_new_privs, Docker's seccomp policy.
-    let ps = skiff.json(&["ps"]);
-    let pid = ps[0]["pid"].as_i64().expect("a pid");
+    // namespaces, no_new_privs, Docker's seccomp policy. In the pool, the
+    // pool's process holds it; otherwise its own runner process.
+    let pool_pid = skiff.root.path().join("wasm/pool/pool.pid");
+    let (pid, command) = if pooled {
+        let pid = std::fs::read_to_string(&pool_pid).expect("the pool's pid");
+        (
+            pid.trim().parse::<i64>().unwrap(),
+            &b"/.skiff-wasm/runner\0serve\0"[..],
+        )
+    } else {
+        assert!(
+            !pool_pid.exists(),
+            "a pool started with SKIFF_WASM_POOL=off"
+        );
+        let ps = skiff.json(&["ps"]);
+        (
+            ps[0]["pid"].as_i64().expect("a pid"),
+            &b"/.skiff-wasm/runner\0run\0"[..],
+        )
+    };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |k: &str| {
         status
@@ -417,7 +452,7 @@ fn a_running_module_is_stopped_by_skiff_stop() {
     assert_eq!(field("Seccomp:"), "2", "{status}");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(
-        cmdline.starts_with(b"/.skiff-wasm/runner\0run\0"),
+        cmdline.starts_with(command),
         "{}",
         String::from_utf8_lossy(&cmdline)
     );
@@ -445,6 +480,147 @@ fn a_running_module_is_stopped_by_skiff_stop() {
         err(&logs)
     );
     skiff.ok(&["rm", id]);
+    if pooled {
+        // The pool serves on, for the next module.
+        assert!(
+            std::fs::read_to_string(&pool_pid).is_ok_and(|p| std::path::Path::new(&format!(
+                "/proc/{}",
+                p.trim()
+            ))
+            .exists())
+        );
+    }
+}
+
+/// The node's pool: many modules in one process, reachable by root
+/// alone, gone when idle with nothing left, and replaced after a kill -9
+/// that ends its running modules as killed.
+#[test]
+fn the_pool_runs_modules_side_by_side_and_survives_kill_9() {
+    let skiff = Skiff::new();
+    let work = tempfile::tempdir().unwrap();
+    let image = wasi_image(&work.path().join("layout"), "wasi", probe_module());
+    let pool_dir = skiff.root.path().join("wasm/pool");
+    let pool_pid = || {
+        std::fs::read_to_string(pool_dir.join("pool.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+    };
+    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    // Two sleeping modules at once, in one pool.
+    let a = skiff.ok(&["run", "-d", &image, "sleep", "600"]);
+    let b = skiff.ok(&["run", "-d", &image, "sleep", "600"]);
+    let first = pool_pid().expect("a pool runs");
+    assert!(alive(first));
+    let ps = skiff.json(&["ps"]);
+    assert_eq!(ps.as_array().unwrap().len(), 2, "{ps:#}");
+    // Only root reaches the pool: its socket refuses the host's nobody.
+    let socket = pool_dir.join("sock/pool.sock");
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            "python3",
+            "-c",
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\ns.connect(sys.argv[1])\nprint('connected')",
+        ])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "nobody connected to the pool: {}",
+        out(&o)
+    );
+    assert!(err(&o).contains("Permission denied"), "{}", err(&o));
+    // One stops; the other sleeps on in the same pool.
+    skiff.ok(&["stop", "-t", "20", a.trim()]);
+    let ps = skiff.json(&["ps"]);
+    assert_eq!(ps.as_array().unwrap().len(), 1, "{ps:#}");
+    assert_eq!(pool_pid(), Some(first));
+    // The pool killed with -9: the module still running ends as killed,
+    // and the next start gets a new pool, which works.
+    // SAFETY: kill(2) on the pool's pid, read just now.
+    assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ps = skiff.json(&["ps", "-a"]);
+        let c = ps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| b.trim().starts_with(c["id"].as_str().unwrap_or("-")))
+            .cloned()
+            .unwrap_or_default();
+        if c["status"] == "exited" {
+            assert_eq!(c["exit_code"], 137, "{ps:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the module outlived its pool: {ps:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = skiff.run(&["run", "--rm", &image, "cat", "/etc/greeting.txt"]);
+    assert_eq!(out(&o), "from the image\n", "{}", err(&o));
+    let second = pool_pid().expect("a new pool");
+    assert_ne!(second, first);
+    skiff.ok(&["rm", "-f", a.trim(), b.trim()]);
+    // Idle, it leaves (here after 1 s), and its keeper removes its cgroup.
+    let idle = Skiff::new();
+    let o = idle.run(&[
+        "--image-idle-timeout",
+        "1",
+        "run",
+        "--rm",
+        &image,
+        "exit",
+        "0",
+    ]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let dir = idle.root.path().join("wasm/pool");
+    let pid: i32 = std::fs::read_to_string(dir.join("pool.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Its cgroups, wherever this host keeps them (v2, or v1 and hybrid).
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let dirs: Vec<std::path::PathBuf> = cgroup
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            let (controllers, path) = rest.split_once(':')?;
+            let base = match controllers {
+                "" if std::path::Path::new("/sys/fs/cgroup/unified").is_dir() => {
+                    "/sys/fs/cgroup/unified".to_string()
+                }
+                "" => "/sys/fs/cgroup".to_string(),
+                "pids" | "memory" => format!("/sys/fs/cgroup/{controllers}"),
+                _ => return None,
+            };
+            Some(std::path::PathBuf::from(format!("{base}{path}")))
+        })
+        .filter(|d| d.to_string_lossy().contains("wasm-pool-"))
+        .collect();
+    assert!(
+        !dirs.is_empty(),
+        "the pool has no cgroup of its own: {cgroup}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(pid) || dir.join("keeper.pid").exists() {
+        assert!(Instant::now() < deadline, "the idle pool stayed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!dir.join("pool.pid").exists());
+    for d in &dirs {
+        assert!(!d.exists(), "the pool's cgroup {} stayed", d.display());
+    }
 }
 
 /// Through containerd 1.6: `ctr run --runtime io.containerd.skiff-wasm.v2`
@@ -523,6 +699,87 @@ fn containerd_runs_a_wasi_image_on_the_skiff_wasm_handler() {
         err(&o),
         containerd.log()
     );
+
+    // Three modules of one pod (the CRI's pod annotation groups them in
+    // one shim) run in the node's pool, held by the shim itself: no
+    // process and no supervisor of their own; the shim's pid stands for
+    // each.
+    let ids = ["pod-a", "pod-b", "pod-c"];
+    for id in ids {
+        containerd.ctr_ok(&[
+            "run",
+            "-d",
+            "--platform",
+            "wasi/wasm",
+            "--runtime",
+            "io.containerd.skiff-wasm.v2",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-id=wasm-pod",
+            &reference,
+            id,
+            "/probe.wasm",
+            "sleep",
+            "600",
+        ]);
+    }
+    let tasks = containerd.ctr_ok(&["task", "ls"]);
+    let rows: Vec<Vec<&str>> = tasks
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|r: &Vec<&str>| r.first().is_some_and(|t| t.starts_with("pod-")))
+        .collect();
+    assert_eq!(rows.len(), 3, "{tasks}");
+    assert!(
+        rows.iter().all(|r| r[2] == "RUNNING" && r[1] == rows[0][1]),
+        "{tasks}"
+    );
+    let shim: i32 = rows[0][1].parse().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{shim}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("containerd-shim-skiff"),
+        "task pid {shim} is not the shim: {}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let supervisors = Command::new("pgrep")
+        .args(["-f", "skiff-oci-supervisor.*\"id\":\"pod-"])
+        .output()
+        .unwrap();
+    assert!(
+        out(&supervisors).is_empty(),
+        "supervisors: {}",
+        out(&supervisors)
+    );
+    // One stops by its signal; the others sleep on.
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGTERM", "pod-a"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tasks = containerd.ctr_ok(&["task", "ls"]);
+        let status = |id: &str| {
+            tasks
+                .lines()
+                .find(|l| l.starts_with(id))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .unwrap_or_default()
+                .to_string()
+        };
+        if status("pod-a") == "STOPPED" {
+            assert_eq!(status("pod-b"), "RUNNING", "{tasks}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "pod-a did not stop: {tasks}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for id in ids {
+        let _ = containerd.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    }
+    for id in ids {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !containerd.ctr(&["task", "delete", id]).status.success() {
+            assert!(Instant::now() < deadline, "task {id} was not deleted");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        containerd.ctr_ok(&["container", "delete", id]);
+    }
 }
 
 /// `skiff pull` of a `wasi/wasm` image compiles its module, so its first

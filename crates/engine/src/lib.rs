@@ -31,6 +31,9 @@ pub use mount_daemon::MountRequest;
 pub use oci_spec::runtime::Spec;
 pub use record::{Record, Status};
 pub use request::RunRequest;
+pub use skiff_wasm::pool::{
+    keeper_main as wasm_pool_keeper_main, KEEPER_ARG as WASM_POOL_KEEPER_ARG,
+};
 
 use skiff_sandbox::{ImageFacts, SandboxKind};
 
@@ -59,11 +62,14 @@ impl Engine {
                 &config.root.join("vm"),
                 &filters,
             )),
-            Box::new(skiff_wasm::WasmKind::new(
-                &config::asset_cache(),
-                &config.root.join("wasm"),
-                &filters,
-            )),
+            Box::new(
+                skiff_wasm::WasmKind::new(
+                    &config::asset_cache(),
+                    &config.root.join("wasm"),
+                    &filters,
+                )
+                .with_pool_idle(config.image_idle_timeout.unwrap_or(skiff_wasm::POOL_IDLE)),
+            ),
         ];
         Self::with_kinds(config, kinds)
     }

@@ -199,6 +199,15 @@ pub trait SandboxKind: Send + Sync {
         false
     }
 
+    /// Whether the runtime command runs a container of this spec under a
+    /// supervisor of its own (its pid is then the supervisor's): by
+    /// default, where signals go through one. The Wasm kind runs a pod's
+    /// pause container as a plain process.
+    fn runs_under_supervisor(&self, spec: &Spec) -> bool {
+        let _ = spec;
+        self.signals_through_supervisor()
+    }
+
     /// Whether a `-v` without `:ro` or `:rw` is read-only (a VM shares a
     /// host directory with another kernel; Docker's default is `rw`).
     fn volumes_read_only_by_default(&self) -> bool {

@@ -40,6 +40,11 @@ pub struct NamespaceKind {
 impl NamespaceKind {
     /// Compiled seccomp filters are kept in `filter_cache` (see
     /// [`crate::seccomp_filter`]).
+    /// Where its compiled seccomp filters are kept.
+    pub fn filter_cache(&self) -> &Path {
+        &self.filter_cache
+    }
+
     pub fn new(filter_cache: &Path) -> Self {
         NamespaceKind {
             filter_cache: filter_cache.to_path_buf(),

@@ -239,7 +239,7 @@ fn step(request: &Request) -> Result<Done, String> {
 
 /// Mounts containerd's rootfs mounts (an overlay of snapshots, or skiff
 /// snapshotter's) on the bundle's `rootfs`, in order.
-fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), String> {
+pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), String> {
     if mounts.is_empty() {
         return Ok(());
     }

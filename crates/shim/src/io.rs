@@ -88,6 +88,25 @@ pub fn null_stdio() -> Result<[OwnedFd; 3], String> {
 }
 
 impl ProcessIo {
+    /// containerd's streams themselves, for a module in the Wasm pool:
+    /// the pool reads and writes the FIFOs (or the log file) with no copy
+    /// in the shim. Safe where a process's would not be: a module cannot
+    /// reopen a descriptor by path (WASI has no `/proc`).
+    pub fn direct(stdin: &str, stdout: &str, stderr: &str) -> Result<[OwnedFd; 3], String> {
+        let input = if stdin.is_empty() {
+            dev_null()?
+        } else {
+            open_stdin(stdin)?.into()
+        };
+        let output = |uri: &str| -> Result<OwnedFd, String> {
+            match open_output(uri)? {
+                None => dev_null(),
+                Some(f) => Ok(f.into()),
+            }
+        };
+        Ok([input, output(stdout)?, output(stderr)?])
+    }
+
     /// Pipes for a process without a terminal: the three ends it gets, and
     /// the copies (already running) between the others and containerd's.
     pub fn pipes(stdin: &str, stdout: &str, stderr: &str) -> Result<(Self, [OwnedFd; 3]), String> {

@@ -49,6 +49,10 @@ pub fn main() {
         Some(skiff_engine::oci_runtime::SUPERVISOR_ARG) => {
             std::process::exit(skiff_engine::oci_runtime::supervisor_main(&args[2..]))
         }
+        // The Wasm pool's keeper, started by the first pooled module.
+        Some(skiff_engine::WASM_POOL_KEEPER_ARG) => {
+            std::process::exit(skiff_engine::wasm_pool_keeper_main(&args[2..]))
+        }
         Some("-h" | "--help" | "help") => {
             print!("{HELP}");
             return;

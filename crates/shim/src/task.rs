@@ -33,6 +33,9 @@ use crate::helper::{self, Request, RootfsMount, Step};
 use crate::io::{ConsoleSocket, ProcessIo};
 use crate::reaper::Reaper;
 
+mod pooled;
+use pooled::Pooled;
+
 /// The spec annotation that picks a container's sandbox kind; a pod's
 /// containers all run in the kind its sandbox (pause) container got.
 pub use skiff_engine::oci_runtime::SANDBOX_ANNOTATION;
@@ -130,6 +133,10 @@ struct Container {
     poststop_hooks: bool,
     init: Proc,
     execs: HashMap<String, Proc>,
+    /// Whether its module runs in the node's Wasm pool ([`pooled`]), and
+    /// that module until it ends.
+    in_pool: bool,
+    pooled: Option<Pooled>,
 }
 
 impl Container {
@@ -450,6 +457,11 @@ impl containerd_shim::Task for TaskService {
                 options: m.options.clone(),
             })
             .collect();
+        if sandbox == "wasm" {
+            if let Some(created) = self.create_pooled(&req, &bundle, &rootfs, &spec)? {
+                return Ok(created);
+            }
+        }
         let (fds, mut io, console) =
             s.streams(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
         let created = s.helper_detecting(
@@ -508,6 +520,8 @@ impl containerd_shim::Task for TaskService {
                 poststop_hooks: has_hooks(&spec, "poststop"),
                 init,
                 execs: HashMap::new(),
+                in_pool: false,
+                pooled: None,
             },
         );
         s.publish(TaskCreate {
@@ -539,18 +553,27 @@ impl containerd_shim::Task for TaskService {
         if !req.exec_id.is_empty() {
             return self.start_exec(id, &req.exec_id);
         }
-        let (sandbox, hooks, pid) = {
-            let containers = s.lock();
-            let c = containers.get(id).ok_or_else(|| not_found(id))?;
-            if c.init.status != Status::CREATED {
+        let (sandbox, hooks, pid, pooled) = {
+            let mut containers = s.lock();
+            let c = containers.get_mut(id).ok_or_else(|| not_found(id))?;
+            if c.init.status != Status::CREATED || c.init.exit.is_some() {
                 return Err(rpc_error(
                     Code::FAILED_PRECONDITION,
                     format!("container {id} is not created (it has started, or exited)"),
                 ));
             }
-            (c.sandbox.clone(), c.poststart_hooks, c.init.pid)
+            let pooled = match c.pooled.take() {
+                Some(Pooled::Created(module)) => Some(module),
+                other => {
+                    c.pooled = other;
+                    None
+                }
+            };
+            (c.sandbox.clone(), c.poststart_hooks, c.init.pid, pooled)
         };
-        if hooks {
+        if let Some(module) = pooled {
+            self.start_pooled(id, module)?;
+        } else if hooks {
             let null = null_stdio()?;
             s.helper(id, &sandbox, Step::Start, null)?;
         } else {
@@ -656,6 +679,16 @@ impl containerd_shim::Task for TaskService {
             if c.init.exit.is_some() && !req.all {
                 return Err(rpc_error(Code::NOT_FOUND, "process already finished"));
             }
+            if c.in_pool {
+                let ended = c.init.exit.is_some();
+                drop(containers);
+                // `--all` after the end: nothing is left to signal.
+                return if ended {
+                    Ok(api::Empty::new())
+                } else {
+                    self.kill_pooled(&req.id, signal)
+                };
+            }
             drop(containers);
             return match s.runtime.kill(&req.id, signal, req.all) {
                 Ok(()) => Ok(api::Empty::new()),
@@ -715,7 +748,7 @@ impl containerd_shim::Task for TaskService {
                 ..Default::default()
             });
         }
-        let (sandbox, hooks, copies, bundle, mounted) = {
+        let (sandbox, hooks, copies, bundle, mounted, pooled) = {
             let mut containers = s.lock();
             let c = containers.get_mut(id).ok_or_else(|| not_found(id))?;
             if c.init.exit.is_none() && c.init.status != Status::CREATED {
@@ -724,16 +757,24 @@ impl containerd_shim::Task for TaskService {
                     format!("container {id} is still running; kill it first"),
                 ));
             }
+            let pooled = c.pooled.take();
+            let was_pooled = c.in_pool;
+            if let Some(Pooled::Created(mut module)) = pooled {
+                module.delete();
+            }
             (
                 c.sandbox.clone(),
                 c.poststop_hooks,
                 c.init.io.take_copies(),
                 c.bundle.clone(),
                 c.rootfs_mounted,
+                was_pooled,
             )
         };
         drain(copies);
-        if hooks {
+        if pooled {
+            // Nothing of it is in the runtime's state: the pool held it.
+        } else if hooks {
             s.helper(id, &sandbox, Step::Delete { force: true }, null_stdio()?)?;
         } else {
             let kind = s.runtime.sandbox_kind(&sandbox).map_err(engine_error)?;
@@ -789,10 +830,18 @@ impl containerd_shim::Task for TaskService {
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> RpcResult<api::PidsResponse> {
         let s = &self.inner;
-        if !s.lock().contains_key(&req.id) {
-            return Err(not_found(&req.id));
-        }
-        let pids = s.runtime.pids(&req.id).map_err(engine_error)?;
+        let pids = match s.lock().get(&req.id) {
+            None => return Err(not_found(&req.id)),
+            // A pooled module has no process of its own: the pid that
+            // stands for it.
+            Some(c) if c.in_pool => vec![c.init.pid],
+            Some(_) => Vec::new(),
+        };
+        let pids = if pids.is_empty() {
+            s.runtime.pids(&req.id).map_err(engine_error)?
+        } else {
+            pids
+        };
         Ok(api::PidsResponse {
             processes: pids
                 .into_iter()
@@ -839,9 +888,7 @@ impl containerd_shim::Task for TaskService {
 
     fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> RpcResult<api::Empty> {
         let s = &self.inner;
-        if !s.lock().contains_key(&req.id) {
-            return Err(not_found(&req.id));
-        }
+        self.refuse_in_pool(&req.id, "its resources updated")?;
         let value = req
             .resources
             .as_ref()
@@ -862,10 +909,18 @@ impl containerd_shim::Task for TaskService {
 
     fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> RpcResult<api::StatsResponse> {
         let s = &self.inner;
-        if !s.lock().contains_key(&req.id) {
-            return Err(not_found(&req.id));
-        }
-        let stats = s.runtime.stats(&req.id).map_err(engine_error)?;
+        let in_pool = s
+            .lock()
+            .get(&req.id)
+            .map(|c| c.in_pool)
+            .ok_or_else(|| not_found(&req.id))?;
+        // A pooled module's use is not apart from its pool's: nothing to
+        // report, rather than a figure that is not its own.
+        let stats = if in_pool {
+            skiff_engine::oci_runtime::Stats::default()
+        } else {
+            s.runtime.stats(&req.id).map_err(engine_error)?
+        };
         let any = crate::metrics::to_any(&stats, skiff_engine::oci_runtime::unified_cgroups())
             .map_err(|e| rpc_error(Code::UNKNOWN, e))?;
         Ok(api::StatsResponse {
@@ -987,11 +1042,22 @@ impl TaskService {
         })
     }
 
+    /// Refuses what a module in the Wasm pool cannot have done: it has no
+    /// cgroup or process of its own.
+    fn refuse_in_pool(&self, id: &str, what: &str) -> RpcResult<()> {
+        match self.inner.lock().get(id) {
+            None => Err(not_found(id)),
+            Some(c) if c.in_pool => Err(rpc_error(
+                Code::UNIMPLEMENTED,
+                format!("container {id} is a module in the Wasm pool, which cannot be {what}; run it with SKIFF_WASM_POOL=off in the shim's environment for a process of its own"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     fn set_paused(&self, id: &str, paused: bool) -> RpcResult<api::Empty> {
         let s = &self.inner;
-        if !s.lock().contains_key(id) {
-            return Err(not_found(id));
-        }
+        self.refuse_in_pool(id, if paused { "paused" } else { "resumed" })?;
         s.runtime.set_paused(id, paused).map_err(engine_error)?;
         if let Some(c) = s.lock().get_mut(id) {
             if c.init.exit.is_none() {

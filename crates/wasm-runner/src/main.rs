@@ -10,9 +10,14 @@
 //!   module skiff compiled, under WASI preview 1. It is the process of a
 //!   namespace-sandbox container (namespaces, cgroup, seccomp,
 //!   `no_new_privs`), so a bug in the engine is still contained.
+//! - `skiff-wasm serve --socket PATH` runs many modules in one process,
+//!   one task each ([`serve`]): the pool behind `skiff run --sandbox wasm`
+//!   and a Wasm pod.
 //!
 //! Its arguments are parsed by hand: they are an internal interface between
 //! skiff and this binary, never typed by a user.
+
+mod serve;
 
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
@@ -39,8 +44,9 @@ fn main() -> ExitCode {
         Some("hash") => hash(),
         Some("compile") => compile(),
         Some("run") => return run(&args[1..]),
+        Some("serve") => serve::serve(&args[1..]),
         _ => Err(
-            "usage: skiff-wasm hash | compile | run --cwasm FILE --blake3 HEX [--memory BYTES] [--root PATH] [--dir PATH:ro|rw]... -- ARGV..."
+            "usage: skiff-wasm hash | compile | run --cwasm FILE --blake3 HEX [--memory BYTES] [--root PATH] [--dir PATH:ro|rw]... -- ARGV... | serve --socket PATH [--idle-timeout SECONDS]"
                 .to_string(),
         ),
     };

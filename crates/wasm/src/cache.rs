@@ -34,6 +34,11 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> SandboxError {
 }
 
 impl ModuleCache {
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn new(dir: &Path) -> Self {
         ModuleCache {
             dir: dir.to_path_buf(),

@@ -6,6 +6,7 @@
 //! namespaces, cgroup, seccomp policy and `no_new_privs` as any container.
 
 pub mod cache;
+pub mod pool;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use skiff_sandbox::{
 };
 
 pub use cache::{Compiled, ModuleCache};
+pub use pool::PoolPlace;
 
 /// The runner's path under the cache, as `make wasm` leaves it.
 pub const RUNNER_IN_CACHE: &str = "wasm-target/skiff-wasm";
@@ -67,7 +69,14 @@ pub struct WasmKind {
     /// `~/.cache/skiff`, where `make wasm` leaves the runner.
     asset_cache: PathBuf,
     modules: ModuleCache,
+    pool: PoolPlace,
 }
+
+/// How long an idle pool stays, unless the engine says otherwise.
+pub const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Set to `off`, every module runs in a runner process of its own.
+pub const POOL_ENV: &str = "SKIFF_WASM_POOL";
 
 impl WasmKind {
     /// A kind whose compiled modules live in `module_cache` (under the
@@ -77,35 +86,104 @@ impl WasmKind {
             namespace: NamespaceKind::new(seccomp_cache),
             asset_cache: asset_cache.to_path_buf(),
             modules: ModuleCache::new(module_cache),
+            pool: PoolPlace::new(&module_cache.join("pool"), POOL_IDLE),
         }
+    }
+
+    /// The same, with an idle pool leaving after `idle`.
+    pub fn with_pool_idle(mut self, idle: std::time::Duration) -> Self {
+        self.pool = PoolPlace::new(&self.modules.dir().join("pool"), idle);
+        self
+    }
+
+    /// Where this kind's pool lives.
+    pub fn pool(&self) -> &PoolPlace {
+        &self.pool
+    }
+
+    /// Whether a container of this spec runs in the pool (not a pod's
+    /// pause container, nothing the pool cannot give): a front end that
+    /// holds pooled modules itself (the shim) asks before [`SandboxKind::prepare`],
+    /// which is then safe from a process with many threads.
+    pub fn pools(&self, spec: &Spec) -> bool {
+        !is_pod_sandbox(spec) && pool_can_run(spec, false)
+    }
+
+    /// Runs the module in the node's pool.
+    fn prepare_pooled(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let (conn, plan) = self.pooled(container.spec, container.bundle)?;
+        Ok(Box::new(pool::PooledInstance::prepare(
+            conn,
+            plan.request,
+            &plan.compiled,
+            &plan.root,
+            &plan.dirs,
+            container.stdio,
+        )?))
+    }
+
+    /// The pool's connection and what to send it.
+    fn pooled(
+        &self,
+        spec: &Spec,
+        bundle: &Path,
+    ) -> Result<(std::os::fd::OwnedFd, PoolPlan), SandboxError> {
+        let runner = find_runner(&self.asset_cache)?;
+        let module = ModuleOfSpec::read(spec, bundle)?;
+        let compiled = self.modules.ensure(&runner, &module.path, &module.bytes)?;
+        tracing::info!(module = %module.path, compiled_now = compiled.compiled_now, "the Wasm module is compiled; it runs in the pool");
+        let process = spec
+            .process()
+            .as_ref()
+            .expect("checked by ModuleOfSpec::read");
+        let env = process
+            .env()
+            .iter()
+            .flatten()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mounts = spec.mounts().clone().unwrap_or_default();
+        let (volumes, dirs) = volumes(&mounts)
+            .into_iter()
+            .map(|(dest, writable, source)| ((dest, writable), source))
+            .unzip();
+        let conn = self.pool.connect(&self.namespace, &runner)?;
+        Ok((
+            conn,
+            PoolPlan {
+                request: pool::StartRequest {
+                    blake3: compiled.blake3.clone(),
+                    argv: module.args,
+                    env,
+                    dirs: volumes,
+                    memory: memory_limit(spec).map(|l| module_memory(l) as usize),
+                    stdin: true,
+                },
+                compiled: compiled.path,
+                root: module.root,
+                dirs,
+            },
+        ))
     }
 
     /// The spec the namespace kind runs: the runner as the process, with
     /// the module's own command line after `--`.
     fn runner_spec(&self, spec: &Spec, bundle: &Path) -> Result<Spec, SandboxError> {
         let runner = find_runner(&self.asset_cache)?;
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| SandboxError::Invalid("the spec has no process".into()))?;
-        let args = process.args().clone().unwrap_or_default();
-        let module = module_path(&args, process.cwd())?;
-        let root_path = spec
-            .root()
-            .as_ref()
-            .map(|r| r.path().clone())
-            .ok_or_else(|| SandboxError::Invalid("the spec has no root".into()))?;
-        let root = if root_path.is_absolute() {
-            root_path
-        } else {
-            bundle.join(root_path)
-        };
-        let bytes = read_module(&root, &module)?;
-        let compiled = self.modules.ensure(&runner, &module, &bytes)?;
+        let module = ModuleOfSpec::read(spec, bundle)?;
+        let compiled = self.modules.ensure(&runner, &module.path, &module.bytes)?;
         tracing::info!(
-            module = %module,
+            module = %module.path,
             compiled_now = compiled.compiled_now,
             "the Wasm module is compiled"
+        );
+        let (process, args, root) = (
+            spec.process()
+                .as_ref()
+                .expect("checked by ModuleOfSpec::read"),
+            module.args,
+            module.root,
         );
 
         let mut runner_args = vec![
@@ -118,18 +196,11 @@ impl WasmKind {
             "--root".into(),
             TREE_IN_ROOT.into(),
         ];
-        let memory = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.resources().as_ref())
-            .and_then(|r| r.memory().as_ref())
-            .and_then(|m| m.limit())
-            .filter(|l| *l > 0);
-        if let Some(limit) = memory {
+        if let Some(limit) = memory_limit(spec) {
             runner_args.extend(["--memory".into(), module_memory(limit).to_string()]);
         }
         let mut mounts = spec.mounts().clone().unwrap_or_default();
-        for (path, writable) in volumes(&mounts) {
+        for (path, writable, _) in volumes(&mounts) {
             runner_args.extend([
                 "--dir".into(),
                 format!("{path}:{}", if writable { "rw" } else { "ro" }),
@@ -149,6 +220,92 @@ impl WasmKind {
         out.set_mounts(Some(mounts));
         Ok(out)
     }
+}
+
+/// The module a spec runs, read from its root.
+struct ModuleOfSpec {
+    /// Its path in the root.
+    path: String,
+    /// The command line, the module first.
+    args: Vec<String>,
+    /// The container's root on the host.
+    root: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl ModuleOfSpec {
+    fn read(spec: &Spec, bundle: &Path) -> Result<Self, SandboxError> {
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| SandboxError::Invalid("the spec has no process".into()))?;
+        let args = process.args().clone().unwrap_or_default();
+        let path = module_path(&args, process.cwd())?;
+        let root_path = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .ok_or_else(|| SandboxError::Invalid("the spec has no root".into()))?;
+        let root = if root_path.is_absolute() {
+            root_path
+        } else {
+            bundle.join(root_path)
+        };
+        let bytes = read_module(&root, &path)?;
+        Ok(ModuleOfSpec {
+            path,
+            args,
+            root,
+            bytes,
+        })
+    }
+}
+
+/// What a pooled start sends besides the connection.
+struct PoolPlan {
+    request: pool::StartRequest,
+    compiled: PathBuf,
+    root: PathBuf,
+    /// The host directories of the request's `dirs`, in order.
+    dirs: Vec<PathBuf>,
+}
+
+/// The spec's memory limit, if it has one.
+fn memory_limit(spec: &Spec) -> Option<i64> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|l| *l > 0)
+}
+
+/// Whether the pool can give a module all this spec asks: a module in the
+/// pool shares its process, so not a terminal, another user, a CPU quota
+/// or a user namespace. `SKIFF_WASM_POOL=off` turns the pool off.
+fn pool_can_run(spec: &Spec, terminal: bool) -> bool {
+    if std::env::var(POOL_ENV).is_ok_and(|v| v == "off") || terminal {
+        return false;
+    }
+    let Some(process) = spec.process().as_ref() else {
+        return false;
+    };
+    if process.terminal() == Some(true) || process.user().uid() != 0 || process.user().gid() != 0 {
+        return false;
+    }
+    let linux = spec.linux().as_ref();
+    let has_user_ns = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+        });
+    let has_cpu_quota = linux
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.cpu().as_ref())
+        .and_then(|c| c.quota())
+        .is_some_and(|q| q > 0);
+    !has_user_ns && !has_cpu_quota
 }
 
 /// The engine's own share of `--memory` (its code, the compiled module,
@@ -271,9 +428,9 @@ pub fn read_module(root: &Path, module: &str) -> Result<Vec<u8>, SandboxError> {
 }
 
 /// Directories mounted from the host into the container that the module
-/// may open (`-v`), with whether they are writable; not the ones every
-/// container gets.
-fn volumes(mounts: &[Mount]) -> Vec<(String, bool)> {
+/// may open (`-v`), with whether they are writable and where they are on
+/// the host; not the ones every container gets.
+fn volumes(mounts: &[Mount]) -> Vec<(String, bool, PathBuf)> {
     const SYSTEM: [&str; 4] = ["/proc", "/dev", "/sys", "/etc"];
     mounts
         .iter()
@@ -288,15 +445,15 @@ fn volumes(mounts: &[Mount]) -> Vec<(String, bool)> {
             let system = SYSTEM
                 .iter()
                 .any(|s| dest == *s || dest.starts_with(&format!("{s}/")));
-            let is_dir = m.source().as_ref().is_some_and(|s| s.is_dir());
-            if system || !is_dir {
+            let source = m.source().clone().filter(|s| s.is_dir())?;
+            if system {
                 return None;
             }
             let read_only = m
                 .options()
                 .as_ref()
                 .is_some_and(|o| o.iter().any(|x| x == "ro"));
-            Some((dest, !read_only))
+            Some((dest, !read_only, source))
         })
         .collect()
 }
@@ -343,12 +500,27 @@ impl SandboxKind for WasmKind {
         true
     }
 
+    /// A pooled module has no process of its own to signal: its
+    /// supervisor tells the pool.
+    fn signals_through_supervisor(&self) -> bool {
+        true
+    }
+
+    /// A pod's pause container is a Linux process of its own.
+    fn runs_under_supervisor(&self, spec: &Spec) -> bool {
+        !is_pod_sandbox(spec)
+    }
+
     fn prepare(&self, container: Prepare<'_>) -> Result<Box<dyn Sandbox>, SandboxError> {
         // A Kubernetes pod's sandbox (pause) container is a Linux binary
         // that holds the pod's namespaces: it runs as it is, as runwasi
         // runs it; the pod's containers are its modules.
         if is_pod_sandbox(container.spec) {
             return self.namespace.prepare(container);
+        }
+        let terminal = matches!(container.stdio, skiff_sandbox::Stdio::Terminal);
+        if pool_can_run(container.spec, terminal) {
+            return self.prepare_pooled(container);
         }
         let spec = self.runner_spec(container.spec, container.bundle)?;
         self.namespace.prepare(Prepare {

@@ -79,7 +79,7 @@ impl OciRuntime {
             .unwrap_or(false);
         // A supervised kind's supervisor connects to it itself: the socket
         // takes one connection.
-        let console = if kind.signals_through_supervisor() {
+        let console = if kind.runs_under_supervisor(spec) {
             None
         } else {
             connect_console(options.console_socket.as_deref(), terminal)?
@@ -112,7 +112,7 @@ impl OciRuntime {
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| EngineError::io(format!("opening {}", fifo.display()), e.into()))?;
-        if kind.signals_through_supervisor() {
+        if kind.runs_under_supervisor(spec) {
             let pid =
                 self.create_supervised(kind, id, bundle, options.console_socket.as_deref())?;
             return self.record_created(kind, id, bundle, spec, &cgroups_path, pid, options);
@@ -183,6 +183,7 @@ impl OciRuntime {
             created: crate::record::rfc3339(SystemTime::now()),
             cgroups_path: cgroups_path.to_string(),
             sandbox: kind.name().into(),
+            supervised: kind.runs_under_supervisor(spec),
             started: false,
         };
         self.save(&state)?;

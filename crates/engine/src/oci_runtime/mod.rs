@@ -92,6 +92,42 @@ pub fn unified_cgroups() -> bool {
     skiff_sandbox::device_filter::unified_host()
 }
 
+/// A module in the node's Wasm pool, from [`OciRuntime::prepare_pooled_module`].
+pub struct PooledModule {
+    sandbox: Box<dyn skiff_sandbox::Sandbox>,
+}
+
+/// Sends a signal to a pooled module, from any thread.
+pub type PooledSignal = std::sync::Arc<dyn Fn(i32) -> Result<()> + Send + Sync>;
+
+impl PooledModule {
+    /// What stands for its pid (it has no process of its own).
+    pub fn pid(&self) -> i32 {
+        self.sandbox.pid()
+    }
+
+    /// Starts the module.
+    pub fn start(&mut self) -> Result<()> {
+        Ok(self.sandbox.start()?)
+    }
+
+    /// Its signals, once started.
+    pub fn signal_handle(&self) -> PooledSignal {
+        let handle = self.sandbox.signal_handle();
+        std::sync::Arc::new(move |signal| Ok(handle(signal)?))
+    }
+
+    /// Waits for its end: the exit status (128 + a signal's number).
+    pub fn wait(&mut self) -> Result<i32> {
+        Ok(self.sandbox.wait()?.code())
+    }
+
+    /// Lets it go (a module still running is stopped by the pool).
+    pub fn delete(&mut self) {
+        let _ = self.sandbox.delete();
+    }
+}
+
 /// The runtime command over one state directory (`--root`).
 pub struct OciRuntime {
     root: PathBuf,
@@ -118,13 +154,18 @@ pub struct ContainerState {
     /// Set once `start` has run (or the init is gone).
     #[serde(default)]
     pub started: bool,
+    /// Whether it runs under a supervisor of its own, which `pid` then is
+    /// (see `supervised`): its kind signals through its supervisor (a VM,
+    /// a module in the Wasm pool).
+    #[serde(default)]
+    pub supervised: bool,
 }
 
 impl ContainerState {
-    /// Whether its sandbox kind runs under a supervisor of its own (the
-    /// VM), which `pid` then is (see `supervised`).
+    /// Whether it runs under a supervisor of its own; a VM's state from
+    /// before the field was kept says so by its kind.
     fn supervised(&self) -> bool {
-        self.sandbox == "vm"
+        self.supervised || self.sandbox == "vm"
     }
 }
 
@@ -175,6 +216,55 @@ impl OciRuntime {
         Ok(OciRuntime {
             root: root.to_path_buf(),
         })
+    }
+
+    /// A container whose module runs in the node's Wasm pool, held by the
+    /// caller rather than a supervisor process: the shim keeps many in one
+    /// process this way. `None` when its spec asks what the pool cannot
+    /// give (a terminal, a user, a CPU quota): the caller creates it as
+    /// usual then. `stdio` gives its stdin, stdout and stderr (pipes,
+    /// FIFOs or files), asked only once it is pooled.
+    pub fn prepare_pooled_module(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: impl FnOnce() -> Result<[std::os::fd::OwnedFd; 3]>,
+    ) -> Result<Option<PooledModule>> {
+        check_id(id)?;
+        let config = bundle.join("config.json");
+        let bytes = std::fs::read(&config).ctx(|| format!("reading {}", config.display()))?;
+        let spec = parse_spec(&bytes, &config)?;
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        let kind = skiff_wasm::WasmKind::new(
+            &crate::config::asset_cache(),
+            &self.root.join(".wasm"),
+            &self.root.join(".seccomp"),
+        );
+        if terminal || !kind.pools(&spec) {
+            return Ok(None);
+        }
+        let [stdin, stdout, stderr] = stdio()?;
+        let sandbox = skiff_sandbox::SandboxKind::prepare(
+            &kind,
+            skiff_sandbox::Prepare {
+                id,
+                spec: &spec,
+                bundle,
+                stdio: skiff_sandbox::Stdio::Files {
+                    stdin,
+                    stdout,
+                    stderr,
+                },
+                lifecycle: skiff_sandbox::Lifecycle::Supervised,
+                block_device: None,
+                pod: None,
+            },
+        )?;
+        Ok(Some(PooledModule { sandbox }))
     }
 
     /// The sandbox kind `name` (one of [`SANDBOX_KINDS`]).
