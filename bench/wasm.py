@@ -233,6 +233,7 @@ def shim_density(work, image, n):
     ctd = Containerd(os.path.join(work, "containerd"))
     ctd.start()
     ids = []
+    log(f"shim density: {n} more modules in one shim")
     try:
         sh(ctd.ctr("image", "import", "--platform", "wasi/wasm", "--base-name", "bench/wasm", archive), quiet=True)
         ref = subprocess.run(ctd.ctr("image", "ls", "-q"), capture_output=True, text=True).stdout.split()[0]

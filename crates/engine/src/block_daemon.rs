@@ -127,7 +127,7 @@ impl Engine {
 /// served several python starts in guests held 47 MiB of RSS; bounded,
 /// 22–24 MiB after one). With two arenas and a fixed threshold, large
 /// buffers go back to the kernel when freed.
-pub(crate) fn bound_heap() {
+pub fn bound_heap() {
     // SAFETY: mallopt only sets allocator parameters; called before the
     // daemon's threads start.
     unsafe {

@@ -23,6 +23,7 @@ pub mod root_dir;
 pub mod volumes;
 pub mod wasm_images;
 
+pub use block_daemon::bound_heap;
 pub use config::{CacheSize, EngineConfig, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_IDLE_TIMEOUT};
 pub use container::{Created, Launch, SuperviseOptions, Supervisor, SupervisorOptions};
 pub use error::{EngineError, Result};

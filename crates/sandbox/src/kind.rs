@@ -208,6 +208,15 @@ pub trait SandboxKind: Send + Sync {
         self.signals_through_supervisor()
     }
 
+    /// Whether a container of this spec needs a root of its own over the
+    /// image (the writable layer, the files skiff writes into `/etc`); a
+    /// kind that only reads the image's tree (a module in the Wasm pool)
+    /// is given the tree itself, and saves the overlay's mount.
+    fn writes_its_root(&self, spec: &Spec) -> bool {
+        let _ = spec;
+        true
+    }
+
     /// Whether a `-v` without `:ro` or `:rw` is read-only (a VM shares a
     /// host directory with another kernel; Docker's default is `rw`).
     fn volumes_read_only_by_default(&self) -> bool {

@@ -39,6 +39,8 @@ const FDS_BEFORE_DIRS: usize = 5;
 const MAX_DIRS: usize = 32;
 /// The largest request: argv and env of a container, with room to spare.
 const MAX_REQUEST: usize = 256 << 10;
+/// The largest message once a module runs (`{"signal": N}`).
+const MAX_SIGNAL: usize = 256;
 /// How often a running module checks whether to yield or stop.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Compiled modules the pool keeps loaded.
@@ -243,7 +245,7 @@ async fn serve_one(pool: &Pool, conn: OwnedFd) {
     let Ok(conn) = watch_fd(conn) else {
         return;
     };
-    let (request, fds) = match receive(&conn).await {
+    let (request, fds) = match receive(&conn, MAX_REQUEST).await {
         Ok(Some(r)) => r,
         // The client left before asking; nothing to say.
         Ok(None) | Err(_) => return,
@@ -252,6 +254,9 @@ async fn serve_one(pool: &Pool, conn: OwnedFd) {
         Ok(ended) => ended,
         Err((code, message)) => (code, message),
     };
+    // The whole message went to the module's stderr; the client's is
+    // short, so it fits the client's buffer.
+    let message: String = message.chars().take(1024).collect();
     let _ = send(&conn, &Event::Exited { code, message }).await;
 }
 
@@ -497,7 +502,7 @@ async fn run_loaded(
 /// SIGKILL when it hangs up (or says what the pool cannot read).
 async fn stop_requested(conn: &AsyncFd<OwnedFd>) -> i32 {
     loop {
-        match receive(conn).await {
+        match receive(conn, MAX_SIGNAL).await {
             Ok(Some((message, _))) => {
                 if let Ok(Signal { signal }) = serde_json::from_slice(&message) {
                     if (1..64).contains(&signal) {
@@ -510,9 +515,14 @@ async fn stop_requested(conn: &AsyncFd<OwnedFd>) -> i32 {
     }
 }
 
-/// One message and the descriptors it carried; `None` at end of stream.
-async fn receive(conn: &AsyncFd<OwnedFd>) -> std::io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
-    let mut buf = vec![0u8; MAX_REQUEST];
+/// One message of at most `max` bytes and the descriptors it carried;
+/// `None` at end of stream.
+async fn receive(
+    conn: &AsyncFd<OwnedFd>,
+    max: usize,
+) -> std::io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    // Sized per message: a waiting module holds this buffer all its life.
+    let mut buf = vec![0u8; max];
     let mut space =
         [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(FDS_BEFORE_DIRS + MAX_DIRS))];
     loop {

@@ -506,6 +506,11 @@ impl SandboxKind for WasmKind {
         true
     }
 
+    /// A module in the pool reads the image's tree and nothing else.
+    fn writes_its_root(&self, spec: &Spec) -> bool {
+        !self.pools(spec)
+    }
+
     /// A pod's pause container is a Linux process of its own.
     fn runs_under_supervisor(&self, spec: &Spec) -> bool {
         !is_pod_sandbox(spec)

@@ -514,7 +514,9 @@ impl PooledInstance {
 
 /// One event from the pool; `None` when it hung up.
 fn receive(conn: &OwnedFd) -> std::io::Result<Option<Event>> {
-    let mut buf = vec![0u8; 64 << 10];
+    // An event is a line of JSON (a message for the module is shorter than
+    // a page); this buffer lives as long as the module.
+    let mut buf = vec![0u8; 4 << 10];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
     loop {
         let mut control = RecvAncillaryBuffer::new(&mut space);

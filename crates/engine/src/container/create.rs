@@ -167,16 +167,25 @@ impl Engine {
         tracing::debug!("record written");
         let result = (|| -> Result<Spec> {
             root_dir::make_private(&scratch).ctx(|| format!("creating {}", scratch.display()))?;
-            // A kind with a block device makes its writable layer itself.
-            if block_device.is_none() {
+            let mut oci = spec.to_oci()?;
+            // A kind with a block device makes its writable layer itself; a
+            // kind that only reads the root (a module in the Wasm pool) is
+            // given the image's tree as it is.
+            if block_device.is_none() && kind.writes_its_root(&oci) {
                 let owner = req.userns.map(|s| s.base);
                 match crate::image_mounts::init_layer(image_mount, owner)? {
                     Some(init) => rootfs::mount_overlay(&[&init, image_mount], &dirs, owner)?,
                     None => rootfs::mount_overlay(&[image_mount], &dirs, owner)?,
                 }
                 tracing::debug!("overlay mounted");
+            } else if block_device.is_none() {
+                let root = oci_spec::runtime::RootBuilder::default()
+                    .path(image_mount)
+                    .readonly(true)
+                    .build()
+                    .map_err(|e| EngineError::Invalid(format!("the spec's root: {e}")))?;
+                oci.set_root(Some(root));
             }
-            let oci = spec.to_oci()?;
             let json = skiff_sandbox::spec::to_json(&oci)?;
             let path = cdir.join("config.json");
             std::fs::write(&path, json).ctx(|| format!("writing {}", path.display()))?;
