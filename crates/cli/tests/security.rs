@@ -7,36 +7,12 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::containers::{code, err, layout, out, run};
 use common::layers::{write_image_with_config, Entry, LayerBlob, Tar};
-use common::{sh, skiff_bin, Skiff};
-
-/// Runs `args` as the host's `nobody`, with no capabilities and no groups.
-/// Through a shell: setpriv makes its own execve still holding root's
-/// capabilities (they drop at that exec), so a path it execs directly is
-/// resolved with them; the shell runs as nobody proper.
-fn as_nobody(args: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-            "sh",
-            "-c",
-            "exec \"$@\"",
-            "sh",
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running setpriv (util-linux)")
-}
+use common::{as_nobody, sh, skiff_bin, Skiff};
 
 /// Mount points under any of `prefixes`, from the host's mount table.
 fn mounts_under(prefixes: &[&Path]) -> Vec<(PathBuf, String)> {

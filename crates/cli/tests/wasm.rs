@@ -516,21 +516,12 @@ fn the_pool_runs_modules_side_by_side_and_survives_kill_9() {
     assert_eq!(ps.as_array().unwrap().len(), 2, "{ps:#}");
     // Only root reaches the pool: its socket refuses the host's nobody.
     let socket = pool_dir.join("sock/pool.sock");
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-            "python3",
-            "-c",
-            "import socket,sys\ns=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\ns.connect(sys.argv[1])\nprint('connected')",
-        ])
-        .arg(&socket)
-        .output()
-        .unwrap();
+    let o = common::as_nobody(&[
+        "python3",
+        "-c",
+        "import socket,sys\ns=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\ns.connect(sys.argv[1])\nprint('connected')",
+        socket.to_str().unwrap(),
+    ]);
     assert!(
         !o.status.success(),
         "nobody connected to the pool: {}",

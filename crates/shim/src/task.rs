@@ -260,6 +260,24 @@ impl Inner {
         }
     }
 
+    /// Tells containerd that task `req.id` exists, its pid `pid`.
+    fn publish_created(&self, req: &api::CreateTaskRequest, pid: i32) {
+        self.publish(TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            }),
+            pid: pid as u32,
+            ..Default::default()
+        });
+    }
+
     /// Wakes the waiters on an exit just recorded, and tells containerd.
     fn announce_exit(&self, event: TaskExit) {
         self.changed.notify_all();
@@ -524,20 +542,7 @@ impl containerd_shim::Task for TaskService {
                 pooled: None,
             },
         );
-        s.publish(TaskCreate {
-            container_id: id.clone(),
-            bundle: req.bundle.clone(),
-            rootfs: req.rootfs.clone(),
-            io: MessageField::some(TaskIO {
-                stdin: req.stdin.clone(),
-                stdout: req.stdout.clone(),
-                stderr: req.stderr.clone(),
-                terminal: req.terminal,
-                ..Default::default()
-            }),
-            pid: pid as u32,
-            ..Default::default()
-        });
+        s.publish_created(&req, pid);
         if let Some(e) = early {
             s.announce_exit(e);
         }

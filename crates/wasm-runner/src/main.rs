@@ -169,12 +169,63 @@ struct State {
     limits: StoreLimits,
 }
 
+impl State {
+    /// A core module's store, its memory limited; the caller sets how the
+    /// epoch deadline acts (a trap, or a yield in the pool).
+    fn store(engine: &Engine, wasi: &mut WasiCtxBuilder, limits: StoreLimits) -> Store<State> {
+        let mut store = Store::new(
+            engine,
+            State {
+                wasi: wasi.build_p1(),
+                limits,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store
+    }
+}
+
+/// A WASI command's entry point.
+fn start_export(
+    instance: &wasmtime::Instance,
+    store: &mut Store<State>,
+) -> Result<wasmtime::TypedFunc<(), ()>, (u8, String)> {
+    instance
+        .get_typed_func::<(), ()>(store, "_start")
+        .map_err(|_| {
+            (
+                EXIT_CANNOT_RUN,
+                "the module exports no `_start` function (a WASI command)".to_string(),
+            )
+        })
+}
+
 /// A component's store data: WASI preview 2's context and resources, and
 /// the memory limit.
 struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+}
+
+impl ComponentState {
+    /// A component's store, as [`State::store`].
+    fn store(
+        engine: &Engine,
+        wasi: &mut WasiCtxBuilder,
+        limits: StoreLimits,
+    ) -> Store<ComponentState> {
+        let mut store = Store::new(
+            engine,
+            ComponentState {
+                ctx: wasi.build(),
+                table: ResourceTable::new(),
+                limits,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store
+    }
 }
 
 impl WasiView for ComponentState {
@@ -307,14 +358,7 @@ fn run_core_module(
             format!("loading the compiled module: {e:#}"),
         )
     })?;
-    let mut store = Store::new(
-        engine,
-        State {
-            wasi: wasi.build_p1(),
-            limits,
-        },
-    );
-    store.limiter(|s| &mut s.limits);
+    let mut store = State::store(engine, &mut wasi, limits);
     store.set_epoch_deadline(1);
     store.epoch_deadline_trap();
     let mut linker: Linker<State> = Linker::new(engine);
@@ -323,14 +367,7 @@ fn run_core_module(
     let instance = linker
         .instantiate(&mut store, &module)
         .map_err(|e| (EXIT_CANNOT_RUN, format!("{e:#}")))?;
-    let start = instance
-        .get_typed_func::<(), ()>(&mut store, "_start")
-        .map_err(|_| {
-            (
-                EXIT_CANNOT_RUN,
-                "the module exports no `_start` function (a WASI command)".to_string(),
-            )
-        })?;
+    let start = start_export(&instance, &mut store)?;
     Ok(start.call(&mut store, ()).map(|()| 0))
 }
 
@@ -349,15 +386,7 @@ fn run_component(
             format!("loading the compiled component: {e:#}"),
         )
     })?;
-    let mut store = Store::new(
-        engine,
-        ComponentState {
-            ctx: wasi.build(),
-            table: ResourceTable::new(),
-            limits,
-        },
-    );
-    store.limiter(|s| &mut s.limits);
+    let mut store = ComponentState::store(engine, &mut wasi, limits);
     store.set_epoch_deadline(1);
     store.epoch_deadline_trap();
     let mut linker = wasmtime::component::Linker::<ComponentState>::new(engine);

@@ -24,13 +24,13 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
-use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, InstancePre, Linker, Module, Precompiled, Store, StoreLimitsBuilder};
+use wasmtime::component::Component;
+use wasmtime::{Engine, InstancePre, Linker, Module, Precompiled, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream, InputFile, OutputFile};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::{exit_of, ComponentState, Ended, State, EXIT_CANNOT_RUN, EXIT_USAGE};
+use crate::{exit_of, start_export, ComponentState, Ended, State, EXIT_CANNOT_RUN, EXIT_USAGE};
 
 /// The descriptors a [`Start`] comes with, in this order, then one per
 /// entry of [`Start::dirs`].
@@ -455,37 +455,15 @@ async fn run_loaded(
     let cannot = |e: wasmtime::Error| (EXIT_CANNOT_RUN, format!("{e:#}"));
     match loaded {
         Loaded::Module(pre) => {
-            let mut store = Store::new(
-                engine,
-                State {
-                    wasi: wasi.build_p1(),
-                    limits,
-                },
-            );
-            store.limiter(|s| &mut s.limits);
+            let mut store = State::store(engine, &mut wasi, limits);
             store.epoch_deadline_async_yield_and_update(1);
             let instance = pre.instantiate_async(&mut store).await.map_err(cannot)?;
-            let start = instance
-                .get_typed_func::<(), ()>(&mut store, "_start")
-                .map_err(|_| {
-                    (
-                        EXIT_CANNOT_RUN,
-                        "the module exports no `_start` function (a WASI command)".to_string(),
-                    )
-                })?;
+            let start = start_export(&instance, &mut store)?;
             let _ = send(conn, &Event::Started).await;
             Ok(start.call_async(&mut store, ()).await.map(|()| 0))
         }
         Loaded::Component(pre) => {
-            let mut store = Store::new(
-                engine,
-                ComponentState {
-                    ctx: wasi.build(),
-                    table: ResourceTable::new(),
-                    limits,
-                },
-            );
-            store.limiter(|s| &mut s.limits);
+            let mut store = ComponentState::store(engine, &mut wasi, limits);
             store.epoch_deadline_async_yield_and_update(1);
             let command = pre.instantiate_async(&mut store).await.map_err(cannot)?;
             let _ = send(conn, &Event::Started).await;

@@ -96,11 +96,6 @@ impl WasmKind {
         self
     }
 
-    /// Where this kind's pool lives.
-    pub fn pool(&self) -> &PoolPlace {
-        &self.pool
-    }
-
     /// Whether a container of this spec runs in the pool (not a pod's
     /// pause container, nothing the pool cannot give): a front end that
     /// holds pooled modules itself (the shim) asks before [`SandboxKind::prepare`],

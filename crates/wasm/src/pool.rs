@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
-    SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
 };
 use serde::{Deserialize, Serialize};
 use skiff_sandbox::spec::{ContainerSpec, Network, ProcessUser, Resources, Volume};
@@ -83,18 +83,6 @@ impl PoolPlace {
     fn cgroups_path(&self) -> String {
         let h = blake3::hash(self.dir.as_os_str().as_encoded_bytes()).to_hex();
         format!("/skiff/wasm-pool-{}", &h[..12])
-    }
-
-    /// The keeper's pid, while a pool runs.
-    pub fn keeper_pid(&self) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.dir.join("keeper.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        rustix::process::test_kill_process(rustix::process::Pid::from_raw(pid)?)
-            .ok()
-            .map(|()| pid)
     }
 
     /// A connection to the pool, which is started first if none serves.
@@ -517,18 +505,11 @@ fn receive(conn: &OwnedFd) -> std::io::Result<Option<Event>> {
     // An event is a line of JSON (a message for the module is shorter than
     // a page); this buffer lives as long as the module.
     let mut buf = vec![0u8; 4 << 10];
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
     loop {
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        match rustix::net::recvmsg(
-            conn,
-            &mut [std::io::IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Ok(m) if m.bytes == 0 => return Ok(None),
-            Ok(m) => {
-                return serde_json::from_slice(&buf[..m.bytes])
+        match rustix::net::recv(conn, &mut buf, RecvFlags::empty()) {
+            Ok((0, _)) => return Ok(None),
+            Ok((n, _)) => {
+                return serde_json::from_slice(&buf[..n])
                     .map(Some)
                     .map_err(|e| std::io::Error::other(format!("a message from the pool: {e}")))
             }

@@ -242,3 +242,27 @@ impl Drop for Mounted<'_> {
             .run(&["umount", "--lazy", self.dir.to_str().unwrap()]);
     }
 }
+
+/// Runs `args` as the host's `nobody`, with no capabilities and no groups.
+/// Through a shell: setpriv makes its own execve still holding root's
+/// capabilities (they drop at that exec), so a path it execs directly is
+/// resolved with them; the shell runs as nobody proper.
+pub fn as_nobody(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            "sh",
+            "-c",
+            "exec \"$@\"",
+            "sh",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running setpriv (util-linux)")
+}

@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use containerd_shim::api;
-use containerd_shim::protos::events::task::{TaskCreate, TaskIO};
-use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::ttrpc::Code;
 use skiff_engine::oci_runtime::{PooledModule, PooledSignal};
 use skiff_engine::EngineError;
@@ -93,20 +91,7 @@ impl TaskService {
                 pooled: Some(Pooled::Created(module)),
             },
         );
-        s.publish(TaskCreate {
-            container_id: id.clone(),
-            bundle: req.bundle.clone(),
-            rootfs: req.rootfs.clone(),
-            io: MessageField::some(TaskIO {
-                stdin: req.stdin.clone(),
-                stdout: req.stdout.clone(),
-                stderr: req.stderr.clone(),
-                terminal: false,
-                ..Default::default()
-            }),
-            pid: pid as u32,
-            ..Default::default()
-        });
+        s.publish_created(req, pid);
         Ok(Some(api::CreateTaskResponse {
             pid: pid as u32,
             ..Default::default()
